@@ -1,0 +1,188 @@
+"""Noise generators: pure numpy/scipy functions, no Dask.
+
+Both generators return float32 cubes of axes (z, y, x) with mean 0 and standard deviation 1.
+What depends only on the geometry (the back-projection operator, the wedge mask) is built
+once per process and cached (:func:`generator_for`); a volume then costs one draw of random
+numbers and one linear map.
+
+Mode 1, back-projection
+    For each tilt an independent 2-D white-noise image p(y, t), Gaussian, wide enough that every
+    voxel of the cube falls inside it at every tilt. The volume is the unfiltered
+    back-projection ``v(z, y, x) = sum_theta p_theta(y, x cos theta - z sin theta)`` with linear
+    interpolation along t, about the cube centre ``(n - 1) / 2``.
+
+Mode 2, wedge filter
+    3-D white Gaussian noise, Fourier transformed, multiplied by the binary missing-wedge mask,
+    transformed back. The mask does not depend on ky, so the filter acts on each y-slice with a
+    2-D mask; the noise is drawn directly in Fourier space where the mask is 1, with exactly the
+    distribution of the Fourier transform of real white noise (real and imaginary parts
+    independent, the self-conjugate planes kx = 0 and kx = n/2 handled by the inverse real FFT).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft
+import scipy.sparse
+
+from mwr_dask.geometry import measured_2d, tilt_angles
+
+#: The bit generator behind every volume; changing it changes every volume of every seed.
+BIT_GENERATOR = np.random.SFC64
+
+
+def volume_rng(seed: int, index: int) -> np.random.Generator:
+    """Random generator of volume ``index`` under ``seed``.
+
+    The stream is ``SFC64(SeedSequence(seed, spawn_key=(index,)))``: a pure function of
+    (seed, index), independent of workers, partitions and runs, and statistically independent
+    between indices.
+    """
+    return np.random.Generator(BIT_GENERATOR(np.random.SeedSequence(seed, spawn_key=(index,))))
+
+
+def normalize(volume: np.ndarray) -> tuple[float, float]:
+    """Shift and scale ``volume`` in place to mean 0 and standard deviation 1.
+
+    Returns
+    -------
+    tuple of float
+        The mean and standard deviation before normalisation.
+    """
+    flat = volume.reshape(-1)
+    mean = float(flat.sum(dtype=np.float64)) / flat.size
+    flat -= np.float32(mean)
+    std = float(np.sqrt(np.dot(flat, flat) / flat.size))
+    if std > 0:
+        flat *= np.float32(1.0 / std)
+    return mean, std
+
+
+def backprojection_operator(n: int, angles: np.ndarray) -> tuple[scipy.sparse.csr_array, list]:
+    """Sparse linear map from the stacked projections to the back-projected volume.
+
+    Parameters
+    ----------
+    n : int
+        Cube side, voxels.
+    angles : numpy.ndarray
+        Tilt angles, degrees.
+
+    Returns
+    -------
+    operator : scipy.sparse.csr_array
+        float32, shape (n * n, n_bins). Row ``z * n + x``; column ``offset_k + u`` is detector
+        bin u of tilt k. ``(operator @ P)[z * n + x, y]`` is the back-projection at (z, y, x)
+        when ``P[offset_k + u, y] = p_k(y, u)``.
+    widths : list of int
+        Detector bins of each tilt: ``2 * ceil(R_k) + 2`` with
+        ``R_k = (n - 1) / 2 * (|cos| + |sin|)``, the largest |t| inside the cube.
+    """
+    c = (n - 1) / 2.0
+    z, x = np.meshgrid(np.arange(n) - c, np.arange(n) - c, indexing="ij")
+    z, x = z.ravel(), x.ravel()
+    rows, cols, vals, widths = [], [], [], []
+    offset = 0
+    row_index = np.arange(n * n)
+    for theta in np.radians(np.asarray(angles, dtype=np.float64)):
+        cos, sin = np.cos(theta), np.sin(theta)
+        half = int(np.ceil(c * (abs(cos) + abs(sin)) - 1e-9))
+        t = x * cos - z * sin + half  # in [0, 2 * half]
+        u0 = np.clip(np.floor(t).astype(np.int64), 0, 2 * half)
+        w = t - u0
+        rows += [row_index, row_index]
+        cols += [offset + u0, offset + u0 + 1]
+        vals += [1.0 - w, w]
+        widths.append(2 * half + 2)
+        offset += 2 * half + 2
+    op = scipy.sparse.coo_array(
+        (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(n * n, offset),
+    ).tocsr()
+    op.sum_duplicates()
+    op.sort_indices()
+    return op, widths
+
+
+@dataclass(frozen=True)
+class BackProjection:
+    """Mode 1 generator for one geometry; call it with a random generator."""
+
+    n: int
+    angles: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        op, widths = backprojection_operator(self.n, np.asarray(self.angles))
+        object.__setattr__(self, "_op", op)
+        object.__setattr__(self, "_bins", int(sum(widths)))
+
+    def projections(self, rng: np.random.Generator) -> np.ndarray:
+        """Draw the stacked white-noise projections, float32 of shape (n_bins, n), axes (t, y)."""
+        return rng.standard_normal((self._bins, self.n), dtype=np.float32)
+
+    def backproject(self, stacked: np.ndarray) -> np.ndarray:
+        """Back-project stacked projections (n_bins, n) into a (z, y, x) float32 cube."""
+        n = self.n
+        zxy = (self._op @ stacked).reshape(n, n, n)  # (z, x, y)
+        return np.ascontiguousarray(zxy.transpose(0, 2, 1), dtype=np.float32)
+
+    def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        """One normalised noise volume, float32 (z, y, x)."""
+        volume = self.backproject(self.projections(rng))
+        normalize(volume)
+        return volume
+
+
+@dataclass(frozen=True)
+class WedgeFilter:
+    """Mode 2 generator for one geometry; call it with a random generator."""
+
+    n: int
+    minangle: float
+    maxangle: float
+
+    def __post_init__(self) -> None:
+        n = self.n
+        half = measured_2d(n, self.minangle, self.maxangle)[:, : n // 2 + 1]  # (kz, kx)
+        kz, kx = np.nonzero(half)
+        # Scale sqrt(2) on the planes kx = 0 and kx = n/2: the inverse real FFT keeps only the
+        # Hermitian part there, which halves the variance of independently drawn coefficients.
+        scale = np.ones(kx.size, dtype=np.float32)
+        scale[(kx == 0) | ((n % 2 == 0) & (kx == n // 2))] = np.sqrt(2.0)
+        object.__setattr__(self, "_kz", kz)
+        object.__setattr__(self, "_kx", kx)
+        object.__setattr__(self, "_scale", scale)
+
+    def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        """One normalised noise volume, float32 (z, y, x)."""
+        n, m = self.n, self._kx.size
+        spec = np.zeros((n, n, n // 2 + 1), dtype=np.complex64)  # (kz, y, kx)
+        draws = rng.standard_normal((n, m, 2), dtype=np.float32).view(np.complex64)[..., 0]
+        draws *= self._scale
+        spec[self._kz, :, self._kx] = draws.T
+        volume = scipy.fft.irfftn(spec, s=(n, n), axes=(0, 2), overwrite_x=True, workers=1)
+        normalize(volume)
+        return volume
+
+
+@functools.lru_cache(maxsize=8)
+def generator_for(mode: int, n: int, minangle: float, maxangle: float, anglestep: float):
+    """Return the cached generator of a geometry (built once per process).
+
+    Parameters
+    ----------
+    mode : int
+        1 = back-projection, 2 = wedge filter.
+    n : int
+        Cube side, voxels.
+    minangle, maxangle, anglestep : float
+        Tilt range and step, degrees (the step is used by mode 1 only).
+    """
+    if mode == 1:
+        return BackProjection(n, tuple(tilt_angles(minangle, maxangle, anglestep).tolist()))
+    if mode == 2:
+        return WedgeFilter(n, minangle, maxangle)
+    raise ValueError(f"mode must be 1 or 2, not {mode}")

@@ -1,0 +1,124 @@
+"""Reading and writing noise volumes as MRC files, atomically.
+
+A volume is written to a temporary file in the run's state folder (a hidden sibling of the
+output folder, on the same filesystem), flushed, then renamed into place with ``os.replace``:
+the output folder only ever holds complete ``n_*.mrc`` files.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+HEADER_BYTES = 1024
+
+
+def state_dir(folder: Path) -> Path:
+    """Hidden sibling of ``folder`` for temporaries and the lock: ``.<name>.mwr-dask``."""
+    folder = Path(folder).absolute()
+    return folder.parent / f".{folder.name}.mwr-dask"
+
+
+def write_volume(
+    path: Path,
+    data: np.ndarray,
+    voxel_size: float,
+    labels: list[str],
+    tmp_dir: Path,
+    *,
+    fsync: bool = False,
+) -> None:
+    """Write ``data`` (float32, (z, y, x)) to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        Final location of the file.
+    data : numpy.ndarray
+        float32 volume, axes (z, y, x).
+    voxel_size : float
+        Voxel size, angstroms, for the header.
+    labels : list of str
+        Up to 10 printable ASCII labels of at most 80 characters.
+    tmp_dir : pathlib.Path
+        Folder on the same filesystem as ``path`` for the temporary file.
+    fsync : bool
+        Force the data to disk before the rename, so that a node crash cannot leave a
+        renamed but empty file.
+    """
+    tmp = Path(tmp_dir) / f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with mrcfile.new(tmp) as mrc:
+            mrc.set_data(data)
+            mrc.voxel_size = voxel_size
+            # no timestamped "Created by" label: the same volume gives the same bytes
+            mrc.header.nlabl = 0
+            mrc.header.label[:] = b""
+            for label in labels:
+                mrc.add_label(label)
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class VolumeHeader:
+    """What the header of a volume file says."""
+
+    shape: tuple[int, int, int]
+    mode: int
+    voxel_size: float
+    labels: list[str]
+    size: int
+
+
+def read_header(path: Path) -> VolumeHeader:
+    """Read the header of ``path`` (no data); raises ``ValueError`` or ``OSError`` if unreadable."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+            h = mrc.header
+            if h is None:
+                raise ValueError("not an MRC file")
+            shape = (int(h.nz), int(h.ny), int(h.nx))
+            labels = [lab.decode("ascii", "replace").strip() for lab in h.label[: int(h.nlabl)]]
+            return VolumeHeader(
+                shape=shape,
+                mode=int(h.mode),
+                voxel_size=float(mrc.voxel_size.x),
+                labels=labels,
+                size=os.path.getsize(path),
+            )
+
+
+def is_complete(path: Path, cubesize: int) -> bool:
+    """Cheap check that ``path`` is a whole float32 cube of side ``cubesize``.
+
+    Checks the header's shape and data mode and the file size; does not read the data.
+    """
+    try:
+        h = read_header(path)
+    except (OSError, ValueError):
+        return False
+    n = cubesize
+    exthdr = h.size - HEADER_BYTES - 4 * n**3
+    return h.shape == (n, n, n) and h.mode == 2 and exthdr == 0
+
+
+def read_volume(path: Path) -> np.ndarray:
+    """Read the data of a volume file, float32 (z, y, x)."""
+    with mrcfile.open(path, permissive=True) as mrc:
+        return np.asarray(mrc.data, dtype=np.float32).copy()

@@ -1,0 +1,40 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+
+def read_all(folder: Path) -> dict[str, np.ndarray]:
+    """Data of every entry of ``folder`` by name."""
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        with mrcfile.open(folder / name, permissive=True) as m:
+            out[name] = np.array(m.data)
+    return out
+
+
+def assert_only_volumes(folder: Path, indices) -> None:
+    """The folder holds exactly ``n_<i>.mrc`` for i in ``indices``, each valid."""
+    expected = sorted(f"n_{i:05d}.mrc" for i in indices)
+    assert sorted(os.listdir(folder)) == expected
+    with open(os.devnull, "w") as sink:
+        for name in expected:
+            assert mrcfile.validate(str(folder / name), print_file=sink)
+
+
+def cli(*args: str, timeout: float = 240, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real console script ``mwr-dask`` (as ``python -m mwr_dask``) in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "mwr_dask", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
