@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import typer
+from distributed import Client
 
 from mwr_dask import __version__
 from mwr_dask.cluster import default_ncpus, local_client
@@ -279,6 +283,113 @@ def generate_noise(
 
 app.command("generate-noise")(generate_noise)
 app.command("generate_noise", hidden=True)(generate_noise)
+
+
+@contextmanager
+def inspect_client(ncpus: int) -> Iterator[Client]:
+    """Start the cluster ``inspect`` reads on (the one place to add remote clusters)."""
+    # dashboard_address=None would still bind the scheduler's HTTP server to *:8787
+    with local_client(ncpus, dashboard_address="127.0.0.1:0") as client:
+        yield client
+
+
+@app.command("inspect")
+def inspect(
+    folder: Annotated[
+        Path,
+        typer.Argument(help="Noise folder to check (IsoNet's --noise_dir).", show_default=False),
+    ],
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a PNG of the averaged spectrum: kx-kz section with the wedge, angular"
+            " and radial profiles (needs matplotlib: pip install 'mwr-dask[plot]').",
+            show_default=False,
+            metavar="PNG",
+        ),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON (for scripts).")
+    ] = False,
+    ncpus: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes of the local cluster, one thread each. [default: all cores]",
+            show_default=False,
+            rich_help_panel=CLUSTER,
+        ),
+    ] = None,
+) -> None:
+    """Check a noise folder: every volume readable, one cube size, no duplicates, the wedge.
+
+    Exit status 0 when all is well, 1 when a file is broken, duplicated or inconsistent (or the
+    spectrum disagrees with the labels), 2 for bad input.
+    """
+    ncpus = default_ncpus() if ncpus is None else ncpus
+    if ncpus < 1:
+        raise fail(f"--ncpus must be at least 1, not {ncpus}.")
+    if not folder.exists():
+        raise fail(f"{folder} does not exist.")
+    if not folder.is_dir():
+        raise fail(f"{folder} is not a folder.")
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise fail(f"{folder} is not readable.")
+    if plot is not None:
+        from mwr_dask.plot import PlotUnavailableError, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except PlotUnavailableError as err:
+            raise fail(str(err)) from None
+        if not plot.absolute().parent.is_dir():
+            raise fail(f"cannot write {plot}: {plot.absolute().parent} is not a folder.")
+
+    from mwr_dask.check import inspect_folder, render_text
+
+    t0 = time.perf_counter()
+    show = sys.stderr.isatty() and not json_output
+
+    def progress(done: int, total: int) -> None:
+        if show:
+            typer.echo(f"\rread {done}/{total} volumes", nl=done >= total, err=True)
+
+    try:
+        with inspect_client(ncpus) as client:
+            report = inspect_folder(folder, client, workers=ncpus, on_progress=progress)
+    except OSError as err:
+        raise fail(f"cannot read {err.filename or folder}: {err.strerror or err}.") from None
+    wall = time.perf_counter() - t0
+    if plot is not None:
+        if report.spectrum is None:
+            typer.echo("mwr-dask: warning: no readable volume, no plot written.", err=True)
+        else:
+            from mwr_dask.plot import plot_report
+
+            try:
+                plot_report(report, plot)
+            except OSError as err:
+                raise fail(f"cannot write {plot}: {err.strerror or err}.") from None
+    if json_output:
+        out = report.to_dict()
+        out["seconds"] = round(wall, 3)
+        out["plot"] = None if plot is None or report.spectrum is None else str(plot)
+        typer.echo(json.dumps(out, indent=2, default=_json_default))
+    else:
+        typer.echo(render_text(report))
+        typer.echo(f"Read {report.summary['count']} volumes in {wall:.1f} s on {ncpus} workers.")
+        if plot is not None and report.spectrum is not None:
+            typer.echo(f"Plot: {plot}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _json_default(value):
+    """JSON for numpy scalars and arrays."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
 
 
 def main() -> None:

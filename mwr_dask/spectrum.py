@@ -1,0 +1,450 @@
+"""The averaged kx-kz power spectrum of a noise folder and what it says (pure numpy).
+
+The wedge does not depend on ky, so every y-slice of every volume is a sample of the same 2-D
+spectrum over (kz, kx). :func:`slice_power` returns the sum over y of one volume's slice
+periodograms (half plane, as ``rfft`` returns it); summing those over volumes and dividing by
+their number gives the folder's average, which :func:`analyse` turns into numbers:
+
+- the tilt range: each radial shell is divided by its level in the measured region, the
+  normalised power is profiled over the direction of (kx, kz), and the measured arc is the
+  arc whose edges best separate a high level from a low one (a two-level least-squares fit,
+  which puts each edge where the profile crosses halfway between the two levels). The arc of
+  measured directions ``[lo, hi]`` is turned into tilts ``[-hi, -lo]`` (a tilt theta measures
+  the direction (cos theta, -sin theta)); see :mod:`mwr_dask.geometry`;
+- the wedge ratio: the mean normalised power in the missing wedge over that in the measured
+  region, both taken a few degrees away from the edges;
+- the radial fall-off: the log-log slope of the measured region's power against |k|.
+
+Conventions: arrays are (z, y, x); directions are degrees folded into (-90, 90]; tilt ranges
+are in tilt angles ``[minangle, maxangle]``, not directions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.fft
+
+from mwr_dask.geometry import fold_direction
+
+#: Width of the direction bins of the arc fit, degrees.
+FIT_BIN_DEG = 0.25
+#: Edges are kept this far (degrees) from the measured and missing regions' averages.
+EDGE_MARGIN_DEG = 5.0
+#: Below this ratio of the low to the high level there is a wedge; above it, none was found.
+NO_WEDGE_CONTRAST = 0.5
+
+
+def slice_power(volume: np.ndarray) -> np.ndarray:
+    """Sum over y of the (kz, kx) periodograms of a volume, normalised by its variance.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        Real cube, axes (z, y, x).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 array of shape (nz, nx // 2 + 1): ``sum_y |FFT_{z,x} v(z, y, x)|^2`` over the
+        half plane kx >= 0 in ``numpy.fft`` order, divided by ``nz * ny * nx * var(v)`` so that
+        white noise has a mean of 1 per Fourier pixel whatever the scale of the volume.
+        The mean is removed first (DC is 0). A constant volume gives zeros.
+    """
+    v = np.asarray(volume, dtype=np.float32)
+    v = v - np.float32(v.mean(dtype=np.float64))
+    f = scipy.fft.rfftn(v, axes=(0, 2), workers=1)
+    p = (f.real**2 + f.imag**2).sum(axis=1, dtype=np.float64)
+    total = float(np.dot(v.ravel(), v.ravel()))
+    return p / total if total > 0 else p * 0.0
+
+
+def full_plane(half: np.ndarray, n: int) -> np.ndarray:
+    """Expand a half-plane spectrum (kx >= 0) of an n x n grid to the full, fftshifted plane.
+
+    The power of a real volume is symmetric under k -> -k: P(kz, -kx) = P(-kz, kx).
+
+    Parameters
+    ----------
+    half : numpy.ndarray
+        Shape (n, n // 2 + 1), axes (kz, kx) in ``numpy.fft`` order.
+    n : int
+        Side of the grid.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n, n), axes (kz, kx), origin at index n // 2 (``numpy.fft.fftshift`` order).
+    """
+    full = np.empty((n, n), dtype=np.float64)
+    full[:, : n // 2 + 1] = half
+    cols = np.arange(n // 2 + 1, n)
+    rows = (-np.arange(n)) % n
+    full[:, cols] = half[rows][:, n - cols]
+    return np.fft.fftshift(full)
+
+
+def polar(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Radius (Fourier pixels) and folded direction (degrees) of the fftshifted (kz, kx) grid."""
+    k = np.arange(n) - n // 2
+    kz, kx = np.meshgrid(k, k, indexing="ij")
+    return np.hypot(kz, kx), fold_direction(kz.astype(float), kx.astype(float))
+
+
+def band_radii(n: int) -> tuple[float, float]:
+    """Radii (Fourier pixels) used to find the wedge: away from DC and from Nyquist."""
+    return max(3.0, n / 10), 0.42 * n
+
+
+def circular_gap(phi: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Degrees by which directions ``phi`` lie inside the arc ``[lo, hi]`` (negative: outside).
+
+    Directions are taken modulo 180 degrees; ``hi - lo`` must lie in (0, 180).
+    """
+    rel = np.mod(np.asarray(phi, dtype=np.float64) - lo, 180.0)  # in [0, 180)
+    width = hi - lo
+    inside = np.minimum(rel, width - rel)
+    outside = -np.minimum(rel - width, 180.0 - rel)
+    return np.where(rel <= width, inside, outside)
+
+
+def fold(angle: float) -> float:
+    """Fold an angle (degrees) into (-90, 90]."""
+    a = math.fmod(angle, 180.0)
+    if a > 90.0:
+        a -= 180.0
+    elif a <= -90.0:
+        a += 180.0
+    return a
+
+
+@dataclass(frozen=True)
+class ArcFit:
+    """A two-level fit of a profile against direction.
+
+    Attributes
+    ----------
+    lo, hi : float
+        The high arc, degrees, ``lo`` in (-90, 90] and ``lo < hi < lo + 180`` (``hi`` exceeds
+        90 when the arc contains the direction kz).
+    high, low : float
+        Mean of the values on the arc and off it.
+    lo_unc, hi_unc : float
+        Half the gap between the nearest samples on either side of each edge, degrees: how
+        far the edge could move without changing which samples lie on the arc.
+    """
+
+    lo: float
+    hi: float
+    high: float
+    low: float
+    lo_unc: float
+    hi_unc: float
+
+
+def fit_arc(phi: np.ndarray, values: np.ndarray, bin_deg: float = FIT_BIN_DEG) -> ArcFit:
+    """Best two-level fit of ``values`` against direction: high on one arc, low elsewhere.
+
+    The directions are binned (``bin_deg``), every arc of whole bins is tried (circularly, so
+    an arc may contain +-90 degrees), and the one minimising the squared error of a two-level
+    model is kept. Each edge is then put halfway between the nearest non-empty bins on either
+    side, so a sharp step is cut halfway between its last high and first low sample and a soft
+    one where it crosses the middle of the two levels.
+
+    Parameters
+    ----------
+    phi : numpy.ndarray
+        Directions, degrees in (-90, 90].
+    values : numpy.ndarray
+        Samples at those directions (same shape).
+    bin_deg : float
+        Bin width, degrees; 180 must be a multiple of it.
+
+    Returns
+    -------
+    ArcFit
+        The high arc, its two levels and the uncertainty of each edge.
+    """
+    m = round(180.0 / bin_deg)
+    idx = np.floor((np.asarray(phi, dtype=np.float64).ravel() + 90.0) / bin_deg).astype(int) % m
+    vals = np.asarray(values, dtype=np.float64).ravel()
+    sums = np.bincount(idx, weights=vals, minlength=m)
+    counts = np.bincount(idx, minlength=m).astype(np.float64)
+    total_s, total_c = sums.sum(), counts.sum()
+    cs = np.concatenate([[0.0], np.cumsum(np.concatenate([sums, sums]))])
+    cc = np.concatenate([[0.0], np.cumsum(np.concatenate([counts, counts]))])
+    start = np.arange(m)[:, None]
+    length = np.arange(1, m)[None, :]
+    s_in = cs[start + length] - cs[start]
+    c_in = cc[start + length] - cc[start]
+    s_out, c_out = total_s - s_in, total_c - c_in
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_in, mean_out = s_in / c_in, s_out / c_out
+        score = s_in * mean_in + s_out * mean_out
+    score[(c_in == 0) | (c_out == 0) | ~(mean_in > mean_out)] = -np.inf
+    i, j = np.unravel_index(int(np.argmax(score)), score.shape)
+    first, last = int(i), int(i) + int(j) + 1  # arc = bins first .. last - 1 (mod m)
+    nonempty = np.flatnonzero(counts > 0)
+
+    def edge(boundary: int) -> tuple[float, float]:
+        """Angle halfway between the non-empty bins on either side of a bin boundary."""
+        after = nonempty[np.searchsorted(nonempty, boundary % m) % nonempty.size]
+        before = nonempty[np.searchsorted(nonempty, boundary % m) - 1]
+        a = (before + 0.5) * bin_deg - 90.0
+        b = (after + 0.5) * bin_deg - 90.0
+        if b < a:
+            b += 180.0
+        return (a + b) / 2.0, max((b - a) / 2.0, bin_deg)
+
+    lo, lo_unc = edge(first)
+    hi, hi_unc = edge(last)
+    lo = fold(lo)
+    hi = lo + np.mod(hi - lo, 180.0)
+    return ArcFit(lo, hi, float(mean_in[i, j]), float(mean_out[i, j]), lo_unc, hi_unc)
+
+
+def shell_index(r: np.ndarray) -> np.ndarray:
+    """Integer shell of each radius: shell k holds ``k - 0.5 <= r < k + 0.5``."""
+    return np.floor(r + 0.5).astype(int)
+
+
+def normalise_shells(
+    p: np.ndarray, shells: np.ndarray, select: np.ndarray, fallback: np.ndarray | None = None
+) -> np.ndarray:
+    """Divide each shell of ``p`` by the mean of its pixels in ``select``.
+
+    Shells with no pixel in ``select`` use their pixels in ``fallback`` instead; shells with
+    none in either are NaN.
+    """
+    kmax = int(shells.max()) + 1
+    level = np.full(kmax, np.nan)
+    for chosen in (fallback, select):  # the second wins where it has pixels
+        if chosen is None:
+            continue
+        s = np.bincount(shells[chosen], weights=p[chosen], minlength=kmax)
+        c = np.bincount(shells[chosen], minlength=kmax)
+        level = np.where(c > 0, s / np.maximum(c, 1), level)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = p / level[shells]
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+@dataclass
+class SpectrumAnalysis:
+    """What the averaged (kz, kx) power spectrum says.
+
+    Attributes
+    ----------
+    n : int
+        Cube side.
+    volumes : int
+        Volumes averaged.
+    band : tuple of float
+        Radii (Fourier pixels) used for the tilt range and the wedge ratio.
+    wedge_found : bool
+        Whether a clear two-level structure (a wedge) was found.
+    tilt_range : tuple of float or None
+        Estimated tilts ``(minangle, maxangle)``, degrees; None without a wedge.
+    tilt_uncertainty : tuple of float or None
+        Resolution of each estimated edge, degrees (see :class:`ArcFit`).
+    measured_arc : tuple of float or None
+        Estimated measured directions ``(lo, hi)``, degrees, ``hi`` may exceed 90.
+    contrast : float
+        Low level over high level of the fit (0 for a perfect wedge, 1 for none).
+    wedge_ratio : float or None
+        Mean normalised power in the missing wedge over that in the measured region.
+    radial_slope : float or None
+        Log-log slope of the measured region's power against |k|.
+    slope_radii : tuple of int
+        Shells used for the slope.
+    power : numpy.ndarray
+        The averaged power, (kz, kx) fftshifted, shape (n, n).
+    profile_angle, profile : numpy.ndarray
+        Angular profile of normalised power against tilt angle (``-direction``), degrees.
+    radial_k, radial_measured, radial_missing : numpy.ndarray
+        Mean power per shell in the measured region and in the wedge (NaN where empty).
+    """
+
+    n: int
+    volumes: int
+    band: tuple[float, float]
+    wedge_found: bool
+    tilt_range: tuple[float, float] | None
+    tilt_uncertainty: tuple[float, float] | None
+    measured_arc: tuple[float, float] | None
+    contrast: float
+    wedge_ratio: float | None
+    radial_slope: float | None
+    slope_radii: tuple[int, int]
+    power: np.ndarray = field(repr=False)
+    profile_angle: np.ndarray = field(repr=False)
+    profile: np.ndarray = field(repr=False)
+    radial_k: np.ndarray = field(repr=False)
+    radial_measured: np.ndarray = field(repr=False)
+    radial_missing: np.ndarray = field(repr=False)
+
+    def summary(self) -> dict:
+        """JSON-ready numbers (no arrays)."""
+        return {
+            "cubesize": self.n,
+            "volumes": self.volumes,
+            "band_radii": [round(self.band[0], 2), round(self.band[1], 2)],
+            "wedge_found": self.wedge_found,
+            "tilt_range": _rounded(self.tilt_range),
+            "tilt_uncertainty": _rounded(self.tilt_uncertainty),
+            "contrast": round(self.contrast, 5),
+            "wedge_ratio": None if self.wedge_ratio is None else float(f"{self.wedge_ratio:.4g}"),
+            "radial_slope": None if self.radial_slope is None else round(self.radial_slope, 3),
+            "slope_radii": list(self.slope_radii),
+        }
+
+
+def analyse(half_sum: np.ndarray, n: int, volumes: int) -> SpectrumAnalysis:
+    """Estimate tilt range, wedge ratio and radial fall-off from summed slice spectra.
+
+    Parameters
+    ----------
+    half_sum : numpy.ndarray
+        Sum of :func:`slice_power` over ``volumes`` cubes of side ``n``, shape (n, n // 2 + 1).
+    n : int
+        Cube side.
+    volumes : int
+        Number of volumes summed (at least 1).
+
+    Returns
+    -------
+    SpectrumAnalysis
+    """
+    p = full_plane(half_sum / max(volumes, 1), n)
+    r, phi = polar(n)
+    shells = shell_index(r)
+    r_lo, r_hi = band_radii(n)
+    band = (r >= r_lo) & (r <= r_hi)
+    upper = band & (np.arange(n)[:, None] >= n // 2)  # one of each pair k, -k (same power)
+
+    # pass 1: each shell divided by its mean (removes the radial fall-off whatever the wedge)
+    norm = normalise_shells(p, shells, upper)
+    fit = _fit(phi, norm, upper)
+    # pass 2: each shell divided by its mean inside the measured arc, away from the edges
+    # (or anywhere inside the arc for the shells too small to have pixels there)
+    for _ in range(2):
+        gap = circular_gap(phi, fit.lo, fit.hi)
+        core = upper & (gap > _margin(fit.lo, fit.hi))
+        if core.sum() < 4:
+            break
+        norm = normalise_shells(p, shells, core, upper & (gap > 0))
+        fit = _fit(phi, norm, upper)
+    lo, hi = fit.lo, fit.hi
+    contrast = fit.low / fit.high if fit.high > 0 else 1.0
+    found = bool(contrast < NO_WEDGE_CONTRAST)
+
+    gap = circular_gap(phi, lo, hi)
+    measured = gap > _margin(lo, hi)
+    missing = gap < -_margin(lo, hi)
+    ratio = None
+    if found and (upper & measured).sum() >= 4 and (upper & missing).any():
+        norm = normalise_shells(p, shells, upper & measured)
+        ratio = float(np.nanmean(norm[upper & missing]) / np.nanmean(norm[upper & measured]))
+
+    kmax = int(np.floor(r_hi))
+    radial_k = np.arange(1, n // 2)
+    radial_measured = np.array(
+        [_mean(p[(shells == k) & (measured if found else r >= 0)]) for k in radial_k]
+    )
+    radial_missing = np.array(
+        [_mean(p[(shells == k) & missing]) if found else np.nan for k in radial_k]
+    )
+    # the slope against the mean radius of the pixels averaged (a shell's pixels in a narrow
+    # arc do not centre on its nominal radius)
+    k0 = min(4, max(2, kmax - 2))
+    ks = np.arange(k0, kmax + 1)
+    region = measured if found else r >= 0
+    xs = np.array([_mean(r[(shells == k) & region]) for k in ks])
+    ys = radial_measured[ks - 1] if ks.size else np.array([])
+    slope = None
+    good = np.isfinite(ys) & (ys > 0) & np.isfinite(xs)
+    if good.sum() >= 2:
+        slope = float(np.polyfit(np.log(xs[good]), np.log(ys[good]), 1)[0])
+
+    # angular profile for people: tilt angle theta = -direction, in bins of a few pixels each
+    per_bin = 4
+    nbins = int(np.clip(upper.sum() / per_bin, 36, 180))
+    width = 180.0 / nbins
+    use = upper & np.isfinite(norm)
+    theta = -phi[use]
+    theta = np.where(theta <= -90.0, theta + 180.0, theta)
+    idx = np.clip(((theta + 90.0) / width).astype(int), 0, nbins - 1)
+    sums = np.bincount(idx, weights=norm[use], minlength=nbins)
+    counts = np.bincount(idx, minlength=nbins)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        profile = sums / counts
+    profile_angle = -90.0 + width * (np.arange(nbins) + 0.5)
+
+    return SpectrumAnalysis(
+        n=n,
+        volumes=volumes,
+        band=(float(r_lo), float(r_hi)),
+        wedge_found=found,
+        tilt_range=(-hi, -lo) if found else None,
+        tilt_uncertainty=(fit.hi_unc, fit.lo_unc) if found else None,
+        measured_arc=(lo, hi) if found else None,
+        contrast=float(contrast),
+        wedge_ratio=ratio,
+        radial_slope=slope,
+        slope_radii=(int(k0), int(kmax)),
+        power=p,
+        profile_angle=profile_angle,
+        profile=profile,
+        radial_k=radial_k,
+        radial_measured=radial_measured,
+        radial_missing=radial_missing,
+    )
+
+
+def _fit(phi: np.ndarray, norm: np.ndarray, select: np.ndarray) -> ArcFit:
+    """Arc fit of the normalised power on the selected pixels that have a level."""
+    use = select & np.isfinite(norm)
+    return fit_arc(phi[use], norm[use])
+
+
+def _rounded(pair: tuple[float, float] | None) -> list[float] | None:
+    return None if pair is None else [round(float(t), 2) for t in pair]
+
+
+def _margin(lo: float, hi: float) -> float:
+    """Distance (degrees) from the edges of the arc ``[lo, hi]`` for the regions' averages."""
+    width = hi - lo
+    return min(EDGE_MARGIN_DEG, width / 4, (180.0 - width) / 4)
+
+
+def _mean(x: np.ndarray) -> float:
+    return float(x.mean()) if x.size else float("nan")
+
+
+def expected_tilt_edges(
+    mode: int, minangle: float, maxangle: float, anglestep: float
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Where the estimated edges of a folder with these labels should lie, tilt degrees.
+
+    Mode 2 measures exactly ``[minangle, maxangle]``. In mode 1 each tilt stands for the
+    directions around it, up to half a step away when the planes of neighbouring tilts blur
+    into each other (small radii, small steps) and less when they are resolved, so each
+    half-power edge lies between the outermost tilt and half a step beyond it (the last tilt
+    is the last one on the grid, which may fall short of ``maxangle``).
+
+    Returns
+    -------
+    tuple
+        ``((lowest, highest), (lowest, highest))``: the interval of the minimum edge and that
+        of the maximum edge.
+    """
+    if mode == 1:
+        from mwr_dask.geometry import tilt_angles
+
+        tilts = tilt_angles(minangle, maxangle, anglestep)
+        first, last = float(tilts[0]), float(tilts[-1])
+        return (first - anglestep / 2, first), (last, last + anglestep / 2)
+    return (float(minangle), float(minangle)), (float(maxangle), float(maxangle))
