@@ -33,11 +33,15 @@ from mwr_dask.params import MODES, NAME_PATTERN, NoiseParams, params_from_labels
 from mwr_dask.spectrum import SpectrumAnalysis, analyse, expected_tilt_edges, slice_power
 
 #: Voxels sampled (same positions in every volume of a shape) for the near-duplicate check.
-SAMPLE_VOXELS = 1024
+SAMPLE_VOXELS = 512
+#: Volumes whose samples are compared pair by pair (a random choice of them beyond).
+NEAR_MAX_VOLUMES = 5000
 #: Correlation on the sample above which two volumes are reported as near-duplicates.
 NEAR_CORRELATION = 0.5
 #: Hashes kept per volume to estimate the fraction of voxel values two volumes share.
 SKETCH_SIZE = 64
+#: Hashes two sketches must share before their overlap is estimated (chance collisions: 1).
+SKETCH_MIN_SHARED = 3
 #: Estimated fraction of shared voxel values above which two volumes are near-duplicates.
 NEAR_SHARED = 0.5
 #: Near-duplicate pairs whose correlation is recomputed on the whole volumes.
@@ -68,13 +72,23 @@ def sample_positions(size: int, count: int = SAMPLE_VOXELS) -> np.ndarray:
 
 
 def value_sketch(data: np.ndarray, k: int = SKETCH_SIZE) -> np.ndarray:
-    """Return the ``k`` smallest hashes of the distinct float32 values of ``data`` (MinHash).
+    """Return the ``k`` smallest hashes of the pairs of x-neighbours of ``data`` (MinHash).
 
-    Two volumes cut from one larger volume share the values of their overlap, wherever the
-    overlap lies; the sketches of two volumes estimate the Jaccard index of their value sets.
-    The hash (murmur3's 32-bit finaliser) is a bijection, so distinct values never collide.
+    Two volumes cut from one larger volume share the voxel pairs of their overlap, wherever
+    the overlap lies; the sketches of two volumes estimate the Jaccard index of their sets of
+    pairs. Pairs rather than single values: independent float32 noise volumes of 64^3 share
+    about a thousand single values by chance, but practically no pair. The 32-bit hash
+    (murmur3's finaliser of a mix of the two values' bits) rarely collides: two independent
+    64^3 volumes share one of their 64 hashes with a probability of about 0.4%.
     """
-    z = np.array(data, dtype=np.float32, copy=True).reshape(-1).view(np.uint32)
+    v = np.ascontiguousarray(data, dtype=np.float32)
+    v = v.reshape(-1, v.shape[-1]) if v.ndim >= 1 and v.size and v.shape[-1] >= 2 else None
+    if v is None:
+        return np.zeros(0, dtype=np.uint32)
+    bits = v.view(np.uint32)
+    z = bits[:, :-1] * np.uint32(0x9E3779B1)
+    z ^= bits[:, 1:]
+    z = z.reshape(-1)
     z ^= z >> np.uint32(16)
     z *= np.uint32(0x85EBCA6B)
     z ^= z >> np.uint32(13)
@@ -339,18 +353,39 @@ def pooled_moments(records: list[FileRecord]) -> tuple[float, float]:
 
 
 def correlated_pairs(
-    records: list[FileRecord], threshold: float = NEAR_CORRELATION
-) -> list[tuple[int, int, float]]:
-    """Pairs (i, j, r) of ``records`` whose voxel samples correlate with |r| >= threshold."""
+    records: list[FileRecord],
+    threshold: float = NEAR_CORRELATION,
+    max_volumes: int = NEAR_MAX_VOLUMES,
+) -> tuple[list[tuple[int, int, float]], int]:
+    """Pairs (i, j, r) of ``records`` whose voxel samples correlate with |r| >= threshold.
+
+    Every pair of up to ``max_volumes`` volumes is compared (a fixed random choice of that
+    many when there are more); an estimate from n sampled voxels has a standard error of
+    about 1 / sqrt(n) for independent volumes.
+
+    Returns
+    -------
+    pairs : list of tuple
+        ``(i, j, r)`` with ``i < j`` indices into ``records``.
+    compared : int
+        Volumes compared.
+    """
     rows = [i for i, r in enumerate(records) if r.sample is not None and r.sample.size > 2]
+    if len(rows) > max_volumes:
+        pick = np.random.default_rng(len(rows)).choice(len(rows), max_volumes, replace=False)
+        rows = [rows[i] for i in np.sort(pick)]
+    sizes = Counter(records[i].sample.size for i in rows)
+    if sizes:
+        common = sizes.most_common(1)[0][0]
+        rows = [i for i in rows if records[i].sample.size == common]
     if len(rows) < 2:
-        return []
-    z = np.stack([records[i].sample for i in rows]).astype(np.float64)
+        return [], len(rows)
+    z = np.stack([records[i].sample for i in rows]).astype(np.float32)
     z -= z.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(z, axis=1)
-    z = z / np.where(norms > 0, norms, 1.0)[:, None]
+    z /= np.where(norms > 0, norms, 1.0)[:, None]
     out = []
-    block = 2048
+    block = max(1, 2**24 // len(rows))
     for start in range(0, len(rows), block):
         c = z[start : start + block] @ z.T
         ii, jj = np.nonzero(np.abs(c) >= threshold)
@@ -358,17 +393,17 @@ def correlated_pairs(
             i, j = start + int(a), int(b)
             if i < j:
                 out.append((rows[i], rows[j], float(c[a, b])))
-    return out
+    return out, len(rows)
 
 
 def shared_value_pairs(
     records: list[FileRecord], threshold: float = NEAR_SHARED
 ) -> list[tuple[int, int, float]]:
-    """Pairs (i, j, f) of ``records`` estimated to share a fraction f >= threshold of values.
+    """Pairs (i, j, f) of ``records`` estimated to share a fraction f >= threshold of voxels.
 
-    From the bottom-k sketches: the Jaccard index J of the two value sets is estimated by the
-    share of the k smallest hashes of their union found in both; f = 2J / (1 + J) is the
-    fraction of each volume's values found in the other (equal sizes).
+    From the bottom-k sketches (:func:`value_sketch`): the Jaccard index J of the two sets of
+    neighbour pairs is estimated by the share of the k smallest hashes of their union found in
+    both; f = 2J / (1 + J) is the fraction of each volume found in the other (equal sizes).
     """
     holders = defaultdict(list)
     for i, r in enumerate(records):
@@ -382,7 +417,9 @@ def shared_value_pairs(
                 for b in range(a + 1, len(owners)):
                     common[owners[a], owners[b]] += 1
     out = []
-    for (i, j), _ in common.items():
+    for (i, j), shared in common.items():
+        if shared < SKETCH_MIN_SHARED:  # chance collisions of the 32-bit hash
+            continue
         si, sj = records[i].sketch, records[j].sketch
         k = min(si.size, sj.size)
         union = np.union1d(si, sj)[:k]
@@ -574,7 +611,14 @@ def reduce_folder(
         problems.append(f"{' = '.join(g)}: identical data{extra}.")
     same = {r.name: r.digest for r in records}
     near = {}
-    for i, j, c in correlated_pairs(records):
+    pairs, compared = correlated_pairs(records)
+    summary["correlation_checked_volumes"] = compared
+    if compared < len([r for r in records if r.sample is not None]):
+        notes.append(
+            f"near-duplicates by correlation were sought among {compared} of the volumes"
+            " (shared values among all)."
+        )
+    for i, j, c in pairs:
         a, b = records[i].name, records[j].name
         if same[a] != same[b]:
             near[a, b] = {"pair": [a, b], "sample_correlation": round(c, 4)}
@@ -784,8 +828,16 @@ def _edge_range(edges: tuple[float, float]) -> str:
     return f"{lo:g}" if lo == hi else f"[{lo:g}, {hi:g}]"
 
 
-def render_text(report: FolderReport) -> str:
-    """Write the report for people: the folder, the spectrum, problems, a verdict line."""
+def render_text(report: FolderReport, timing: str | None = None) -> str:
+    """Write the report for people: the folder, the spectrum, problems, a verdict line.
+
+    Parameters
+    ----------
+    report : FolderReport
+        What :func:`inspect_folder` found.
+    timing : str, optional
+        A line on how long reading took, shown before the problems.
+    """
     s = report.summary
     lines = [f"Folder      {report.folder}"]
     if s["count"]:
@@ -870,6 +922,8 @@ def render_text(report: FolderReport) -> str:
             lines.append(f"  looks like       {seen}  labels: mode {e.mode}  {verdict}")
         else:
             lines.append(f"  looks like       {seen}")
+    if timing:
+        lines.append(f"Time        {timing}")
     for p in report.problems:
         lines.append(f"problem: {p}")
     for w in report.warnings:

@@ -375,10 +375,10 @@ def inspect(
         out["plot"] = None if plot is None or report.spectrum is None else str(plot)
         typer.echo(json.dumps(out, indent=2, default=_json_default))
     else:
-        typer.echo(render_text(report))
-        typer.echo(f"Read {report.summary['count']} volumes in {wall:.1f} s on {ncpus} workers.")
+        timing = f"{report.summary['count']} volumes read in {wall:.1f} s on {ncpus} workers"
         if plot is not None and report.spectrum is not None:
-            typer.echo(f"Plot: {plot}")
+            timing += f"; plot written to {plot}"
+        typer.echo(render_text(report, timing))
     if not report.ok:
         raise typer.Exit(1)
 
