@@ -28,6 +28,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
+from mwr_dask.folder import conflicts
 from mwr_dask.mrcio import HEADER_BYTES
 from mwr_dask.params import MODES, NAME_PATTERN, NoiseParams, params_from_labels
 from mwr_dask.spectrum import SpectrumAnalysis, analyse, expected_tilt_edges, slice_power
@@ -520,6 +521,7 @@ def reduce_folder(
     expected = counts.most_common(1)[0][0] if counts else None
     report.expected = expected
     summary["labels"] = None if expected is None else expected.as_dict()
+    summary["labels_agreeing"] = counts[expected] if expected is not None else 0
     unlabelled = [r.name for r, p in zip(records, recorded, strict=True) if p is None]
     if expected is None:
         notes.append(
@@ -527,9 +529,16 @@ def reduce_folder(
             " check the estimated tilt range against your tomograms."
         )
     else:
-        if len(counts) > 1:
-            sets = "; ".join(f"{p.describe()} ({c} files)" for p, c in counts.most_common())
-            problems.append(f"the labels record {len(counts)} parameter sets: {sets}.")
+        # the same rules as appending with generate-noise (the step does not matter in mode 2)
+        for other, c in counts.most_common()[1:]:
+            differences = conflicts(expected, other)
+            if differences:
+                problems.append(
+                    ("1 volume records" if c == 1 else f"{c} volumes record")
+                    + f" other parameters than the other {counts[expected]}: "
+                    + "; ".join(differences).replace("(folder has", "(the others have")
+                    + "."
+                )
         if unlabelled:
             problems.append(
                 f"{len(unlabelled)} volumes carry no mwr-dask labels: {names_list(unlabelled)}."
@@ -853,7 +862,10 @@ def render_text(report: FolderReport, timing: str | None = None) -> str:
         voxels = ", ".join(f"{k:g} A ({v})" for k, v in s["voxel_sizes"].items())
         lines.append(f"Cube        {shapes}; {dtypes}; voxel size {voxels}")
         if report.expected is not None:
-            lines.append(f"Labels      {report.expected.describe()}")
+            agree = s.get("labels_agreeing", 0)
+            lines.append(
+                f"Labels      {report.expected.describe()} ({agree} of {s['count']} volumes)"
+            )
         else:
             lines.append("Labels      none (not written by mwr-dask)")
         if s["good"]:

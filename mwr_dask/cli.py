@@ -375,7 +375,10 @@ def inspect(
         out["plot"] = None if plot is None or report.spectrum is None else str(plot)
         typer.echo(json.dumps(out, indent=2, default=_json_default))
     else:
-        timing = f"{report.summary['count']} volumes read in {wall:.1f} s on {ncpus} workers"
+        timing = (
+            f"{report.summary['count']} volumes read in {wall:.1f} s on {ncpus} workers"
+            " (cluster start included)"
+        )
         if plot is not None and report.spectrum is not None:
             timing += f"; plot written to {plot}"
         typer.echo(render_text(report, timing))

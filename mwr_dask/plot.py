@@ -62,8 +62,8 @@ def plot_report(report: FolderReport, path: Path) -> None:
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax_img, ax_ang, ax_rad = fig.subplots(1, 3, width_ratios=[1.0, 1.35, 1.1])
-    title = f"{Path(report.folder).name}: {sp.volumes} volumes of {n}^3"
-    title += f", {e.describe()}" if e is not None else ", no mwr-dask labels"
+    title = f"{Path(report.folder).name}: spectrum of {sp.volumes} volumes of {n}^3; "
+    title += f"labels: {e.describe()}" if e is not None else "no mwr-dask labels"
     fig.suptitle(title, fontsize=11)
 
     # 1. the central kx-kz section, log power, DC masked

@@ -294,7 +294,7 @@ class SpectrumAnalysis:
             "band_radii": [round(self.band[0], 2), round(self.band[1], 2)],
             "wedge_found": self.wedge_found,
             "tilt_range": _rounded(self.tilt_range),
-            "tilt_uncertainty": _rounded(self.tilt_uncertainty),
+            "tilt_resolution": _rounded(self.tilt_uncertainty),
             "contrast": round(self.contrast, 5),
             "wedge_ratio": None if self.wedge_ratio is None else float(f"{self.wedge_ratio:.4g}"),
             "radial_slope": None if self.radial_slope is None else round(self.radial_slope, 3),

@@ -20,6 +20,7 @@ from mwr_dask.check import (
     index_gaps,
     inspect_folder,
     pooled_moments,
+    reduce_folder,
     shared_value_pairs,
     value_sketch,
 )
@@ -223,6 +224,43 @@ def test_correlated_pairs_on_samples():
     # beyond max_volumes, a sample of the volumes: the pair may or may not be in it
     pairs, compared = correlated_pairs(recs, max_volumes=100)
     assert compared == 100 and all((i, j) == (3, 7) for i, j, _ in pairs)
+
+
+def record(index, params, **kw):
+    """A healthy record of volume ``index`` labelled with ``params``."""
+    base = dict(
+        shape=(16, 16, 16),
+        dtype="float32",
+        mrc_mode=2,
+        voxel_size=1.0,
+        labels=params.labels(index) if params else [],
+        digest=f"d{index}",
+        count=16**3,
+        mean=0.0,
+        m2=16.0**3,
+    )
+    return FileRecord(name=f"n_{index:05d}.mrc", index=index, **{**base, **kw})
+
+
+def test_folder_rules_without_reading_files(tmp_path):
+    p = NoiseParams(cubesize=16, mode=2, minangle=-60, maxangle=60, seed=3)
+    ok = reduce_folder(tmp_path, [record(i, p) for i in (0, 1, 2, 5)], [], {})
+    assert ok.ok, ok.problems  # a gap is a warning, not a problem
+    assert any("2 indices are missing" in w and "3..4" in w for w in ok.warnings)
+    # mode 2 ignores the step: volumes differing only there agree
+    step = NoiseParams(**{**p.as_dict(), "anglestep": 3.0})
+    assert reduce_folder(tmp_path, [record(0, p), record(1, step)], [], {}).ok
+    seed = NoiseParams(**{**p.as_dict(), "seed": 4})
+    mixed = reduce_folder(tmp_path, [record(0, p), record(1, p), record(2, seed)], [], {})
+    assert any("1 volume records other parameters" in x and "seed 4" in x for x in mixed.problems)
+    stray = reduce_folder(tmp_path, [record(0, p)], ["notes.txt", "sub"], {})
+    assert any("2 entries are not n_*.mrc volumes" in x for x in stray.problems)
+    odd = [record(0, p), record(1, p, shape=(16, 16, 12)), record(2, p, voxel_size=2.0)]
+    odd.append(record(3, p, labels=[]))
+    bad = reduce_folder(tmp_path, odd, [], {})
+    assert "shape 16x16x12, not 16x16x16" in bad.summary["broken"]["n_00001.mrc"]
+    assert "voxel size 1, the header 2" in bad.summary["broken"]["n_00002.mrc"]
+    assert any("carry no mwr-dask labels: n_00003.mrc" in x for x in bad.problems)
 
 
 def test_small_helpers():
