@@ -39,11 +39,11 @@ SAMPLE_VOXELS = 512
 NEAR_MAX_VOLUMES = 5000
 #: Correlation on the sample above which two volumes are reported as near-duplicates.
 NEAR_CORRELATION = 0.5
-#: Hashes kept per volume to estimate the fraction of voxel values two volumes share.
+#: Hashes kept per volume to estimate the fraction of voxels two volumes share (shifted).
 SKETCH_SIZE = 64
 #: Hashes two sketches must share before their overlap is estimated (chance collisions: 1).
 SKETCH_MIN_SHARED = 3
-#: Estimated fraction of shared voxel values above which two volumes are near-duplicates.
+#: Estimated fraction of shared voxels above which two volumes are near-duplicates.
 NEAR_SHARED = 0.5
 #: Near-duplicate pairs whose correlation is recomputed on the whole volumes.
 CONFIRM_PAIRS = 20
@@ -647,7 +647,9 @@ def reduce_folder(
         if "sample_correlation" in entry:
             what.append(f"correlation {entry.get('correlation', entry['sample_correlation']):.2f}")
         if "shared_values" in entry:
-            what.append(f"~{100 * entry['shared_values']:.0f}% of voxel values shared")
+            what.append(
+                f"~{100 * entry['shared_values']:.0f}% of the voxels shared, shifted or not"
+            )
         notes.append(f"{a} and {b} are near-duplicates ({', '.join(what)}).")
     if len(near) > LIST_NAMES:
         notes.append(f"... and {len(near) - LIST_NAMES} more near-duplicate pairs.")
@@ -893,7 +895,7 @@ def render_text(report: FolderReport, timing: str | None = None) -> str:
                 f"{_plural(near, 'near-duplicate pair')}"
                 if near
                 else f"no near-duplicates (|r| >= {NEAR_CORRELATION} on {SAMPLE_VOXELS} voxels"
-                f" or >= {NEAR_SHARED:.0%} of values shared)"
+                f" or >= {NEAR_SHARED:.0%} of the voxels shared)"
             )
         )
     sp = report.spectrum
