@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -13,11 +12,20 @@ import numpy as np
 import typer
 
 from mwr_dask import __version__
-from mwr_dask.cluster import default_ncpus, local_client
+from mwr_dask.cluster import (
+    ClusterError,
+    ClusterOptions,
+    check_versions,
+    check_workers_can_write,
+    open_client,
+    tunnel_hint,
+    wait_for_workers,
+)
 from mwr_dask.folder import conflicts, scan
 from mwr_dask.mrcio import state_dir
 from mwr_dask.params import NoiseParams, validate
-from mwr_dask.pipeline import RunResult, run
+from mwr_dask.pipeline import run
+from mwr_dask.progress import Progress
 
 app = typer.Typer(
     name="mwr-dask",
@@ -29,7 +37,7 @@ app = typer.Typer(
 
 GEOMETRY = "Noise geometry"
 VOLUMES = "Volumes and files"
-CLUSTER = "Local cluster"
+CLUSTER = "Cluster"
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -52,39 +60,6 @@ def _main(
     ] = False,
 ) -> None:
     """Missing-wedge noise volumes for IsoNet/MWR training, generated in parallel with Dask."""
-
-
-class Progress:
-    """Progress of a run: an updating line on a terminal, periodic log lines otherwise."""
-
-    def __init__(self, total: int, *, quiet: bool = False, every: float = 10.0) -> None:
-        self.total = total
-        self.quiet = quiet
-        self.tty = sys.stdout.isatty()
-        self.every = every
-        self.t0 = time.perf_counter()
-        self.last = self.t0
-
-    def __call__(self, result: RunResult) -> None:
-        """Report ``result`` (called after each finished partition)."""
-        if self.quiet:
-            return
-        now = time.perf_counter()
-        finished = result.done >= self.total
-        if not (self.tty or finished or now - self.last >= self.every):
-            return
-        self.last = now
-        elapsed = now - self.t0
-        rate = result.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - result.done) / rate if rate > 0 else float("inf")
-        line = (
-            f"{result.done}/{self.total} volumes ({100 * result.done / self.total:.0f}%),"
-            f" {rate:.1f} vol/s, ETA {eta:.0f} s"
-        )
-        if self.tty:
-            typer.echo(f"\r{line}   ", nl=finished)
-        else:
-            typer.echo(line)
 
 
 def generate_noise(
@@ -169,20 +144,53 @@ def generate_noise(
             rich_help_panel=CLUSTER,
         ),
     ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Address of a running Dask scheduler (tcp://host:8786, tls://...) to use"
+            " instead of a local cluster; also read from DASK_SCHEDULER_ADDRESS. The cluster is"
+            " left running.",
+            show_default=False,
+            rich_help_panel=CLUSTER,
+        ),
+    ] = None,
+    scheduler_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Scheduler file written by 'dask scheduler --scheduler-file' (waited for up"
+            " to --connect-timeout).",
+            show_default=False,
+            rich_help_panel=CLUSTER,
+        ),
+    ] = None,
+    connect_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds to wait for the scheduler.", rich_help_panel=CLUSTER),
+    ] = 10.0,
+    worker_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds to wait for the first worker.", rich_help_panel=CLUSTER),
+    ] = 60.0,
+    retries: Annotated[
+        int,
+        typer.Option(
+            help="Retries of a failed partition (lost workers are recovered by Dask anyway).",
+            rich_help_panel=CLUSTER,
+        ),
+    ] = 3,
     dashboard_address: Annotated[
         str,
         typer.Option(
-            help="host:port of the local dashboard (a free port if this one is taken).",
+            help="host:port of the local cluster's dashboard (a free port if this one is taken).",
             rich_help_panel=CLUSTER,
         ),
     ] = "127.0.0.1:8787",
     dashboard: Annotated[
-        bool, typer.Option(help="Serve the Dask dashboard.", rich_help_panel=CLUSTER)
+        bool, typer.Option(help="Serve the local cluster's dashboard.", rich_help_panel=CLUSTER)
     ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
 ) -> None:
     """Write NUMBER_VOLUME missing-wedge noise volumes of CUBESIZE^3 voxels as MRC files."""
-    ncpus = default_ncpus() if ncpus is None else ncpus
     wanted = NoiseParams(
         cubesize=cubesize,
         mode=mode,
@@ -193,8 +201,14 @@ def generate_noise(
         voxel_size=voxel_size,
     )
     errors = validate(wanted, number_volume, start)
-    if ncpus < 1:
+    if ncpus is not None and ncpus < 1:
         errors.append(f"--ncpus must be at least 1, not {ncpus}.")
+    if retries < 0:
+        errors.append(f"--retries must be 0 or more, not {retries}.")
+    if scheduler and scheduler_file:
+        errors.append("give --scheduler or --scheduler-file, not both.")
+    if connect_timeout <= 0 or worker_timeout <= 0:
+        errors.append("--connect-timeout and --worker-timeout must be positive.")
     if errors:
         raise fail(" ".join(errors))
 
@@ -246,28 +260,59 @@ def generate_noise(
         f" {total_bytes / 2**20:.1f} MiB) to {folder}"
     )
     say(f"Parameters: {params.describe()}")
+    options = ClusterOptions(
+        scheduler=scheduler,
+        scheduler_file=scheduler_file,
+        ncpus=ncpus,
+        dashboard_address=dashboard_address if dashboard else None,
+        connect_timeout=connect_timeout,
+    )
     t0 = time.perf_counter()
-    with local_client(ncpus, dashboard_address=dashboard_address if dashboard else None) as client:
-        if dashboard:
-            say(f"Dashboard: {client.dashboard_link}")
-        say(f"Local cluster: {ncpus} worker processes, one thread each")
-        result = run(
-            client,
-            params,
-            start,
-            number_volume,
-            folder,
-            tmp_dir,
-            overwrite=overwrite,
-            fsync=fsync,
-            on_progress=Progress(number_volume, quiet=quiet),
-        )
+    try:
+        with open_client(options) as client:
+            threads = wait_for_workers(client, worker_timeout)
+            where = "remote cluster" if options.remote else "local cluster"
+            say(f"{where.capitalize()}: {client.scheduler.address}, {threads} worker threads")
+            if client.dashboard_link and (dashboard or options.remote):
+                say(f"Dashboard: {client.dashboard_link}")
+                hint = tunnel_hint(client.dashboard_link)
+                if hint:
+                    say(f"  (from your workstation: {hint})")
+            if options.remote:
+                problems = check_versions(client)
+                if problems:
+                    raise ClusterError(
+                        "package versions differ between this client and the workers: "
+                        + "; ".join(problems[:4])
+                        + ". Install the same versions on both."
+                    )
+                problems = check_workers_can_write(client, folder, tmp_dir)
+                if problems:
+                    raise ClusterError(
+                        "; ".join(problems[:4])
+                        + ". The output folder must be on a filesystem that every worker shares."
+                    )
+            progress = Progress(number_volume, quiet=quiet)
+            result = run(
+                client,
+                params,
+                start,
+                number_volume,
+                folder,
+                tmp_dir,
+                overwrite=overwrite,
+                fsync=fsync,
+                retries=retries,
+                on_progress=lambda r: progress.update(r.done, r.failed),
+            )
+    except ClusterError as err:
+        raise fail(str(err), 1) from None
     wall = time.perf_counter() - t0
     written_bytes = result.written * params.volume_bytes
     say(
         f"Done: {result.written} written, {result.skipped} skipped (already complete),"
-        f" {result.failed} failed; {written_bytes / 2**20:.1f} MiB in {wall:.1f} s"
-        f" ({result.written / wall:.1f} vol/s, {written_bytes / 2**20 / wall:.1f} MiB/s)"
+        f" {result.failed} failed; {written_bytes / 1e6:.1f} MB in {wall:.1f} s"
+        f" ({result.written / wall:.1f} vol/s, {written_bytes / 1e6 / wall:.1f} MB/s)"
     )
     for index, error in result.errors:
         typer.echo(f"mwr-dask: error: volume {index}: {error}", err=True)
