@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -80,10 +81,8 @@ class DaskProcesses:
             c.wait_for_workers(count, timeout=timeout)
 
     def kill(self, proc: subprocess.Popen, sig=signal.SIGKILL) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=30)
 
     def log_text(self) -> str:

@@ -160,8 +160,8 @@ def test_unreachable_scheduler_is_a_clear_error_within_the_timeout(tmp_path):
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9 within 2 s" in run.stderr
     assert "Traceback" not in run.stderr
     assert elapsed < 20
-    missing = cli("generate-noise", str(tmp_path / "noise"), "4", "16",
-                  "--scheduler-file", str(tmp_path / "none.json"), "--connect-timeout", "1")  # fmt: skip
+    missing = cli("generate-noise", str(tmp_path / "noise"), "4", "16", "--connect-timeout", "1",
+                  "--scheduler-file", str(tmp_path / "none.json"))  # fmt: skip
     assert missing.returncode == 1 and "no scheduler file appeared" in missing.stderr
 
 
