@@ -17,15 +17,18 @@ from mwr_dask.cluster import (
     ClusterOptions,
     check_versions,
     check_workers_can_write,
+    default_ncpus,
     open_client,
     tunnel_hint,
     wait_for_workers,
+    worker_memory,
 )
-from mwr_dask.folder import conflicts, scan
-from mwr_dask.mrcio import state_dir
-from mwr_dask.params import NoiseParams, validate
-from mwr_dask.pipeline import run
+from mwr_dask.folder import FolderError, folder_lock, missing_count, resolve_params, scan
+from mwr_dask.generators import peak_bytes
+from mwr_dask.params import NoiseParams, tilts_of, validate
+from mwr_dask.pipeline import RunResult, run
 from mwr_dask.progress import Progress
+from mwr_dask.signals import Interrupted, signals_raise
 
 app = typer.Typer(
     name="mwr-dask",
@@ -122,6 +125,14 @@ def generate_noise(
             rich_help_panel=VOLUMES,
         ),
     ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            help="Re-read existing volumes fully (labels and data) before skipping them"
+            " (default: check header and size only).",
+            rich_help_panel=VOLUMES,
+        ),
+    ] = False,
     force: Annotated[
         bool,
         typer.Option(
@@ -209,57 +220,6 @@ def generate_noise(
         errors.append("give --scheduler or --scheduler-file, not both.")
     if connect_timeout <= 0 or worker_timeout <= 0:
         errors.append("--connect-timeout and --worker-timeout must be positive.")
-    if errors:
-        raise fail(" ".join(errors))
-
-    folder = output_folder.absolute()
-    if folder.exists() and not folder.is_dir():
-        raise fail(f"{output_folder} exists and is not a folder.")
-    existing = scan(folder)
-    if seed is None:
-        if existing.recorded is not None:
-            seed = existing.recorded.seed
-        else:
-            seed = int(np.random.SeedSequence().entropy)
-    params = NoiseParams(**{**wanted.as_dict(), "seed": seed})
-    if existing.recorded is not None and not force:
-        problems = conflicts(existing.recorded, params)
-        if problems:
-            raise fail(
-                f"{output_folder} holds volumes made with other parameters: "
-                + "; ".join(problems)
-                + ". Use another folder, or --force to mix them."
-            )
-    if existing.others and not quiet:
-        typer.echo(
-            f"mwr-dask: warning: {output_folder} also holds {len(existing.others)} entries that"
-            f" are not n_*.mrc volumes (e.g. {existing.others[0]}); IsoNet opens every entry.",
-            err=True,
-        )
-
-    tmp_dir = state_dir(folder) / "tmp"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise fail(f"cannot create {err.filename}: {err.strerror}.") from None
-    if not os.access(folder, os.W_OK):
-        raise fail(f"{output_folder} is not writable.")
-    total_bytes = number_volume * params.volume_bytes
-    free = shutil.disk_usage(folder).free
-    if total_bytes > free:
-        raise fail(
-            f"{number_volume} volumes need {total_bytes / 2**30:.2f} GiB but only"
-            f" {free / 2**30:.2f} GiB are free in {output_folder}."
-        )
-
-    say = (lambda *a, **k: None) if quiet else typer.echo
-    last = start + number_volume - 1
-    say(
-        f"Writing n_{start:05d}.mrc .. n_{last:05d}.mrc ({number_volume} volumes,"
-        f" {total_bytes / 2**20:.1f} MiB) to {folder}"
-    )
-    say(f"Parameters: {params.describe()}")
     options = ClusterOptions(
         scheduler=scheduler,
         scheduler_file=scheduler_file,
@@ -267,48 +227,149 @@ def generate_noise(
         dashboard_address=dashboard_address if dashboard else None,
         connect_timeout=connect_timeout,
     )
-    t0 = time.perf_counter()
+    if not errors and not options.remote:
+        errors += memory_problems(wanted, worker_memory(options.ncpus or default_ncpus()))
+    folder = output_folder.absolute()
+    if folder.exists() and not folder.is_dir():
+        errors.append(f"{output_folder} exists and is not a folder.")
+    if errors:
+        raise fail(" ".join(errors))
+
+    say = (lambda *a, **k: None) if quiet else typer.echo
     try:
-        with open_client(options) as client:
-            threads = wait_for_workers(client, worker_timeout)
-            where = "remote cluster" if options.remote else "local cluster"
-            say(f"{where.capitalize()}: {client.scheduler.address}, {threads} worker threads")
-            if client.dashboard_link and (dashboard or options.remote):
-                say(f"Dashboard: {client.dashboard_link}")
-                hint = tunnel_hint(client.dashboard_link)
-                if hint:
-                    say(f"  (from your workstation: {hint})")
-            if options.remote:
-                problems = check_versions(client)
-                if problems:
-                    raise ClusterError(
-                        "package versions differ between this client and the workers: "
-                        + "; ".join(problems[:4])
-                        + ". Install the same versions on both."
-                    )
-                problems = check_workers_can_write(client, folder, tmp_dir)
-                if problems:
-                    raise ClusterError(
-                        "; ".join(problems[:4])
-                        + ". The output folder must be on a filesystem that every worker shares."
-                    )
-            progress = Progress(number_volume, quiet=quiet)
-            result = run(
-                client,
-                params,
-                start,
-                number_volume,
+        with folder_lock(folder) as tmp_dir:
+            params, existing = resolve_params(
                 folder,
-                tmp_dir,
-                overwrite=overwrite,
-                fsync=fsync,
-                retries=retries,
-                on_progress=lambda r: progress.update(r.done, r.failed),
+                wanted,
+                seed_given=seed is not None,
+                force=force,
+                fresh_seed=int(np.random.SeedSequence().entropy),
             )
-    except ClusterError as err:
-        raise fail(str(err), 1) from None
-    wall = time.perf_counter() - t0
+            prepare_output(folder, output_folder, params, existing, start, number_volume, quiet)
+            last = start + number_volume - 1
+            say(
+                f"Writing n_{start:05d}.mrc .. n_{last:05d}.mrc ({number_volume} volumes,"
+                f" {number_volume * params.volume_bytes / 1e6:.1f} MB) to {folder}"
+            )
+            say(f"Parameters: {params.describe()}")
+            result = RunResult(requested=number_volume)
+            t0 = time.perf_counter()
+            try:
+                with signals_raise(), open_client(options) as client:
+                    threads = wait_for_workers(client, worker_timeout)
+                    report_cluster(client, options, threads, dashboard, say)
+                    if options.remote:
+                        check_remote(client, params, folder, tmp_dir)
+                    progress = Progress(number_volume, quiet=quiet)
+                    run(
+                        client,
+                        params,
+                        start,
+                        number_volume,
+                        folder,
+                        tmp_dir,
+                        overwrite=overwrite,
+                        fsync=fsync,
+                        verify=verify,
+                        retries=retries,
+                        on_progress=lambda r: progress.update(r.done, r.failed),
+                        result=result,
+                    )
+            except Interrupted as stop:
+                # partitions report when they end: count the files to say what is complete
+                done = number_volume - missing_count(scan(folder), start, number_volume)
+                raise fail(
+                    f"stopped by {stop} after {time.perf_counter() - t0:.1f} s: {done} of"
+                    f" {number_volume} volumes are complete; rerun the same command to finish.",
+                    stop.exit_code,
+                ) from None
+    except (FolderError, ClusterError) as err:
+        raise fail(str(err), 2 if isinstance(err, FolderError) else 1) from None
+    summarize(result, params, time.perf_counter() - t0, say)
+    if result.failed or result.stopped:
+        raise typer.Exit(1)
+
+
+def prepare_output(
+    folder: Path,
+    shown: Path,
+    params: NoiseParams,
+    existing,
+    start: int,
+    count: int,
+    quiet: bool,
+) -> None:
+    """Create the output folder, warn about foreign entries, check it is writable and has room."""
+    if existing.others and not quiet:
+        typer.echo(
+            f"mwr-dask: warning: {shown} also holds {len(existing.others)} entries that"
+            f" are not n_*.mrc volumes (e.g. {existing.others[0]}); IsoNet opens every entry.",
+            err=True,
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FolderError(f"cannot create {err.filename}: {err.strerror}.") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FolderError(f"{shown} is not writable.")
+    need = missing_count(existing, start, count) * params.volume_bytes
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise FolderError(
+            f"the volumes still to write need {need / 1e9:.2f} GB but only"
+            f" {free / 1e9:.2f} GB are free in {shown}."
+        )
+
+
+def report_cluster(client, options: ClusterOptions, threads: int, dashboard: bool, say) -> None:
+    """Print where the work runs and the dashboard link (with an SSH hint if remote)."""
+    where = "Remote cluster" if options.remote else "Local cluster"
+    say(f"{where}: {client.scheduler.address}, {threads} worker threads")
+    if client.dashboard_link and (dashboard or options.remote):
+        say(f"Dashboard: {client.dashboard_link}")
+        hint = tunnel_hint(client.dashboard_link)
+        if hint:
+            say(f"  (from your workstation: {hint})")
+
+
+def check_remote(client, params: NoiseParams, folder: Path, tmp_dir: Path) -> None:
+    """Refuse workers with other package versions, too little memory, or no view of the folder."""
+    problems = check_versions(client)
+    if problems:
+        raise ClusterError(
+            "package versions differ between this client and the workers: "
+            + "; ".join(problems[:4])
+            + ". Install the same versions on both."
+        )
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
+    smallest = min((m for m in limits if m), default=0)
+    problems = memory_problems(params, smallest) if smallest else []
+    if problems:
+        raise ClusterError(problems[0])
+    problems = check_workers_can_write(client, folder, tmp_dir)
+    if problems:
+        raise ClusterError(
+            "; ".join(problems[:4])
+            + ". The output folder must be on a filesystem that every worker shares."
+        )
+
+
+def memory_problems(params: NoiseParams, per_worker: int) -> list[str]:
+    """One sentence if a volume of ``params`` cannot fit in ``per_worker`` bytes of memory."""
+    need = peak_bytes(params.mode, params.cubesize, len(tilts_of(params)))
+    if need <= per_worker:
+        return []
+    return [
+        f"a {params.cubesize}^3 volume needs about {need / 2**30:.1f} GiB per worker in mode"
+        f" {params.mode}, more than the {per_worker / 2**30:.1f} GiB each worker has;"
+        " use fewer workers (--ncpus) or a smaller CUBESIZE."
+    ]
+
+
+def summarize(result: RunResult, params: NoiseParams, wall: float, say) -> None:
+    """Print the closing summary and every error."""
     written_bytes = result.written * params.volume_bytes
+    wall = max(wall, 1e-9)
     say(
         f"Done: {result.written} written, {result.skipped} skipped (already complete),"
         f" {result.failed} failed; {written_bytes / 1e6:.1f} MB in {wall:.1f} s"
@@ -318,8 +379,12 @@ def generate_noise(
         typer.echo(f"mwr-dask: error: volume {index}: {error}", err=True)
     for lo, hi, error in result.crashed:
         typer.echo(f"mwr-dask: error: volumes {lo}..{hi}: {error}", err=True)
-    if result.failed:
-        raise typer.Exit(1)
+    if result.stopped:
+        typer.echo(
+            "mwr-dask: error: stopped early: the output filesystem cannot take more volumes"
+            " (see the error above); no partial file was left.",
+            err=True,
+        )
 
 
 app.command("generate-noise")(generate_noise)

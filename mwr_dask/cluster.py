@@ -79,6 +79,16 @@ def default_ncpus() -> int:
         return os.cpu_count() or 1
 
 
+def worker_memory(ncpus: int) -> int:
+    """Memory of each local worker, bytes: the machine's memory shared by ``ncpus`` workers.
+
+    This is what ``LocalCluster`` gives each worker by default (its ``memory_limit``).
+    """
+    import psutil  # a dependency of distributed
+
+    return int(psutil.virtual_memory().total // max(ncpus, 1))
+
+
 @contextmanager
 def local_client(
     ncpus: int, *, dashboard_address: str | None = "127.0.0.1:8787"
