@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -10,6 +11,7 @@ from typing import Annotated
 
 import numpy as np
 import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from mwr_dask import __version__
 from mwr_dask.cluster import (
@@ -25,6 +27,7 @@ from mwr_dask.cluster import (
 )
 from mwr_dask.folder import FolderError, folder_lock, missing_count, resolve_params, scan
 from mwr_dask.generators import peak_bytes
+from mwr_dask.mrcio import state_dir
 from mwr_dask.params import NoiseParams, tilts_of, validate
 from mwr_dask.pipeline import RunResult, run
 from mwr_dask.progress import Progress
@@ -236,6 +239,7 @@ def generate_noise(
         raise fail(" ".join(errors))
 
     say = (lambda *a, **k: None) if quiet else typer.echo
+    created = not folder.exists()
     try:
         with folder_lock(folder) as tmp_dir:
             params, existing = resolve_params(
@@ -249,7 +253,7 @@ def generate_noise(
             last = start + number_volume - 1
             say(
                 f"Writing n_{start:05d}.mrc .. n_{last:05d}.mrc ({number_volume} volumes,"
-                f" {number_volume * params.volume_bytes / 1e6:.1f} MB) to {folder}"
+                f" {size_text(number_volume * params.volume_bytes)}) to {folder}"
             )
             say(f"Parameters: {params.describe()}")
             result = RunResult(requested=number_volume)
@@ -284,6 +288,9 @@ def generate_noise(
                     stop.exit_code,
                 ) from None
     except (FolderError, ClusterError) as err:
+        if created:  # a folder this run made and could not use goes again
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise fail(str(err), 2 if isinstance(err, FolderError) else 1) from None
     summarize(result, params, time.perf_counter() - t0, say)
     if result.failed or result.stopped:
@@ -306,19 +313,27 @@ def prepare_output(
             f" are not n_*.mrc volumes (e.g. {existing.others[0]}); IsoNet opens every entry.",
             err=True,
         )
+    need = missing_count(existing, start, count) * params.volume_bytes
+    free = shutil.disk_usage(state_dir(folder)).free  # the sibling exists: same filesystem
+    if need > free:
+        raise FolderError(
+            f"the volumes still to write need {size_text(need)} but only {size_text(free)}"
+            f" are free for {shown}."
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise FolderError(f"cannot create {err.filename}: {err.strerror}.") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise FolderError(f"{shown} is not writable.")
-    need = missing_count(existing, start, count) * params.volume_bytes
-    free = shutil.disk_usage(folder).free
-    if need > free:
-        raise FolderError(
-            f"the volumes still to write need {need / 1e9:.2f} GB but only"
-            f" {free / 1e9:.2f} GB are free in {shown}."
-        )
+
+
+def size_text(nbytes: float) -> str:
+    """Bytes for people, in decimal units: ``13.2 MB``, ``1.05 GB``."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes:.0f} bytes"
 
 
 def report_cluster(client, options: ClusterOptions, threads: int, dashboard: bool, say) -> None:
@@ -392,5 +407,18 @@ app.command("generate_noise", hidden=True)(generate_noise)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: usage errors are one line on stderr and exit code 2."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        typer.echo("mwr-dask: aborted.", err=True)
+        raise SystemExit(1) from None
+    except UsageError as err:
+        if isinstance(err, NoArgsIsHelpError):
+            typer.echo(err.ctx.get_help() if err.ctx else str(err))
+            raise SystemExit(0) from None
+        command = err.ctx.command_path if err.ctx else "mwr-dask"
+        message = " ".join(err.format_message().split()).rstrip(".")
+        typer.echo(f"mwr-dask: error: {message} (see '{command} --help').", err=True)
+        raise SystemExit(2) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

@@ -120,7 +120,7 @@ def local_client(
             processes=True,
             host="127.0.0.1",
             dashboard_address=dashboard_address,
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,
         )
     try:
         client = Client(cluster)

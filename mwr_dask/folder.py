@@ -179,12 +179,15 @@ def folder_lock(folder: Path) -> Iterator[Path]:
         handle.flush()
         for leftover in tmp.iterdir():
             leftover.unlink(missing_ok=True)
-        yield tmp
-        # leave nothing beside the folder: the lock file is removed while still held, so a
-        # run that opened it earlier still fails to lock it
-        with contextlib.suppress(OSError):
-            tmp.rmdir()
-            (state / "lock").unlink()
-            state.rmdir()
+        try:
+            yield tmp
+        finally:
+            # leave nothing beside the folder (temporaries of killed workers excepted, which
+            # the next run removes); the lock file is removed while still held, so a run that
+            # opened it earlier still fails to lock it
+            with contextlib.suppress(OSError):
+                tmp.rmdir()
+                (state / "lock").unlink()
+                state.rmdir()
     finally:
         handle.close()
