@@ -128,7 +128,7 @@ def test_a_worker_that_cannot_see_the_folder_is_named(tmp_path):
         assert run.returncode == 1
         assert re.search(r"worker tcp://127\.0\.0\.1:\d+ cannot see .*shared/noise", run.stderr)
         assert "shared" in run.stderr and "Traceback" not in run.stderr
-        assert os.listdir(hidden / "noise") == []
+        assert not (hidden / "noise").exists()  # nothing left behind
     finally:
         procs.close()
 
@@ -194,7 +194,7 @@ def test_graph_stays_small_for_100000_volumes(tmp_path):
     graph = dict(bag.__dask_graph__())
     size = len(pickle.dumps(graph))
     assert size / 100_000 < 16, size  # bytes per volume, whatever n is
-    assert len(bag.to_delayed()) == len(ranges) < 1000
+    assert len(bag.to_delayed()) == len(ranges) < 100_000 / 50
 
 
 class FakeStream:
