@@ -765,6 +765,16 @@ def list_folder(folder: Path) -> tuple[list[str], list[str]]:
     return sorted(volumes), sorted(others)
 
 
+def _sees(folder: str) -> bool:
+    return os.path.isdir(folder) and os.access(folder, os.R_OK | os.X_OK)
+
+
+def workers_missing_folder(client, folder: Path) -> list[str]:
+    """One sentence per worker of ``client`` that cannot read ``folder``."""
+    answers = client.run(_sees, str(folder))
+    return [f"worker {w} cannot read {folder}" for w, ok in sorted(answers.items()) if not ok]
+
+
 def inspect_folder(
     folder: Path,
     client=None,

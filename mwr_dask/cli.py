@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import typer
-from distributed import Client
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from mwr_dask import __version__
-from mwr_dask.cluster import default_ncpus, local_client
-from mwr_dask.folder import conflicts, scan
+from mwr_dask.cluster import (
+    ClusterError,
+    ClusterOptions,
+    check_versions,
+    check_workers_can_write,
+    default_ncpus,
+    open_client,
+    tunnel_hint,
+    wait_for_workers,
+    worker_memory,
+)
+from mwr_dask.folder import FolderError, folder_lock, missing_count, resolve_params, scan
+from mwr_dask.generators import peak_bytes
 from mwr_dask.mrcio import state_dir
-from mwr_dask.params import NoiseParams, validate
+from mwr_dask.params import NoiseParams, tilts_of, validate
 from mwr_dask.pipeline import RunResult, run
+from mwr_dask.progress import Progress
+from mwr_dask.signals import Interrupted, signals_raise
 
 app = typer.Typer(
     name="mwr-dask",
@@ -33,7 +45,7 @@ app = typer.Typer(
 
 GEOMETRY = "Noise geometry"
 VOLUMES = "Volumes and files"
-CLUSTER = "Local cluster"
+CLUSTER = "Cluster"
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -56,39 +68,6 @@ def _main(
     ] = False,
 ) -> None:
     """Missing-wedge noise volumes for IsoNet/MWR training, generated in parallel with Dask."""
-
-
-class Progress:
-    """Progress of a run: an updating line on a terminal, periodic log lines otherwise."""
-
-    def __init__(self, total: int, *, quiet: bool = False, every: float = 10.0) -> None:
-        self.total = total
-        self.quiet = quiet
-        self.tty = sys.stdout.isatty()
-        self.every = every
-        self.t0 = time.perf_counter()
-        self.last = self.t0
-
-    def __call__(self, result: RunResult) -> None:
-        """Report ``result`` (called after each finished partition)."""
-        if self.quiet:
-            return
-        now = time.perf_counter()
-        finished = result.done >= self.total
-        if not (self.tty or finished or now - self.last >= self.every):
-            return
-        self.last = now
-        elapsed = now - self.t0
-        rate = result.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - result.done) / rate if rate > 0 else float("inf")
-        line = (
-            f"{result.done}/{self.total} volumes ({100 * result.done / self.total:.0f}%),"
-            f" {rate:.1f} vol/s, ETA {eta:.0f} s"
-        )
-        if self.tty:
-            typer.echo(f"\r{line}   ", nl=finished)
-        else:
-            typer.echo(line)
 
 
 def generate_noise(
@@ -151,6 +130,14 @@ def generate_noise(
             rich_help_panel=VOLUMES,
         ),
     ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            help="Re-read existing volumes fully (labels and data) before skipping them"
+            " (default: check header and size only).",
+            rich_help_panel=VOLUMES,
+        ),
+    ] = False,
     force: Annotated[
         bool,
         typer.Option(
@@ -173,20 +160,53 @@ def generate_noise(
             rich_help_panel=CLUSTER,
         ),
     ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Address of a running Dask scheduler (tcp://host:8786, tls://...) to use"
+            " instead of a local cluster; also read from DASK_SCHEDULER_ADDRESS. The cluster is"
+            " left running.",
+            show_default=False,
+            rich_help_panel=CLUSTER,
+        ),
+    ] = None,
+    scheduler_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Scheduler file written by 'dask scheduler --scheduler-file' (waited for up"
+            " to --connect-timeout).",
+            show_default=False,
+            rich_help_panel=CLUSTER,
+        ),
+    ] = None,
+    connect_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds to wait for the scheduler.", rich_help_panel=CLUSTER),
+    ] = 10.0,
+    worker_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds to wait for the first worker.", rich_help_panel=CLUSTER),
+    ] = 60.0,
+    retries: Annotated[
+        int,
+        typer.Option(
+            help="Retries of a failed partition (lost workers are recovered by Dask anyway).",
+            rich_help_panel=CLUSTER,
+        ),
+    ] = 3,
     dashboard_address: Annotated[
         str,
         typer.Option(
-            help="host:port of the local dashboard (a free port if this one is taken).",
+            help="host:port of the local cluster's dashboard (a free port if this one is taken).",
             rich_help_panel=CLUSTER,
         ),
     ] = "127.0.0.1:8787",
     dashboard: Annotated[
-        bool, typer.Option(help="Serve the Dask dashboard.", rich_help_panel=CLUSTER)
+        bool, typer.Option(help="Serve the local cluster's dashboard.", rich_help_panel=CLUSTER)
     ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
 ) -> None:
     """Write NUMBER_VOLUME missing-wedge noise volumes of CUBESIZE^3 voxels as MRC files."""
-    ncpus = default_ncpus() if ncpus is None else ncpus
     wanted = NoiseParams(
         cubesize=cubesize,
         mode=mode,
@@ -197,100 +217,195 @@ def generate_noise(
         voxel_size=voxel_size,
     )
     errors = validate(wanted, number_volume, start)
-    if ncpus < 1:
+    if ncpus is not None and ncpus < 1:
         errors.append(f"--ncpus must be at least 1, not {ncpus}.")
+    if retries < 0:
+        errors.append(f"--retries must be 0 or more, not {retries}.")
+    if scheduler and scheduler_file:
+        errors.append("give --scheduler or --scheduler-file, not both.")
+    if connect_timeout <= 0 or worker_timeout <= 0:
+        errors.append("--connect-timeout and --worker-timeout must be positive.")
+    options = ClusterOptions(
+        scheduler=scheduler,
+        scheduler_file=scheduler_file,
+        ncpus=ncpus,
+        dashboard_address=dashboard_address if dashboard else None,
+        connect_timeout=connect_timeout,
+    )
+    if not errors and not options.remote:
+        errors += memory_problems(wanted, worker_memory(options.ncpus or default_ncpus()))
+    folder = output_folder.absolute()
+    if folder.exists() and not folder.is_dir():
+        errors.append(f"{output_folder} exists and is not a folder.")
     if errors:
         raise fail(" ".join(errors))
 
-    folder = output_folder.absolute()
-    if folder.exists() and not folder.is_dir():
-        raise fail(f"{output_folder} exists and is not a folder.")
-    existing = scan(folder)
-    if seed is None:
-        if existing.recorded is not None:
-            seed = existing.recorded.seed
-        else:
-            seed = int(np.random.SeedSequence().entropy)
-    params = NoiseParams(**{**wanted.as_dict(), "seed": seed})
-    if existing.recorded is not None and not force:
-        problems = conflicts(existing.recorded, params)
-        if problems:
-            raise fail(
-                f"{output_folder} holds volumes made with other parameters: "
-                + "; ".join(problems)
-                + ". Use another folder, or --force to mix them."
+    say = (lambda *a, **k: None) if quiet else typer.echo
+    created = not folder.exists()
+    try:
+        with folder_lock(folder) as tmp_dir:
+            params, existing = resolve_params(
+                folder,
+                wanted,
+                seed_given=seed is not None,
+                force=force,
+                fresh_seed=int(np.random.SeedSequence().entropy),
             )
+            prepare_output(folder, output_folder, params, existing, start, number_volume, quiet)
+            last = start + number_volume - 1
+            say(
+                f"Writing n_{start:05d}.mrc .. n_{last:05d}.mrc ({number_volume} volumes,"
+                f" {size_text(number_volume * params.volume_bytes)}) to {folder}"
+            )
+            say(f"Parameters: {params.describe()}")
+            result = RunResult(requested=number_volume)
+            t0 = time.perf_counter()
+            try:
+                with signals_raise(), open_client(options) as client:
+                    threads = wait_for_workers(client, worker_timeout)
+                    report_cluster(client, options, threads, dashboard, say)
+                    if options.remote:
+                        check_remote(client, params, folder, tmp_dir)
+                    progress = Progress(number_volume, quiet=quiet)
+                    run(
+                        client,
+                        params,
+                        start,
+                        number_volume,
+                        folder,
+                        tmp_dir,
+                        overwrite=overwrite,
+                        fsync=fsync,
+                        verify=verify,
+                        retries=retries,
+                        on_progress=lambda r: progress.update(r.done, r.failed),
+                        result=result,
+                    )
+            except Interrupted as stop:
+                # partitions report when they end: count the files to say what is complete
+                done = number_volume - missing_count(scan(folder), start, number_volume)
+                raise fail(
+                    f"stopped by {stop} after {time.perf_counter() - t0:.1f} s: {done} of"
+                    f" {number_volume} volumes are complete; rerun the same command to finish.",
+                    stop.exit_code,
+                ) from None
+    except (FolderError, ClusterError) as err:
+        if created:  # a folder this run made and could not use goes again
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise fail(str(err), 2 if isinstance(err, FolderError) else 1) from None
+    summarize(result, params, time.perf_counter() - t0, say)
+    if result.failed or result.stopped:
+        raise typer.Exit(1)
+
+
+def prepare_output(
+    folder: Path,
+    shown: Path,
+    params: NoiseParams,
+    existing,
+    start: int,
+    count: int,
+    quiet: bool,
+) -> None:
+    """Create the output folder, warn about foreign entries, check it is writable and has room."""
     if existing.others and not quiet:
         typer.echo(
-            f"mwr-dask: warning: {output_folder} also holds {len(existing.others)} entries that"
+            f"mwr-dask: warning: {shown} also holds {len(existing.others)} entries that"
             f" are not n_*.mrc volumes (e.g. {existing.others[0]}); IsoNet opens every entry.",
             err=True,
         )
-
-    tmp_dir = state_dir(folder) / "tmp"
+    need = missing_count(existing, start, count) * params.volume_bytes
+    free = shutil.disk_usage(state_dir(folder)).free  # the sibling exists: same filesystem
+    if need > free:
+        raise FolderError(
+            f"the volumes still to write need {size_text(need)} but only {size_text(free)}"
+            f" are free for {shown}."
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise fail(f"cannot create {err.filename}: {err.strerror}.") from None
-    if not os.access(folder, os.W_OK):
-        raise fail(f"{output_folder} is not writable.")
-    total_bytes = number_volume * params.volume_bytes
-    free = shutil.disk_usage(folder).free
-    if total_bytes > free:
-        raise fail(
-            f"{number_volume} volumes need {total_bytes / 2**30:.2f} GiB but only"
-            f" {free / 2**30:.2f} GiB are free in {output_folder}."
+        raise FolderError(f"cannot create {err.filename}: {err.strerror}.") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FolderError(f"{shown} is not writable.")
+
+
+def size_text(nbytes: float) -> str:
+    """Bytes for people, in decimal units: ``13.2 MB``, ``1.05 GB``."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes:.0f} bytes"
+
+
+def report_cluster(client, options: ClusterOptions, threads: int, dashboard: bool, say) -> None:
+    """Print where the work runs and the dashboard link (with an SSH hint if remote)."""
+    where = "Remote cluster" if options.remote else "Local cluster"
+    say(f"{where}: {client.scheduler.address}, {threads} worker threads")
+    if client.dashboard_link and (dashboard or options.remote):
+        say(f"Dashboard: {client.dashboard_link}")
+        hint = tunnel_hint(client.dashboard_link)
+        if hint:
+            say(f"  (from your workstation: {hint})")
+
+
+def check_remote(client, params: NoiseParams, folder: Path, tmp_dir: Path) -> None:
+    """Refuse workers with other package versions, too little memory, or no view of the folder."""
+    problems = check_versions(client)
+    if problems:
+        raise ClusterError(
+            "package versions differ between this client and the workers: "
+            + "; ".join(problems[:4])
+            + ". Install the same versions on both."
+        )
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
+    smallest = min((m for m in limits if m), default=0)
+    problems = memory_problems(params, smallest) if smallest else []
+    if problems:
+        raise ClusterError(problems[0])
+    problems = check_workers_can_write(client, folder, tmp_dir)
+    if problems:
+        raise ClusterError(
+            "; ".join(problems[:4])
+            + ". The output folder must be on a filesystem that every worker shares."
         )
 
-    say = (lambda *a, **k: None) if quiet else typer.echo
-    last = start + number_volume - 1
-    say(
-        f"Writing n_{start:05d}.mrc .. n_{last:05d}.mrc ({number_volume} volumes,"
-        f" {total_bytes / 2**20:.1f} MiB) to {folder}"
-    )
-    say(f"Parameters: {params.describe()}")
-    t0 = time.perf_counter()
-    with local_client(ncpus, dashboard_address=dashboard_address if dashboard else None) as client:
-        if dashboard:
-            say(f"Dashboard: {client.dashboard_link}")
-        say(f"Local cluster: {ncpus} worker processes, one thread each")
-        result = run(
-            client,
-            params,
-            start,
-            number_volume,
-            folder,
-            tmp_dir,
-            overwrite=overwrite,
-            fsync=fsync,
-            on_progress=Progress(number_volume, quiet=quiet),
-        )
-    wall = time.perf_counter() - t0
+
+def memory_problems(params: NoiseParams, per_worker: int) -> list[str]:
+    """One sentence if a volume of ``params`` cannot fit in ``per_worker`` bytes of memory."""
+    need = peak_bytes(params.mode, params.cubesize, len(tilts_of(params)))
+    if need <= per_worker:
+        return []
+    return [
+        f"a {params.cubesize}^3 volume needs about {need / 2**30:.1f} GiB per worker in mode"
+        f" {params.mode}, more than the {per_worker / 2**30:.1f} GiB each worker has;"
+        " use fewer workers (--ncpus) or a smaller CUBESIZE."
+    ]
+
+
+def summarize(result: RunResult, params: NoiseParams, wall: float, say) -> None:
+    """Print the closing summary and every error."""
     written_bytes = result.written * params.volume_bytes
+    wall = max(wall, 1e-9)
     say(
         f"Done: {result.written} written, {result.skipped} skipped (already complete),"
-        f" {result.failed} failed; {written_bytes / 2**20:.1f} MiB in {wall:.1f} s"
-        f" ({result.written / wall:.1f} vol/s, {written_bytes / 2**20 / wall:.1f} MiB/s)"
+        f" {result.failed} failed; {written_bytes / 1e6:.1f} MB in {wall:.1f} s"
+        f" ({result.written / wall:.1f} vol/s, {written_bytes / 1e6 / wall:.1f} MB/s)"
     )
     for index, error in result.errors:
         typer.echo(f"mwr-dask: error: volume {index}: {error}", err=True)
     for lo, hi, error in result.crashed:
         typer.echo(f"mwr-dask: error: volumes {lo}..{hi}: {error}", err=True)
-    if result.failed:
-        raise typer.Exit(1)
+    if result.stopped:
+        typer.echo(
+            "mwr-dask: error: stopped early: the output filesystem cannot take more volumes"
+            " (see the error above); no partial file was left.",
+            err=True,
+        )
 
 
 app.command("generate-noise")(generate_noise)
 app.command("generate_noise", hidden=True)(generate_noise)
-
-
-@contextmanager
-def inspect_client(ncpus: int) -> Iterator[Client]:
-    """Start the cluster ``inspect`` reads on (the one place to add remote clusters)."""
-    # dashboard_address=None would still bind the scheduler's HTTP server to *:8787
-    with local_client(ncpus, dashboard_address="127.0.0.1:0") as client:
-        yield client
 
 
 @app.command("inspect")
@@ -319,43 +434,96 @@ def inspect(
             rich_help_panel=CLUSTER,
         ),
     ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Address of a running Dask scheduler (tcp://host:8786, tls://...) to use"
+            " instead of a local cluster; also read from DASK_SCHEDULER_ADDRESS. Its workers"
+            " must see the folder at the same path. The cluster is left running.",
+            show_default=False,
+            rich_help_panel=CLUSTER,
+        ),
+    ] = None,
+    scheduler_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Scheduler file written by 'dask scheduler --scheduler-file' (waited for up"
+            " to --connect-timeout).",
+            show_default=False,
+            rich_help_panel=CLUSTER,
+        ),
+    ] = None,
+    connect_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds to wait for the scheduler.", rich_help_panel=CLUSTER),
+    ] = 10.0,
+    worker_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds to wait for the first worker.", rich_help_panel=CLUSTER),
+    ] = 60.0,
 ) -> None:
     """Check a noise folder: every volume readable, one cube size, no duplicates, the wedge.
 
     Exit status 0 when all is well, 1 when a file is broken, duplicated or inconsistent (or the
     spectrum disagrees with the labels), 2 for bad input.
     """
-    ncpus = default_ncpus() if ncpus is None else ncpus
-    if ncpus < 1:
-        raise fail(f"--ncpus must be at least 1, not {ncpus}.")
+    errors = []
+    if ncpus is not None and ncpus < 1:
+        errors.append(f"--ncpus must be at least 1, not {ncpus}.")
+    if scheduler and scheduler_file:
+        errors.append("give --scheduler or --scheduler-file, not both.")
+    if connect_timeout <= 0 or worker_timeout <= 0:
+        errors.append("--connect-timeout and --worker-timeout must be positive.")
     if not folder.exists():
-        raise fail(f"{folder} does not exist.")
-    if not folder.is_dir():
-        raise fail(f"{folder} is not a folder.")
-    if not os.access(folder, os.R_OK | os.X_OK):
-        raise fail(f"{folder} is not readable.")
+        errors.append(f"{folder} does not exist.")
+    elif not folder.is_dir():
+        errors.append(f"{folder} is not a folder.")
+    elif not os.access(folder, os.R_OK | os.X_OK):
+        errors.append(f"{folder} is not readable.")
     if plot is not None:
         from mwr_dask.plot import PlotUnavailableError, require_matplotlib
 
         try:
             require_matplotlib()
         except PlotUnavailableError as err:
-            raise fail(str(err)) from None
+            errors.append(f"{err}.")
         if not plot.absolute().parent.is_dir():
-            raise fail(f"cannot write {plot}: {plot.absolute().parent} is not a folder.")
+            errors.append(f"cannot write {plot}: {plot.absolute().parent} is not a folder.")
+    if errors:
+        raise fail(" ".join(errors))
+    # no dashboard: a short read-only run (a remote cluster keeps its own)
+    options = ClusterOptions(
+        scheduler=scheduler,
+        scheduler_file=scheduler_file,
+        ncpus=ncpus,
+        dashboard_address=None,
+        connect_timeout=connect_timeout,
+    )
 
-    from mwr_dask.check import inspect_folder, render_text
+    from mwr_dask.check import inspect_folder, render_text, workers_missing_folder
 
+    folder = folder.absolute()
     t0 = time.perf_counter()
-    show = sys.stderr.isatty() and not json_output
-
-    def progress(done: int, total: int) -> None:
-        if show:
-            typer.echo(f"\rread {done}/{total} volumes", nl=done >= total, err=True)
-
     try:
-        with inspect_client(ncpus) as client:
-            report = inspect_folder(folder, client, workers=ncpus, on_progress=progress)
+        with signals_raise(), open_client(options) as client:
+            threads = wait_for_workers(client, worker_timeout)
+            if options.remote:
+                problems = check_versions(client) + workers_missing_folder(client, folder)
+                if problems:
+                    raise ClusterError(
+                        "; ".join(problems[:4])
+                        + ". Workers need the same versions as this client and the folder at"
+                        " the same path."
+                    )
+            count = len(list_volumes(folder))
+            progress = Progress(count, quiet=json_output or not count, stream=sys.stderr)
+            report = inspect_folder(
+                folder, client, workers=threads, on_progress=lambda done, _: progress.update(done)
+            )
+    except Interrupted as stop:
+        raise fail(f"stopped by {stop}.", stop.exit_code) from None
+    except ClusterError as err:
+        raise fail(str(err), 1) from None
     except OSError as err:
         raise fail(f"cannot read {err.filename or folder}: {err.strerror or err}.") from None
     wall = time.perf_counter() - t0
@@ -372,18 +540,27 @@ def inspect(
     if json_output:
         out = report.to_dict()
         out["seconds"] = round(wall, 3)
+        out["worker_threads"] = threads
         out["plot"] = None if plot is None or report.spectrum is None else str(plot)
         typer.echo(json.dumps(out, indent=2, default=_json_default))
     else:
+        where = "a remote cluster" if options.remote else "a local cluster"
         timing = (
-            f"{report.summary['count']} volumes read in {wall:.1f} s on {ncpus} workers"
-            " (cluster start included)"
+            f"{report.summary['count']} volumes read in {wall:.1f} s by {threads} worker"
+            f" thread{'s' if threads != 1 else ''} of {where} (its start included)"
         )
         if plot is not None and report.spectrum is not None:
             timing += f"; plot written to {plot}"
         typer.echo(render_text(report, timing))
     if not report.ok:
         raise typer.Exit(1)
+
+
+def list_volumes(folder: Path) -> list[str]:
+    """Names of the ``n_*.mrc`` files of ``folder`` (for the progress total)."""
+    from mwr_dask.check import list_folder
+
+    return list_folder(folder)[0]
 
 
 def _json_default(value):
@@ -396,5 +573,18 @@ def _json_default(value):
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: usage errors are one line on stderr and exit code 2."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        typer.echo("mwr-dask: aborted.", err=True)
+        raise SystemExit(1) from None
+    except UsageError as err:
+        if isinstance(err, NoArgsIsHelpError):
+            typer.echo(err.ctx.get_help() if err.ctx else str(err))
+            raise SystemExit(0) from None
+        command = err.ctx.command_path if err.ctx else "mwr-dask"
+        message = " ".join(err.format_message().split()).rstrip(".")
+        typer.echo(f"mwr-dask: error: {message} (see '{command} --help').", err=True)
+        raise SystemExit(2) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+import fcntl
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from mwr_dask.mrcio import read_header
+from mwr_dask.mrcio import read_header, state_dir
 from mwr_dask.params import NAME_PATTERN, NoiseParams, params_from_labels
 
 
@@ -79,3 +86,108 @@ def conflicts(recorded: NoiseParams, wanted: NoiseParams) -> list[str]:
     if recorded.voxel_size != wanted.voxel_size:
         out.append(f"voxel size {wanted.voxel_size:g} (folder has {recorded.voxel_size:g})")
     return out
+
+
+class FolderError(RuntimeError):
+    """The output folder cannot be used as asked; the message is one sentence."""
+
+
+def resolve_params(
+    folder: Path, wanted: NoiseParams, *, seed_given: bool, force: bool, fresh_seed: int
+) -> tuple[NoiseParams, FolderState]:
+    """Parameters of the run: the folder's recorded seed unless one is given, checked for conflicts.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        Output folder (may not exist yet).
+    wanted : NoiseParams
+        Parameters asked for; its seed counts only if ``seed_given``.
+    seed_given : bool
+        Whether the user gave a seed.
+    force : bool
+        Accept parameters that conflict with the folder's volumes.
+    fresh_seed : int
+        Seed to use when none is given and the folder records none.
+
+    Raises
+    ------
+    FolderError
+        The folder's volumes record other parameters (each conflict named), unless ``force``.
+    """
+    state = scan(folder)
+    seed = wanted.seed
+    if not seed_given:
+        seed = state.recorded.seed if state.recorded is not None else fresh_seed
+    params = replace(wanted, seed=seed)
+    if not force:
+        problems = []
+        if state.recorded is not None:
+            problems = conflicts(state.recorded, params)
+        elif state.cubesizes and state.cubesizes != {params.cubesize}:
+            sizes = ", ".join(str(s) for s in sorted(state.cubesizes))
+            problems = [f"cube size {params.cubesize} (folder has {sizes})"]
+        if problems:
+            raise FolderError(
+                f"{folder} holds volumes made with other parameters: "
+                + "; ".join(problems)
+                + ". Use another folder, or --force to mix them."
+            )
+    return params, state
+
+
+def missing_count(state: FolderState, start: int, count: int) -> int:
+    """Volumes of ``start .. start + count - 1`` that have no file yet."""
+    have = {i for i in state.indices if start <= i < start + count}
+    return count - len(have)
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[Path]:
+    """Hold the run lock of ``folder`` and yield the folder for temporaries.
+
+    The lock is an ``flock`` on ``<state dir>/lock``, outside the output folder, released by
+    the kernel when the process dies (even by SIGKILL). Temporaries left by an earlier run
+    that was killed are removed once the lock is held.
+
+    Raises
+    ------
+    FolderError
+        Another run holds the lock.
+    """
+    state = state_dir(folder)
+    tmp = state / "tmp"
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        handle = open(state / "lock", "a+")  # noqa: SIM115 - held for the whole run
+    except OSError as err:
+        raise FolderError(f"cannot create {err.filename}: {err.strerror}.") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise FolderError(
+                f"another mwr-dask run ({holder}) is writing to {folder}; wait for it to"
+                " finish, or stop it."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {since}")
+        handle.flush()
+        for leftover in tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+        try:
+            yield tmp
+        finally:
+            # leave nothing beside the folder (temporaries of killed workers excepted, which
+            # the next run removes); the lock file is removed while still held, so a run that
+            # opened it earlier still fails to lock it
+            with contextlib.suppress(OSError):
+                tmp.rmdir()
+                (state / "lock").unlink()
+                state.rmdir()
+    finally:
+        handle.close()

@@ -186,3 +186,19 @@ def generator_for(mode: int, n: int, minangle: float, maxangle: float, anglestep
     if mode == 2:
         return WedgeFilter(n, minangle, maxangle)
     raise ValueError(f"mode must be 1 or 2, not {mode}")
+
+
+def peak_bytes(mode: int, n: int, ntilts: int) -> int:
+    """Estimated peak memory of generating and writing one volume, bytes.
+
+    Counts the arrays alive at once (geometry cached per process included) plus 200 MiB for
+    the worker process itself: mode 1 holds the operator (two float32 taps and int32
+    indices per tilt and voxel column), the projections, the product and its transpose;
+    mode 2 the half spectrum (complex64), the draws and the output.
+    """
+    base = 200 * 2**20
+    if mode == 1:
+        operator = 2 * ntilts * n * n * 8 + 8 * n * n
+        projections = ntilts * (int(1.42 * n) + 4) * n * 4
+        return base + operator + projections + 3 * 4 * n**3
+    return base + 8 * n * n * (n // 2 + 1) * 2 + 3 * 4 * n**3

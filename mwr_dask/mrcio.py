@@ -118,6 +118,26 @@ def is_complete(path: Path, cubesize: int) -> bool:
     return h.shape == (n, n, n) and h.mode == 2 and exthdr == 0
 
 
+def is_intact(path: Path, cubesize: int, labels: list[str]) -> bool:
+    """Full check of a volume file: :func:`is_complete`, its labels, and all of its data.
+
+    The labels must be ``labels`` (the provenance of the expected volume), and the data must
+    be finite with mean 0 and standard deviation 1 (as every volume is written).
+    """
+    if not is_complete(path, cubesize):
+        return False
+    try:
+        if read_header(path).labels[: len(labels)] != labels:
+            return False
+        data = read_volume(path)
+    except (OSError, ValueError):
+        return False
+    if not np.all(np.isfinite(data)):
+        return False
+    flat = data.reshape(-1).astype(np.float64)
+    return abs(flat.mean()) < 1e-3 and abs(flat.std() - 1.0) < 1e-3
+
+
 def read_volume(path: Path) -> np.ndarray:
     """Read the data of a volume file, float32 (z, y, x)."""
     with mrcfile.open(path, permissive=True) as mrc:

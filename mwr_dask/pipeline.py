@@ -7,6 +7,7 @@ the partition count. Each task returns a small summary of its partition, never a
 
 from __future__ import annotations
 
+import errno
 import math
 import time
 from collections.abc import Callable
@@ -17,11 +18,13 @@ import dask.bag as db
 from distributed import Client, as_completed
 
 from mwr_dask.generators import generator_for, volume_rng
-from mwr_dask.mrcio import is_complete, write_volume
+from mwr_dask.mrcio import is_complete, is_intact, write_volume
 from mwr_dask.params import NoiseParams, volume_name
 
 #: Largest output of one partition: bounds the work lost and redone when a worker dies.
-PARTITION_BYTES = 128 * 2**20
+PARTITION_BYTES = 64 * 2**20
+#: Write errors after which no further volume can succeed: the run stops at the first one.
+FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 #: Partitions per worker at least, so that workers stay busy to the end of the run.
 PARTITIONS_PER_WORKER = 4
 
@@ -47,9 +50,18 @@ def partition_ranges(start: int, count: int, workers: int, volume_bytes: int) ->
 
 
 def write_one(
-    index: int, params: NoiseParams, folder: str, tmp_dir: str, overwrite: bool, fsync: bool
+    index: int,
+    params: NoiseParams,
+    folder: str,
+    tmp_dir: str,
+    overwrite: bool,
+    fsync: bool,
+    verify: bool = False,
 ) -> dict:
     """Generate volume ``index`` and write it atomically, unless a complete file is there.
+
+    "Complete" is the cheap check of :func:`~mwr_dask.mrcio.is_complete` (header and size),
+    or with ``verify`` the full check of :func:`~mwr_dask.mrcio.is_intact` (labels and data).
 
     Returns
     -------
@@ -58,7 +70,9 @@ def write_one(
         ``error`` (one sentence).
     """
     path = Path(folder) / volume_name(index)
-    if not overwrite and is_complete(path, params.cubesize):
+    check = is_intact if verify else is_complete
+    args = (path, params.cubesize, params.labels(index)) if verify else (path, params.cubesize)
+    if not overwrite and check(*args):
         return {"index": index, "status": "skipped", "seconds": 0.0}
     t0 = time.perf_counter()
     generate = generator_for(
@@ -71,18 +85,26 @@ def write_one(
         )
     except OSError as err:
         reason = err.strerror or str(err)
-        return {"index": index, "status": "failed", "seconds": 0.0, "error": f"{path}: {reason}"}
+        return {
+            "index": index,
+            "status": "failed",
+            "seconds": 0.0,
+            "error": f"{path}: {reason}",
+            "errno": err.errno,
+        }
     return {"index": index, "status": "written", "seconds": time.perf_counter() - t0}
 
 
 def summarize(records) -> dict:
     """Reduce the records of one partition to counts (the only thing sent back)."""
-    out = {"written": 0, "skipped": 0, "failed": 0, "seconds": 0.0, "errors": []}
+    out = {"written": 0, "skipped": 0, "failed": 0, "seconds": 0.0, "errors": [], "fatal": False}
     for rec in records:
         out[rec["status"]] += 1
         out["seconds"] += rec["seconds"]
-        if rec["status"] == "failed" and len(out["errors"]) < 3:
-            out["errors"].append((rec["index"], rec["error"]))
+        if rec["status"] == "failed":
+            out["fatal"] |= rec.get("errno") in FATAL_ERRNOS
+            if len(out["errors"]) < 3:
+                out["errors"].append((rec["index"], rec["error"]))
     return out
 
 
@@ -94,6 +116,7 @@ def build_bag(
     *,
     overwrite: bool = False,
     fsync: bool = False,
+    verify: bool = False,
 ) -> db.Bag:
     """Lazy bag: one summary per partition, each partition writing its volumes."""
     indices = db.from_sequence(ranges, npartitions=len(ranges)).flatten()
@@ -104,6 +127,7 @@ def build_bag(
         tmp_dir=str(tmp_dir),
         overwrite=overwrite,
         fsync=fsync,
+        verify=verify,
     )
     return written.map_partitions(_summary_partition)
 
@@ -123,6 +147,7 @@ class RunResult:
     task_seconds: float = 0.0
     errors: list = field(default_factory=list)
     crashed: list = field(default_factory=list)
+    stopped: bool = False
 
     @property
     def done(self) -> int:
@@ -140,9 +165,11 @@ def run(
     *,
     overwrite: bool = False,
     fsync: bool = False,
+    verify: bool = False,
     retries: int = 3,
     workers: int | None = None,
     on_progress: Callable[[RunResult], None] | None = None,
+    result: RunResult | None = None,
 ) -> RunResult:
     """Generate and write volumes ``start .. start + count - 1`` on ``client``'s cluster.
 
@@ -160,34 +187,52 @@ def run(
         Regenerate volumes whose files are already complete.
     fsync : bool
         Force each file to disk before renaming it into place.
+    verify : bool
+        Re-read existing files fully (labels and data) before skipping them.
     retries : int
         Times a failed partition is retried (on top of Dask's own recovery of lost workers).
     workers : int, optional
         Worker threads to plan partitions for; default: the cluster's current total.
     on_progress : callable, optional
         Called with the running :class:`RunResult` after each finished partition.
+    result : RunResult, optional
+        Object to fill in as partitions finish (the caller keeps what was done when the run
+        is interrupted); a new one by default.
+
+    The run stops early (``result.stopped``) at a write error that no retry can cure:
+    disk full, quota exceeded, read-only filesystem.
     """
     if workers is None:
         workers = sum(client.nthreads().values()) or 1
     ranges = partition_ranges(start, count, workers, params.volume_bytes)
-    bag = build_bag(params, ranges, folder, tmp_dir, overwrite=overwrite, fsync=fsync)
+    bag = build_bag(
+        params, ranges, folder, tmp_dir, overwrite=overwrite, fsync=fsync, verify=verify
+    )
     futures = client.compute(bag.to_delayed(), retries=retries)
-    result = RunResult(requested=count)
+    result = RunResult(requested=count) if result is None else result
     part_of = {f.key: r for f, r in zip(futures, ranges, strict=True)}
-    for future in as_completed(futures):
-        try:
-            (summary,) = future.result()
-        except Exception as err:  # a partition that failed for good, after its retries
-            part = part_of[future.key]
-            result.failed += len(part)
-            result.crashed.append((part.start, part.stop - 1, f"{type(err).__name__}: {err}"))
-        else:
-            result.written += summary["written"]
-            result.skipped += summary["skipped"]
-            result.failed += summary["failed"]
-            result.task_seconds += summary["seconds"]
-            result.errors.extend(summary["errors"])
-        future.release()
-        if on_progress is not None:
-            on_progress(result)
+    try:
+        for future in as_completed(futures):
+            try:
+                (summary,) = future.result()
+            except Exception as err:  # a partition that failed for good, after its retries
+                part = part_of[future.key]
+                result.failed += len(part)
+                result.crashed.append((part.start, part.stop - 1, f"{type(err).__name__}: {err}"))
+            else:
+                result.written += summary["written"]
+                result.skipped += summary["skipped"]
+                result.failed += summary["failed"]
+                result.task_seconds += summary["seconds"]
+                result.errors.extend(summary["errors"])
+                result.stopped |= summary["fatal"]
+            future.release()
+            if on_progress is not None:
+                on_progress(result)
+            if result.stopped:  # disk full, quota, read-only: nothing more can be written
+                break
+    finally:
+        # on a stop, an error or an interrupt: submit nothing more; running tasks finish
+        # their current (atomic) write or are discarded with their worker
+        client.cancel([f for f in futures if not f.done()])
     return result

@@ -23,6 +23,7 @@ from mwr_dask.check import (
     reduce_folder,
     shared_value_pairs,
     value_sketch,
+    workers_missing_folder,
 )
 from mwr_dask.cli import app
 from mwr_dask.generators import generator_for, volume_rng
@@ -32,6 +33,8 @@ from mwr_dask.params import NoiseParams
 from mwr_dask.pipeline import run
 from mwr_dask.spectrum import analyse, circular_gap, fit_arc, full_plane, slice_power
 
+from .daskprocs import DaskProcesses
+from .helpers import cli
 from .spectra import kxkz_power
 
 runner = CliRunner()
@@ -323,6 +326,31 @@ def test_cli_plot_without_matplotlib_exit_2(tmp_path, monkeypatch):
     result = runner.invoke(app, ["inspect", str(tmp_path), "--plot", str(tmp_path / "x.png")])
     assert result.exit_code == 2
     assert "--plot needs matplotlib: pip install 'mwr-dask[plot]'" in result.output
+
+
+def test_cli_on_a_running_cluster(folders, tmp_path):
+    """--scheduler: real scheduler and worker processes that see the folder."""
+    procs = DaskProcesses(tmp_path)
+    try:
+        procs.start_scheduler()
+        procs.start_worker()
+        procs.wait_for_workers(1)
+        run = cli("inspect", str(folders[2, -40.0, 56.0]), "--scheduler", procs.address, "--json")
+        assert run.returncode == 0, run.stderr + procs.log_text()
+        report = json.loads(run.stdout)
+        assert report["ok"] and report["worker_threads"] == 1
+        assert report["spectrum"]["tilt_range_agrees"]
+        text = cli("inspect", str(folders[2, -40.0, 56.0]), "--scheduler-file",
+                   str(procs.scheduler_file))  # fmt: skip
+        assert text.returncode == 0 and "1 worker thread of a remote cluster" in text.stdout
+    finally:
+        procs.close()
+
+
+def test_workers_that_cannot_see_the_folder_are_named(client, tmp_path):
+    assert workers_missing_folder(client, tmp_path) == []
+    missing = workers_missing_folder(client, tmp_path / "elsewhere")
+    assert len(missing) == 2 and all("cannot read" in m and "elsewhere" in m for m in missing)
 
 
 def test_empty_folder_is_a_problem(tmp_path):

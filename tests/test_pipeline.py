@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from mwr_dask.generators import generator_for, volume_rng
 from mwr_dask.mrcio import state_dir
 from mwr_dask.params import NoiseParams, params_from_labels
-from mwr_dask.pipeline import build_bag, partition_ranges, run
+from mwr_dask.pipeline import PARTITION_BYTES, build_bag, partition_ranges, run
 
 from .helpers import assert_only_volumes, read_all
 
@@ -40,7 +40,7 @@ def test_partitions_cover_every_index_once(start, count, workers, size):
     assert max(lengths) - min(lengths) <= 1
     assert len(ranges) >= min(count, 4 * workers)
     if len(ranges) > 4 * workers:  # split further only to bound the bytes of a partition
-        assert max(lengths) * size <= 128 * 2**20 + size
+        assert max(lengths) * size <= PARTITION_BYTES + size
 
 
 @pytest.mark.parametrize("mode", [1, 2])

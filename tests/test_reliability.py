@@ -1,0 +1,255 @@
+"""Faults and bad input: kills, signals, full disks, concurrent runs, validation."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mwr_dask.folder import conflicts, folder_lock
+from mwr_dask.mrcio import state_dir
+from mwr_dask.params import NoiseParams, validate
+
+from .helpers import assert_only_volumes, cli
+
+SEED = "777"
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    """The real CLI in its own process group (like a batch job step)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mwr_dask", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for_files(folder: Path, count: int, proc: subprocess.Popen, timeout=120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if folder.is_dir() and len(os.listdir(folder)) >= count:
+            return
+        assert proc.poll() is None, f"the run ended early: {proc.communicate()}"
+        time.sleep(0.01)
+    raise AssertionError("no files appeared")
+
+
+def test_sigkill_of_the_process_group_then_rerun_gives_the_uninterrupted_volumes(tmp_path):
+    args = ["300", "40", "--seed", SEED, "--ncpus", "2", "--no-dashboard"]
+    reference = tmp_path / "reference"
+    done = cli("generate-noise", str(reference), *args)
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "killed"
+    proc = start_cli("generate-noise", str(folder), *args)
+    wait_for_files(folder, 40, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    # whatever is there is complete and valid; nothing else is in the folder
+    survivors = sorted(os.listdir(folder))
+    assert 40 <= len(survivors) < 300
+    assert_only_volumes(folder, [int(name[2:7]) for name in survivors])
+    mtimes = {name: os.stat(folder / name).st_mtime_ns for name in survivors}
+    # the rerun skips the finished files, writes the rest, cleans the temporaries
+    again = cli("generate-noise", str(folder), *args)
+    assert again.returncode == 0, again.stderr
+    assert f"{300 - len(survivors)} written, {len(survivors)} skipped" in again.stdout
+    assert_only_volumes(folder, range(300))
+    for name, mtime in mtimes.items():
+        assert os.stat(folder / name).st_mtime_ns == mtime
+    for name in os.listdir(reference):
+        assert (folder / name).read_bytes() == (reference / name).read_bytes()
+    assert not state_dir(folder).exists()
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_and_sigterm_stop_cleanly(tmp_path, sig, code):
+    folder = tmp_path / "noise"
+    proc = start_cli("generate-noise", str(folder), "3000", "40", "--ncpus", "2", "--no-dashboard")
+    wait_for_files(folder, 10, proc)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children, "the local cluster's worker processes should be running"
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr
+    assert f"stopped by {signal.Signals(sig).name}" in stderr
+    assert "rerun the same command to finish" in stderr and "Traceback" not in stderr
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"orphaned processes: {alive}"
+    names = os.listdir(folder)
+    assert 0 < len(names) < 3000
+    assert_only_volumes(folder, [int(n[2:7]) for n in names])
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 1 MiB tmpfs: a real full disk (root only; CI runs as root)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs for the disk-full tests needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_not_enough_free_space_is_refused_with_the_plan(small_fs):
+    run = cli("generate-noise", str(small_fs / "noise"), "100", "32", "--no-dashboard")
+    assert run.returncode == 2
+    assert re.search(r"the volumes still to write need 13.2 MB but only 1\.0\d MB", run.stderr)
+    assert not (small_fs / "noise").exists() and os.listdir(small_fs) == []
+
+
+def test_disk_full_mid_run_stops_with_a_clear_error_and_no_partial_file(small_fs):
+    # 58 volumes of 16^3 are 1,009,664 bytes: the plan fits in 1 MiB, but tmpfs rounds each
+    # file up to whole 4 KiB pages, so the disk fills after about 50 volumes
+    folder = small_fs / "noise"
+    run = cli("generate-noise", str(folder), "58", "16", "--ncpus", "2", "--no-dashboard")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "No space left on device" in run.stderr
+    assert "stopped early" in run.stderr and "Traceback" not in run.stderr
+    names = os.listdir(folder)
+    assert 0 < len(names) < 58
+    assert_only_volumes(folder, [int(n[2:7]) for n in names])
+    assert not list(state_dir(folder).glob("tmp/*"))
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path):
+    folder = tmp_path / "noise"
+    with folder_lock(folder):
+        run = cli("generate-noise", str(folder), "2", "16", "--no-dashboard")
+    assert run.returncode == 2
+    assert f"another mwr-dask run (pid {os.getpid()} on" in run.stderr
+    assert "is writing to" in run.stderr
+    assert not folder.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["0", "16"], "NUMBER_VOLUME must be at least 1"),
+        (["3", "1"], "CUBESIZE must be at least 2"),
+        (["3", "16.5"], "Invalid value for 'cubesize'"),
+        (["3", "16", "--bogus"], "No such option: --bogus"),
+        (["3", "16", "--mode", "3"], "--mode must be 1"),
+        (["3", "16", "--minangle", "-90"], "strictly between -90 and 90"),
+        (["3", "16", "--maxangle", "91"], "strictly between -90 and 90"),
+        (["3", "16", "--minangle", "30", "--maxangle", "20"], "must be smaller than --maxangle"),
+        (["3", "16", "--minangle", "30", "--maxangle", "30"], "must be smaller than --maxangle"),
+        (["3", "16", "--anglestep", "-1"], "--anglestep must be positive"),
+        (["3", "16", "--anglestep", "121"], "wider than the tilt range"),
+        (["3", "16", "--start", "-5"], "--start must be 0 or more"),
+        (["3", "16", "--ncpus", "0"], "--ncpus must be at least 1"),
+        (["3", "3000", "--ncpus", "1"], "GiB per worker in mode 1"),
+    ],
+)
+def test_bad_input_through_the_console_script(tmp_path, args, message):
+    folder = tmp_path / "noise"
+    run = cli("generate-noise", str(folder), *args)
+    assert run.returncode == 2, run.stderr
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
+    assert os.listdir(tmp_path) == []  # nothing written, not even beside the folder
+
+
+def test_output_path_that_is_a_file_or_read_only(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    run = cli("generate-noise", str(f), "2", "16")
+    assert run.returncode == 2 and "exists and is not a folder" in run.stderr
+    run = cli("generate-noise", str(f / "noise"), "2", "16")
+    assert run.returncode == 2 and "cannot create" in run.stderr
+    if os.geteuid() == 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)],
+                                 capture_output=True)  # fmt: skip
+        if mounted.returncode == 0:
+            try:
+                run = cli("generate-noise", str(ro / "noise"), "2", "16")
+                assert run.returncode == 2
+                assert "cannot create" in run.stderr and "Read-only file system" in run.stderr
+            finally:
+                subprocess.run(["umount", "-l", str(ro)], check=False)
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        run = cli("generate-noise", str(ro / "noise"), "2", "16")
+        assert run.returncode == 2 and "cannot create" in run.stderr
+
+
+angles = st.floats(-120, 120, allow_nan=False)
+
+
+@given(
+    n=st.integers(-3, 2000),
+    cube=st.integers(-3, 600),
+    start=st.integers(-5, 10**6),
+    mode=st.integers(-1, 4),
+    lo=angles,
+    hi=angles,
+    step=st.floats(-5, 250, allow_nan=False),
+    voxel=st.floats(-1, 10, allow_nan=False),
+)
+def test_validation_accepts_exactly_the_valid_parameters(n, cube, start, mode, lo, hi, step, voxel):
+    p = NoiseParams(cube, mode, lo, hi, step, seed=1, voxel_size=voxel)
+    valid = (
+        n >= 1
+        and cube >= 2
+        and start >= 0
+        and mode in (1, 2)
+        and -90 < lo < 90
+        and -90 < hi < 90
+        and lo < hi
+        and 0 < step <= hi - lo
+        and voxel > 0
+    )
+    errors = validate(p, n, start)
+    assert (errors == []) == valid, errors
+    assert all(e.endswith(".") and "\n" not in e for e in errors)
+
+
+params_st = st.builds(
+    NoiseParams,
+    cubesize=st.sampled_from([32, 64]),
+    mode=st.sampled_from([1, 2]),
+    minangle=st.sampled_from([-60.0, -40.0]),
+    maxangle=st.sampled_from([60.0, 56.0]),
+    anglestep=st.sampled_from([2.0, 3.0]),
+    seed=st.sampled_from([1, 2**100]),
+    voxel_size=st.sampled_from([1.0, 4.35]),
+)
+
+
+@given(a=params_st, b=params_st)
+def test_conflicts_name_every_difference_that_matters(a, b):
+    found = conflicts(a, b)
+    expected = {
+        "cube size": a.cubesize != b.cubesize,
+        "mode": a.mode != b.mode,
+        "seed": a.seed != b.seed,
+        "voxel size": a.voxel_size != b.voxel_size,
+        # the step changes mode 1 volumes only
+        "tilts": a.mode == b.mode
+        and ((a.minangle, a.maxangle) != (b.minangle, b.maxangle)
+             or (b.mode == 1 and a.anglestep != b.anglestep)),
+    }  # fmt: skip
+    for what, differs in expected.items():
+        assert any(f.startswith(what) for f in found) == differs, (what, found)
+    assert conflicts(a, replace(a)) == []
+    assert not math.isnan(a.volume_bytes)
