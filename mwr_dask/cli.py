@@ -418,7 +418,7 @@ def inspect(
         Path | None,
         typer.Option(
             help="Write a PNG of the averaged spectrum: kx-kz section with the wedge, angular"
-            " and radial profiles (needs matplotlib: pip install 'mwr-dask[plot]').",
+            " and radial profiles (needs matplotlib, the 'plot' extra of mwr-dask).",
             show_default=False,
             metavar="PNG",
         ),
@@ -464,8 +464,7 @@ def inspect(
 ) -> None:
     """Check a noise folder: every volume readable, one cube size, no duplicates, the wedge.
 
-    Exit status 0 when all is well, 1 when a file is broken, duplicated or inconsistent (or the
-    spectrum disagrees with the labels), 2 for bad input.
+    Exit status: 0 all is well; 1 broken, duplicated or inconsistent files; 2 bad input.
     """
     errors = []
     if ncpus is not None and ncpus < 1:
