@@ -119,7 +119,10 @@ def local_client(
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=dashboard_address,
+            # without a dashboard the scheduler still serves HTTP (health, metrics): keep it
+            # on a free loopback port rather than taking 8787
+            dashboard_address=dashboard_address or "127.0.0.1:0",
+            scheduler_kwargs={"dashboard": False} if dashboard_address is None else None,
             silence_logs=logging.CRITICAL,
         )
     try:
