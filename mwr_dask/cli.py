@@ -29,9 +29,11 @@ from mwr_dask.cluster import (
 )
 from mwr_dask.folder import FolderError, folder_lock, missing_count, resolve_params, scan
 from mwr_dask.generators import peak_bytes
+from mwr_dask.jobqueue import SYSTEMS, JobqueueOptions
 from mwr_dask.mrcio import state_dir
 from mwr_dask.params import NoiseParams, tilts_of, validate
 from mwr_dask.pipeline import RunResult, run
+from mwr_dask.plan import describe_plan
 from mwr_dask.progress import Progress
 from mwr_dask.signals import Interrupted, signals_raise
 
@@ -46,6 +48,7 @@ app = typer.Typer(
 GEOMETRY = "Noise geometry"
 VOLUMES = "Volumes and files"
 CLUSTER = "Cluster"
+HPC = "HPC batch cluster"
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -204,6 +207,130 @@ def generate_noise(
     dashboard: Annotated[
         bool, typer.Option(help="Serve the local cluster's dashboard.", rich_help_panel=CLUSTER)
     ] = True,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the workers as batch jobs with dask-jobqueue on this system: "
+            + ", ".join(SYSTEMS)
+            + ". The scheduler runs in this process; the jobs are cancelled when it ends.",
+            show_default=False,
+            rich_help_panel=HPC,
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            help="Jobs to submit, each running --cores single-threaded workers. [default: 1]",
+            show_default=False,
+            rich_help_panel=HPC,
+        ),
+    ] = None,
+    adapt: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MIN:MAX",
+            help="Scale between MIN and MAX jobs with the work, instead of --jobs.",
+            show_default=False,
+            rich_help_panel=HPC,
+        ),
+    ] = None,
+    cores: Annotated[
+        int | None,
+        typer.Option(
+            help="Cores per job, one worker process each. [default: --cluster-config, your"
+            " dask config, else 1]",
+            show_default=False,
+            rich_help_panel=HPC,
+        ),
+    ] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Memory per job, e.g. 4GiB (GiB: 2^30 bytes; 4GB is 3.7 GiB). [default:"
+            " --cluster-config, your dask config, else 2GiB per core]",
+            show_default=False,
+            rich_help_panel=HPC,
+        ),
+    ] = None,
+    walltime: Annotated[
+        str | None,
+        typer.Option(
+            help="Time limit per job, e.g. 02:00:00 (dask-jobqueue's default: 00:30:00).",
+            show_default=False,
+            rich_help_panel=HPC,
+        ),
+    ] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            help="Queue (partition) of the jobs.", show_default=False, rich_help_panel=HPC
+        ),
+    ] = None,
+    account: Annotated[
+        str | None,
+        typer.Option(
+            help="Account (project) charged for the jobs.", show_default=False, rich_help_panel=HPC
+        ),
+    ] = None,
+    interface: Annotated[
+        str | None,
+        typer.Option(
+            help="Network interface of the scheduler and workers, e.g. ib0 (lo on one node).",
+            show_default=False,
+            rich_help_panel=HPC,
+        ),
+    ] = None,
+    local_directory: Annotated[
+        str | None,
+        typer.Option(
+            help="Workers' scratch folder on the compute node, e.g. '$TMPDIR' (not NFS).",
+            show_default=False,
+            rich_help_panel=HPC,
+        ),
+    ] = None,
+    log_directory: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder for the jobs' output. [default: .<OUTPUT_FOLDER>.mwr-dask/jobs]",
+            show_default=False,
+            rich_help_panel=HPC,
+        ),
+    ] = None,
+    job_extra: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Extra job directive without its #SBATCH/#PBS/#$ prefix, e.g."
+            " --job-extra=--exclusive (repeatable).",
+            show_default=False,
+            rich_help_panel=HPC,
+        ),
+    ] = None,
+    prologue: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Shell line to run in the job before the worker starts, e.g."
+            " 'module load fftw' (repeatable).",
+            show_default=False,
+            rich_help_panel=HPC,
+        ),
+    ] = None,
+    cluster_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML file of dask-jobqueue settings (jobqueue.<system>: ...); flags override"
+            " it, it overrides your dask config. Examples in configs/.",
+            show_default=False,
+            rich_help_panel=HPC,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the plan (volumes, bytes, tasks) and the job script; write and submit"
+            " nothing.",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
 ) -> None:
     """Write NUMBER_VOLUME missing-wedge noise volumes of CUBESIZE^3 voxels as MRC files."""
@@ -225,12 +352,48 @@ def generate_noise(
         errors.append("give --scheduler or --scheduler-file, not both.")
     if connect_timeout <= 0 or worker_timeout <= 0:
         errors.append("--connect-timeout and --worker-timeout must be positive.")
+    hpc_flags = {
+        "--jobs": jobs, "--adapt": adapt, "--cores": cores, "--memory": memory,
+        "--walltime": walltime, "--queue": queue, "--account": account,
+        "--interface": interface, "--local-directory": local_directory,
+        "--log-directory": log_directory, "--job-extra": job_extra, "--prologue": prologue,
+        "--cluster-config": cluster_config,
+    }  # fmt: skip
+    hpc = None
+    if cluster is not None:
+        if scheduler or scheduler_file:
+            errors.append("give --cluster or --scheduler/--scheduler-file, not both.")
+        if ncpus is not None:
+            errors.append("--ncpus sets the local cluster; with --cluster give --jobs, --cores.")
+        hpc = JobqueueOptions(
+            system=cluster.lower(),
+            jobs=jobs,
+            adapt=adapt,
+            cores=cores,
+            memory=memory,
+            walltime=walltime,
+            queue=queue,
+            account=account,
+            interface=interface,
+            local_directory=local_directory,
+            log_directory=log_directory,
+            fallback_log_directory=str(state_dir(output_folder) / "jobs"),
+            job_extra=tuple(job_extra) if job_extra else None,
+            prologue=tuple(prologue) if prologue else None,
+            config_file=cluster_config,
+            worker_timeout=worker_timeout,
+        )
+        errors.extend(hpc.problems())
+    elif any(value is not None for value in hpc_flags.values()):
+        given = [flag for flag, value in hpc_flags.items() if value is not None]
+        errors.append(f"{', '.join(given)} need{'s' * (len(given) == 1)} --cluster.")
     options = ClusterOptions(
         scheduler=scheduler,
         scheduler_file=scheduler_file,
         ncpus=ncpus,
         dashboard_address=dashboard_address if dashboard else None,
         connect_timeout=connect_timeout,
+        jobqueue=hpc,
     )
     if not errors and not options.remote:
         errors += memory_problems(wanted, worker_memory(options.ncpus or default_ncpus()))
@@ -239,6 +402,19 @@ def generate_noise(
         errors.append(f"{output_folder} exists and is not a folder.")
     if errors:
         raise fail(" ".join(errors))
+    if dry_run:
+        try:
+            params, existing = resolve_params(
+                folder,
+                wanted,
+                seed_given=seed is not None,
+                force=force,
+                fresh_seed=int(np.random.SeedSequence().entropy),
+            )
+        except FolderError as err:
+            raise fail(str(err)) from None
+        typer.echo(describe_plan(params, start, number_volume, folder, existing.indices, options))
+        raise typer.Exit(0)
 
     say = (lambda *a, **k: None) if quiet else typer.echo
     created = not folder.exists()
@@ -258,10 +434,12 @@ def generate_noise(
                 f" {size_text(number_volume * params.volume_bytes)}) to {folder}"
             )
             say(f"Parameters: {params.describe()}")
+            if hpc is not None:
+                say(f"Cluster: {hpc.summary()}")
             result = RunResult(requested=number_volume)
             t0 = time.perf_counter()
             try:
-                with signals_raise(), open_client(options) as client:
+                with signals_raise(), open_client(options, say=say) as client:
                     threads = wait_for_workers(client, worker_timeout)
                     report_cluster(client, options, threads, dashboard, say)
                     if options.remote:
@@ -278,6 +456,7 @@ def generate_noise(
                         fsync=fsync,
                         verify=verify,
                         retries=retries,
+                        workers=options.planned_workers(),
                         on_progress=lambda r: progress.update(r.done, r.failed),
                         result=result,
                     )
@@ -340,11 +519,11 @@ def size_text(nbytes: float) -> str:
 
 def report_cluster(client, options: ClusterOptions, threads: int, dashboard: bool, say) -> None:
     """Print where the work runs and the dashboard link (with an SSH hint if remote)."""
-    where = "Remote cluster" if options.remote else "Local cluster"
+    where = options.label[:1].upper() + options.label[1:]
     say(f"{where}: {client.scheduler.address}, {threads} worker threads")
     if client.dashboard_link and (dashboard or options.remote):
         say(f"Dashboard: {client.dashboard_link}")
-        hint = tunnel_hint(client.dashboard_link)
+        hint = tunnel_hint(client.dashboard_link, served_here=options.jobqueue is not None)
         if hint:
             say(f"  (from your workstation: {hint})")
 

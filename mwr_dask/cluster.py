@@ -1,7 +1,8 @@
-"""Cluster set-up: the embedded local cluster, or a running Dask cluster reached by address.
+"""Cluster set-up: a local cluster, a running cluster by address, or batch jobs.
 
 The CLI hands a :class:`ClusterOptions` to :func:`open_client` and gets a connected client;
-everything about starting, reaching and checking clusters lives here.
+everything about starting, reaching and checking clusters lives here (batch jobs on SLURM,
+PBS, ... in :mod:`mwr_dask.jobqueue`).
 """
 
 from __future__ import annotations
@@ -10,17 +11,22 @@ import importlib
 import json
 import logging
 import os
+import socket
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import dask
 from distributed import Client, LocalCluster
 from distributed.comm.addressing import parse_address, parse_host_port
+
+if TYPE_CHECKING:
+    from mwr_dask.jobqueue import JobqueueOptions
 
 #: Environment of every local worker process: one thread for FFT/BLAS libraries.
 SINGLE_THREAD_ENV = {
@@ -52,6 +58,8 @@ class ClusterOptions:
         ``host:port`` of the local cluster's dashboard; None disables it.
     connect_timeout : float
         Seconds to wait for a scheduler (or its scheduler file).
+    jobqueue : JobqueueOptions or None
+        Run the workers as batch jobs (SLURM, PBS, ...) with a scheduler in this process.
     """
 
     scheduler: str | None = None
@@ -59,11 +67,35 @@ class ClusterOptions:
     ncpus: int | None = None
     dashboard_address: str | None = "127.0.0.1:8787"
     connect_timeout: float = 10.0
+    jobqueue: JobqueueOptions | None = None
 
     @property
     def remote(self) -> bool:
-        """True when an existing cluster is used rather than a local one."""
-        return bool(self.scheduler or self.scheduler_file or configured_scheduler())
+        """True when the workers are not started here: an existing cluster, or batch jobs.
+
+        Their package versions and their view of the output folder are checked.
+        """
+        return bool(
+            self.jobqueue or self.scheduler or self.scheduler_file or configured_scheduler()
+        )
+
+    @property
+    def label(self) -> str:
+        """What kind of cluster, for messages: "local cluster", "SLURM cluster", ..."""
+        if self.jobqueue is not None:
+            return f"{self.jobqueue.name} cluster"
+        return "remote cluster" if self.remote else "local cluster"
+
+    def planned_workers(self) -> int | None:
+        """Worker threads to plan the work for: the local or batch cluster at full size.
+
+        None for an existing cluster: the work is planned for its current workers.
+        """
+        if self.jobqueue is not None:
+            return self.jobqueue.planned_workers()
+        if self.remote:
+            return None
+        return self.ncpus or default_ncpus()
 
 
 def configured_scheduler() -> str | None:
@@ -181,9 +213,21 @@ def remote_client(address: str, timeout: float) -> Iterator[Client]:
 
 
 @contextmanager
-def open_client(options: ClusterOptions) -> Iterator[Client]:
-    """Connect to the cluster ``options`` describe, starting a local one by default."""
-    if options.scheduler:
+def open_client(
+    options: ClusterOptions, say: Callable[[str], None] | None = None
+) -> Iterator[Client]:
+    """Connect to the cluster ``options`` describe, starting a local one by default.
+
+    ``say`` receives one-line reports of a batch cluster (jobs submitted, queued, cancelled).
+    """
+    if options.jobqueue is not None:
+        from mwr_dask.jobqueue import jobqueue_client
+
+        with jobqueue_client(
+            options.jobqueue, dashboard_address=options.dashboard_address, say=say
+        ) as client:
+            yield client
+    elif options.scheduler:
         with remote_client(options.scheduler, options.connect_timeout) as client:
             yield client
     elif options.scheduler_file:
@@ -268,12 +312,21 @@ def check_workers_can_write(client: Client, folder: Path, tmp_dir: Path) -> list
     return [f"worker {w} {why}" for w, why in sorted(answers.items()) if why]
 
 
-def tunnel_hint(dashboard_link: str) -> str | None:
-    """Return an SSH tunnel command for a dashboard on another host, or None if it is local."""
+def tunnel_hint(dashboard_link: str, *, served_here: bool = False) -> str | None:
+    """Return an SSH tunnel command for a dashboard on another host, or None if it is local.
+
+    With ``served_here`` (a batch cluster's scheduler runs in this process, typically on a
+    login node), a dashboard on this host's loopback gets a tunnel to this host.
+    """
     url = urlparse(dashboard_link)
     host, port = url.hostname, url.port or 8787
     if host in (None, "localhost", "127.0.0.1", "::1"):
-        return None
+        if not served_here:
+            return None
+        return (
+            f"ssh -N -L {port}:localhost:{port} {socket.gethostname()},"
+            f" then open http://localhost:{port}{url.path}"
+        )
     return (
         f"ssh -N -L {port}:{host}:{port} <login-node>, then open http://localhost:{port}{url.path}"
     )

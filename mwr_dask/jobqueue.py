@@ -1,0 +1,806 @@
+"""Dask workers as batch jobs on SLURM, PBS, SGE, LSF, HTCondor, OAR or Moab (dask-jobqueue).
+
+dask-jobqueue does the work: it writes the job scripts, submits and cancels the jobs, and runs
+the scheduler in this process. This module chooses its options, in this order of precedence:
+command-line flags, the ``--cluster-config`` YAML file (dask-jobqueue's ``jobqueue.<system>``
+schema, applied to the dask configuration for the run only), the user's dask configuration.
+On top of that it
+
+- runs the workers with this client's Python, one thread per worker process, and one thread
+  per process for FFT/BLAS libraries;
+- waits for the first worker up to a timeout, saying which jobs sit in the queue and why;
+- cancels every job the run submitted when it ends, fails or is interrupted, and checks that
+  none is left in the queue.
+
+``dask_jobqueue`` is imported on first use only, without letting it copy its configuration
+template to ``~/.config/dask/jobqueue.yaml``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import dask
+import dask.config
+import yaml
+from dask.utils import format_bytes, parse_bytes
+from distributed import Client
+
+from mwr_dask.cluster import SINGLE_THREAD_ENV, ClusterError
+
+#: ``--cluster`` names and the dask-jobqueue class of each.
+SYSTEMS = {
+    "slurm": "SLURMCluster",
+    "pbs": "PBSCluster",
+    "sge": "SGECluster",
+    "lsf": "LSFCluster",
+    "htcondor": "HTCondorCluster",
+    "oar": "OARCluster",
+    "moab": "MoabCluster",
+}
+#: How each system is named in messages.
+DISPLAY = {
+    "slurm": "SLURM",
+    "pbs": "PBS",
+    "sge": "SGE",
+    "lsf": "LSF",
+    "htcondor": "HTCondor",
+    "oar": "OAR",
+    "moab": "Moab",
+}
+#: Memory per worker process when neither a flag nor a configuration gives the job's memory.
+DEFAULT_MEMORY_PER_PROCESS = 2 * 2**30
+#: Seconds between two queries of the batch system while waiting for workers.
+POLL_SECONDS = 5.0
+#: Seconds between two "still waiting" reports.
+REPORT_SECONDS = 30.0
+#: Seconds to wait, after cancelling, for the jobs to leave the queue.
+CANCEL_WAIT_SECONDS = 20.0
+#: Placeholder for the scheduler address in a job script shown by ``--dry-run``.
+SCHEDULER_PLACEHOLDER = "tcp://SCHEDULER-ADDRESS:PORT"
+
+Say = Callable[[str], None]
+
+
+def _warn(line: str) -> None:
+    print(f"mwr-dask: warning: {line}", file=sys.stderr, flush=True)
+
+
+class UsageError(ValueError):
+    """Options that cannot work; the message is one sentence (the CLI exits with status 2)."""
+
+
+def import_dask_jobqueue() -> ModuleType:
+    """Import ``dask_jobqueue`` without the side effects of its import.
+
+    On import, dask-jobqueue
+
+    - calls ``dask.config.ensure_file`` to copy its template to
+      ``~/.config/dask/jobqueue.yaml`` (or ``$DASK_CONFIG``): skipped here (its defaults are
+      loaded into the dask configuration in memory either way);
+    - replaces the SIGINT handler with ``sys.exit()`` (``dask_jobqueue/runner.py``), which
+      would turn Ctrl-C into a successful exit: the handler in place before is restored.
+    """
+    if "dask_jobqueue" in sys.modules:
+        return sys.modules["dask_jobqueue"]
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigint = signal.getsignal(signal.SIGINT) if main_thread else None
+    ensure_file = dask.config.ensure_file
+    dask.config.ensure_file = _no_file
+    try:
+        import dask_jobqueue
+    finally:
+        dask.config.ensure_file = ensure_file
+        if main_thread and sigint is not None:
+            signal.signal(signal.SIGINT, sigint)
+    return dask_jobqueue
+
+
+def _no_file(*args: Any, **kwargs: Any) -> None:
+    """Stand-in for ``dask.config.ensure_file`` that writes nothing."""
+
+
+def cluster_class(system: str) -> type:
+    """dask-jobqueue's cluster class for ``system`` (e.g. ``SLURMCluster`` for "slurm")."""
+    return getattr(import_dask_jobqueue(), SYSTEMS[system])
+
+
+def job_parameters(system: str) -> set[str]:
+    """Keyword arguments the job class of ``system`` accepts (its own and its bases')."""
+    names: set[str] = set()
+    for klass in cluster_class(system).job_cls.__mro__:
+        if "__init__" in klass.__dict__:
+            names |= set(inspect.signature(klass.__init__).parameters)
+    return names - {"self", "args", "kwargs", "base_class_kwargs"}
+
+
+def parse_adapt(text: str) -> tuple[int, int]:
+    """Parse ``--adapt MIN:MAX`` (jobs); raise :class:`UsageError` unless 1 <= MIN <= MAX."""
+    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", text)
+    if not match:
+        raise UsageError(f"--adapt takes MIN:MAX, a number of jobs each (e.g. 1:10), not {text!r}.")
+    lo, hi = int(match.group(1)), int(match.group(2))
+    if not 1 <= lo <= hi:
+        raise UsageError(
+            f"--adapt MIN:MAX needs 1 <= MIN <= MAX (the run waits for a first worker),"
+            f" not {text!r}."
+        )
+    return lo, hi
+
+
+def read_config_file(path: Path, system: str) -> dict:
+    """Read a ``--cluster-config`` YAML file and check its ``jobqueue.<system>`` section.
+
+    Raises
+    ------
+    UsageError
+        The file is missing or unreadable, is not a YAML mapping, has jobqueue sections but
+        none for ``system``, or names keys that dask-jobqueue does not know.
+    """
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise UsageError(f"the --cluster-config file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"cannot read the --cluster-config file {path} ({err}).") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise UsageError(f"the --cluster-config file {path} is not valid YAML{at}.") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UsageError(f"the --cluster-config file {path} is not a YAML mapping of settings.")
+    sections = data.get("jobqueue")
+    if sections is None:
+        return data
+    if not isinstance(sections, dict) or not all(isinstance(v, dict) for v in sections.values()):
+        raise UsageError(f"'jobqueue' in {path} must map system names to settings.")
+    if system not in sections:
+        raise UsageError(
+            f"{path} has no jobqueue.{system} section (it has {', '.join(sorted(sections))})."
+        )
+    import_dask_jobqueue()  # its defaults list the known keys
+    known = set(dask.config.get(f"jobqueue.{system}", {}))
+    unknown = sorted(k for k in sections[system] if str(k).replace("_", "-") not in known)
+    if unknown:
+        raise UsageError(
+            f"{path} sets {', '.join(unknown)} in jobqueue.{system}, which dask-jobqueue does"
+            " not know (see configs/README.md)."
+        )
+    return data
+
+
+@contextlib.contextmanager
+def config_overlay(path: Path | None, system: str) -> Iterator[None]:
+    """Apply a ``--cluster-config`` file on top of the dask configuration, for the block only."""
+    if path is None:
+        yield
+        return
+    data = read_config_file(path, system)
+    merged = dask.config.merge(dask.config.config, data)
+    touched = {dask.config.canonical_name(key, merged) for key in data}
+    with dask.config.set({key: merged[key] for key in touched}):
+        yield
+
+
+def thread_exports() -> list[str]:
+    """Shell lines that make every worker single-threaded for FFT/BLAS and import this code."""
+    lines = [f"export {name}={value}" for name, value in SINGLE_THREAD_ENV.items()]
+    if os.environ.get("PYTHONPATH"):
+        lines.append(f"export PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])}")
+    return lines
+
+
+@dataclass(frozen=True)
+class JobqueueOptions:
+    """How to run the workers as batch jobs. None means "not given on the command line".
+
+    Attributes
+    ----------
+    system : str
+        One of :data:`SYSTEMS`.
+    jobs : int or None
+        Jobs to submit (default 1), each running ``processes`` worker processes.
+    adapt : str or None
+        ``MIN:MAX`` jobs for adaptive scaling, instead of ``jobs``.
+    cores, memory, walltime, queue, account, interface, local_directory : optional
+        Per-job resources and placement; ``account`` is dask-jobqueue's ``project`` on SGE,
+        LSF and OAR.
+    log_directory : str or None
+        Folder of the jobs' output files.
+    fallback_log_directory : str or None
+        Folder of the jobs' output files when neither the flag nor a configuration gives one.
+    job_extra : tuple of str or None
+        Extra directives, without the ``#SBATCH``/``#PBS``/``#$`` prefix.
+    prologue : tuple of str or None
+        Shell lines run in the job before the worker starts (``module load ...``).
+    config_file : pathlib.Path or None
+        YAML file in dask-jobqueue's ``jobqueue.<system>`` schema.
+    worker_timeout : float
+        Seconds to wait for the first worker.
+    """
+
+    system: str
+    jobs: int | None = None
+    adapt: str | None = None
+    cores: int | None = None
+    memory: str | None = None
+    walltime: str | None = None
+    queue: str | None = None
+    account: str | None = None
+    interface: str | None = None
+    local_directory: str | None = None
+    log_directory: str | None = None
+    fallback_log_directory: str | None = None
+    job_extra: tuple[str, ...] | None = None
+    prologue: tuple[str, ...] | None = None
+    config_file: Path | None = None
+    worker_timeout: float = 60.0
+
+    @property
+    def name(self) -> str:
+        """Display name of the batch system."""
+        return DISPLAY.get(self.system, self.system)
+
+    @property
+    def jobs_range(self) -> tuple[int, int]:
+        """(initial, maximum) number of jobs."""
+        if self.adapt is not None:
+            return parse_adapt(self.adapt)
+        n = self.jobs or 1
+        return n, n
+
+    def problems(self) -> list[str]:
+        """One sentence per option that cannot work; empty if the options are usable.
+
+        Nothing is submitted and nothing is written; the job script is built in memory.
+        """
+        if self.system not in SYSTEMS:
+            return [f"--cluster must be one of {', '.join(SYSTEMS)}, not {self.system!r}."]
+        out = []
+        if self.jobs is not None and self.jobs < 1:
+            out.append(f"--jobs must be at least 1, not {self.jobs}.")
+        if self.jobs is not None and self.adapt is not None:
+            out.append("give --jobs or --adapt, not both.")
+        if self.adapt is not None:
+            try:
+                parse_adapt(self.adapt)
+            except UsageError as err:
+                out.append(str(err))
+        if self.cores is not None and self.cores < 1:
+            out.append(f"--cores must be at least 1, not {self.cores}.")
+        if self.memory is not None:
+            try:
+                if parse_bytes(self.memory) <= 0:
+                    raise ValueError
+            except (ValueError, TypeError):
+                out.append(f"--memory takes an amount such as 4GiB, not {self.memory!r}.")
+        if self.interface is not None:
+            import psutil
+
+            names = sorted(psutil.net_if_addrs())
+            if self.interface not in names:
+                out.append(
+                    f"--interface {self.interface} is not a network interface of this host"
+                    f" ({', '.join(names)})."
+                )
+        try:
+            accepted = job_parameters(self.system)
+        except ImportError as err:  # pragma: no cover - dask-jobqueue is a dependency
+            return [*out, f"--cluster needs dask-jobqueue ({err})."]
+        for flag, value in (("--queue", self.queue), ("--walltime", self.walltime)):
+            if value is not None and flag[2:] not in accepted:
+                out.append(f"{flag} does not apply to --cluster {self.system}.")
+        if self.account is not None and not {"account", "project"} & accepted:
+            out.append(f"--account does not apply to --cluster {self.system}.")
+        if not out:
+            try:
+                self.job_script()
+            except UsageError as err:
+                out.append(str(err))
+        return out
+
+    def resolve(self) -> tuple[dict, dict]:
+        """Job keyword arguments and scheduler options, flags over the configuration.
+
+        Call within :func:`config_overlay` of :attr:`config_file`.
+
+        Returns
+        -------
+        job_kwargs : dict
+            Keyword arguments of the job class (and of the cluster class).
+        settings : dict
+            ``cores``, ``processes``, ``memory`` (bytes) per job and ``log_directory``, for
+            reports.
+        """
+        import_dask_jobqueue()
+        cfg = dask.config.get(f"jobqueue.{self.system}", {})
+        cores = int(self.cores or cfg.get("cores") or 1)
+        processes = int(cfg.get("processes") or cores)
+        if processes < 1 or processes > cores:
+            raise UsageError(
+                f"jobqueue.{self.system}.processes is {processes}; it must be between 1 and"
+                f" the job's cores ({cores})."
+            )
+        memory = (
+            self.memory
+            or cfg.get("memory")
+            or format_bytes(processes * DEFAULT_MEMORY_PER_PROCESS).replace(" ", "")
+        )
+        log_directory = self.log_directory or cfg.get("log-directory")
+        log_directory = log_directory or self.fallback_log_directory
+        prologue = self.prologue
+        if prologue is None:
+            prologue = tuple(cfg.get("job-script-prologue") or cfg.get("env-extra") or ())
+        kwargs: dict[str, Any] = {
+            "cores": cores,
+            "processes": processes,
+            "memory": memory,
+            "python": cfg.get("python") or sys.executable,
+            "job_script_prologue": [*thread_exports(), *prologue],
+        }
+        accepted = job_parameters(self.system)
+        account_key = "account" if "account" in accepted else "project"
+        for key, value in (
+            ("walltime", self.walltime),
+            ("queue", self.queue),
+            (account_key, self.account),
+            ("interface", self.interface),
+            ("local_directory", self.local_directory),
+            ("log_directory", log_directory),
+        ):
+            if value is not None:
+                kwargs[key] = value
+        if self.job_extra is not None:
+            kwargs["job_extra_directives"] = list(self.job_extra)
+        settings = {
+            "cores": cores,
+            "processes": processes,
+            "memory": parse_bytes(memory),
+            "walltime": kwargs.get("walltime", cfg.get("walltime")),
+            "log_directory": log_directory,
+        }
+        return kwargs, settings
+
+    def summary(self) -> str:
+        """One line: jobs, worker processes, resources per job."""
+        with config_overlay(self.config_file, self.system):
+            _, s = self.resolve()
+        lo, hi = self.jobs_range
+        jobs = f"{lo} to {hi} jobs (adaptive)" if self.adapt else f"{lo} job{'s' * (lo > 1)}"
+        threads = s["cores"] // s["processes"]
+        walltime = s["walltime"] or "the queue's default"
+        cores = f"{s['cores']} core{'s' * (s['cores'] > 1)}"
+        return (
+            f"{self.name}: {jobs}, each {cores}, {gib(s['memory'])} GiB,"
+            f" walltime {walltime}, running {s['processes']} worker"
+            f" process{'es' * (s['processes'] > 1)} of {threads} thread{'s' * (threads > 1)}"
+        )
+
+    def planned_workers(self) -> int:
+        """Worker threads of the cluster at full size."""
+        with config_overlay(self.config_file, self.system):
+            _, s = self.resolve()
+        return self.jobs_range[1] * s["processes"] * (s["cores"] // s["processes"])
+
+    def job_script(self) -> str:
+        """Return the script each job runs, as dask-jobqueue writes it; nothing is submitted.
+
+        The scheduler address and worker name are placeholders: the scheduler does not run yet.
+        """
+        with config_overlay(self.config_file, self.system):
+            kwargs, _ = self.resolve()
+            job_cls = cluster_class(self.system).job_cls
+            log_directory = kwargs.get("log_directory")
+            # dask-jobqueue creates the log folder when it builds a job; build it on an empty
+            # stand-in and put the real path back into the text.
+            with tempfile.TemporaryDirectory(prefix="mwr-dask-dry-run-") as stand_in:
+                if log_directory is not None:
+                    kwargs["log_directory"] = stand_in
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", FutureWarning)
+                        job = job_cls(SCHEDULER_PLACEHOLDER, name="WORKER-NAME", **kwargs)
+                    script = job.job_script()
+                except (ValueError, TypeError, KeyError) as err:
+                    first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+                    raise UsageError(
+                        f"dask-jobqueue cannot build a {self.name} job from these options:"
+                        f" {first.rstrip('.:')}."
+                    ) from None
+            if log_directory is not None:
+                script = script.replace(stand_in, str(log_directory))
+        return script
+
+
+def gib(n: float) -> str:
+    """Bytes as GiB, without trailing zeros: 1, 1.5, 10000."""
+    return f"{n / 2**30:.2f}".rstrip("0").rstrip(".")
+
+
+def _submit_error(err: BaseException) -> str:
+    """Return the batch system's words on a failed submission (its stderr), else the error."""
+    text = str(err)
+    if "stderr:" in text:
+        text = text.split("stderr:", 1)[1]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return "; ".join(lines[:3]) or type(err).__name__
+
+
+class JobTracker:
+    """Every job a run submits, the submissions that failed, and the jobs' states.
+
+    Attributes
+    ----------
+    system : str
+        One of :data:`SYSTEMS`.
+    cancel_command : str
+        Command that cancels jobs given their ids (``scancel``, ``qdel``, ...).
+    submitted : list of str
+        Job ids in order of submission; jobs are never removed from it.
+    errors : list of str
+        What the batch system said when a submission failed.
+    """
+
+    def __init__(self, system: str, cancel_command: str) -> None:
+        self.system = system
+        self.cancel_command = cancel_command
+        self.submitted: list[str] = []
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+
+    def record(self, job_id: str) -> None:
+        """Remember a submitted job."""
+        with self._lock:
+            self.submitted.append(str(job_id))
+
+    def record_error(self, err: BaseException) -> None:
+        """Remember a failed submission."""
+        with self._lock:
+            self.errors.append(_submit_error(err))
+
+    def job_class(self, base: type) -> type:
+        """Subclass of the job class ``base`` that reports its job id and failures here.
+
+        A failed submission is recorded instead of raised, so that distributed does not log a
+        traceback for it; the job then stands for no batch job and cancels nothing.
+        """
+        tracker = self
+        from distributed.deploy.spec import ProcessInterface
+
+        class TrackedJob(base):  # type: ignore[misc, valid-type]
+            def _job_id_from_submit_output(self, out: str) -> str:
+                job_id = super()._job_id_from_submit_output(out)
+                tracker.record(job_id)
+                return job_id
+
+            async def start(self) -> None:
+                try:
+                    await super().start()
+                except Exception as err:
+                    tracker.record_error(err)
+                    await ProcessInterface.start(self)
+
+        TrackedJob.__name__ = TrackedJob.__qualname__ = base.__name__
+        return TrackedJob
+
+    def states(self, ids: list[str] | None = None) -> dict[str, str] | None:
+        """State of each job still known to the batch system, by id; None if it cannot tell.
+
+        Jobs that have ended (and jobs the batch system has forgotten) are absent.
+        """
+        ids = list(self.submitted if ids is None else ids)
+        if not ids:
+            return {}
+        return job_states(self.system, ids)
+
+    def describe(self, states: dict[str, str] | None, ids: list[str] | None = None) -> str:
+        """``101 RUNNING, 102 PENDING (Resources)`` for the jobs in ``ids``."""
+        ids = list(self.submitted if ids is None else ids)
+        if states is None:
+            return ", ".join(f"{i} (state unknown)" for i in ids)
+        return ", ".join(f"{i} {states.get(i, 'ended')}" for i in ids)
+
+    def cancel_leftovers(self, timeout: float = CANCEL_WAIT_SECONDS) -> dict[str, str]:
+        """Cancel the run's jobs that are still queued or running; return those that stay.
+
+        dask-jobqueue cancels the jobs it holds when the cluster closes; this is the check
+        (and the second attempt) for every job the run ever submitted.
+        """
+        left = self.states()
+        if not left:
+            return {}
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                [*shlex.split(self.cancel_command), *sorted(left)],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+        deadline = time.monotonic() + timeout
+        while left and time.monotonic() < deadline:
+            time.sleep(0.5)
+            left = self.states(list(left)) or {}
+        return left
+
+
+def _run_status(argv: list[str]) -> str | None:
+    """Return the standard output of a status command, or None if it cannot run."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0 and not proc.stdout.strip():
+        # e.g. squeue -j for jobs it has forgotten: "Invalid job id specified"
+        if re.search(r"invalid job id|unknown job|do not exist|not found", proc.stderr, re.I):
+            return ""
+        return None
+    return proc.stdout
+
+
+def _table_states(out: str, ids: list[str], state_col: int, ended: set[str]) -> dict[str, str]:
+    """States from a table whose first column is the job id (``123`` or ``123.server``)."""
+    states = {}
+    for line in out.splitlines():
+        tokens = line.split()
+        if len(tokens) <= state_col:
+            continue
+        job = tokens[0].split(".")[0].rstrip(":")
+        if job in ids and tokens[state_col] not in ended:
+            states[job] = tokens[state_col]
+    return states
+
+
+HTCONDOR_STATES = {
+    "1": "Idle",
+    "2": "Running",
+    "3": "Removed",
+    "4": "Completed",
+    "5": "Held",
+    "6": "Transferring",
+    "7": "Suspended",
+}
+
+
+def job_states(system: str, ids: list[str]) -> dict[str, str] | None:
+    """Ask the batch system about jobs ``ids``: {id: state} for those not ended yet.
+
+    Returns None if the status command is missing or fails.
+    """
+    if system == "slurm":
+        out = _run_status(["squeue", "-h", "-o", "%i|%T|%r", "-j", ",".join(ids)])
+        if out is None:
+            return None
+        states = {}
+        for line in out.splitlines():
+            job, _, rest = line.strip().partition("|")
+            state, _, reason = rest.partition("|")
+            if job in ids:
+                reason = reason.strip()
+                states[job] = state + (f" ({reason})" if reason and reason != "None" else "")
+        return states
+    if system in ("pbs", "moab"):
+        out = _run_status(["qstat", *ids])
+        return None if out is None else _table_states(out, ids, 4, {"C", "F"})
+    if system == "sge":
+        out = _run_status(["qstat"])
+        return None if out is None else _table_states(out, ids, 4, set())
+    if system == "lsf":
+        out = _run_status(["bjobs", "-w", *ids])
+        return None if out is None else _table_states(out, ids, 2, {"DONE", "EXIT"})
+    if system == "htcondor":
+        out = _run_status(["condor_q", *ids, "-af", "ClusterId", "ProcId", "JobStatus"])
+        if out is None:
+            return None
+        states = {}
+        for line in out.splitlines():
+            tokens = line.split()
+            if len(tokens) == 3 and f"{tokens[0]}.{tokens[1]}" in ids:
+                state = HTCONDOR_STATES.get(tokens[2], tokens[2])
+                if state not in ("Removed", "Completed"):
+                    states[f"{tokens[0]}.{tokens[1]}"] = state
+        return states
+    if system == "oar":
+        states = {}
+        for job in ids:
+            out = _run_status(["oarstat", "-s", "-j", job])
+            if out is None:
+                return None
+            for line in out.splitlines():
+                key, _, state = line.partition(":")
+                state = state.strip()
+                if key.strip() == job and state and state not in ("Terminated", "Error"):
+                    states[job] = state
+        return states
+    return None
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Ignore Ctrl-C inside the block (the clean-up of jobs must not be cut short)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _worker_count(client: Client) -> int:
+    try:
+        return len(client.nthreads())
+    except (OSError, TimeoutError):
+        return 0
+
+
+def wait_for_first_worker(
+    client: Client, tracker: JobTracker, options: JobqueueOptions, log_directory: str | None,
+    say: Say,
+) -> None:  # fmt: skip
+    """Wait until a worker has joined, reporting jobs that sit in the queue.
+
+    Raises
+    ------
+    ClusterError
+        A submission failed, every job ended without a worker, or no worker joined within
+        ``options.worker_timeout`` seconds (the message lists the jobs and their states).
+    """
+    name = options.name
+    logs = f"; see their output in {log_directory}" if log_directory else ""
+    t0 = time.monotonic()
+    deadline = t0 + options.worker_timeout
+    next_poll, next_report = t0 + 2.0, t0 + REPORT_SECONDS
+    while True:
+        if _worker_count(client):
+            return
+        if tracker.errors:
+            raise ClusterError(f"{name} refused the job: {tracker.errors[0]}.")
+        now = time.monotonic()
+        if now >= deadline:
+            states = tracker.states()
+            if not tracker.submitted:
+                raise ClusterError(
+                    f"no {name} job was submitted within {options.worker_timeout:g} s."
+                )
+            raise ClusterError(
+                f"no worker joined within {options.worker_timeout:g} s; {name} jobs "
+                f"{tracker.describe(states)}{logs}. The jobs are cancelled; ask for fewer"
+                " resources, another --queue, or a longer --worker-timeout."
+            )
+        if now >= next_poll and tracker.submitted:
+            next_poll = now + POLL_SECONDS
+            states = tracker.states()
+            if states == {} and not _worker_count(client):
+                raise ClusterError(
+                    f"{name} jobs {', '.join(tracker.submitted)} ended before a worker joined"
+                    f"{logs}."
+                )
+            if now >= next_report:
+                next_report = now + REPORT_SECONDS
+                say(f"Waiting for workers: {name} jobs {tracker.describe(states)}")
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def quiet_close_logs() -> Iterator[None]:
+    """Silence distributed's connection-closed noise while the cluster shuts down."""
+    loggers = [logging.getLogger(n) for n in ("distributed", "tornado", "asyncio")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def jobqueue_client(
+    options: JobqueueOptions,
+    *,
+    dashboard_address: str | None = "127.0.0.1:8787",
+    say: Say | None = None,
+    warn: Say = _warn,
+) -> Iterator[Client]:
+    """Start a dask-jobqueue cluster, wait for its first worker, yield a connected client.
+
+    The scheduler runs in this process; the workers run as batch jobs with this Python.
+    On exit (normal, error or Ctrl-C) every job the run submitted is cancelled, and the
+    batch system is asked to confirm it.
+
+    Parameters
+    ----------
+    options : JobqueueOptions
+        Batch system, jobs and resources.
+    dashboard_address : str or None
+        ``host:port`` of the scheduler's dashboard; None disables it.
+    say : callable, optional
+        Receives one-line reports (jobs submitted, queued, cancelled).
+    warn : callable
+        Receives warnings (jobs left in the queue); default: standard error.
+
+    Yields
+    ------
+    distributed.Client
+        Client of the cluster, with at least one worker.
+    """
+    say = say or (lambda line: None)
+    name = options.name
+    with config_overlay(options.config_file, options.system):
+        kwargs, settings = options.resolve()
+        cls = cluster_class(options.system)
+        tracker = JobTracker(options.system, cls.job_cls.cancel_command)
+        scheduler_options = dict(
+            dask.config.get(f"jobqueue.{options.system}.scheduler-options", None) or {}
+        )
+        if dashboard_address:
+            scheduler_options["dashboard_address"] = dashboard_address
+        else:
+            scheduler_options["dashboard"] = False
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Port .* is already in use")
+                warnings.simplefilter("ignore", FutureWarning)
+                cluster = cls(
+                    job_cls=tracker.job_class(cls.job_cls),
+                    scheduler_options=scheduler_options,
+                    silence_logs=logging.ERROR,
+                    **kwargs,
+                )
+        except (ValueError, TypeError, OSError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ClusterError(f"cannot start the {name} cluster: {first.rstrip('.')}.") from None
+        try:
+            lo, hi = options.jobs_range
+            if options.adapt:
+                cluster.adapt(minimum_jobs=lo, maximum_jobs=hi)
+            else:
+                cluster.scale(jobs=lo)
+            client = Client(cluster)
+            try:
+                wait_for_first_worker(client, tracker, options, settings["log_directory"], say)
+                states = tracker.states()
+                logs = settings["log_directory"]
+                say(
+                    f"{name} jobs: {tracker.describe(states)}"
+                    + (f"; job output in {logs}" if logs else "")
+                )
+                yield client
+            finally:
+                with sigint_deferred(), quiet_close_logs():
+                    client.close()
+        finally:
+            with sigint_deferred(), quiet_close_logs():
+                if tracker.submitted:
+                    say(f"Cancelling {name} jobs {', '.join(tracker.submitted)}")
+                with contextlib.suppress(Exception):
+                    cluster.close(timeout=30)
+                left = tracker.cancel_leftovers()
+                if left:
+                    warn(
+                        f"{name} jobs {tracker.describe(left, list(left))} are still listed"
+                        f" after cancellation; check them with the {name} tools."
+                    )

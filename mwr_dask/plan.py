@@ -1,0 +1,89 @@
+"""What a run would do, for ``--dry-run``: volumes, bytes, tasks, cluster and job script."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from mwr_dask.cluster import ClusterOptions, configured_scheduler
+from mwr_dask.params import MODES, NoiseParams
+from mwr_dask.pipeline import partition_ranges
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Free bytes on the filesystem that holds (or would hold) ``folder``."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            try:
+                return shutil.disk_usage(path).free
+            except OSError:
+                return None
+    return None
+
+
+def describe_cluster(options: ClusterOptions) -> str:
+    """One line on where the work would run; nothing is started or contacted."""
+    if options.jobqueue is not None:
+        return options.jobqueue.summary()
+    if options.remote:
+        where = options.scheduler or options.scheduler_file or configured_scheduler()
+        return f"the running Dask cluster at {where} (not contacted)"
+    ncpus = options.planned_workers()
+    return f"local, {ncpus} worker process{'es' * (ncpus != 1)} of 1 thread"
+
+
+def describe_plan(
+    params: NoiseParams,
+    start: int,
+    count: int,
+    folder: Path,
+    existing: list[int],
+    options: ClusterOptions,
+) -> str:
+    """Describe what a run would do, with the job script for a batch cluster.
+
+    Parameters
+    ----------
+    params : NoiseParams
+        Geometry, mode and seed.
+    start, count : int
+        First index and number of volumes.
+    folder : pathlib.Path
+        Output folder (it may not exist).
+    existing : list of int
+        Indices of the ``n_*.mrc`` files already in the folder.
+    options : ClusterOptions
+        Where the work would run.
+    """
+    last = start + count - 1
+    total = count * params.volume_bytes
+    there = sum(1 for i in existing if start <= i <= last)
+    n = params.cubesize
+    lines = [
+        "Dry run: nothing is written or submitted.",
+        f"Volumes: n_{start:05d}.mrc .. n_{last:05d}.mrc, {count} of {n}x{n}x{n}"
+        f" ({MODES[params.mode]}) in {folder}",
+        f"Bytes: {params.volume_bytes:,} per volume, {total:,} in all ({total / 2**30:.3f} GiB)",
+    ]
+    free = free_bytes(folder)
+    if free is not None:
+        lines[-1] += f"; {free / 2**30:.1f} GiB free there"
+    if there:
+        lines.append(f"Already there: {there} of these files (complete ones are skipped)")
+    lines.append(f"Parameters: {params.describe()}")
+    lines.append(f"Cluster: {describe_cluster(options)}")
+    workers = options.planned_workers()
+    if workers is None:
+        lines.append("Tasks: planned at run time for the workers the cluster has then")
+    else:
+        ranges = partition_ranges(start, count, workers, params.volume_bytes)
+        sizes = sorted({len(r) for r in ranges})
+        each = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+        lines.append(
+            f"Tasks: {len(ranges)} (one per partition of {each} volumes)"
+            f" for {workers} worker thread{'s' * (workers != 1)}"
+        )
+    if options.jobqueue is not None:
+        lines.append(f"Job script (one per {options.jobqueue.name} job):")
+        lines.append(options.jobqueue.job_script().rstrip("\n"))
+    return "\n".join(lines)
