@@ -1,0 +1,181 @@
+"""generate-noise --cluster slurm on a real SLURM (scripts/slurm-local.sh up).
+
+Skipped where SLURM is absent, with the reason; a failure instead under CI or
+MWR_DASK_REQUIRE_SLURM=1 (tests/conftest.py). The node of slurm-local.sh has as many CPUs as
+the machine (2 here): every job asks for one core, and at most two jobs run at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .helpers import assert_only_volumes, cli
+
+pytestmark = pytest.mark.usefixtures("slurm")
+
+SEED = "2024"
+SMALL_JOBS = ["--cluster", "slurm", "--cores", "1", "--memory", "1GiB",
+              "--walltime", "00:10:00", "--interface", "lo"]  # fmt: skip
+
+
+def env_with_home(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    return {**env, "HOME": str(home)}, home
+
+
+def squeue(workdir=None) -> dict[str, str]:
+    """{job id: state} of the queued and running jobs (of ``workdir`` only, if given)."""
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i|%T|%Z"], capture_output=True, text=True, check=True
+    ).stdout
+    jobs = {}
+    for line in out.splitlines():
+        job, state, where = line.strip().split("|", 2)
+        if workdir is None or os.path.realpath(where) == os.path.realpath(workdir):
+            jobs[job] = state
+    return jobs
+
+
+def scontrol(job: str) -> dict[str, str]:
+    out = subprocess.run(
+        ["scontrol", "show", "job", "-o", job], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", out))
+
+
+def job_ids(stdout: str) -> list[str]:
+    match = re.search(r"^SLURM jobs: (.*?)(;|$)", stdout, re.M)
+    assert match, stdout
+    return re.findall(r"(\d+) [A-Z]+", match.group(1))
+
+
+def wait_until_gone(jobs, timeout=30.0) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    left = {j: s for j, s in squeue().items() if j in jobs}
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = {j: s for j, s in squeue().items() if j in jobs}
+    return left
+
+
+def test_slurm_jobs_write_the_volumes_of_a_local_run(tmp_path):
+    env, home = env_with_home(tmp_path)
+    local = tmp_path / "local"
+    ref = cli("generate-noise", str(local), "8", "16", "--seed", SEED, "--ncpus", "2",
+              "--no-dashboard", env=env, cwd=tmp_path)  # fmt: skip
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "noise"
+    run = cli("generate-noise", str(out), "8", "16", "--seed", SEED, *SMALL_JOBS, "--jobs", "2",
+              env=env, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "SLURM cluster: tcp://127.0.0.1:" in run.stdout
+    assert "8 written" in run.stdout
+    assert_only_volumes(out, range(8))
+    for i in range(8):
+        name = f"n_{i:05d}.mrc"
+        assert (out / name).read_bytes() == (local / name).read_bytes()
+
+    # the workers were SLURM jobs: scontrol knows them, ran them, and their output shows a
+    # worker registered with this run's scheduler
+    scheduler = re.search(r"SLURM cluster: (tcp://\S+),", run.stdout).group(1)
+    ids = job_ids(run.stdout)
+    assert len(ids) == 2
+    logs = tmp_path / ".noise.mwr-dask" / "jobs"
+    for job in ids:
+        info = scontrol(job)
+        assert info["JobState"] in ("CANCELLED", "COMPLETED", "COMPLETING"), info
+        assert info["WorkDir"] == str(tmp_path) and info["NumCPUs"] == "1"
+        assert info["TimeLimit"] == "00:10:00"
+        log = (logs / f"dask-worker-{job}.err").read_text()
+        assert f"Registered to:      {scheduler}" in log, log[-2000:]
+    # nothing left in the queue, nothing in the working folder or HOME but what we made
+    assert not wait_until_gone(ids)
+    assert f"Cancelling SLURM jobs {', '.join(ids)}" in run.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".local.mwr-dask",
+        ".noise.mwr-dask",
+        "home",
+        "local",
+        "noise",
+    ]
+    assert list(home.iterdir()) == []
+
+
+def test_adaptive_scaling_on_slurm(tmp_path):
+    env, _ = env_with_home(tmp_path)
+    out = tmp_path / "noise"
+    run = cli("generate-noise", str(out), "6", "16", "--seed", SEED, "--mode", "2",
+              *SMALL_JOBS, "--adapt", "1:2", env=env, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "SLURM: 1 to 2 jobs (adaptive)" in run.stdout
+    assert_only_volumes(out, range(6))
+    assert not squeue(tmp_path)
+
+
+def test_ctrl_c_cancels_every_job(tmp_path):
+    env, _ = env_with_home(tmp_path)
+    out = tmp_path / "noise"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mwr_dask", "generate-noise", str(out), "5000", "48",
+         *SMALL_JOBS, "--jobs", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        seen: dict[str, str] = {}
+        while time.monotonic() < deadline and proc.poll() is None:
+            seen = squeue(tmp_path)
+            if len(seen) == 2 and set(seen.values()) == {"RUNNING"}:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        assert len(seen) == 2 and set(seen.values()) == {"RUNNING"}, seen
+        # let the workers join and the run start writing, then Ctrl-C
+        while time.monotonic() < deadline and not (out.is_dir() and any(out.iterdir())):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0, stdout + stderr
+    left = wait_until_gone(seen, timeout=max(1.0, 30 - (time.monotonic() - t0)))
+    assert not left, f"jobs left in the queue after Ctrl-C: {left}"
+    assert not squeue(tmp_path)
+    assert f"Cancelling SLURM jobs {', '.join(sorted(seen, key=int))}" in stdout
+    assert "Traceback" not in stderr
+
+
+def test_a_refused_job_is_one_sentence(tmp_path):
+    env, _ = env_with_home(tmp_path)
+    run = cli("generate-noise", str(tmp_path / "noise"), "4", "16", "--cluster", "slurm",
+              "--memory", "100000GiB", "--interface", "lo", env=env, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 1
+    assert "SLURM refused the job: sbatch: error:" in run.stderr
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert not squeue(tmp_path)
+
+
+def test_jobs_stuck_in_the_queue_are_reported_and_cancelled(tmp_path):
+    env, _ = env_with_home(tmp_path)
+    t0 = time.monotonic()
+    run = cli("generate-noise", str(tmp_path / "noise"), "4", "16", "--cluster", "slurm",
+              "--cores", "64", "--memory", "1GiB", "--interface", "lo",
+              "--worker-timeout", "4", env=env, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 1
+    assert time.monotonic() - t0 < 45
+    match = re.search(r"no worker joined within 4 s; SLURM jobs (\d+) PENDING", run.stderr)
+    assert match, run.stderr
+    assert "The jobs are cancelled" in run.stderr and "Traceback" not in run.stderr
+    assert not wait_until_gone([match.group(1)], timeout=10)
