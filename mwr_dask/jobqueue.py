@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -330,8 +331,9 @@ class JobqueueOptions:
         job_kwargs : dict
             Keyword arguments of the job class (and of the cluster class).
         settings : dict
-            ``cores``, ``processes``, ``memory`` (bytes) per job and ``log_directory``, for
-            reports.
+            ``cores``, ``processes``, ``memory`` (bytes) and ``walltime`` per job, for
+            reports; ``log_directory``, and ``own_logs``: whether it is the fallback, which
+            a successful run removes.
         """
         import_dask_jobqueue()
         cfg = dask.config.get(f"jobqueue.{self.system}", {})
@@ -348,6 +350,7 @@ class JobqueueOptions:
             or format_bytes(processes * DEFAULT_MEMORY_PER_PROCESS).replace(" ", "")
         )
         log_directory = self.log_directory or cfg.get("log-directory")
+        own_logs = log_directory is None and self.fallback_log_directory is not None
         log_directory = log_directory or self.fallback_log_directory
         prologue = self.prologue
         if prologue is None:
@@ -379,6 +382,7 @@ class JobqueueOptions:
             "memory": parse_bytes(memory),
             "walltime": kwargs.get("walltime", cfg.get("walltime")),
             "log_directory": log_directory,
+            "own_logs": own_logs,
         }
         return kwargs, settings
 
@@ -749,6 +753,7 @@ def jobqueue_client(
     """
     say = say or (lambda line: None)
     name = options.name
+    succeeded = False
     with config_overlay(options.config_file, options.system):
         kwargs, settings = options.resolve()
         cls = cluster_class(options.system)
@@ -784,11 +789,14 @@ def jobqueue_client(
                 wait_for_first_worker(client, tracker, options, settings["log_directory"], say)
                 states = tracker.states()
                 logs = settings["log_directory"]
+                if logs and settings["own_logs"]:
+                    logs = f"{logs} (kept if the run fails)"
                 say(
                     f"{name} jobs: {tracker.describe(states)}"
-                    + (f"; job output in {logs}" if logs else "")
+                    + (f"; output in {logs}" if logs else "")
                 )
                 yield client
+                succeeded = True
             finally:
                 with sigint_deferred(), quiet_close_logs():
                     client.close()
@@ -804,3 +812,11 @@ def jobqueue_client(
                         f"{name} jobs {tracker.describe(left, list(left))} are still listed"
                         f" after cancellation; check them with the {name} tools."
                     )
+                if settings["own_logs"]:
+                    # the default log folder lies beside the output folder, which a run
+                    # leaves clean: its job output goes once the run has succeeded, and an
+                    # empty one goes anyway
+                    if succeeded and not left:
+                        shutil.rmtree(settings["log_directory"], ignore_errors=True)
+                    with contextlib.suppress(OSError):
+                        os.rmdir(settings["log_directory"])

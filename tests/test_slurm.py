@@ -74,8 +74,9 @@ def test_slurm_jobs_write_the_volumes_of_a_local_run(tmp_path):
               "--no-dashboard", env=env, cwd=tmp_path)  # fmt: skip
     assert ref.returncode == 0, ref.stderr
     out = tmp_path / "noise"
+    logs = tmp_path / "joblogs"
     run = cli("generate-noise", str(out), "8", "16", "--seed", SEED, *SMALL_JOBS, "--jobs", "2",
-              env=env, cwd=tmp_path)  # fmt: skip
+              "--log-directory", str(logs), env=env, cwd=tmp_path)  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     assert "SLURM cluster: tcp://127.0.0.1:" in run.stdout
     assert "8 written" in run.stdout
@@ -89,7 +90,6 @@ def test_slurm_jobs_write_the_volumes_of_a_local_run(tmp_path):
     scheduler = re.search(r"SLURM cluster: (tcp://\S+),", run.stdout).group(1)
     ids = job_ids(run.stdout)
     assert len(ids) == 2
-    logs = tmp_path / ".noise.mwr-dask" / "jobs"
     for job in ids:
         info = scontrol(job)
         assert info["JobState"] in ("CANCELLED", "COMPLETED", "COMPLETING"), info
@@ -100,13 +100,7 @@ def test_slurm_jobs_write_the_volumes_of_a_local_run(tmp_path):
     # nothing left in the queue, nothing in the working folder or HOME but what we made
     assert not wait_until_gone(ids)
     assert f"Cancelling SLURM jobs {', '.join(ids)}" in run.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        ".local.mwr-dask",
-        ".noise.mwr-dask",
-        "home",
-        "local",
-        "noise",
-    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "joblogs", "local", "noise"]
     assert list(home.iterdir()) == []
 
 
@@ -119,9 +113,13 @@ def test_adaptive_scaling_on_slurm(tmp_path):
     assert "SLURM: 1 to 2 jobs (adaptive)" in run.stdout
     assert_only_volumes(out, range(6))
     assert not squeue(tmp_path)
+    # the default job-output folder beside the output folder goes after a successful run
+    assert f"output in {tmp_path}/.noise.mwr-dask/jobs (kept if the run fails)" in run.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "noise"]
 
 
-def test_ctrl_c_cancels_every_job(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_cancels_every_job(tmp_path, signum):
     env, _ = env_with_home(tmp_path)
     out = tmp_path / "noise"
     proc = subprocess.Popen(
@@ -142,19 +140,24 @@ def test_ctrl_c_cancels_every_job(tmp_path):
         # let the workers join and the run start writing, then Ctrl-C
         while time.monotonic() < deadline and not (out.is_dir() and any(out.iterdir())):
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         t0 = time.monotonic()
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode != 0, stdout + stderr
+    assert proc.returncode == 128 + signum, stdout + stderr
     left = wait_until_gone(seen, timeout=max(1.0, 30 - (time.monotonic() - t0)))
     assert not left, f"jobs left in the queue after Ctrl-C: {left}"
     assert not squeue(tmp_path)
     assert f"Cancelling SLURM jobs {', '.join(sorted(seen, key=int))}" in stdout
     assert "Traceback" not in stderr
+    # a failed run keeps its jobs' output
+    logs = tmp_path / ".noise.mwr-dask" / "jobs"
+    assert sorted(p.name for p in logs.iterdir()) == sorted(
+        f"dask-worker-{job}.{ext}" for job in seen for ext in ("err", "out")
+    )
 
 
 def test_a_refused_job_is_one_sentence(tmp_path):
@@ -179,3 +182,5 @@ def test_jobs_stuck_in_the_queue_are_reported_and_cancelled(tmp_path):
     assert match, run.stderr
     assert "The jobs are cancelled" in run.stderr and "Traceback" not in run.stderr
     assert not wait_until_gone([match.group(1)], timeout=10)
+    # the job never ran: no output to keep, nothing left beside the (removed) output folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
