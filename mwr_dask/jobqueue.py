@@ -18,6 +18,7 @@ template to ``~/.config/dask/jobqueue.yaml``.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import inspect
 import logging
@@ -72,6 +73,8 @@ DEFAULT_MEMORY_PER_PROCESS = 2 * 2**30
 POLL_SECONDS = 5.0
 #: Seconds between two "still waiting" reports.
 REPORT_SECONDS = 30.0
+#: Seconds between two checks, during a run, for jobs that ended (walltime, node failure).
+KEEPER_SECONDS = 10.0
 #: Seconds to wait, after cancelling, for the jobs to leave the queue.
 CANCEL_WAIT_SECONDS = 20.0
 #: Placeholder for the scheduler address in a job script shown by ``--dry-run``.
@@ -707,6 +710,106 @@ def wait_for_first_worker(
         time.sleep(0.2)
 
 
+class JobKeeper:
+    """Keep the batch cluster at its size while the run goes on; stop a run that cannot go on.
+
+    dask-jobqueue does not replace a job that ends (its walltime, a node failure, an
+    administrator's ``scancel``): with all jobs gone the run would wait forever. Every
+    :data:`KEEPER_SECONDS` a background thread asks the batch system which of the cluster's
+    jobs have ended, drops them from the cluster and lets it submit new ones (a fixed
+    ``--jobs N`` is scaled back to N; ``--adapt`` scales up by itself). Jobs that keep ending
+    before any of their workers joined (a broken environment) stop the run with a
+    :class:`~mwr_dask.cluster.ClusterError` instead of being resubmitted for ever; the main
+    thread is interrupted for that, and :attr:`fatal` says why.
+    """
+
+    def __init__(
+        self, cluster: Any, tracker: JobTracker, options: JobqueueOptions,
+        log_directory: str | None, say: Say,
+    ) -> None:  # fmt: skip
+        self.cluster = cluster
+        self.tracker = tracker
+        self.options = options
+        self.log_directory = log_directory
+        self.say = say
+        self.fatal: str | None = None
+        self.limit = max(3, options.jobs_range[1])
+        self.early_ends = 0
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mwr-dask-jobs", daemon=True)
+        self._next_report = time.monotonic() + REPORT_SECONDS
+
+    def start(self) -> None:
+        """Start watching."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching (before the cluster closes), waiting for a check in progress."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=70)
+
+    def _run(self) -> None:
+        while not self._stop.wait(KEEPER_SECONDS):
+            try:
+                self.check()
+            except Exception:  # a failed check is retried at the next tick
+                logging.getLogger(__name__).debug("job check failed", exc_info=True)
+
+    def check(self) -> list[str]:
+        """One round: replace ended jobs, report a cluster without workers; the names dropped."""
+        planned = set(self.cluster.worker_spec)  # not the jobs adaptive scaling closes
+        jobs = {
+            name: job.job_id
+            for name, job in list(self.cluster.workers.items())
+            if getattr(job, "job_id", None) and name in planned
+        }
+        workers = [w.get("name") for w in list(self.cluster.scheduler_info["workers"].values())]
+        observed = {str(w) for w in workers}
+        for name in jobs:
+            if name in observed or any(w.startswith(f"{name}-") for w in observed):
+                self.seen.add(name)
+        if not jobs or self._stop.is_set():
+            return []
+        states = self.tracker.states(list(jobs.values()))
+        if states is None or self._stop.is_set():
+            return []
+        ended = [name for name, job_id in jobs.items() if job_id not in states]
+        batch = self.options.name
+        if ended:
+            ids = ", ".join(jobs[name] for name in ended)
+            if all(name not in self.seen for name in ended):
+                self.early_ends += len(ended)
+            else:
+                self.early_ends = 0
+            if self.early_ends >= self.limit:
+                logs = f"; see their output in {self.log_directory}" if self.log_directory else ""
+                self.fatal = (
+                    f"{batch} jobs keep ending before their workers join ({self.early_ends} in"
+                    f" a row, the last {ids}){logs}."
+                )
+                _thread.interrupt_main()
+                return []
+            self.say(f"{batch} jobs {ids} ended; submitting new ones")
+            self.cluster.loop.add_callback(self._replace, ended)
+        elif not observed and time.monotonic() >= self._next_report:
+            self._next_report = time.monotonic() + REPORT_SECONDS
+            ids = list(jobs.values())
+            self.say(f"No workers at the moment: {batch} jobs {self.tracker.describe(states, ids)}")
+        return ended
+
+    def _replace(self, names: list[str]) -> None:
+        """On the cluster's event loop: forget ended jobs, then let the cluster resubmit."""
+        if self._stop.is_set():
+            return
+        for name in names:
+            self.cluster.workers.pop(name, None)
+            self.cluster.worker_spec.pop(name, None)
+        if not self.options.adapt:
+            self.cluster.scale(jobs=self.options.jobs_range[0])
+
+
 @contextlib.contextmanager
 def quiet_close_logs() -> Iterator[None]:
     """Silence distributed's connection-closed noise while the cluster shuts down."""
@@ -795,7 +898,16 @@ def jobqueue_client(
                     f"{name} jobs: {tracker.describe(states)}"
                     + (f"; output in {logs}" if logs else "")
                 )
-                yield client
+                keeper = JobKeeper(cluster, tracker, options, settings["log_directory"], say)
+                keeper.start()
+                try:
+                    yield client
+                except BaseException:
+                    if keeper.fatal:  # the keeper interrupted the run
+                        raise ClusterError(keeper.fatal) from None
+                    raise
+                finally:
+                    keeper.stop()
                 succeeded = True
             finally:
                 with sigint_deferred(), quiet_close_logs():

@@ -313,3 +313,78 @@ def test_cleanup_ignores_a_second_ctrl_c():
     with jobqueue.sigint_deferred():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     assert signal.getsignal(signal.SIGINT) is before
+
+
+class FakeJob:
+    def __init__(self, job_id):
+        self.job_id = job_id
+
+
+class FakeLoop:
+    def add_callback(self, fn, *args):
+        fn(*args)
+
+
+class FakeCluster:
+    """What JobKeeper reads and calls of a dask-jobqueue cluster."""
+
+    def __init__(self, ids):
+        self.workers = {f"c-{i}": FakeJob(job) for i, job in enumerate(ids)}
+        self.worker_spec = {name: {} for name in self.workers}
+        self.scheduler_info = {"workers": {}}
+        self.loop = FakeLoop()
+        self.scaled = []
+
+    def scale(self, jobs):
+        self.scaled.append(jobs)
+        for k in range(len(self.worker_spec), jobs):
+            name = f"c-new{len(self.scaled)}-{k}"
+            self.worker_spec[name] = {}
+            self.workers[name] = FakeJob(str(100 + len(self.scaled) * 10 + k))
+
+
+def test_the_job_keeper_replaces_ended_jobs_and_stops_a_crash_loop(monkeypatch):
+    queue = {}
+    monkeypatch.setattr(
+        jobqueue, "job_states", lambda system, ids: {i: queue[i] for i in ids if i in queue}
+    )
+    interrupted = []
+    monkeypatch.setattr(jobqueue._thread, "interrupt_main", lambda: interrupted.append(1))
+    said = []
+    cluster = FakeCluster(["1", "2"])
+    options = jobqueue.JobqueueOptions(system="slurm", jobs=2)
+    keeper = jobqueue.JobKeeper(
+        cluster, jobqueue.JobTracker("slurm", "scancel"), options, "/logs", said.append
+    )
+    # both jobs run and have workers
+    queue.update({"1": "RUNNING", "2": "RUNNING"})
+    cluster.scheduler_info["workers"] = {"tcp://a": {"name": "c-0"}, "tcp://b": {"name": "c-1"}}
+    assert keeper.check() == []
+    # the walltime ends job 1: it is dropped and the cluster scaled back to 2 jobs
+    del queue["1"]
+    cluster.scheduler_info["workers"] = {"tcp://b": {"name": "c-1"}}
+    assert keeper.check() == ["c-0"]
+    assert said[-1] == "SLURM jobs 1 ended; submitting new ones"
+    assert cluster.scaled == [2] and "c-0" not in cluster.workers and len(cluster.workers) == 2
+    assert keeper.early_ends == 0 and not interrupted
+    # replacements that end before their worker joins (never in the queue here), again and
+    # again: the run is stopped
+    for _ in range(5):
+        if not interrupted:
+            keeper.check()
+    assert interrupted and keeper.early_ends >= keeper.limit == 3
+    assert "SLURM jobs keep ending before their workers join" in keeper.fatal
+    assert "see their output in /logs" in keeper.fatal
+
+
+def test_the_job_keeper_reports_a_cluster_without_workers(monkeypatch):
+    monkeypatch.setattr(jobqueue, "job_states", lambda system, ids: dict.fromkeys(ids, "PENDING"))
+    monkeypatch.setattr(jobqueue, "REPORT_SECONDS", 0.0)
+    said = []
+    keeper = jobqueue.JobKeeper(
+        FakeCluster(["7"]), jobqueue.JobTracker("slurm", "scancel"),
+        jobqueue.JobqueueOptions(system="slurm"), None, said.append,
+    )  # fmt: skip
+    keeper._next_report = 0.0
+    assert keeper.check() == []
+    assert said == ["No workers at the moment: SLURM jobs 7 PENDING"]

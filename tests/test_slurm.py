@@ -14,7 +14,11 @@ import subprocess
 import sys
 import time
 
+import mrcfile
+import numpy as np
 import pytest
+
+from mwr_dask.generators import generator_for, volume_rng
 
 from .helpers import assert_only_volumes, cli
 
@@ -184,3 +188,38 @@ def test_jobs_stuck_in_the_queue_are_reported_and_cancelled(tmp_path):
     assert not wait_until_gone([match.group(1)], timeout=10)
     # the job never ran: no output to keep, nothing left beside the (removed) output folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+def test_jobs_that_end_mid_run_are_replaced(tmp_path):
+    """A walltime or an administrator's scancel ends the jobs: new ones finish the run."""
+    env, _ = env_with_home(tmp_path)
+    out = tmp_path / "noise"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mwr_dask", "generate-noise", str(out), "800", "48",
+         "--seed", SEED, *SMALL_JOBS, "--jobs", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.is_dir() and len(os.listdir(out)) >= 50:
+                break
+            time.sleep(0.1)
+        first = squeue(tmp_path)
+        assert proc.poll() is None and len(first) == 2, proc.communicate()
+        subprocess.run(["scancel", *first], check=True)
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stdout + stderr
+    assert re.search(r"SLURM jobs \d+, \d+ ended; submitting new ones", stdout), stdout
+    submitted = re.search(r"Cancelling SLURM jobs (.*)", stdout).group(1).split(", ")
+    assert len(submitted) == 4 and set(first) <= set(submitted)
+    assert_only_volumes(out, range(800))
+    g = generator_for(1, 48, -60.0, 60.0, 2.0)
+    for i in range(0, 800, 97):
+        with mrcfile.open(out / f"n_{i:05d}.mrc") as m:
+            np.testing.assert_array_equal(m.data, g(volume_rng(int(SEED), i)))
+    assert not wait_until_gone(submitted)
