@@ -220,7 +220,7 @@ def generate_noise(
     jobs: Annotated[
         int | None,
         typer.Option(
-            help="Jobs to submit, each running --cores single-threaded workers. [default: 1]",
+            help="Jobs to submit, each running --cores single-threaded workers (default 1).",
             show_default=False,
             rich_help_panel=HPC,
         ),
@@ -237,8 +237,8 @@ def generate_noise(
     cores: Annotated[
         int | None,
         typer.Option(
-            help="Cores per job, one worker process each. [default: --cluster-config, your"
-            " dask config, else 1]",
+            help="Cores per job, one worker process each (default: from --cluster-config or"
+            " your dask config, else 1).",
             show_default=False,
             rich_help_panel=HPC,
         ),
@@ -246,8 +246,8 @@ def generate_noise(
     memory: Annotated[
         str | None,
         typer.Option(
-            help="Memory per job, e.g. 4GiB (GiB: 2^30 bytes; 4GB is 3.7 GiB). [default:"
-            " --cluster-config, your dask config, else 2GiB per core]",
+            help="Memory per job, e.g. 4GiB (GiB: 2^30 bytes; 4GB is 3.7 GiB). Default: from"
+            " --cluster-config or your dask config, else 2GiB per core.",
             show_default=False,
             rich_help_panel=HPC,
         ),
@@ -291,7 +291,8 @@ def generate_noise(
     log_directory: Annotated[
         str | None,
         typer.Option(
-            help="Folder for the jobs' output. [default: .<OUTPUT_FOLDER>.mwr-dask/jobs]",
+            help="Folder for the jobs' output (default: .<OUTPUT_FOLDER>.mwr-dask/jobs beside"
+            " the output folder, removed after a successful run).",
             show_default=False,
             rich_help_panel=HPC,
         ),
