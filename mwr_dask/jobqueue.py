@@ -867,7 +867,8 @@ def jobqueue_client(
         if dashboard_address:
             scheduler_options["dashboard_address"] = dashboard_address
         else:
-            scheduler_options["dashboard"] = False
+            # the scheduler still serves HTTP (health, metrics): on a free loopback port
+            scheduler_options.update(dashboard=False, dashboard_address="127.0.0.1:0")
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Port .* is already in use")
