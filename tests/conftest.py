@@ -33,10 +33,10 @@ def _truthy(name: str) -> bool:
 
 
 def skip_or_fail(reason: str) -> None:
-    """Skip a test whose component is missing; fail instead where CI requires it.
+    """Skip a test whose component (SLURM, root for mounts) is missing; fail instead in CI.
 
-    ``.ci/run`` sets MWR_DASK_REQUIRE_SLURM=1 (CI runners set CI=true): there a missing SLURM
-    is an error, never a silent skip.
+    ``.ci/run`` sets MWR_DASK_REQUIRE_SLURM=1 (CI runners set CI=true): there a missing
+    component is an error, never a silent skip.
     """
     if _truthy("MWR_DASK_REQUIRE_SLURM") or _truthy("CI"):
         pytest.fail(f"{reason} (required: CI or MWR_DASK_REQUIRE_SLURM is set)", pytrace=False)

@@ -21,6 +21,7 @@ from mwr_dask.folder import conflicts, folder_lock
 from mwr_dask.mrcio import state_dir
 from mwr_dask.params import NoiseParams, validate
 
+from .conftest import skip_or_fail
 from .helpers import assert_only_volumes, cli
 
 SEED = "777"
@@ -99,11 +100,11 @@ def small_fs(tmp_path):
     mount = tmp_path / "small"
     mount.mkdir()
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs for the disk-full tests needs root")
+        skip_or_fail("mounting a small tmpfs for the disk-full tests needs root")
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
                           capture_output=True, text=True)  # fmt: skip
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        skip_or_fail(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 

@@ -20,6 +20,7 @@ from mwr_dask.params import NoiseParams
 from mwr_dask.pipeline import build_bag, partition_ranges
 from mwr_dask.progress import Progress
 
+from .conftest import skip_or_fail
 from .daskprocs import DaskProcesses
 from .helpers import assert_only_volumes, cli
 
@@ -114,10 +115,10 @@ def test_a_worker_that_cannot_see_the_folder_is_named(tmp_path):
         procs.start_scheduler()
         procs.start_worker()
         if os.geteuid() != 0:
-            pytest.skip("needs root to give a worker its own mount namespace (unshare -m)")
+            skip_or_fail("needs root to give a worker its own mount namespace (unshare -m)")
         probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
         if probe.returncode != 0:
-            pytest.skip(f"unshare -m is not permitted here: {probe.stderr.decode().strip()}")
+            skip_or_fail(f"unshare -m is not permitted here: {probe.stderr.decode().strip()}")
         procs.start_worker(
             prefix=("unshare", "-m", "--propagation", "private", "sh", "-c",
                     f"mount -t tmpfs tmpfs {hidden} && exec \"$0\" \"$@\""),
