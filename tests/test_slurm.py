@@ -99,8 +99,12 @@ def test_slurm_jobs_write_the_volumes_of_a_local_run(tmp_path):
         assert info["JobState"] in ("CANCELLED", "COMPLETED", "COMPLETING"), info
         assert info["WorkDir"] == str(tmp_path) and info["NumCPUs"] == "1"
         assert info["TimeLimit"] == "00:10:00"
-        log = (logs / f"dask-worker-{job}.err").read_text()
-        assert f"Registered to:      {scheduler}" in log, log[-2000:]
+    # a job whose worker was still starting when the (short) run ended is cancelled then
+    logs_text = [(logs / f"dask-worker-{job}.err").read_text() for job in ids]
+    registered = [f"Registered to:      {scheduler}" in log for log in logs_text]
+    assert any(registered), logs_text[0][-2000:]
+    for ok, log in zip(registered, logs_text, strict=True):
+        assert ok or "CANCELLED" in log, log[-2000:]
     # nothing left in the queue, nothing in the working folder or HOME but what we made
     assert not wait_until_gone(ids)
     assert f"Cancelling SLURM jobs {', '.join(ids)}" in run.stdout
