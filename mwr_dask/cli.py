@@ -48,6 +48,34 @@ app = typer.Typer(
 GEOMETRY = "Noise geometry"
 VOLUMES = "Volumes and files"
 CLUSTER = "Cluster"
+
+# Options shared by generate-noise and inspect.
+NcpusOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Worker processes of the local cluster, one thread each. [default: all cores]",
+        show_default=False,
+        rich_help_panel=CLUSTER,
+    ),
+]
+SchedulerFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Scheduler file written by 'dask scheduler --scheduler-file' (waited for up"
+        " to --connect-timeout).",
+        show_default=False,
+        rich_help_panel=CLUSTER,
+    ),
+]
+ConnectTimeoutOption = Annotated[
+    float,
+    typer.Option(help="Seconds to wait for the scheduler.", rich_help_panel=CLUSTER),
+]
+WorkerTimeoutOption = Annotated[
+    float,
+    typer.Option(help="Seconds to wait for the first worker.", rich_help_panel=CLUSTER),
+]
+
 HPC = "HPC batch cluster"
 
 
@@ -55,6 +83,24 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one sentence to stderr and return the exit to raise."""
     typer.echo(f"mwr-dask: error: {message}", err=True)
     return typer.Exit(code)
+
+
+def cluster_option_problems(
+    ncpus: int | None,
+    scheduler: str | None,
+    scheduler_file: Path | None,
+    connect_timeout: float,
+    worker_timeout: float,
+) -> list[str]:
+    """Problems with the cluster options that every command shares, one sentence each."""
+    errors = []
+    if ncpus is not None and ncpus < 1:
+        errors.append(f"--ncpus must be at least 1, not {ncpus}.")
+    if scheduler and scheduler_file:
+        errors.append("give --scheduler or --scheduler-file, not both.")
+    if connect_timeout <= 0 or worker_timeout <= 0:
+        errors.append("--connect-timeout and --worker-timeout must be positive.")
+    return errors
 
 
 def _version(value: bool) -> None:
@@ -155,14 +201,7 @@ def generate_noise(
             rich_help_panel=VOLUMES,
         ),
     ] = False,
-    ncpus: Annotated[
-        int | None,
-        typer.Option(
-            help="Worker processes of the local cluster, one thread each. [default: all cores]",
-            show_default=False,
-            rich_help_panel=CLUSTER,
-        ),
-    ] = None,
+    ncpus: NcpusOption = None,
     scheduler: Annotated[
         str | None,
         typer.Option(
@@ -173,23 +212,9 @@ def generate_noise(
             rich_help_panel=CLUSTER,
         ),
     ] = None,
-    scheduler_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="Scheduler file written by 'dask scheduler --scheduler-file' (waited for up"
-            " to --connect-timeout).",
-            show_default=False,
-            rich_help_panel=CLUSTER,
-        ),
-    ] = None,
-    connect_timeout: Annotated[
-        float,
-        typer.Option(help="Seconds to wait for the scheduler.", rich_help_panel=CLUSTER),
-    ] = 10.0,
-    worker_timeout: Annotated[
-        float,
-        typer.Option(help="Seconds to wait for the first worker.", rich_help_panel=CLUSTER),
-    ] = 60.0,
+    scheduler_file: SchedulerFileOption = None,
+    connect_timeout: ConnectTimeoutOption = 10.0,
+    worker_timeout: WorkerTimeoutOption = 60.0,
     retries: Annotated[
         int,
         typer.Option(
@@ -345,14 +370,11 @@ def generate_noise(
         voxel_size=voxel_size,
     )
     errors = validate(wanted, number_volume, start)
-    if ncpus is not None and ncpus < 1:
-        errors.append(f"--ncpus must be at least 1, not {ncpus}.")
+    errors += cluster_option_problems(
+        ncpus, scheduler, scheduler_file, connect_timeout, worker_timeout
+    )
     if retries < 0:
         errors.append(f"--retries must be 0 or more, not {retries}.")
-    if scheduler and scheduler_file:
-        errors.append("give --scheduler or --scheduler-file, not both.")
-    if connect_timeout <= 0 or worker_timeout <= 0:
-        errors.append("--connect-timeout and --worker-timeout must be positive.")
     hpc_flags = {
         "--jobs": jobs, "--adapt": adapt, "--cores": cores, "--memory": memory,
         "--walltime": walltime, "--queue": queue, "--account": account,
@@ -606,14 +628,7 @@ def inspect(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON (for scripts).")
     ] = False,
-    ncpus: Annotated[
-        int | None,
-        typer.Option(
-            help="Worker processes of the local cluster, one thread each. [default: all cores]",
-            show_default=False,
-            rich_help_panel=CLUSTER,
-        ),
-    ] = None,
+    ncpus: NcpusOption = None,
     scheduler: Annotated[
         str | None,
         typer.Option(
@@ -624,35 +639,17 @@ def inspect(
             rich_help_panel=CLUSTER,
         ),
     ] = None,
-    scheduler_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="Scheduler file written by 'dask scheduler --scheduler-file' (waited for up"
-            " to --connect-timeout).",
-            show_default=False,
-            rich_help_panel=CLUSTER,
-        ),
-    ] = None,
-    connect_timeout: Annotated[
-        float,
-        typer.Option(help="Seconds to wait for the scheduler.", rich_help_panel=CLUSTER),
-    ] = 10.0,
-    worker_timeout: Annotated[
-        float,
-        typer.Option(help="Seconds to wait for the first worker.", rich_help_panel=CLUSTER),
-    ] = 60.0,
+    scheduler_file: SchedulerFileOption = None,
+    connect_timeout: ConnectTimeoutOption = 10.0,
+    worker_timeout: WorkerTimeoutOption = 60.0,
 ) -> None:
     """Check a noise folder: every volume readable, one cube size, no duplicates, the wedge.
 
     Exit status: 0 all is well; 1 broken, duplicated or inconsistent files; 2 bad input.
     """
-    errors = []
-    if ncpus is not None and ncpus < 1:
-        errors.append(f"--ncpus must be at least 1, not {ncpus}.")
-    if scheduler and scheduler_file:
-        errors.append("give --scheduler or --scheduler-file, not both.")
-    if connect_timeout <= 0 or worker_timeout <= 0:
-        errors.append("--connect-timeout and --worker-timeout must be positive.")
+    errors = cluster_option_problems(
+        ncpus, scheduler, scheduler_file, connect_timeout, worker_timeout
+    )
     if not folder.exists():
         errors.append(f"{folder} does not exist.")
     elif not folder.is_dir():
