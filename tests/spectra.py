@@ -1,10 +1,13 @@
-"""Power spectra of noise volumes, for the physics tests."""
+"""Power spectra of noise volumes, for the physics tests.
+
+``kxkz_power`` is a plain float64 numpy reference, independent of ``mwr_dask.spectrum``.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from mwr_dask.geometry import fold_direction
+from mwr_dask.spectrum import polar  # noqa: F401 - re-exported for the physics tests
 
 
 def kxkz_power(volumes) -> np.ndarray:
@@ -15,13 +18,6 @@ def kxkz_power(volumes) -> np.ndarray:
         p = p.mean(axis=1)
         acc = p if acc is None else acc + p
     return np.fft.fftshift(acc / len(volumes))
-
-
-def polar(n: int):
-    """Radius (in Fourier pixels) and folded direction (degrees) of the fftshifted (kz, kx) grid."""
-    k = np.arange(n) - n // 2
-    kz, kx = np.meshgrid(k, k, indexing="ij")
-    return np.hypot(kz, kx), fold_direction(kz.astype(float), kx.astype(float))
 
 
 def angular_distance_inside(phi, lo, hi):
