@@ -1,21 +1,29 @@
-"""Command-line interface: parse, validate, report. The work is done in the other modules."""
+"""``mwr-dask generate-noise``: parse, validate, run, report."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import typer
-from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
-from mwr_dask import __version__
+from mwr_dask.cli.common import (
+    CLUSTER,
+    GEOMETRY,
+    HPC,
+    VOLUMES,
+    ConnectTimeoutOption,
+    NcpusOption,
+    SchedulerFileOption,
+    WorkerTimeoutOption,
+    cluster_option_problems,
+    fail,
+)
 from mwr_dask.cluster import (
     ClusterError,
     ClusterOptions,
@@ -36,87 +44,6 @@ from mwr_dask.pipeline import RunResult, run
 from mwr_dask.plan import describe_plan
 from mwr_dask.progress import Progress
 from mwr_dask.signals import Interrupted, signals_raise
-
-app = typer.Typer(
-    name="mwr-dask",
-    help="Missing-wedge noise volumes for IsoNet/MWR training, generated in parallel with Dask.",
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-
-GEOMETRY = "Noise geometry"
-VOLUMES = "Volumes and files"
-CLUSTER = "Cluster"
-
-# Options shared by generate-noise and inspect.
-NcpusOption = Annotated[
-    int | None,
-    typer.Option(
-        help="Worker processes of the local cluster, one thread each. [default: all cores]",
-        show_default=False,
-        rich_help_panel=CLUSTER,
-    ),
-]
-SchedulerFileOption = Annotated[
-    Path | None,
-    typer.Option(
-        help="Scheduler file written by 'dask scheduler --scheduler-file' (waited for up"
-        " to --connect-timeout).",
-        show_default=False,
-        rich_help_panel=CLUSTER,
-    ),
-]
-ConnectTimeoutOption = Annotated[
-    float,
-    typer.Option(help="Seconds to wait for the scheduler.", rich_help_panel=CLUSTER),
-]
-WorkerTimeoutOption = Annotated[
-    float,
-    typer.Option(help="Seconds to wait for the first worker.", rich_help_panel=CLUSTER),
-]
-
-HPC = "HPC batch cluster"
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one sentence to stderr and return the exit to raise."""
-    typer.echo(f"mwr-dask: error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def cluster_option_problems(
-    ncpus: int | None,
-    scheduler: str | None,
-    scheduler_file: Path | None,
-    connect_timeout: float,
-    worker_timeout: float,
-) -> list[str]:
-    """Problems with the cluster options that every command shares, one sentence each."""
-    errors = []
-    if ncpus is not None and ncpus < 1:
-        errors.append(f"--ncpus must be at least 1, not {ncpus}.")
-    if scheduler and scheduler_file:
-        errors.append("give --scheduler or --scheduler-file, not both.")
-    if connect_timeout <= 0 or worker_timeout <= 0:
-        errors.append("--connect-timeout and --worker-timeout must be positive.")
-    return errors
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"mwr-dask {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
-    ] = False,
-) -> None:
-    """Missing-wedge noise volumes for IsoNet/MWR training, generated in parallel with Dask."""
 
 
 def generate_noise(
@@ -604,163 +531,3 @@ def summarize(result: RunResult, params: NoiseParams, wall: float, say) -> None:
             " (see the error above); no partial file was left.",
             err=True,
         )
-
-
-app.command("generate-noise")(generate_noise)
-app.command("generate_noise", hidden=True)(generate_noise)
-
-
-@app.command("inspect")
-def inspect(
-    folder: Annotated[
-        Path,
-        typer.Argument(help="Noise folder to check (IsoNet's --noise_dir).", show_default=False),
-    ],
-    plot: Annotated[
-        Path | None,
-        typer.Option(
-            help="Write a PNG of the averaged spectrum: kx-kz section with the wedge, angular"
-            " and radial profiles (needs matplotlib, the 'plot' extra of mwr-dask).",
-            show_default=False,
-            metavar="PNG",
-        ),
-    ] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print the report as JSON (for scripts).")
-    ] = False,
-    ncpus: NcpusOption = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            help="Address of a running Dask scheduler (tcp://host:8786, tls://...) to use"
-            " instead of a local cluster; also read from DASK_SCHEDULER_ADDRESS. Its workers"
-            " must see the folder at the same path. The cluster is left running.",
-            show_default=False,
-            rich_help_panel=CLUSTER,
-        ),
-    ] = None,
-    scheduler_file: SchedulerFileOption = None,
-    connect_timeout: ConnectTimeoutOption = 10.0,
-    worker_timeout: WorkerTimeoutOption = 60.0,
-) -> None:
-    """Check a noise folder: every volume readable, one cube size, no duplicates, the wedge.
-
-    Exit status: 0 all is well; 1 broken, duplicated or inconsistent files; 2 bad input.
-    """
-    errors = cluster_option_problems(
-        ncpus, scheduler, scheduler_file, connect_timeout, worker_timeout
-    )
-    if not folder.exists():
-        errors.append(f"{folder} does not exist.")
-    elif not folder.is_dir():
-        errors.append(f"{folder} is not a folder.")
-    elif not os.access(folder, os.R_OK | os.X_OK):
-        errors.append(f"{folder} is not readable.")
-    if plot is not None:
-        from mwr_dask.plot import PlotUnavailableError, require_matplotlib
-
-        try:
-            require_matplotlib()
-        except PlotUnavailableError as err:
-            errors.append(f"{err}.")
-        if not plot.absolute().parent.is_dir():
-            errors.append(f"cannot write {plot}: {plot.absolute().parent} is not a folder.")
-    if errors:
-        raise fail(" ".join(errors))
-    # no dashboard: a short read-only run (a remote cluster keeps its own)
-    options = ClusterOptions(
-        scheduler=scheduler,
-        scheduler_file=scheduler_file,
-        ncpus=ncpus,
-        dashboard_address=None,
-        connect_timeout=connect_timeout,
-    )
-
-    from mwr_dask.check import inspect_folder, render_text, workers_missing_folder
-
-    folder = folder.absolute()
-    t0 = time.perf_counter()
-    try:
-        with signals_raise(), open_client(options) as client:
-            threads = wait_for_workers(client, worker_timeout)
-            if options.remote:
-                problems = check_versions(client) + workers_missing_folder(client, folder)
-                if problems:
-                    raise ClusterError(
-                        "; ".join(problems[:4])
-                        + ". Workers need the same versions as this client and the folder at"
-                        " the same path."
-                    )
-            count = len(list_volumes(folder))
-            progress = Progress(count, quiet=json_output or not count, stream=sys.stderr)
-            report = inspect_folder(
-                folder, client, workers=threads, on_progress=lambda done, _: progress.update(done)
-            )
-    except Interrupted as stop:
-        raise fail(f"stopped by {stop}.", stop.exit_code) from None
-    except ClusterError as err:
-        raise fail(str(err), 1) from None
-    except OSError as err:
-        raise fail(f"cannot read {err.filename or folder}: {err.strerror or err}.") from None
-    wall = time.perf_counter() - t0
-    if plot is not None:
-        if report.spectrum is None:
-            typer.echo("mwr-dask: warning: no readable volume, no plot written.", err=True)
-        else:
-            from mwr_dask.plot import plot_report
-
-            try:
-                plot_report(report, plot)
-            except OSError as err:
-                raise fail(f"cannot write {plot}: {err.strerror or err}.") from None
-    if json_output:
-        out = report.to_dict()
-        out["seconds"] = round(wall, 3)
-        out["worker_threads"] = threads
-        out["plot"] = None if plot is None or report.spectrum is None else str(plot)
-        typer.echo(json.dumps(out, indent=2, default=_json_default))
-    else:
-        where = "a remote cluster" if options.remote else "a local cluster"
-        timing = (
-            f"{report.summary['count']} volumes read in {wall:.1f} s by {threads} worker"
-            f" thread{'s' if threads != 1 else ''} of {where} (its start included)"
-        )
-        if plot is not None and report.spectrum is not None:
-            timing += f"; plot written to {plot}"
-        typer.echo(render_text(report, timing))
-    if not report.ok:
-        raise typer.Exit(1)
-
-
-def list_volumes(folder: Path) -> list[str]:
-    """Names of the ``n_*.mrc`` files of ``folder`` (for the progress total)."""
-    from mwr_dask.check import list_folder
-
-    return list_folder(folder)[0]
-
-
-def _json_default(value):
-    """JSON for numpy scalars and arrays."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
-def main() -> None:
-    """Console-script entry point: usage errors are one line on stderr and exit code 2."""
-    try:
-        code = app(standalone_mode=False)
-    except typer.Abort:
-        typer.echo("mwr-dask: aborted.", err=True)
-        raise SystemExit(1) from None
-    except UsageError as err:
-        if isinstance(err, NoArgsIsHelpError):
-            typer.echo(err.ctx.get_help() if err.ctx else str(err))
-            raise SystemExit(0) from None
-        command = err.ctx.command_path if err.ctx else "mwr-dask"
-        message = " ".join(err.format_message().split()).rstrip(".")
-        typer.echo(f"mwr-dask: error: {message} (see '{command} --help').", err=True)
-        raise SystemExit(2) from None
-    raise SystemExit(code if isinstance(code, int) else 0)

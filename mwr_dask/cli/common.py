@@ -1,0 +1,65 @@
+"""Options and helpers shared by the commands: panels, cluster options, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+GEOMETRY = "Noise geometry"
+VOLUMES = "Volumes and files"
+CLUSTER = "Cluster"
+
+# Options shared by generate-noise and inspect.
+NcpusOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Worker processes of the local cluster, one thread each. [default: all cores]",
+        show_default=False,
+        rich_help_panel=CLUSTER,
+    ),
+]
+SchedulerFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Scheduler file written by 'dask scheduler --scheduler-file' (waited for up"
+        " to --connect-timeout).",
+        show_default=False,
+        rich_help_panel=CLUSTER,
+    ),
+]
+ConnectTimeoutOption = Annotated[
+    float,
+    typer.Option(help="Seconds to wait for the scheduler.", rich_help_panel=CLUSTER),
+]
+WorkerTimeoutOption = Annotated[
+    float,
+    typer.Option(help="Seconds to wait for the first worker.", rich_help_panel=CLUSTER),
+]
+
+HPC = "HPC batch cluster"
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one sentence to stderr and return the exit to raise."""
+    typer.echo(f"mwr-dask: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def cluster_option_problems(
+    ncpus: int | None,
+    scheduler: str | None,
+    scheduler_file: Path | None,
+    connect_timeout: float,
+    worker_timeout: float,
+) -> list[str]:
+    """Problems with the cluster options that every command shares, one sentence each."""
+    errors = []
+    if ncpus is not None and ncpus < 1:
+        errors.append(f"--ncpus must be at least 1, not {ncpus}.")
+    if scheduler and scheduler_file:
+        errors.append("give --scheduler or --scheduler-file, not both.")
+    if connect_timeout <= 0 or worker_timeout <= 0:
+        errors.append("--connect-timeout and --worker-timeout must be positive.")
+    return errors
