@@ -5,7 +5,7 @@ the machine falls on every variant alike):
 
 - ``cli``: the real command, ``mwr-dask generate-noise`` in a subprocess: wall time including
   interpreter start, cluster start and shutdown;
-- ``pipeline``: in this process, ``local_client`` + ``pipeline.run`` (no dashboard): cluster
+- ``pipeline``: in this process, ``LocalCluster.client`` + ``pipeline.run`` (no dashboard): cluster
   start, run, and the total with shutdown;
 - ``pool``: a plain ``ProcessPoolExecutor`` (fork) of ``--ncpus`` processes calling the same
   ``pipeline.write_one`` over the same partitions, pool start included;
@@ -48,7 +48,7 @@ import mrcfile
 import numpy as np
 import scipy.ndimage
 
-from mwr_dask.cluster import local_client
+from mwr_dask.clusters.local import LocalCluster
 from mwr_dask.generators import generator_for, volume_rng
 from mwr_dask.geometry import tilt_angles, wedge_mask
 from mwr_dask.mrcio import state_dir, write_volume
@@ -165,7 +165,7 @@ def time_pipeline(params: NoiseParams, n: int, ncpus: int, folder: Path) -> dict
     tmp = fresh(folder)
     generator_for.cache_clear()
     t0 = time.perf_counter()
-    with local_client(ncpus, dashboard_address=None) as client:
+    with LocalCluster(ncpus, dashboard_address=None).client() as client:
         t1 = time.perf_counter()
         result = run(client, params, 0, n, folder, tmp, workers=ncpus)
         t2 = time.perf_counter()

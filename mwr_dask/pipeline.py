@@ -170,6 +170,7 @@ def run(
     workers: int | None = None,
     on_progress: Callable[[RunResult], None] | None = None,
     result: RunResult | None = None,
+    resources: dict[str, float] | None = None,
 ) -> RunResult:
     """Generate and write volumes ``start .. start + count - 1`` on ``client``'s cluster.
 
@@ -198,6 +199,9 @@ def run(
     result : RunResult, optional
         Object to fill in as partitions finish (the caller keeps what was done when the run
         is interrupted); a new one by default.
+    resources : dict, optional
+        Worker resources every task requires (those of the workers that passed the checks,
+        :meth:`mwr_dask.clusters.Cluster.check`).
 
     The run stops early (``result.stopped``) at a write error that no retry can cure:
     disk full, quota exceeded, read-only filesystem.
@@ -208,7 +212,7 @@ def run(
     bag = build_bag(
         params, ranges, folder, tmp_dir, overwrite=overwrite, fsync=fsync, verify=verify
     )
-    futures = client.compute(bag.to_delayed(), retries=retries)
+    futures = client.compute(bag.to_delayed(), retries=retries, resources=resources)
     result = RunResult(requested=count) if result is None else result
     part_of = {f.key: r for f, r in zip(futures, ranges, strict=True)}
     try:

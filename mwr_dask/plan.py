@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mwr_dask.cluster import ClusterOptions, configured_scheduler
 from mwr_dask.params import MODES, NoiseParams
 from mwr_dask.pipeline import partition_ranges
+
+if TYPE_CHECKING:
+    from mwr_dask.clusters import Cluster
 
 
 def free_bytes(folder: Path) -> int | None:
@@ -21,15 +24,9 @@ def free_bytes(folder: Path) -> int | None:
     return None
 
 
-def describe_cluster(options: ClusterOptions) -> str:
+def describe_cluster(cluster: Cluster) -> str:
     """One line on where the work would run; nothing is started or contacted."""
-    if options.jobqueue is not None:
-        return options.jobqueue.summary()
-    if options.remote:
-        where = options.scheduler or options.scheduler_file or configured_scheduler()
-        return f"the running Dask cluster at {where} (not contacted)"
-    ncpus = options.planned_workers()
-    return f"local, {ncpus} worker process{'es' * (ncpus != 1)} of 1 thread"
+    return cluster.describe()
 
 
 def describe_plan(
@@ -38,7 +35,7 @@ def describe_plan(
     count: int,
     folder: Path,
     existing: list[int],
-    options: ClusterOptions,
+    cluster: Cluster,
 ) -> str:
     """Describe what a run would do, with the job script for a batch cluster.
 
@@ -52,7 +49,7 @@ def describe_plan(
         Output folder (it may not exist).
     existing : list of int
         Indices of the ``n_*.mrc`` files already in the folder.
-    options : ClusterOptions
+    cluster : mwr_dask.clusters.Cluster
         Where the work would run.
     """
     last = start + count - 1
@@ -71,8 +68,8 @@ def describe_plan(
     if there:
         lines.append(f"Already there: {there} of these files (complete ones are skipped)")
     lines.append(f"Parameters: {params.describe()}")
-    lines.append(f"Cluster: {describe_cluster(options)}")
-    workers = options.planned_workers()
+    lines.append(f"Cluster: {describe_cluster(cluster)}")
+    workers = cluster.planned_workers()
     if workers is None:
         lines.append("Tasks: planned at run time for the workers the cluster has then")
     else:
@@ -83,7 +80,8 @@ def describe_plan(
             f"Tasks: {len(ranges)} (one per partition of {each} volumes)"
             f" for {workers} worker thread{'s' * (workers != 1)}"
         )
-    if options.jobqueue is not None:
-        lines.append(f"Job script (one per {options.jobqueue.name} job):")
-        lines.append(options.jobqueue.job_script().rstrip("\n"))
+    script = cluster.script()
+    if script is not None:
+        lines.append(f"Job script (one per {cluster.label.removesuffix(' cluster')} job):")
+        lines.append(script.rstrip("\n"))
     return "\n".join(lines)

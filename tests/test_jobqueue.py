@@ -12,9 +12,10 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from mwr_dask import jobqueue
 from mwr_dask.cli import app
-from mwr_dask.cluster import SINGLE_THREAD_ENV
+from mwr_dask.clusters import batch as jobqueue
+from mwr_dask.clusters import systems
+from mwr_dask.clusters.checks import SINGLE_THREAD_ENV
 
 from .helpers import cli
 
@@ -231,7 +232,7 @@ def test_importing_dask_jobqueue_writes_nothing_to_home_and_keeps_ctrl_c(tmp_pat
         """
         import signal
         before = signal.getsignal(signal.SIGINT)
-        from mwr_dask.jobqueue import import_dask_jobqueue
+        from mwr_dask.clusters.batch import import_dask_jobqueue
         import_dask_jobqueue()
         assert signal.getsignal(signal.SIGINT) is before, signal.getsignal(signal.SIGINT)
         """
@@ -253,7 +254,8 @@ def test_importing_dask_jobqueue_writes_nothing_to_home_and_keeps_ctrl_c(tmp_pat
 
 def test_the_cli_does_not_import_dask_jobqueue_without_cluster(tmp_path):
     code = (
-        "import sys; from mwr_dask.cli import app; from mwr_dask import cluster, plan;"
+        "import sys; from mwr_dask.cli import app; from mwr_dask import clusters, plan;"
+        " from mwr_dask.clusters import batch, local, remote;"
         " assert 'dask_jobqueue' not in sys.modules"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -294,7 +296,7 @@ def test_job_states_of_each_batch_system(monkeypatch, system, output, expected):
         calls.append(argv)
         return output
 
-    monkeypatch.setattr(jobqueue, "_run_status", fake)
+    monkeypatch.setattr(systems, "run_status", fake)
     ids = ["11.0", "12.0", "13.0"] if system == "htcondor" else ["11", "12", "13"]
     assert jobqueue.job_states(system, ids) == expected
     assert calls

@@ -24,22 +24,10 @@ from mwr_dask.cli.common import (
     cluster_option_problems,
     fail,
 )
-from mwr_dask.cluster import (
-    ClusterError,
-    ClusterOptions,
-    check_versions,
-    check_workers_can_write,
-    default_ncpus,
-    open_client,
-    tunnel_hint,
-    wait_for_workers,
-    worker_memory,
-)
+from mwr_dask.clusters import SYSTEMS, ClusterError, UsageError, make_cluster, wait_for_workers
 from mwr_dask.folder import FolderError, folder_lock, missing_count, resolve_params, scan
-from mwr_dask.generators import peak_bytes
-from mwr_dask.jobqueue import SYSTEMS, JobqueueOptions
 from mwr_dask.mrcio import state_dir
-from mwr_dask.params import NoiseParams, tilts_of, validate
+from mwr_dask.params import NoiseParams, validate
 from mwr_dask.pipeline import RunResult, run
 from mwr_dask.plan import describe_plan
 from mwr_dask.progress import Progress
@@ -311,11 +299,11 @@ def generate_noise(
     }  # fmt: skip
     hpc = None
     if cluster is not None:
-        if scheduler or scheduler_file:
-            errors.append("give --cluster or --scheduler/--scheduler-file, not both.")
         if ncpus is not None:
             errors.append("--ncpus sets the local cluster; with --cluster give --jobs, --cores.")
-        hpc = JobqueueOptions(
+        from mwr_dask.clusters.batch import BatchOptions
+
+        hpc = BatchOptions(
             system=cluster.lower(),
             jobs=jobs,
             adapt=adapt,
@@ -337,16 +325,19 @@ def generate_noise(
     elif any(value is not None for value in hpc_flags.values()):
         given = [flag for flag, value in hpc_flags.items() if value is not None]
         errors.append(f"{', '.join(given)} need{'s' * (len(given) == 1)} --cluster.")
-    options = ClusterOptions(
-        scheduler=scheduler,
-        scheduler_file=scheduler_file,
-        ncpus=ncpus,
-        dashboard_address=dashboard_address if dashboard else None,
-        connect_timeout=connect_timeout,
-        jobqueue=hpc,
-    )
-    if not errors and not options.remote:
-        errors += memory_problems(wanted, worker_memory(options.ncpus or default_ncpus()))
+    try:
+        where = make_cluster(
+            scheduler=scheduler,
+            scheduler_file=scheduler_file,
+            ncpus=ncpus,
+            dashboard_address=dashboard_address if dashboard else None,
+            connect_timeout=connect_timeout,
+            batch=hpc,
+        )
+    except UsageError as err:
+        errors.append(str(err))
+    if not errors:
+        errors += where.memory_problems(wanted)
     folder = output_folder.absolute()
     if folder.exists() and not folder.is_dir():
         errors.append(f"{output_folder} exists and is not a folder.")
@@ -363,10 +354,14 @@ def generate_noise(
             )
         except FolderError as err:
             raise fail(str(err)) from None
-        typer.echo(describe_plan(params, start, number_volume, folder, existing.indices, options))
+        typer.echo(describe_plan(params, start, number_volume, folder, existing.indices, where))
         raise typer.Exit(0)
 
     say = (lambda *a, **k: None) if quiet else typer.echo
+
+    def warn(line: str) -> None:
+        typer.echo(f"mwr-dask: warning: {line}", err=True)
+
     created = not folder.exists()
     try:
         with folder_lock(folder) as tmp_dir:
@@ -385,15 +380,15 @@ def generate_noise(
             )
             say(f"Parameters: {params.describe()}")
             if hpc is not None:
-                say(f"Cluster: {hpc.summary()}")
+                say(f"Cluster: {where.describe()}")
             result = RunResult(requested=number_volume)
             t0 = time.perf_counter()
             try:
-                with signals_raise(), open_client(options, say=say) as client:
+                with signals_raise(), where.client(say=say, warn=warn) as client:
                     threads = wait_for_workers(client, worker_timeout)
-                    report_cluster(client, options, threads, dashboard, say)
-                    if options.remote:
-                        check_remote(client, params, folder, tmp_dir)
+                    for line in where.report(client, threads, dashboard):
+                        say(line)
+                    resources = where.check(client, params, folder, tmp_dir, warn=warn)
                     progress = Progress(number_volume, quiet=quiet)
                     run(
                         client,
@@ -406,7 +401,8 @@ def generate_noise(
                         fsync=fsync,
                         verify=verify,
                         retries=retries,
-                        workers=options.planned_workers(),
+                        workers=where.planned_workers(),
+                        resources=resources,
                         on_progress=lambda r: progress.update(r.done, r.failed),
                         result=result,
                     )
@@ -465,51 +461,6 @@ def size_text(nbytes: float) -> str:
         if nbytes >= scale:
             return f"{nbytes / scale:.3g} {unit}"
     return f"{nbytes:.0f} bytes"
-
-
-def report_cluster(client, options: ClusterOptions, threads: int, dashboard: bool, say) -> None:
-    """Print where the work runs and the dashboard link (with an SSH hint if remote)."""
-    where = options.label[:1].upper() + options.label[1:]
-    say(f"{where}: {client.scheduler.address}, {threads} worker threads")
-    if client.dashboard_link and (dashboard or options.remote):
-        say(f"Dashboard: {client.dashboard_link}")
-        hint = tunnel_hint(client.dashboard_link, served_here=options.jobqueue is not None)
-        if hint:
-            say(f"  (from your workstation: {hint})")
-
-
-def check_remote(client, params: NoiseParams, folder: Path, tmp_dir: Path) -> None:
-    """Refuse workers with other package versions, too little memory, or no view of the folder."""
-    problems = check_versions(client)
-    if problems:
-        raise ClusterError(
-            "package versions differ between this client and the workers: "
-            + "; ".join(problems[:4])
-            + ". Install the same versions on both."
-        )
-    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
-    smallest = min((m for m in limits if m), default=0)
-    problems = memory_problems(params, smallest) if smallest else []
-    if problems:
-        raise ClusterError(problems[0])
-    problems = check_workers_can_write(client, folder, tmp_dir)
-    if problems:
-        raise ClusterError(
-            "; ".join(problems[:4])
-            + ". The output folder must be on a filesystem that every worker shares."
-        )
-
-
-def memory_problems(params: NoiseParams, per_worker: int) -> list[str]:
-    """One sentence if a volume of ``params`` cannot fit in ``per_worker`` bytes of memory."""
-    need = peak_bytes(params.mode, params.cubesize, len(tilts_of(params)))
-    if need <= per_worker:
-        return []
-    return [
-        f"a {params.cubesize}^3 volume needs about {need / 2**30:.1f} GiB per worker in mode"
-        f" {params.mode}, more than the {per_worker / 2**30:.1f} GiB each worker has;"
-        " use fewer workers (--ncpus) or a smaller CUBESIZE."
-    ]
 
 
 def summarize(result: RunResult, params: NoiseParams, wall: float, say) -> None:

@@ -21,13 +21,7 @@ from mwr_dask.cli.common import (
     cluster_option_problems,
     fail,
 )
-from mwr_dask.cluster import (
-    ClusterError,
-    ClusterOptions,
-    check_versions,
-    open_client,
-    wait_for_workers,
-)
+from mwr_dask.clusters import ClusterError, UsageError, make_cluster, wait_for_workers
 from mwr_dask.progress import Progress
 from mwr_dask.signals import Interrupted, signals_raise
 
@@ -86,26 +80,33 @@ def inspect(
             errors.append(f"{err}.")
         if not plot.absolute().parent.is_dir():
             errors.append(f"cannot write {plot}: {plot.absolute().parent} is not a folder.")
+    try:
+        # no dashboard: a short read-only run (a remote cluster keeps its own)
+        where = make_cluster(
+            scheduler=scheduler,
+            scheduler_file=scheduler_file,
+            ncpus=ncpus,
+            dashboard_address=None,
+            connect_timeout=connect_timeout,
+        )
+    except UsageError as err:
+        errors.append(str(err))
     if errors:
         raise fail(" ".join(errors))
-    # no dashboard: a short read-only run (a remote cluster keeps its own)
-    options = ClusterOptions(
-        scheduler=scheduler,
-        scheduler_file=scheduler_file,
-        ncpus=ncpus,
-        dashboard_address=None,
-        connect_timeout=connect_timeout,
-    )
+
+    def warn(line: str) -> None:
+        typer.echo(f"mwr-dask: warning: {line}", err=True)
 
     from mwr_dask.check import inspect_folder, render_text, workers_missing_folder
 
     folder = folder.absolute()
     t0 = time.perf_counter()
     try:
-        with signals_raise(), open_client(options) as client:
+        with signals_raise(), where.client(warn=warn) as client:
             threads = wait_for_workers(client, worker_timeout)
-            if options.remote:
-                problems = check_versions(client) + workers_missing_folder(client, folder)
+            if where.remote:
+                where.check(client)
+                problems = workers_missing_folder(client, folder)
                 if problems:
                     raise ClusterError(
                         "; ".join(problems[:4])
@@ -141,10 +142,9 @@ def inspect(
         out["plot"] = None if plot is None or report.spectrum is None else str(plot)
         typer.echo(json.dumps(out, indent=2, default=_json_default))
     else:
-        where = "a remote cluster" if options.remote else "a local cluster"
         timing = (
             f"{report.summary['count']} volumes read in {wall:.1f} s by {threads} worker"
-            f" thread{'s' if threads != 1 else ''} of {where} (its start included)"
+            f" thread{'s' if threads != 1 else ''} of a {where.label} (its start included)"
         )
         if plot is not None and report.spectrum is not None:
             timing += f"; plot written to {plot}"

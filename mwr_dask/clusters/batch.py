@@ -1,5 +1,7 @@
 """Dask workers as batch jobs on SLURM, PBS, SGE, LSF, HTCondor, OAR or Moab (dask-jobqueue).
 
+What differs between batch systems is one entry of :data:`mwr_dask.clusters.systems.SYSTEMS`.
+
 dask-jobqueue does the work: it writes the job scripts, submits and cancels the jobs, and runs
 the scheduler in this process. This module chooses its options, in this order of precedence:
 command-line flags, the ``--cluster-config`` YAML file (dask-jobqueue's ``jobqueue.<system>``
@@ -8,6 +10,9 @@ On top of that it
 
 - runs the workers with this client's Python, one thread per worker process, and one thread
   per process for FFT/BLAS libraries;
+- runs every connection over TLS with keys made for the run; the workers' copies are
+  written to a folder only the user can read (0700, beside the output folder, which the
+  workers see anyway), never into the job script, and removed when the run ends;
 - waits for the first worker up to a timeout, saying which jobs sit in the queue and why;
 - cancels every job the run submitted when it ends, fails or is interrupted, and checks that
   none is left in the queue.
@@ -35,38 +40,28 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask
-import dask.config
-import yaml
-from dask.utils import format_bytes, parse_bytes
-from distributed import Client
+from mwr_dask.clusters.checks import (
+    SINGLE_THREAD_ENV,
+    ClusterError,
+    UsageError,
+    check_workers,
+    install_worker_check,
+    memory_fraction,
+    memory_problems,
+)
+from mwr_dask.clusters.dashboard import dashboard_address, dashboard_link, tunnel_hint
+from mwr_dask.clusters.local import temporary_security
+from mwr_dask.clusters.systems import SYSTEMS, job_states
 
-from mwr_dask.cluster import SINGLE_THREAD_ENV, ClusterError
+if TYPE_CHECKING:
+    from distributed import Client
 
-#: ``--cluster`` names and the dask-jobqueue class of each.
-SYSTEMS = {
-    "slurm": "SLURMCluster",
-    "pbs": "PBSCluster",
-    "sge": "SGECluster",
-    "lsf": "LSFCluster",
-    "htcondor": "HTCondorCluster",
-    "oar": "OARCluster",
-    "moab": "MoabCluster",
-}
-#: How each system is named in messages.
-DISPLAY = {
-    "slurm": "SLURM",
-    "pbs": "PBS",
-    "sge": "SGE",
-    "lsf": "LSF",
-    "htcondor": "HTCondor",
-    "oar": "OAR",
-    "moab": "Moab",
-}
+    from mwr_dask.params import NoiseParams
 #: Memory per worker process when neither a flag nor a configuration gives the job's memory.
 DEFAULT_MEMORY_PER_PROCESS = 2 * 2**30
 #: Seconds between two queries of the batch system while waiting for workers.
@@ -78,17 +73,15 @@ KEEPER_SECONDS = 10.0
 #: Seconds to wait, after cancelling, for the jobs to leave the queue.
 CANCEL_WAIT_SECONDS = 20.0
 #: Placeholder for the scheduler address in a job script shown by ``--dry-run``.
-SCHEDULER_PLACEHOLDER = "tcp://SCHEDULER-ADDRESS:PORT"
+SCHEDULER_PLACEHOLDER = "tls://SCHEDULER-ADDRESS:PORT"
+#: Name of the folder, beside the job logs, that holds the run's TLS credentials (0700).
+CREDENTIALS_FOLDER = "tls"
 
 Say = Callable[[str], None]
 
 
 def _warn(line: str) -> None:
     print(f"mwr-dask: warning: {line}", file=sys.stderr, flush=True)
-
-
-class UsageError(ValueError):
-    """Options that cannot work; the message is one sentence (the CLI exits with status 2)."""
 
 
 def import_dask_jobqueue() -> ModuleType:
@@ -104,6 +97,8 @@ def import_dask_jobqueue() -> ModuleType:
     """
     if "dask_jobqueue" in sys.modules:
         return sys.modules["dask_jobqueue"]
+    import dask.config
+
     main_thread = threading.current_thread() is threading.main_thread()
     sigint = signal.getsignal(signal.SIGINT) if main_thread else None
     ensure_file = dask.config.ensure_file
@@ -123,7 +118,7 @@ def _no_file(*args: Any, **kwargs: Any) -> None:
 
 def cluster_class(system: str) -> type:
     """dask-jobqueue's cluster class for ``system`` (e.g. ``SLURMCluster`` for "slurm")."""
-    return getattr(import_dask_jobqueue(), SYSTEMS[system])
+    return getattr(import_dask_jobqueue(), SYSTEMS[system].class_name)
 
 
 def job_parameters(system: str) -> set[str]:
@@ -158,6 +153,9 @@ def read_config_file(path: Path, system: str) -> dict:
         The file is missing or unreadable, is not a YAML mapping, has jobqueue sections but
         none for ``system``, or names keys that dask-jobqueue does not know.
     """
+    import dask.config
+    import yaml
+
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
@@ -200,6 +198,8 @@ def config_overlay(path: Path | None, system: str) -> Iterator[None]:
     if path is None:
         yield
         return
+    import dask.config
+
     data = read_config_file(path, system)
     merged = dask.config.merge(dask.config.config, data)
     touched = {dask.config.canonical_name(key, merged) for key in data}
@@ -216,8 +216,11 @@ def thread_exports() -> list[str]:
 
 
 @dataclass(frozen=True)
-class JobqueueOptions:
+class BatchOptions:
     """How to run the workers as batch jobs. None means "not given on the command line".
+
+    The dask-jobqueue options they lead to are resolved once (:attr:`resolved`), on top of
+    the ``--cluster-config`` file and the dask configuration as they are then.
 
     Attributes
     ----------
@@ -242,6 +245,13 @@ class JobqueueOptions:
         YAML file in dask-jobqueue's ``jobqueue.<system>`` schema.
     worker_timeout : float
         Seconds to wait for the first worker.
+    credentials_directory : str or None
+        Folder (created 0700, removed after the run) for the workers' copy of the run's TLS
+        credentials; it must be on a filesystem the compute nodes see. Default: ``tls``
+        beside ``fallback_log_directory`` (in the output folder's hidden sibling), else
+        ``~/.cache/mwr-dask/tls-<pid>``.
+    tls : bool
+        Run every connection over TLS with keys made for the run (default).
     """
 
     system: str
@@ -260,11 +270,14 @@ class JobqueueOptions:
     prologue: tuple[str, ...] | None = None
     config_file: Path | None = None
     worker_timeout: float = 60.0
+    credentials_directory: str | None = None
+    tls: bool = True
 
     @property
     def name(self) -> str:
         """Display name of the batch system."""
-        return DISPLAY.get(self.system, self.system)
+        entry = SYSTEMS.get(self.system)
+        return entry.display if entry else self.system
 
     @property
     def jobs_range(self) -> tuple[int, int]:
@@ -295,6 +308,8 @@ class JobqueueOptions:
             out.append(f"--cores must be at least 1, not {self.cores}.")
         if self.memory is not None:
             try:
+                from dask.utils import parse_bytes
+
                 if parse_bytes(self.memory) <= 0:
                     raise ValueError
             except (ValueError, TypeError):
@@ -324,10 +339,26 @@ class JobqueueOptions:
                 out.append(str(err))
         return out
 
+    @cached_property
+    def resolved(self) -> tuple[dict, dict]:
+        """:meth:`resolve` within the ``--cluster-config`` overlay, computed once."""
+        with config_overlay(self.config_file, self.system):
+            return self.resolve()
+
+    @property
+    def credentials_folder(self) -> Path:
+        """Where the workers' copy of the TLS credentials goes during a run."""
+        if self.credentials_directory:
+            return Path(self.credentials_directory)
+        if self.fallback_log_directory:
+            return Path(self.fallback_log_directory).parent / CREDENTIALS_FOLDER
+        return Path.home() / ".cache" / "mwr-dask" / f"{CREDENTIALS_FOLDER}-{os.getpid()}"
+
     def resolve(self) -> tuple[dict, dict]:
         """Job keyword arguments and scheduler options, flags over the configuration.
 
-        Call within :func:`config_overlay` of :attr:`config_file`.
+        Call within :func:`config_overlay` of :attr:`config_file`; :attr:`resolved` does,
+        once.
 
         Returns
         -------
@@ -338,6 +369,9 @@ class JobqueueOptions:
             reports; ``log_directory``, and ``own_logs``: whether it is the fallback, which
             a successful run removes.
         """
+        import dask.config
+        from dask.utils import format_bytes, parse_bytes
+
         import_dask_jobqueue()
         cfg = dask.config.get(f"jobqueue.{self.system}", {})
         cores = int(self.cores or cfg.get("cores") or 1)
@@ -391,8 +425,7 @@ class JobqueueOptions:
 
     def summary(self) -> str:
         """One line: jobs, worker processes, resources per job."""
-        with config_overlay(self.config_file, self.system):
-            _, s = self.resolve()
+        _, s = self.resolved
         lo, hi = self.jobs_range
         jobs = f"{lo} to {hi} jobs (adaptive)" if self.adapt else f"{lo} job{'s' * (lo > 1)}"
         threads = s["cores"] // s["processes"]
@@ -406,19 +439,38 @@ class JobqueueOptions:
 
     def planned_workers(self) -> int:
         """Worker threads of the cluster at full size."""
-        with config_overlay(self.config_file, self.system):
-            _, s = self.resolve()
+        _, s = self.resolved
         return self.jobs_range[1] * s["processes"] * (s["cores"] // s["processes"])
+
+    def memory_per_worker(self) -> int:
+        """Memory limit of each worker process, bytes (the job's memory shared by them)."""
+        _, s = self.resolved
+        return int(s["memory"] // s["processes"])
+
+    def placeholder_security(self):
+        """Return the run's TLS settings with file names standing for the keys made at run time."""
+        from distributed.security import Security
+
+        folder = self.credentials_folder
+        return Security(
+            tls_ca_file=str(folder / ".dask-jobqueue.worker.ca_file.XXXXXXXX"),
+            tls_worker_cert=str(folder / ".dask-jobqueue.worker.cert.XXXXXXXX"),
+            tls_worker_key=str(folder / ".dask-jobqueue.worker.key.XXXXXXXX"),
+            require_encryption=True,
+        )
 
     def job_script(self) -> str:
         """Return the script each job runs, as dask-jobqueue writes it; nothing is submitted.
 
-        The scheduler address and worker name are placeholders: the scheduler does not run yet.
+        The scheduler address, the worker name and the names of the credential files are
+        placeholders: the scheduler does not run yet and the keys are made at run time.
         """
         with config_overlay(self.config_file, self.system):
-            kwargs, _ = self.resolve()
+            kwargs = dict(self.resolved[0])
             job_cls = cluster_class(self.system).job_cls
             log_directory = kwargs.get("log_directory")
+            if self.tls:
+                kwargs["security"] = self.placeholder_security()
             # dask-jobqueue creates the log folder when it builds a job; build it on an empty
             # stand-in and put the real path back into the text.
             with tempfile.TemporaryDirectory(prefix="mwr-dask-dry-run-") as stand_in:
@@ -427,7 +479,11 @@ class JobqueueOptions:
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", FutureWarning)
-                        job = job_cls(SCHEDULER_PLACEHOLDER, name="WORKER-NAME", **kwargs)
+                        job = job_cls(
+                            SCHEDULER_PLACEHOLDER if self.tls else "tcp://SCHEDULER-ADDRESS:PORT",
+                            name="WORKER-NAME",
+                            **kwargs,
+                        )
                     script = job.job_script()
                 except (ValueError, TypeError, KeyError) as err:
                     first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
@@ -438,6 +494,10 @@ class JobqueueOptions:
             if log_directory is not None:
                 script = script.replace(stand_in, str(log_directory))
         return script
+
+
+#: The name the options had before the cluster layer was one package.
+JobqueueOptions = BatchOptions
 
 
 def gib(n: float) -> str:
@@ -551,97 +611,6 @@ class JobTracker:
         return left
 
 
-def _run_status(argv: list[str]) -> str | None:
-    """Return the standard output of a status command, or None if it cannot run."""
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if proc.returncode != 0 and not proc.stdout.strip():
-        # e.g. squeue -j for jobs it has forgotten: "Invalid job id specified"
-        if re.search(r"invalid job id|unknown job|do not exist|not found", proc.stderr, re.I):
-            return ""
-        return None
-    return proc.stdout
-
-
-def _table_states(out: str, ids: list[str], state_col: int, ended: set[str]) -> dict[str, str]:
-    """States from a table whose first column is the job id (``123`` or ``123.server``)."""
-    states = {}
-    for line in out.splitlines():
-        tokens = line.split()
-        if len(tokens) <= state_col:
-            continue
-        job = tokens[0].split(".")[0].rstrip(":")
-        if job in ids and tokens[state_col] not in ended:
-            states[job] = tokens[state_col]
-    return states
-
-
-HTCONDOR_STATES = {
-    "1": "Idle",
-    "2": "Running",
-    "3": "Removed",
-    "4": "Completed",
-    "5": "Held",
-    "6": "Transferring",
-    "7": "Suspended",
-}
-
-
-def job_states(system: str, ids: list[str]) -> dict[str, str] | None:
-    """Ask the batch system about jobs ``ids``: {id: state} for those not ended yet.
-
-    Returns None if the status command is missing or fails.
-    """
-    if system == "slurm":
-        out = _run_status(["squeue", "-h", "-o", "%i|%T|%r", "-j", ",".join(ids)])
-        if out is None:
-            return None
-        states = {}
-        for line in out.splitlines():
-            job, _, rest = line.strip().partition("|")
-            state, _, reason = rest.partition("|")
-            if job in ids:
-                reason = reason.strip()
-                states[job] = state + (f" ({reason})" if reason and reason != "None" else "")
-        return states
-    if system in ("pbs", "moab"):
-        out = _run_status(["qstat", *ids])
-        return None if out is None else _table_states(out, ids, 4, {"C", "F"})
-    if system == "sge":
-        out = _run_status(["qstat"])
-        return None if out is None else _table_states(out, ids, 4, set())
-    if system == "lsf":
-        out = _run_status(["bjobs", "-w", *ids])
-        return None if out is None else _table_states(out, ids, 2, {"DONE", "EXIT"})
-    if system == "htcondor":
-        out = _run_status(["condor_q", *ids, "-af", "ClusterId", "ProcId", "JobStatus"])
-        if out is None:
-            return None
-        states = {}
-        for line in out.splitlines():
-            tokens = line.split()
-            if len(tokens) == 3 and f"{tokens[0]}.{tokens[1]}" in ids:
-                state = HTCONDOR_STATES.get(tokens[2], tokens[2])
-                if state not in ("Removed", "Completed"):
-                    states[f"{tokens[0]}.{tokens[1]}"] = state
-        return states
-    if system == "oar":
-        states = {}
-        for job in ids:
-            out = _run_status(["oarstat", "-s", "-j", job])
-            if out is None:
-                return None
-            for line in out.splitlines():
-                key, _, state = line.partition(":")
-                state = state.strip()
-                if key.strip() == job and state and state not in ("Terminated", "Error"):
-                    states[job] = state
-        return states
-    return None
-
-
 @contextlib.contextmanager
 def sigint_deferred() -> Iterator[None]:
     """Ignore Ctrl-C inside the block (the clean-up of jobs must not be cut short)."""
@@ -719,7 +688,7 @@ class JobKeeper:
     jobs have ended, drops them from the cluster and lets it submit new ones (a fixed
     ``--jobs N`` is scaled back to N; ``--adapt`` scales up by itself). Jobs that keep ending
     before any of their workers joined (a broken environment) stop the run with a
-    :class:`~mwr_dask.cluster.ClusterError` instead of being resubmitted for ever; the main
+    :class:`~mwr_dask.clusters.checks.ClusterError` instead of being resubmitted for ever; the main
     thread is interrupted for that, and :attr:`fatal` says why.
     """
 
@@ -824,112 +793,207 @@ def quiet_close_logs() -> Iterator[None]:
             lg.setLevel(level)
 
 
-@contextlib.contextmanager
-def jobqueue_client(
-    options: JobqueueOptions,
-    *,
-    dashboard_address: str | None = "127.0.0.1:8787",
-    say: Say | None = None,
-    warn: Say = _warn,
-) -> Iterator[Client]:
-    """Start a dask-jobqueue cluster, wait for its first worker, yield a connected client.
+def private_folder(path: Path) -> Path:
+    """Create ``path`` (and its parents) for this user only: 0700, owned, not a link.
 
-    The scheduler runs in this process; the workers run as batch jobs with this Python.
-    On exit (normal, error or Ctrl-C) every job the run submitted is cancelled, and the
-    batch system is asked to confirm it.
+    Raises
+    ------
+    ClusterError
+        ``path`` exists but is a link, not a folder, another user's, or open to others.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.lstat(path)
+    import stat
 
-    Parameters
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise ClusterError(
+            f"{path} is not a folder of yours; remove it (it holds the run's TLS keys)."
+        )
+    if info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+@dataclass(frozen=True)
+class BatchCluster:
+    """Workers as batch jobs, the scheduler in this process (dask-jobqueue).
+
+    Attributes
     ----------
-    options : JobqueueOptions
+    options : BatchOptions
         Batch system, jobs and resources.
     dashboard_address : str or None
-        ``host:port`` of the scheduler's dashboard; None disables it.
-    say : callable, optional
-        Receives one-line reports (jobs submitted, queued, cancelled).
-    warn : callable
-        Receives warnings (jobs left in the queue); default: standard error.
-
-    Yields
-    ------
-    distributed.Client
-        Client of the cluster, with at least one worker.
+        ``host:port`` of the scheduler's dashboard (127.0.0.1 unless a host is given);
+        None disables it.
     """
-    say = say or (lambda line: None)
-    name = options.name
-    succeeded = False
-    with config_overlay(options.config_file, options.system):
-        kwargs, settings = options.resolve()
-        cls = cluster_class(options.system)
-        tracker = JobTracker(options.system, cls.job_cls.cancel_command)
-        scheduler_options = dict(
-            dask.config.get(f"jobqueue.{options.system}.scheduler-options", None) or {}
-        )
-        if dashboard_address:
-            scheduler_options["dashboard_address"] = dashboard_address
-        else:
-            # the scheduler still serves HTTP (health, metrics): on a free loopback port
-            scheduler_options.update(dashboard=False, dashboard_address="127.0.0.1:0")
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Port .* is already in use")
-                warnings.simplefilter("ignore", FutureWarning)
-                cluster = cls(
-                    job_cls=tracker.job_class(cls.job_cls),
-                    scheduler_options=scheduler_options,
-                    silence_logs=logging.ERROR,
-                    **kwargs,
-                )
-        except (ValueError, TypeError, OSError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ClusterError(f"cannot start the {name} cluster: {first.rstrip('.')}.") from None
-        try:
-            lo, hi = options.jobs_range
-            if options.adapt:
-                cluster.adapt(minimum_jobs=lo, maximum_jobs=hi)
+
+    options: BatchOptions
+    dashboard_address: str | None = "127.0.0.1:8787"
+
+    remote = True
+
+    @property
+    def label(self) -> str:
+        """Name for messages: "SLURM cluster", "PBS cluster", ..."""
+        return f"{self.options.name} cluster"
+
+    def planned_workers(self) -> int:
+        """Worker threads of the cluster at full size."""
+        return self.options.planned_workers()
+
+    def describe(self) -> str:
+        """One line for ``--dry-run``; nothing is submitted."""
+        return self.options.summary()
+
+    def script(self) -> str:
+        """Return the job script (placeholders for the scheduler and the credential files)."""
+        return self.options.job_script()
+
+    def memory_problems(self, params: NoiseParams) -> list[str]:
+        """One sentence if a volume does not fit in a worker process of a job."""
+        return memory_problems(
+            params, self.options.memory_per_worker(), memory_fraction(),
+            hint="give the jobs more --memory (or fewer processes) or use a smaller CUBESIZE",
+        )  # fmt: skip
+
+    def check(
+        self, client: Client, params: NoiseParams | None = None, folder: Path | None = None,
+        tmp_dir: Path | None = None, warn: Say | None = None,
+    ) -> dict[str, float]:  # fmt: skip
+        """Check the first workers like a remote cluster's, and every job's as it joins."""
+        check_workers(client, params, folder, tmp_dir, hint="give the jobs more --memory")
+        return install_worker_check(client, folder, tmp_dir, warn)
+
+    def report(self, client: Client, threads: int, dashboard: bool = True) -> list[str]:
+        """Where the scheduler listens; the dashboard's real link and an SSH tunnel to it."""
+        lines = [f"{self.label}: {client.scheduler.address}, {threads} worker threads"]
+        address = dashboard_address(self.dashboard_address)
+        port = getattr(client, "_mwr_dashboard_port", None)
+        if dashboard and address and port:
+            link = dashboard_link(address, port)
+            lines.append(f"Dashboard: {link}")
+            hint = tunnel_hint(link, served_here=True)
+            if hint:
+                lines.append(f"  (from your workstation: {hint})")
+        return lines
+
+    @contextlib.contextmanager
+    def client(self, say: Say | None = None, warn: Say | None = None) -> Iterator[Client]:
+        """Start the cluster, wait for its first worker, yield a connected client.
+
+        The scheduler runs in this process; the workers run as batch jobs with this Python.
+        On exit (normal, error or Ctrl-C) every job the run submitted is cancelled, and the
+        batch system is asked to confirm it; the credentials folder is removed.
+        """
+        import dask
+        from distributed import Client
+
+        options = self.options
+        say = say or (lambda line: None)
+        warn = warn or _warn
+        name = options.name
+        succeeded = False
+        with config_overlay(options.config_file, options.system):
+            kwargs, settings = options.resolved
+            kwargs = dict(kwargs)
+            cls = cluster_class(options.system)
+            entry = SYSTEMS[options.system]
+            tracker = JobTracker(options.system, entry.cancel or cls.job_cls.cancel_command)
+            scheduler_options = dict(
+                dask.config.get(f"jobqueue.{options.system}.scheduler-options", None) or {}
+            )
+            address = dashboard_address(self.dashboard_address)
+            if address:
+                scheduler_options["dashboard_address"] = address
             else:
-                cluster.scale(jobs=lo)
-            client = Client(cluster)
-            try:
-                wait_for_first_worker(client, tracker, options, settings["log_directory"], say)
-                states = tracker.states()
-                logs = settings["log_directory"]
-                if logs and settings["own_logs"]:
-                    logs = f"{logs} (kept if the run fails)"
-                say(
-                    f"{name} jobs: {tracker.describe(states)}"
-                    + (f"; output in {logs}" if logs else "")
+                # the scheduler still serves HTTP (health, metrics): on a free loopback port
+                scheduler_options.update(dashboard=False, dashboard_address="127.0.0.1:0")
+            credentials = None
+            security = None
+            if options.tls:
+                credentials = private_folder(options.credentials_folder)
+                security = temporary_security()
+                kwargs.update(
+                    security=security, protocol="tls://", shared_temp_directory=str(credentials)
                 )
-                keeper = JobKeeper(cluster, tracker, options, settings["log_directory"], say)
-                keeper.start()
+            elif not options.interface and "interface" not in scheduler_options:
+                # without TLS, never listen on every interface
+                scheduler_options.setdefault("host", "127.0.0.1")
+            try:
                 try:
-                    yield client
-                except BaseException:
-                    if keeper.fatal:  # the keeper interrupted the run
-                        raise ClusterError(keeper.fatal) from None
-                    raise
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message="Port .* is already in use")
+                        warnings.simplefilter("ignore", FutureWarning)
+                        cluster = cls(
+                            job_cls=tracker.job_class(cls.job_cls),
+                            scheduler_options=scheduler_options,
+                            silence_logs=logging.ERROR,
+                            **kwargs,
+                        )
+                except (ValueError, TypeError, OSError) as err:
+                    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                    raise ClusterError(
+                        f"cannot start the {name} cluster: {first.rstrip('.')}."
+                    ) from None
+                try:
+                    lo, hi = options.jobs_range
+                    if options.adapt:
+                        cluster.adapt(minimum_jobs=lo, maximum_jobs=hi)
+                    else:
+                        cluster.scale(jobs=lo)
+                    client = Client(cluster, security=security)
+                    with contextlib.suppress(AttributeError):
+                        client._mwr_dashboard_port = cluster.scheduler.http_server.port
+                    try:
+                        wait_for_first_worker(
+                            client, tracker, options, settings["log_directory"], say
+                        )
+                        states = tracker.states()
+                        logs = settings["log_directory"]
+                        if logs and settings["own_logs"]:
+                            logs = f"{logs} (kept if the run fails)"
+                        say(
+                            f"{name} jobs: {tracker.describe(states)}"
+                            + (f"; output in {logs}" if logs else "")
+                        )
+                        keeper = JobKeeper(
+                            cluster, tracker, options, settings["log_directory"], say
+                        )
+                        keeper.start()
+                        try:
+                            yield client
+                        except BaseException:
+                            if keeper.fatal:  # the keeper interrupted the run
+                                raise ClusterError(keeper.fatal) from None
+                            raise
+                        finally:
+                            keeper.stop()
+                        succeeded = True
+                    finally:
+                        with sigint_deferred(), quiet_close_logs():
+                            client.close()
                 finally:
-                    keeper.stop()
-                succeeded = True
+                    with sigint_deferred(), quiet_close_logs():
+                        if tracker.submitted:
+                            say(f"Cancelling {name} jobs {', '.join(tracker.submitted)}")
+                        with contextlib.suppress(Exception):
+                            cluster.close(timeout=30)
+                        left = tracker.cancel_leftovers()
+                        if left:
+                            warn(
+                                f"{name} jobs {tracker.describe(left, list(left))} are still"
+                                f" listed after cancellation; check them with the {name} tools."
+                            )
+                        if settings["own_logs"]:
+                            # the default log folder lies beside the output folder, which a
+                            # run leaves clean: its job output goes once the run has
+                            # succeeded, and an empty one goes anyway
+                            if succeeded and not left:
+                                shutil.rmtree(settings["log_directory"], ignore_errors=True)
+                            with contextlib.suppress(OSError):
+                                os.rmdir(settings["log_directory"])
             finally:
-                with sigint_deferred(), quiet_close_logs():
-                    client.close()
-        finally:
-            with sigint_deferred(), quiet_close_logs():
-                if tracker.submitted:
-                    say(f"Cancelling {name} jobs {', '.join(tracker.submitted)}")
-                with contextlib.suppress(Exception):
-                    cluster.close(timeout=30)
-                left = tracker.cancel_leftovers()
-                if left:
-                    warn(
-                        f"{name} jobs {tracker.describe(left, list(left))} are still listed"
-                        f" after cancellation; check them with the {name} tools."
-                    )
-                if settings["own_logs"]:
-                    # the default log folder lies beside the output folder, which a run
-                    # leaves clean: its job output goes once the run has succeeded, and an
-                    # empty one goes anyway
-                    if succeeded and not left:
-                        shutil.rmtree(settings["log_directory"], ignore_errors=True)
-                    with contextlib.suppress(OSError):
-                        os.rmdir(settings["log_directory"])
+                if credentials is not None:
+                    shutil.rmtree(credentials, ignore_errors=True)

@@ -1,0 +1,135 @@
+"""Where the work runs: a local cluster, a running Dask cluster, or batch jobs.
+
+One object per kind of cluster, all with the small interface of :class:`Cluster`, chosen in
+one place, :func:`make_cluster`:
+
+- :class:`~mwr_dask.clusters.local.LocalCluster`: worker processes on 127.0.0.1;
+- :class:`~mwr_dask.clusters.remote.RemoteCluster`: a scheduler that runs already;
+- :class:`~mwr_dask.clusters.batch.BatchCluster`: workers as SLURM, PBS, ... jobs
+  (each batch system is one entry of :data:`mwr_dask.clusters.systems.SYSTEMS`).
+
+Local and batch clusters run over TLS with keys made for the run. Modules import Dask only
+when a cluster is described or started, so importing this package is cheap (the CLI's
+``--help``). Module dependencies: ``systems``, ``dashboard`` and ``checks`` import nothing of
+this package; ``local`` and ``remote`` import ``checks`` and ``dashboard``; ``batch`` imports
+all of them; this module imports them inside :func:`make_cluster`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from mwr_dask.clusters.checks import ClusterError, UsageError, default_ncpus, wait_for_workers
+from mwr_dask.clusters.systems import SYSTEMS
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from mwr_dask.clusters.batch import BatchOptions
+    from mwr_dask.params import NoiseParams
+
+Say = Callable[[str], None]
+
+__all__ = [
+    "SYSTEMS",
+    "Cluster",
+    "ClusterError",
+    "UsageError",
+    "default_ncpus",
+    "make_cluster",
+    "wait_for_workers",
+]
+
+
+class Cluster(Protocol):
+    """What the commands need of a cluster, whatever its kind."""
+
+    #: "local cluster", "remote cluster", "SLURM cluster", ...: for messages.
+    label: str
+    #: True when the workers are not started here from this Python: they are checked.
+    remote: bool
+
+    def planned_workers(self) -> int | None:
+        """Worker threads to plan the work for (None: those the cluster has at run time)."""
+        ...
+
+    def describe(self) -> str:
+        """One line on where the work would run, for ``--dry-run``; nothing is contacted."""
+        ...
+
+    def script(self) -> str | None:
+        """Return the job script of a batch cluster, for ``--dry-run``; None for the others."""
+        ...
+
+    def memory_problems(self, params: NoiseParams) -> list[str]:
+        """One sentence if a volume cannot fit in a worker, known before anything starts."""
+        ...
+
+    def client(
+        self, say: Say | None = None, warn: Say | None = None
+    ) -> AbstractContextManager[Client]:
+        """Start or connect to the cluster; yield a client; always clean up (jobs, processes)."""
+        ...
+
+    def check(
+        self, client: Client, params: NoiseParams | None = None, folder: Path | None = None,
+        tmp_dir: Path | None = None, warn: Say | None = None,
+    ) -> dict[str, float]:  # fmt: skip
+        """Check the workers (now and as they join); return the resources write tasks need.
+
+        Raises :class:`ClusterError` (one sentence) if the workers cannot do the work.
+        """
+        ...
+
+    def report(self, client: Client, threads: int, dashboard: bool = True) -> list[str]:
+        """Lines on where the work runs and the dashboard (with an SSH hint if remote)."""
+        ...
+
+
+def make_cluster(
+    *,
+    scheduler: str | None = None,
+    scheduler_file: Path | None = None,
+    ncpus: int | None = None,
+    dashboard_address: str | None = "127.0.0.1:8787",
+    connect_timeout: float = 10.0,
+    batch: BatchOptions | None = None,
+) -> Cluster:
+    """Return the cluster the options describe: the one place where its kind is chosen.
+
+    Batch jobs if ``batch`` is given; else the running scheduler at ``scheduler``,
+    ``scheduler_file`` or in dask's configuration (``DASK_SCHEDULER_ADDRESS``); else a local
+    cluster of ``ncpus`` processes. Nothing is started or contacted.
+
+    Raises
+    ------
+    UsageError
+        Options that cannot work together, or a scheduler address that is not one.
+    """
+    if batch is not None:
+        if scheduler or scheduler_file:
+            raise UsageError("give --cluster or --scheduler/--scheduler-file, not both.")
+        from mwr_dask.clusters.batch import BatchCluster
+
+        return BatchCluster(batch, dashboard_address)
+    if scheduler or scheduler_file or configured_scheduler():
+        from mwr_dask.clusters.remote import RemoteCluster
+
+        remote = RemoteCluster(scheduler, scheduler_file, connect_timeout)
+        errors, _ = remote.problems()
+        if errors:
+            raise UsageError(errors[0])
+        return remote
+    from mwr_dask.clusters.local import LocalCluster
+
+    return LocalCluster(ncpus, dashboard_address)
+
+
+def configured_scheduler() -> str | None:
+    """Scheduler address from dask config ``scheduler-address`` / ``DASK_SCHEDULER_ADDRESS``."""
+    from mwr_dask.clusters.remote import configured_scheduler as from_config
+
+    return from_config()
