@@ -406,6 +406,14 @@ def generate_noise(
                         on_progress=lambda r: progress.update(r.done, r.failed),
                         result=result,
                     )
+                    if result.crashed and client.status != "running":
+                        # partitions report when they end: count the files on disk
+                        done = number_volume - missing_count(scan(folder), start, number_volume)
+                        raise ClusterError(
+                            f"lost the Dask scheduler after {time.perf_counter() - t0:.1f} s:"
+                            f" {done} of {number_volume} volumes are complete; rerun the same"
+                            " command to finish."
+                        )
             except Interrupted as stop:
                 # partitions report when they end: count the files to say what is complete
                 done = number_volume - missing_count(scan(folder), start, number_volume)

@@ -12,9 +12,11 @@ Dask is imported inside the functions: importing this module is cheap.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -247,6 +249,20 @@ def check_workers(
                 "; ".join(problems[:4])
                 + ". The output folder must be on a filesystem that every worker shares."
             )
+
+
+@contextlib.contextmanager
+def quiet_client_logs() -> Iterator[None]:
+    """Silence distributed's client log (reconnect attempts): failures are told in one line."""
+    import logging
+
+    logger = logging.getLogger("distributed.client")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def wait_for_workers(client: Client, timeout: float) -> int:

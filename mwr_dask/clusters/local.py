@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
-import threading
+import os
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +16,7 @@ from mwr_dask.clusters.checks import (
     default_ncpus,
     install_worker_check,
     memory_problems,
+    quiet_client_logs,
     worker_memory,
 )
 from mwr_dask.clusters.dashboard import LOOPBACK, dashboard_address
@@ -41,23 +42,31 @@ def temporary_security():
 
 
 @contextlib.contextmanager
-def sigint_blocked_in_new_threads() -> Iterator[None]:
-    """Threads started in the block (and the processes they start) never get SIGINT.
+def children_stderr_silenced() -> Iterator[None]:
+    """Worker processes started in the block write their standard error to /dev/null.
 
-    A Ctrl-C at the terminal goes to every process of the foreground group: the worker
-    processes a starting cluster spawns would each print a traceback. They inherit the
-    signal mask of the thread that spawns them, which inherits the main thread's: SIGINT is
-    blocked there while the cluster's threads start, then unblocked; a Ctrl-C received in
-    between is delivered then.
+    A Ctrl-C at the terminal goes to every process of the foreground group: each worker
+    process that a starting cluster is spawning would print a traceback (its bootstrap runs
+    before Dask's signal handling). Spawned processes inherit file descriptor 2, so it points
+    to /dev/null while the cluster starts; this process's own messages come after. Workers
+    log nothing anyway (``silence_logs``), and Ctrl-C still stops the run at once.
     """
-    if threading.current_thread() is not threading.main_thread():
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real standard error: nothing to protect
         yield
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
+        os.dup2(devnull, 2)
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        os.close(devnull)
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @dataclass(frozen=True)
@@ -122,7 +131,7 @@ class LocalCluster:
         with (
             dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
             warnings.catch_warnings(),
-            sigint_blocked_in_new_threads(),
+            children_stderr_silenced(),
         ):
             warnings.filterwarnings("ignore", message="Port .* is already in use")
             cluster = DaskLocalCluster(
@@ -140,10 +149,11 @@ class LocalCluster:
             )
         try:
             client = Client(cluster, security=security)
-            try:
-                yield client
-            finally:
-                client.close()
+            with quiet_client_logs():
+                try:
+                    yield client
+                finally:
+                    client.close()
         finally:
             cluster.close()
 

@@ -27,6 +27,7 @@ from mwr_dask.clusters.checks import (
     UsageError,
     check_workers,
     install_worker_check,
+    quiet_client_logs,
     uninstall_worker_check,
 )
 from mwr_dask.clusters.dashboard import tunnel_hint
@@ -267,12 +268,13 @@ class RemoteCluster:
                 f"cannot connect to the Dask scheduler at {address} within"
                 f" {self.connect_timeout:g} s ({err})."
             ) from None
-        try:
-            yield client
-        finally:
-            with contextlib.suppress(Exception):  # the cluster outlives the run: leave no plugin
-                uninstall_worker_check(client)
-            client.close()
+        with quiet_client_logs():
+            try:
+                yield client
+            finally:
+                with contextlib.suppress(Exception):  # the cluster outlives the run: no plugin
+                    uninstall_worker_check(client)
+                client.close()
 
     def check(
         self, client: Client, params: NoiseParams | None = None, folder: Path | None = None,
