@@ -299,3 +299,27 @@ def test_a_scheduler_that_dies_mid_run_is_one_sentence_with_what_is_on_disk(tmp_
         assert_only_volumes(out, sorted(int(n[2:7]) for n in os.listdir(out)))
     finally:
         procs.close()
+
+
+@pytest.mark.slow
+def test_a_checked_worker_that_joins_mid_run_is_given_work(tmp_path):
+    """The only worker dies; the one that replaces it passes the check and finishes the run."""
+    procs = DaskProcesses(tmp_path)
+    try:
+        procs.start_scheduler()
+        first = procs.start_worker()
+        procs.wait_for_workers(1)
+        out = tmp_path / "noise"
+        run = start_run(out, "200", "40", "--seed", "3", "--scheduler", procs.address)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (out.is_dir() and len(os.listdir(out)) >= 10):
+            time.sleep(0.05)
+        procs.kill(first)
+        assert run.poll() is None, "the run ended before its worker could be replaced"
+        procs.start_worker()
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr + procs.log_text()
+        assert "is not used" not in stderr
+        assert_only_volumes(out, range(200))
+    finally:
+        procs.close()

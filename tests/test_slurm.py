@@ -82,7 +82,7 @@ def test_slurm_jobs_write_the_volumes_of_a_local_run(tmp_path):
     run = cli("generate-noise", str(out), "8", "16", "--seed", SEED, *SMALL_JOBS, "--jobs", "2",
               "--log-directory", str(logs), env=env, cwd=tmp_path)  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "SLURM cluster: tcp://127.0.0.1:" in run.stdout
+    assert "SLURM cluster: tls://127.0.0.1:" in run.stdout
     assert "8 written" in run.stdout
     assert_only_volumes(out, range(8))
     for i in range(8):
@@ -91,7 +91,7 @@ def test_slurm_jobs_write_the_volumes_of_a_local_run(tmp_path):
 
     # the workers were SLURM jobs: scontrol knows them, ran them, and their output shows a
     # worker registered with this run's scheduler
-    scheduler = re.search(r"SLURM cluster: (tcp://\S+),", run.stdout).group(1)
+    scheduler = re.search(r"SLURM cluster: (tls://\S+),", run.stdout).group(1)
     ids = job_ids(run.stdout)
     assert len(ids) == 2
     for job in ids:
@@ -105,6 +105,13 @@ def test_slurm_jobs_write_the_volumes_of_a_local_run(tmp_path):
     assert any(registered), logs_text[0][-2000:]
     for ok, log in zip(registered, logs_text, strict=True):
         assert ok or "CANCELLED" in log, log[-2000:]
+    # the jobs reached the scheduler over TLS with the run's keys, read from files: the
+    # scripts SLURM keeps name them, and hold no key
+    for job in ids:
+        script = subprocess.run(["scontrol", "write", "batch_script", job, "-"],
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert "--tls-key" in script and "--tls-ca-file" in script, script
+        assert "PRIVATE KEY" not in script and "BEGIN" not in script
     # nothing left in the queue, nothing in the working folder or HOME but what we made
     assert not wait_until_gone(ids)
     assert f"Cancelling SLURM jobs {', '.join(ids)}" in run.stdout
@@ -182,7 +189,9 @@ def test_jobs_stuck_in_the_queue_are_reported_and_cancelled(tmp_path):
     env, _ = env_with_home(tmp_path)
     t0 = time.monotonic()
     run = cli("generate-noise", str(tmp_path / "noise"), "4", "16", "--cluster", "slurm",
-              "--cores", "64", "--memory", "1GiB", "--interface", "lo",
+              # 64 cores: more than the node has; 20GiB: 320 MiB for each of the 64 worker
+              # processes, enough for a 16^3 volume under Dask's pause threshold
+              "--cores", "64", "--memory", "20GiB", "--interface", "lo",
               "--worker-timeout", "4", env=env, cwd=tmp_path)  # fmt: skip
     assert run.returncode == 1
     assert time.monotonic() - t0 < 45

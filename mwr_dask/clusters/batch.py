@@ -912,6 +912,7 @@ class BatchCluster:
                 scheduler_options.update(dashboard=False, dashboard_address="127.0.0.1:0")
             credentials = None
             security = None
+            cluster = None
             if options.tls:
                 credentials = private_folder(options.credentials_folder)
                 security = temporary_security()
@@ -996,4 +997,10 @@ class BatchCluster:
                                 os.rmdir(settings["log_directory"])
             finally:
                 if credentials is not None:
+                    # dask-jobqueue keeps the key files open (deleted on close): close them
+                    # first, then remove the folder
+                    for attribute, value in list(vars(cluster).items() if cluster else ()):
+                        if attribute.startswith("_job_") and hasattr(value, "close"):
+                            with contextlib.suppress(OSError):
+                                value.close()
                     shutil.rmtree(credentials, ignore_errors=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from distributed import WorkerPlugin
+from distributed.protocol.pickle import dumps
 
 from mwr_dask.clusters.checks import (
     CHECKED_RESOURCE,
@@ -62,5 +64,30 @@ class WorkerCheck(WorkerPlugin):
         why = self.problem()
         if why is None:
             await worker.set_resources(**{self.resource: worker.state.nthreads})
+            await schedule_waiting_tasks(worker)
         else:
             worker.log_event(REFUSED_TOPIC, {"worker": worker.address, "why": why})
+
+
+async def schedule_waiting_tasks(worker: Any) -> None:
+    """Have the scheduler place on ``worker`` the tasks that wait for a checked worker.
+
+    A worker that joins mid-run has no resource when it registers, so the scheduler leaves the
+    waiting tasks unplaced; it does not look again when the resource comes. This asks it to,
+    as it does for a worker that joins. The function travels by value: the scheduler need not
+    import mwr_dask.
+    """
+
+    def place(address: str, dask_scheduler: Any = None) -> None:
+        ws = dask_scheduler.workers.get(address)
+        if ws is None:
+            return
+        stimulus = f"mwr-dask-checked-{address}"
+        recommendations = dask_scheduler.bulk_schedule_unrunnable_after_adding_worker(ws)
+        dask_scheduler.transitions(recommendations, stimulus)
+        dask_scheduler.stimulus_queue_slots_maybe_opened(stimulus_id=stimulus)
+
+    with contextlib.suppress(Exception):  # an old scheduler: the tasks wait for the next join
+        await worker.scheduler.run_function(
+            function=dumps(place), args=dumps((worker.contact_address,)), kwargs=dumps({})
+        )
