@@ -323,3 +323,26 @@ def test_a_checked_worker_that_joins_mid_run_is_given_work(tmp_path):
         assert_only_volumes(out, range(200))
     finally:
         procs.close()
+
+
+@pytest.mark.slow
+def test_a_tls_scheduler_is_reached_with_the_users_dask_security_settings(tmp_path):
+    procs = DaskProcesses(tmp_path, tls=True)
+    try:
+        procs.start_scheduler()
+        procs.start_worker()
+        assert procs.address.startswith("tls://")
+        procs.wait_for_workers(1)
+        env = {**os.environ, **procs.tls_env}
+        run = cli("generate-noise", str(tmp_path / "noise"), "4", "16", "--seed", "1",
+                  "--scheduler", procs.address, env=env)  # fmt: skip
+        assert run.returncode == 0, run.stderr + procs.log_text()
+        assert "warning" not in run.stderr
+        assert_only_volumes(tmp_path / "noise", range(4))
+        # without the settings: one sentence, exit 2, before anything is contacted
+        bare = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+        run = cli("generate-noise", str(tmp_path / "other"), "4", "16",
+                  "--scheduler", procs.address, env=bare)  # fmt: skip
+        assert run.returncode == 2 and "needs TLS credentials" in run.stderr
+    finally:
+        procs.close()

@@ -80,9 +80,11 @@ def client_tls_configured() -> bool:
     """Tell whether dask's configuration gives this client TLS credentials."""
     import dask
 
-    tls = dask.config.get("distributed.comm.tls", {}) or {}
-    client = tls.get("client", {}) or {}
-    return bool(tls.get("ca-file") and client.get("cert"))
+    # dask.config.get matches ca-file and ca_file (as DASK_* variables give it) alike
+    return bool(
+        dask.config.get("distributed.comm.tls.ca-file", None)
+        and dask.config.get("distributed.comm.tls.client.cert", None)
+    )
 
 
 def is_loopback(host: str) -> bool:
