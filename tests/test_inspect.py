@@ -13,21 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from mwr_dask.check import (
-    FileRecord,
-    compare_spectrum,
-    correlated_pairs,
-    index_gaps,
-    inspect_folder,
-    pooled_moments,
-    reduce_folder,
-    shared_value_pairs,
-    value_sketch,
-    workers_missing_folder,
-)
 from mwr_dask.cli import app
 from mwr_dask.generators import generator_for, volume_rng
 from mwr_dask.geometry import measured_2d
+from mwr_dask.inspection import FileRecord, inspect_folder, reduce_folder, workers_missing_folder
+from mwr_dask.inspection.duplicates import correlated_pairs, shared_value_pairs
+from mwr_dask.inspection.reading import value_sketch
+from mwr_dask.inspection.rules import compare_spectrum, index_gaps, pooled_moments
 from mwr_dask.mrcio import state_dir
 from mwr_dask.params import NoiseParams
 from mwr_dask.pipeline import run
@@ -263,7 +255,7 @@ def test_folder_rules_without_reading_files(tmp_path):
     bad = reduce_folder(tmp_path, odd, [], {})
     assert "shape 16x16x12, not 16x16x16" in bad.summary["broken"]["n_00001.mrc"]
     assert "voxel size 1, the header 2" in bad.summary["broken"]["n_00002.mrc"]
-    assert any("carry no mwr-dask labels: n_00003.mrc" in x for x in bad.problems)
+    assert any("1 volume carries no mwr-dask labels: n_00003.mrc" in x for x in bad.problems)
 
 
 def test_small_helpers():
