@@ -186,7 +186,7 @@ def pooled_moments(records: Iterable[FileRecord]) -> tuple[float, float]:
         total = count + r.count
         delta = r.mean - mean
         mean += delta * r.count / total
-        m2 += r.m2 + delta**2 * count * r.count / total
+        m2 += r.m2 + delta * delta * count * r.count / total  # inf, never OverflowError
         count = total
     if not count:
         return float("nan"), float("nan")
