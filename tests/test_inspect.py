@@ -69,6 +69,7 @@ def broken_copy(src: Path, dst: Path) -> Path:
 # ----------------------------------------------------------------------------- the spectrum
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("mode", "lo", "hi"), GEOMETRIES)
 def test_estimated_tilt_range_of_real_folders(client, folders, mode, lo, hi):
     report = inspect_folder(folders[mode, lo, hi], client)
@@ -159,6 +160,7 @@ def test_fit_arc_across_plus_minus_90():
     assert gap[0] > 0 and gap[1] > 0 and gap[2] < -60
 
 
+@pytest.mark.slow
 def test_labels_that_disagree_with_the_spectrum_are_a_problem(client, folders):
     sp = inspect_folder(folders[2, -40.0, 56.0], client).spectrum
     truth = NoiseParams(cubesize=N, mode=2, minangle=-40, maxangle=56)
@@ -172,6 +174,7 @@ def test_labels_that_disagree_with_the_spectrum_are_a_problem(client, folders):
 # ----------------------------------------------------------------------------- the files
 
 
+@pytest.mark.slow
 def test_broken_duplicated_and_stray_files_are_named(client, folders, tmp_path):
     folder = broken_copy(folders[2, -60.0, 60.0], tmp_path / "bad")
     # a near-duplicate (a mix of two volumes, both wedge-filtered) and a wrong dtype
@@ -275,6 +278,7 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+@pytest.mark.slow
 def test_cli_clean_folder_json_and_plot(folders, tmp_path):
     png = tmp_path / "spectrum.png"
     folder = folders[1, -40.0, 56.0]
@@ -289,6 +293,7 @@ def test_cli_clean_folder_json_and_plot(folders, tmp_path):
     assert png.stat().st_size < 200_000
 
 
+@pytest.mark.slow
 def test_cli_broken_folder_exit_1_names_everything(folders, tmp_path):
     folder = broken_copy(folders[1, -60.0, 60.0], tmp_path / "bad")
     result = runner.invoke(app, ["inspect", str(folder), "--ncpus", "1"])
@@ -320,6 +325,7 @@ def test_cli_plot_without_matplotlib_exit_2(tmp_path, monkeypatch):
     assert "--plot needs matplotlib: pip install 'mwr-dask[plot]'" in result.output
 
 
+@pytest.mark.slow
 def test_cli_on_a_running_cluster(folders, tmp_path):
     """--scheduler: real scheduler and worker processes that see the folder."""
     procs = DaskProcesses(tmp_path)

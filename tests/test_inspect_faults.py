@@ -5,6 +5,7 @@ strict JSON, signals), and through ``inspect_folder`` on the session's cluster e
 keep the number of cluster starts small.
 """
 
+import gzip
 import json
 import os
 import signal
@@ -111,6 +112,10 @@ def test_non_regular_files_and_oversized_headers_are_not_opened(tmp_path):
     rec, data = read_volume(str(volume), limit=1000)
     assert data is None and rec.error.startswith("too large to check: the header gives 8x8x8")
     assert rec.labels[0].startswith("Created by mrcfile") and rec.shape == (8, 8, 8)
+    packed = tmp_path / "packed.mrc"
+    packed.write_bytes(gzip.compress(volume.read_bytes()))
+    rec, data = inspect_file(str(packed))
+    assert data is None and rec.error.startswith("compressed (gzip)")
     claims = tmp_path / "claims.mrc"
     huge_header(volume, claims, 100_000)
     rec, data = inspect_file(str(claims))  # 4e15 bytes: never allocated

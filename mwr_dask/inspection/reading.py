@@ -99,6 +99,9 @@ def read_limit(memory: int | None = None) -> int:
     return int((memory_limit() if memory is None else memory) * READ_SHARE / READ_COPIES)
 
 
+#: Magic numbers of the compressed files mrcfile.open would decompress.
+_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"))
+
 _KINDS = (
     (stat.S_ISDIR, "a folder"),
     (stat.S_ISFIFO, "a FIFO"),
@@ -217,7 +220,12 @@ def read_volume(path: str, limit: int | None = None) -> tuple[FileRecord, np.nda
         with opened as f, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             rec.size = os.fstat(f.fileno()).st_size
-            header = _header_fields(f.read(HEADER_BYTES))
+            raw = f.read(HEADER_BYTES)
+            for magic, what in _COMPRESSED:
+                if raw.startswith(magic):
+                    rec.error = f"compressed ({what}): inspect reads uncompressed MRC files only"
+                    return rec, None
+            header = _header_fields(raw)
             if header is not None:
                 _fill_from_header(rec, header)
                 rec.voxel_size = float(header.cella.x / header.mx) if header.mx else 0.0
