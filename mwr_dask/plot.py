@@ -50,7 +50,7 @@ def can_plot(report: FolderReport) -> bool:
 
 
 def inside(path: Path, folder: Path) -> bool:
-    """Return True when ``path`` would land in ``folder`` or below it, symlinks and mounts resolved.
+    """Return True when ``path`` is ``folder`` or lies in it, symlinks and mounts resolved.
 
     Compares the real path's ancestors with the folder by device and inode, so that a link,
     ``..`` or a second mount of the same folder is seen through.
@@ -60,7 +60,7 @@ def inside(path: Path, folder: Path) -> bool:
     except OSError:
         return False
     real = Path(os.path.realpath(Path(path).absolute()))
-    for parent in real.parents:
+    for parent in (real, *real.parents):
         try:
             if os.path.samestat(os.stat(parent), target):
                 return True

@@ -184,6 +184,7 @@ def test_a_plot_inside_the_noise_folder_is_refused(tmp_path):
         folder / "sub" / ".." / "spectrum.png",
         folder / "sub" / "spectrum.png",
         tmp_path / "elsewhere" / "p.png",
+        tmp_path / "link",
     ):
         result = runner.invoke(app, ["inspect", str(folder), "--plot", str(plot)])
         assert result.exit_code == 2, (plot, result.output)
