@@ -310,6 +310,5 @@ def test_adding_a_rule_is_one_function_and_one_line():
     f = facts([record(0)], inputs={"scheme": "-50:50:2"})
     report = evaluate(f, rules)
     assert report.problems == ["the labels say tilts -60:60:2, not -50:50:2."]
-    assert list(report.summary)[-1] not in ("scheme_agrees",)
     ok = evaluate(facts([record(0)], inputs={"scheme": "-60:60:2"}), rules)
     assert ok.ok and ok.summary["scheme_agrees"] is True
