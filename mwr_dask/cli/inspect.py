@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from mwr_dask.cli.common import (
-    CLUSTER,
     ConnectTimeoutOption,
     NcpusOption,
     SchedulerFileOption,
+    SchedulerOption,
     WorkerTimeoutOption,
     cluster_option_problems,
     fail,
 )
-from mwr_dask.clusters import ClusterError, UsageError, make_cluster, wait_for_workers
-from mwr_dask.progress import Progress
-from mwr_dask.signals import Interrupted, signals_raise
 
 
 def inspect(
@@ -44,16 +39,7 @@ def inspect(
         bool, typer.Option("--json", help="Print the report as JSON (for scripts).")
     ] = False,
     ncpus: NcpusOption = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            help="Address of a running Dask scheduler (tcp://host:8786, tls://...) to use"
-            " instead of a local cluster; also read from DASK_SCHEDULER_ADDRESS. Its workers"
-            " must see the folder at the same path. The cluster is left running.",
-            show_default=False,
-            rich_help_panel=CLUSTER,
-        ),
-    ] = None,
+    scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
     connect_timeout: ConnectTimeoutOption = 10.0,
     worker_timeout: WorkerTimeoutOption = 60.0,
@@ -72,7 +58,7 @@ def inspect(
     elif not os.access(folder, os.R_OK | os.X_OK):
         errors.append(f"{folder} is not readable.")
     if plot is not None:
-        from mwr_dask.plot import PlotUnavailableError, require_matplotlib
+        from mwr_dask.plot import PlotUnavailableError, inside, require_matplotlib
 
         try:
             require_matplotlib()
@@ -80,9 +66,20 @@ def inspect(
             errors.append(f"{err}.")
         if not plot.absolute().parent.is_dir():
             errors.append(f"cannot write {plot}: {plot.absolute().parent} is not a folder.")
+        elif folder.is_dir() and inside(plot, folder):
+            errors.append(
+                f"--plot {plot} lies inside the noise folder {folder}, where training would"
+                " open it as a volume: write it elsewhere."
+            )
+    if errors:
+        raise fail(" ".join(errors))
+    # no dashboard: a short read-only run (a remote cluster keeps its own)
+    from mwr_dask.clusters import ClusterError, UsageError, make_cluster, wait_for_workers
+    from mwr_dask.progress import Progress
+    from mwr_dask.signals import Interrupted, signals_raise
+
     try:
-        # no dashboard: a short read-only run (a remote cluster keeps its own)
-        where = make_cluster(
+        options = make_cluster(
             scheduler=scheduler,
             scheduler_file=scheduler_file,
             ncpus=ncpus,
@@ -90,22 +87,26 @@ def inspect(
             connect_timeout=connect_timeout,
         )
     except UsageError as err:
-        errors.append(str(err))
-    if errors:
-        raise fail(" ".join(errors))
+        raise fail(str(err)) from None
 
     def warn(line: str) -> None:
         typer.echo(f"mwr-dask: warning: {line}", err=True)
 
-    from mwr_dask.check import inspect_folder, render_text, workers_missing_folder
+    from mwr_dask.inspection import (
+        inspect_folder,
+        render_json,
+        render_text,
+        workers_missing_folder,
+    )
+    from mwr_dask.inspection.words import plural
 
     folder = folder.absolute()
     t0 = time.perf_counter()
     try:
-        with signals_raise(), where.client(warn=warn) as client:
+        with signals_raise(), options.client(warn=warn) as client:
             threads = wait_for_workers(client, worker_timeout)
-            if where.remote:
-                where.check(client)
+            if options.remote:
+                options.check(client)  # package versions, and workers that join later
                 problems = workers_missing_folder(client, folder)
                 if problems:
                     raise ClusterError(
@@ -125,9 +126,12 @@ def inspect(
     except OSError as err:
         raise fail(f"cannot read {err.filename or folder}: {err.strerror or err}.") from None
     wall = time.perf_counter() - t0
+    from mwr_dask.plot import can_plot
+
+    drawn = plot is not None and can_plot(report)
     if plot is not None:
-        if report.spectrum is None:
-            typer.echo("mwr-dask: warning: no readable volume, no plot written.", err=True)
+        if not drawn:
+            typer.echo("mwr-dask: warning: no spectrum analysed, no plot written.", err=True)
         else:
             from mwr_dask.plot import plot_report
 
@@ -136,17 +140,15 @@ def inspect(
             except OSError as err:
                 raise fail(f"cannot write {plot}: {err.strerror or err}.") from None
     if json_output:
-        out = report.to_dict()
-        out["seconds"] = round(wall, 3)
-        out["worker_threads"] = threads
-        out["plot"] = None if plot is None or report.spectrum is None else str(plot)
-        typer.echo(json.dumps(out, indent=2, default=_json_default))
+        extra = {"seconds": round(wall, 3), "worker_threads": threads}
+        typer.echo(render_json(report, **extra, plot=str(plot) if drawn else None))
     else:
+        where = "a remote cluster" if options.remote else "a local cluster"
         timing = (
-            f"{report.summary['count']} volumes read in {wall:.1f} s by {threads} worker"
-            f" thread{'s' if threads != 1 else ''} of a {where.label} (its start included)"
+            f"{plural(report.summary['count'], 'volume')} read in {wall:.1f} s by"
+            f" {plural(threads, 'worker thread')} of {where} (its start included)"
         )
-        if plot is not None and report.spectrum is not None:
+        if drawn:
             timing += f"; plot written to {plot}"
         typer.echo(render_text(report, timing))
     if not report.ok:
@@ -155,15 +157,6 @@ def inspect(
 
 def list_volumes(folder: Path) -> list[str]:
     """Names of the ``n_*.mrc`` files of ``folder`` (for the progress total)."""
-    from mwr_dask.check import list_folder
+    from mwr_dask.inspection import list_folder
 
     return list_folder(folder)[0]
-
-
-def _json_default(value):
-    """JSON for numpy scalars and arrays."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -37,6 +38,7 @@ __all__ = [
     "SYSTEMS",
     "Cluster",
     "ClusterError",
+    "ClusterOptions",
     "UsageError",
     "default_ncpus",
     "make_cluster",
@@ -126,6 +128,46 @@ def make_cluster(
     from mwr_dask.clusters.local import LocalCluster
 
     return LocalCluster(ncpus, dashboard_address)
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Where the work runs, as the command line's options say it; :meth:`make` gives the cluster.
+
+    Attributes
+    ----------
+    scheduler : str or None
+        Address of a running scheduler (``tcp://host:port``, ``tls://...``).
+    scheduler_file : pathlib.Path or None
+        JSON file written by ``dask scheduler --scheduler-file``; waited for.
+    ncpus : int or None
+        Worker processes of the local cluster (default: the usable cores).
+    dashboard_address : str or None
+        ``host:port`` of the dashboard of a cluster started here (a bare port stays on
+        127.0.0.1); None disables it.
+    connect_timeout : float
+        Seconds to wait for a scheduler (or its scheduler file).
+    jobqueue : BatchOptions or None
+        Run the workers as batch jobs (SLURM, PBS, ...) with a scheduler in this process.
+    """
+
+    scheduler: str | None = None
+    scheduler_file: Path | None = None
+    ncpus: int | None = None
+    dashboard_address: str | None = "127.0.0.1:8787"
+    connect_timeout: float = 10.0
+    jobqueue: BatchOptions | None = None
+
+    def make(self) -> Cluster:
+        """Return the cluster these options describe (:func:`make_cluster`)."""
+        return make_cluster(
+            scheduler=self.scheduler,
+            scheduler_file=self.scheduler_file,
+            ncpus=self.ncpus,
+            dashboard_address=self.dashboard_address,
+            connect_timeout=self.connect_timeout,
+            batch=self.jobqueue,
+        )
 
 
 def configured_scheduler() -> str | None:
