@@ -83,6 +83,7 @@ def memory_fraction(config: dict | None = None) -> tuple[float, str]:
     """
     if config is None:
         import dask.config
+        import distributed  # noqa: F401 - its defaults enter dask's configuration on import
 
         config = dask.config.get("distributed.worker.memory", {})
     enabled = [
