@@ -256,18 +256,19 @@ def test_a_worker_that_joins_mid_run_is_checked_before_it_writes(tmp_path):
         procs.start_worker()
         procs.wait_for_workers(1)
         out = tmp_path / "noise"
-        run = start_run(out, "300", "40", "--seed", "3", "--scheduler", procs.address)
+        run = start_run(out, "600", "40", "--seed", "3", "--scheduler", procs.address)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (out.is_dir() and os.listdir(out)):
             time.sleep(0.05)
         env = {**os.environ, "PYTHONPATH": str(tmp_path / "other")}
         procs.start_worker(env=env)
         procs.wait_for_workers(2)
+        # the run goes on long enough after the join for the refusal to reach it
         assert run.poll() is None, "the run ended before the other worker joined"
         _, stderr = run.communicate(timeout=600)
         assert run.returncode == 0, stderr + procs.log_text()
         assert re.search(r"worker tcp://\S+ is not used: it has mwr_dask 0\.0\.0-other", stderr)
-        assert_only_volumes(out, range(300))
+        assert_only_volumes(out, range(600))
         for name in os.listdir(out):
             with mrcfile.open(out / name) as m:
                 assert b"0.0.0-other" not in m.header.label.tobytes()
