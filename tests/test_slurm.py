@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import mrcfile
 import numpy as np
@@ -236,3 +237,35 @@ def test_jobs_that_end_mid_run_are_replaced(tmp_path):
         with mrcfile.open(out / f"n_{i:05d}.mrc") as m:
             np.testing.assert_array_equal(m.data, g(volume_rng(int(SEED), i)))
     assert not wait_until_gone(submitted)
+
+
+def test_the_printed_dashboard_serves_during_a_slurm_run(tmp_path):
+    """The link printed for a batch cluster names where its dashboard really listens.
+
+    No --interface: the scheduler listens on every interface (TLS only) and advertises the
+    host's address, while the dashboard stays on the loopback; the link names the loopback.
+    """
+    env, _ = env_with_home(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mwr_dask", "generate-noise", str(tmp_path / "noise"), "300",
+         "40", *SMALL_JOBS[:-2], "--dashboard-address", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        link = hint = None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("Dashboard: "):
+                link = line.split()[1]
+                hint = next(proc.stdout)
+                break
+        assert link and link.startswith("http://127.0.0.1:"), proc.stderr.read()
+        assert "SLURM cluster: tls://" in "".join(seen)
+        port = link.split(":")[2].split("/")[0]
+        assert f"ssh -N -L {port}:localhost:{port} " in hint, hint
+        with urllib.request.urlopen(link, timeout=30) as page:
+            assert page.status == 200
+    finally:
+        stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stdout + stderr
