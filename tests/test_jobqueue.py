@@ -255,8 +255,14 @@ def test_importing_dask_jobqueue_writes_nothing_to_home_and_keeps_ctrl_c(tmp_pat
 def test_the_cli_does_not_import_dask_jobqueue_without_cluster(tmp_path):
     code = (
         "import sys; from mwr_dask.cli import app; from mwr_dask import clusters, plan;"
-        " from mwr_dask.clusters import batch, local, remote;"
         " assert 'dask_jobqueue' not in sys.modules"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    # the cluster package imports Dask only when a cluster is described or started
+    code = (
+        "import sys; from mwr_dask.clusters import batch, dashboard, local, remote, systems;"
+        " assert not {'dask', 'distributed', 'dask_jobqueue'} & set(sys.modules), sys.modules"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

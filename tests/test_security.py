@@ -166,6 +166,7 @@ def silent_server():
     server.sock.close()
 
 
+@pytest.mark.slow
 def test_a_port_that_is_not_a_dask_scheduler_is_named_within_the_timeout(
     tmp_path, http_server, silent_server
 ):
