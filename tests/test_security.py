@@ -34,21 +34,21 @@ NOBODY_CONNECT = r"""
 import socket, ssl, sys
 host, port = sys.argv[1], int(sys.argv[2])
 # a plain Dask client speaks first: send a handshake-sized message, expect no Dask reply
-with socket.create_connection((host, port), timeout=10) as s:
-    s.settimeout(5)
-    try:
+try:
+    with socket.create_connection((host, port), timeout=2) as s:
+        s.settimeout(1)
         s.sendall(b"\x01" + b"\x00" * 15)
         data = s.recv(64)
-    except OSError:
-        data = b""
+except OSError:  # refused, reset, or closed since it was listed
+    data = b""
 # TLS without the run's client certificate: the scheduler requires one
 ctx = ssl.create_default_context()
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
 try:
-    with socket.create_connection((host, port), timeout=10) as s:
+    with socket.create_connection((host, port), timeout=2) as s:
         with ctx.wrap_socket(s, server_hostname=host) as t:
-            t.settimeout(5)
+            t.settimeout(1)
             t.sendall(b"\x00" * 16)
             got = t.recv(64)
     print("TLS-ACCEPTED", len(got))
@@ -74,36 +74,73 @@ def wait_for_line(proc, prefix):
 
 @pytest.mark.slow
 def test_nobody_and_root_without_the_keys_cannot_use_a_local_run(tmp_path):
-    run = start_run(tmp_path / "noise", "400", "40", "--ncpus", "2", "--no-dashboard",
-                    "--seed", "1")  # fmt: skip
+    # 32^3 volumes over 601 tilts on one worker: small files, work that outlasts the probes
+    run = start_run(tmp_path / "noise", "800", "32", "--anglestep", "0.2", "--ncpus", "1",
+                    "--no-dashboard", "--seed", "1")  # fmt: skip
     try:
         line = wait_for_line(run, "Local cluster: ")
         address = line.split()[2].rstrip(",")
         assert address.startswith("tls://127.0.0.1:"), line
         host, port = address[len("tls://") :].rsplit(":", 1)
+        if os.geteuid() != 0 or not shutil.which("runuser"):
+            skip_or_fail("needs root and runuser to act as nobody")
+        # another local user, at every port the run listens on: scheduler, nannies, workers
+        import psutil
+
+        procs = [psutil.Process(run.pid), *psutil.Process(run.pid).children(recursive=True)]
+        ports = {port}
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                ports |= {str(c.laddr.port) for c in proc.net_connections("tcp")
+                          if c.status == psutil.CONN_LISTEN and c.laddr.ip == host}  # fmt: skip
+        assert len(ports) >= 3, ports  # scheduler, nanny, worker (and the HTTP server)
+        for each in sorted(ports, key=lambda p: p != port):  # the scheduler first
+            nobody = subprocess.run(
+                ["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", NOBODY_CONNECT,
+                 host, each], capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert nobody.returncode == 0, nobody.stderr
+            assert "PLAIN 0" in nobody.stdout, (each, nobody.stdout)
+            if each == port:
+                assert "TLS-REFUSED" in nobody.stdout, nobody.stdout
+        assert run.poll() is None, "the run ended before every port was tried"
         # root, with distributed but without the run's keys: plain tcp and a TLS of its own
         from distributed import Client
         from distributed.security import Security
 
         for attempt in (
-            lambda: Client(f"tcp://{host}:{port}", timeout="5s"),
-            lambda: Client(address, timeout="5s", security=Security.temporary()),
+            lambda: Client(f"tcp://{host}:{port}", timeout="2s"),
+            lambda: Client(address, timeout="2s", security=Security.temporary()),
         ):
             with pytest.raises((OSError, TimeoutError)):
                 attempt().run(os.getpid)
-        # another local user
-        if os.geteuid() != 0 or not shutil.which("runuser"):
-            skip_or_fail("needs root and runuser to act as nobody")
-        nobody = subprocess.run(
-            ["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", NOBODY_CONNECT,
-             host, port], capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert nobody.returncode == 0, nobody.stderr
-        assert "TLS-REFUSED" in nobody.stdout and "PLAIN 0" in nobody.stdout, nobody.stdout
+        assert run.poll() is None, "the run ended before root tried"
     finally:
         _, err = run.communicate(timeout=300)
     assert run.returncode == 0, err
-    assert_only_volumes(tmp_path / "noise", range(400))
+    assert_only_volumes(tmp_path / "noise", range(800))
+
+
+@pytest.mark.slow
+def test_the_batch_credentials_folder_is_private_or_refused(tmp_path):
+    from mwr_dask.clusters import ClusterError
+    from mwr_dask.clusters.batch import private_folder
+
+    made = private_folder(tmp_path / "sibling" / "tls")
+    assert made.is_dir() and (made.stat().st_mode & 0o777) == 0o700
+    (tmp_path / "loose").mkdir(mode=0o755)
+    assert (private_folder(tmp_path / "loose").stat().st_mode & 0o777) == 0o700
+    target = tmp_path / "theirs"
+    target.mkdir()
+    (tmp_path / "planted").symlink_to(target)  # another user's link where the keys would go
+    with pytest.raises(ClusterError, match="not a folder of yours"):
+        private_folder(tmp_path / "planted")
+    if os.geteuid() == 0:
+        other = tmp_path / "other"
+        other.mkdir()
+        os.chown(other, 65534, 65534)  # nobody's
+        with pytest.raises(ClusterError, match="not a folder of yours"):
+            private_folder(other)
 
 
 @pytest.mark.slow
