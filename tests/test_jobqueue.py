@@ -396,3 +396,25 @@ def test_the_job_keeper_reports_a_cluster_without_workers(monkeypatch):
     keeper._next_report = 0.0
     assert keeper.check() == []
     assert said == ["No workers at the moment: SLURM jobs 7 PENDING"]
+
+
+def test_dask_jobqueue_options_are_resolved_once_per_run(monkeypatch):
+    calls = []
+    resolve = jobqueue.BatchOptions.resolve
+
+    def counted(self):
+        calls.append(1)
+        return resolve(self)
+
+    monkeypatch.setattr(jobqueue.BatchOptions, "resolve", counted)
+    from mwr_dask.clusters import make_cluster
+    from mwr_dask.params import NoiseParams
+
+    options = jobqueue.BatchOptions(system="slurm", jobs=2, cores=4, memory="8GiB")
+    assert options.problems() == []
+    cluster = make_cluster(batch=options)
+    assert cluster.memory_problems(NoiseParams(cubesize=32, seed=1)) == []
+    assert cluster.planned_workers() == 8
+    assert "SLURM: 2 jobs, each 4 cores" in cluster.describe()
+    assert "#SBATCH --mem=8G" in cluster.script()
+    assert len(calls) == 1

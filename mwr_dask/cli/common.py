@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
-#: ``--cluster`` names: the batch systems of dask-jobqueue (mwr_dask.clusters.systems.SYSTEMS).
-BATCH_SYSTEMS = ("slurm", "pbs", "sge", "lsf", "htcondor", "oar", "moab")
+from mwr_dask.clusters.systems import SYSTEMS  # no Dask import
+
+#: ``--cluster`` names: the batch systems of dask-jobqueue, one entry each in SYSTEMS.
+BATCH_SYSTEMS = tuple(SYSTEMS)
 
 GEOMETRY = "Noise geometry"
 VOLUMES = "Volumes and files"
