@@ -34,6 +34,7 @@ import numpy as np
 import scipy.fft
 import scipy.sparse
 
+from mwr_dask.filters import NO_FILTER, FilterSpec, response
 from mwr_dask.geometry import measured_2d, tilt_angles
 
 #: The bit generator behind every volume; changing it changes every volume of every seed.
@@ -161,16 +162,51 @@ def backprojection_operator(n: int, angles: np.ndarray) -> tuple[scipy.sparse.cs
 
 @dataclass(frozen=True)
 class BackProjection:
-    """Mode 1 generator for one geometry; call it with a random generator."""
+    """Mode 1 generator for one geometry; call it with a random generator.
+
+    With a ``filter`` other than ``none`` (:mod:`mwr_dask.filters`), every projection is
+    filtered along t before the back-projection: zero-padded to ``padded_length`` bins (at
+    least twice the widest projection, so the filtering is linear, not circular, across the
+    cube), one real FFT pair over all projections at once, multiplied by W_v(f).
+    """
 
     n: int
     angles: tuple[float, ...]
+    filter: FilterSpec = NO_FILTER
 
     def __post_init__(self) -> None:
         op, widths = backprojection_operator(self.n, np.asarray(self.angles))
         object.__setattr__(self, "_op", op)
         object.__setattr__(self, "_bins", int(sum(widths)))
         object.__setattr__(self, "_local", threading.local())
+        if not self.filter.is_none:
+            length = scipy.fft.next_fast_len(2 * max(widths), real=True)
+            starts = np.arange(len(widths)) * length
+            # column of the padded (n, n_views * length) buffer that holds each stacked bin
+            cols = np.concatenate([s + np.arange(w) for s, w in zip(starts, widths, strict=True)])
+            freqs = np.arange(length // 2 + 1) / length
+            weights = response(self.filter, freqs, np.asarray(self.angles), length=length)
+            object.__setattr__(self, "padded_length", int(length))
+            object.__setattr__(self, "_cols", cols)
+            object.__setattr__(self, "_weights", weights.astype(np.complex64))
+
+    def filter_projections(self, stacked: np.ndarray) -> np.ndarray:
+        """Filter stacked projections (n_bins, n) along t in place; returns ``stacked``.
+
+        Each projection is zero-padded to ``padded_length`` bins, its real FFT along t is
+        multiplied by W_v(f) and transformed back; the bins of the projection are kept. The
+        padded buffer is laid out (y, view, t) so that the transforms run along contiguous
+        memory (about twice as fast as along the stacked layout's first axis).
+        """
+        n, views, length = self.n, len(self.angles), self.padded_length
+        # pad columns are zeros that are never written, so the buffer is reused as it is
+        padded = _scratch(self._local, "padded", (n, views * length), np.float32, zero=True)
+        padded[:, self._cols] = stacked.T
+        spec = scipy.fft.rfft(padded.reshape(n, views, length), axis=-1, workers=1)
+        spec *= self._weights  # complex64 x complex64: no casting in the loop
+        out = scipy.fft.irfft(spec, n=length, axis=-1, workers=1, overwrite_x=True)
+        stacked[...] = out.reshape(n, views * length)[:, self._cols].T
+        return stacked
 
     def projections(self, rng: np.random.Generator, out: np.ndarray | None = None) -> np.ndarray:
         """Draw the stacked white-noise projections, float32 of shape (n_bins, n), axes (t, y).
@@ -190,7 +226,10 @@ class BackProjection:
     def __call__(self, rng: np.random.Generator) -> np.ndarray:
         """One normalised noise volume, float32 (z, y, x)."""
         stacked = _scratch(self._local, "stacked", (self._bins, self.n), np.float32)
-        volume = self.backproject(self.projections(rng, stacked))
+        self.projections(rng, stacked)
+        if not self.filter.is_none:
+            self.filter_projections(stacked)
+        volume = self.backproject(stacked)
         normalize(volume)
         return volume
 
@@ -228,7 +267,14 @@ class WedgeFilter:
 
 
 @functools.lru_cache(maxsize=8)
-def generator_for(mode: int, n: int, minangle: float, maxangle: float, anglestep: float):
+def generator_for(
+    mode: int,
+    n: int,
+    minangle: float,
+    maxangle: float,
+    anglestep: float,
+    filter: FilterSpec = NO_FILTER,
+):
     """Return the cached generator of a geometry (built once per process).
 
     Parameters
@@ -239,25 +285,34 @@ def generator_for(mode: int, n: int, minangle: float, maxangle: float, anglestep
         Cube side, voxels.
     minangle, maxangle, anglestep : float
         Tilt range and step, degrees (the step is used by mode 1 only).
+    filter : FilterSpec
+        Reconstruction filter of mode 1 (:mod:`mwr_dask.filters`); mode 2 takes none.
     """
     if mode == 1:
-        return BackProjection(n, tuple(tilt_angles(minangle, maxangle, anglestep).tolist()))
+        angles = tuple(tilt_angles(minangle, maxangle, anglestep).tolist())
+        return BackProjection(n, angles, filter)
     if mode == 2:
         return WedgeFilter(n, minangle, maxangle)
     raise ValueError(f"mode must be 1 or 2, not {mode}")
 
 
-def peak_bytes(mode: int, n: int, ntilts: int) -> int:
+def peak_bytes(mode: int, n: int, ntilts: int, *, filtered: bool = False) -> int:
     """Estimated peak memory of generating and writing one volume, bytes.
 
     Counts the arrays alive at once (geometry cached per process included) plus 200 MiB for
     the worker process itself: mode 1 holds the operator (two float32 taps and int32
     indices per tilt and voxel column), the projections, the product and its transpose;
-    mode 2 the half spectrum (complex64), the draws and the output.
+    mode 2 the half spectrum (complex64), the draws and the output. A filtered mode 1
+    (``filtered``) adds the padded projections, their spectrum and the inverse transform
+    (padded length about twice the widest projection).
     """
     base = 200 * 2**20
     if mode == 1:
         operator = 2 * ntilts * n * n * 8 + 8 * n * n
         projections = ntilts * (int(1.42 * n) + 4) * n * 4
-        return base + operator + projections + 3 * 4 * n**3
+        padded = 0
+        if filtered:
+            length = 2 * (int(1.42 * n) + 4) + 8  # next fast length of twice the widest
+            padded = ntilts * length * n * 4 * 2 + ntilts * (length // 2 + 1) * n * 8
+        return base + operator + projections + padded + 3 * 4 * n**3
     return base + 8 * n * n * (n // 2 + 1) * 2 + 3 * 4 * n**3
