@@ -399,5 +399,5 @@ def expected_profile(spec: FilterSpec, k: np.ndarray, angles: np.ndarray) -> np.
     The roll-off of linear interpolation (measured: a further ``k^-0.5`` or so) is left out.
     """
     k = np.asarray(k, dtype=np.float64)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         return expected_power_ratio(spec, k, angles) / k

@@ -70,8 +70,10 @@ def generate_noise(
     mode: Annotated[
         int,
         typer.Option(
-            help="1: back-projection of 2-D white-noise images over the tilts (SIRT-like);"
-            " 2: 3-D white noise through the missing-wedge filter (WBP-like).",
+            help="1: unfiltered back-projection of 2-D white-noise images over the tilts (power"
+            " falls like 1/|k|, close to IMOD's SIRT-like filter); 2: 3-D white noise through"
+            " the missing-wedge filter (flat power: not the noise of a weighted back-projection,"
+            " which rises with |k|).",
             rich_help_panel=GEOMETRY,
         ),
     ] = 1,
