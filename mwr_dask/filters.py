@@ -401,3 +401,70 @@ def expected_profile(spec: FilterSpec, k: np.ndarray, angles: np.ndarray) -> np.
     k = np.asarray(k, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return expected_power_ratio(spec, k, angles) / k
+
+
+def unfiltered_profile(
+    profile: np.ndarray,
+    k: np.ndarray,
+    spec: FilterSpec,
+    angles: np.ndarray,
+    *,
+    floor: float = 0.1,
+) -> np.ndarray:
+    """Divide the filter out of a measured radial profile (NaN where W is close to 0).
+
+    ``mwr-dask inspect`` judges mode 1 by the fall-off of the measured region's radial profile;
+    a filtered folder's profile divided by :func:`expected_power_ratio` should fall as an
+    unfiltered one does (up to a constant, volumes being normalised).
+
+    Parameters
+    ----------
+    profile : numpy.ndarray
+        Mean power per shell.
+    k : numpy.ndarray
+        Radius of each shell in the (kz, kx) plane, cycles/pixel (shell / cube size).
+    spec : FilterSpec
+        The filter the labels record.
+    angles : numpy.ndarray
+        Tilt angles, degrees.
+    floor : float
+        Shells where the expected ratio is below ``floor`` times its largest value are NaN.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape of ``profile``.
+    """
+    ratio = expected_power_ratio(spec, np.asarray(k, dtype=np.float64), angles)
+    keep = ratio >= floor * np.max(ratio)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(keep, np.asarray(profile, dtype=np.float64) / ratio, np.nan)
+
+
+def direction_power(spec: FilterSpec, angles: np.ndarray, tilt: np.ndarray) -> np.ndarray:
+    """Relative power a filter's per-view factors give each direction of the (kz, kx) plane.
+
+    The square of the per-view factor (:func:`view_weights`: IMOD's a_v, AreTomo's cos(theta))
+    interpolated linearly at the tilt ``tilt`` of each direction (a tilt theta measures the
+    direction (cos theta, -sin theta)); beyond the first and last tilt, that of the nearest one.
+    ``mwr-dask inspect`` divides the spectrum by it before fitting the tilt range, which
+    otherwise finds AreTomo's down-weighted high tilts (cos^2 60 deg = 1/4) outside the range.
+
+    Parameters
+    ----------
+    spec : FilterSpec
+        The filter.
+    angles : numpy.ndarray
+        Tilt angles, degrees, ascending.
+    tilt : numpy.ndarray
+        Tilt of each direction, degrees (minus the folded direction).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape of ``tilt``; all ones for filters without per-view factors.
+    """
+    a = np.asarray(angles, dtype=np.float64)
+    w2 = view_weights(spec, a) ** 2
+    t = np.asarray(tilt, dtype=np.float64)
+    return np.interp(t.ravel(), a, w2).reshape(t.shape)

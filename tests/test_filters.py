@@ -10,6 +10,7 @@ from mwr_dask.filters import (
     NO_FILTER,
     SIRT_F0,
     base_response,
+    direction_power,
     expected_power_ratio,
     filter_from_label,
     filter_problems,
@@ -17,9 +18,11 @@ from mwr_dask.filters import (
     kak_slaney_dc,
     make_filter,
     response,
+    unfiltered_profile,
 )
 from mwr_dask.generators import BackProjection, backprojection_operator, volume_rng
-from mwr_dask.geometry import tilt_angles
+from mwr_dask.geometry import fold_direction, tilt_angles
+from mwr_dask.spectrum import analyse, slice_power
 
 from .spectra import polar
 
@@ -367,3 +370,38 @@ def test_imod_weights_show_in_the_spectrum_around_a_gap():
     # a_v^2 W^2: the band's power ratio is the mean of a_v^2 (1.9 here; 1 without weights)
     assert p1 / p0 == pytest.approx(np.mean(a**2), rel=0.05)
     assert np.mean(a**2) > 1.5
+
+
+# --- what inspect needs ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ramp", "imod", "aretomo", "hann"])
+def test_inspect_hooks_recover_mode1_slope_and_tilt_range(name):
+    n = 32
+    angles = tilt_angles(-60, 60, 3)
+    g = BackProjection(n, tuple(angles.tolist()), make_filter(name))
+    half = sum(slice_power(g(volume_rng(1, i))) for i in range(6))
+    f = np.fft.fftfreq(n)
+    kz, kx = np.meshgrid(f, f[: n // 2 + 1], indexing="ij")
+    corrected = half / direction_power(g.filter, angles, -fold_direction(kz, kx))
+    s = analyse(corrected, n, 6)
+    # the tilt range of an unfiltered folder (edges within half a step and the fit's slack)
+    assert s.tilt_range[0] == pytest.approx(-61.5, abs=2.5)
+    assert s.tilt_range[1] == pytest.approx(61.5, abs=2.5)
+    k0, k1 = s.slope_radii
+    ks = np.arange(k0, k1 + 1)
+    profile = unfiltered_profile(s.radial_measured[ks - 1], ks / n, g.filter, angles)
+    good = np.isfinite(profile)
+    assert good.sum() >= 5
+    slope = np.polyfit(np.log(ks[good]), np.log(profile[good]), 1)[0]
+    assert -2.2 < slope < -1.2  # unfiltered back-projection: about -1.5 (inspect: <= -0.5)
+    if name == "ramp":
+        assert s.radial_slope > 0  # without the hook the profile rises
+
+
+def test_direction_power_is_one_without_per_view_factors():
+    angles = tilt_angles(-60, 60, 3)
+    t = np.linspace(-89, 89, 50)
+    assert np.array_equal(direction_power(make_filter("hann"), angles, t), np.ones(50))
+    cos2 = direction_power(make_filter("aretomo"), angles, np.array([0.0, 30.0, 60.0, 80.0]))
+    assert cos2 == pytest.approx(np.cos(np.radians([0.0, 30.0, 60.0, 60.0])) ** 2, rel=1e-3)
