@@ -34,8 +34,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Filter names, as ``--filter`` takes them.
 FILTERS: tuple[str, ...] = (
@@ -67,7 +69,9 @@ IMOD_GAP_WEIGHTS: tuple[float, float] = (2.0, 2.0 / 3.0)
 class FilterSpec:
     """A reconstruction filter and its parameters (frozen, hashable).
 
-    Build it with :func:`make_filter`, which fills the defaults and validates.
+    Build it with :func:`make_filter`, which fills the defaults and validates. The names, the
+    specification and its validation import nothing heavy (numpy is imported by the functions
+    that compute), so the command line can check options at once.
 
     Attributes
     ----------
@@ -230,6 +234,8 @@ def imod_view_weights(angles: np.ndarray) -> np.ndarray:
     numpy.ndarray
         float64 weights, one per view (1 for a single view).
     """
+    import numpy as np
+
     a = np.asarray(angles, dtype=np.float64)
     n = a.size
     if n < 2:
@@ -252,6 +258,8 @@ def imod_view_weights(angles: np.ndarray) -> np.ndarray:
 
 def view_weights(spec: FilterSpec, angles: np.ndarray) -> np.ndarray:
     """Per-view factor of a filter: IMOD's a_v, AreTomo's cos(theta), else 1."""
+    import numpy as np
+
     a = np.asarray(angles, dtype=np.float64)
     if spec.name in RADIAL_FILTERS:
         return imod_view_weights(a)
@@ -267,6 +275,8 @@ def kak_slaney_dc(length: int) -> float:
     eq. 61): ``h(0) = 1/4``, ``h(n) = -1 / (pi n)^2`` for odd n, truncated to the padded
     length, so its DC is ``1/4 - 2 sum 1 / (pi n)^2`` (about 0.2 of the first step 1/length).
     """
+    import numpy as np
+
     odd = np.concatenate([np.arange(1, length // 2 + 1, 2), np.arange(length // 2 - 1, 0, -2)])
     return float(0.25 - np.sum(1.0 / (np.pi * odd) ** 2))
 
@@ -302,6 +312,8 @@ def base_response(spec: FilterSpec, f: np.ndarray, *, length: int | None = None)
     numpy.ndarray
         float64, shape of ``f``.
     """
+    import numpy as np
+
     a = np.abs(np.asarray(f, dtype=np.float64))
     name = spec.name
     if name == "none":
@@ -359,6 +371,8 @@ def response(
     numpy.ndarray
         float64, shape (n_views, n_f).
     """
+    import numpy as np
+
     base = base_response(spec, np.asarray(f, dtype=np.float64).ravel(), length=length)
     return view_weights(spec, angles)[:, None] * base[None, :]
 
@@ -386,6 +400,8 @@ def expected_power_ratio(spec: FilterSpec, k: np.ndarray, angles: np.ndarray) ->
     numpy.ndarray
         float64, shape of ``k``.
     """
+    import numpy as np
+
     k = np.asarray(k, dtype=np.float64)
     w = response(spec, k.ravel(), angles)
     return np.mean(w**2, axis=0).reshape(k.shape)
@@ -398,6 +414,8 @@ def expected_profile(spec: FilterSpec, k: np.ndarray, angles: np.ndarray) -> np.
     (kz, kx) plane falls like 1 / k; the filter multiplies it by :func:`expected_power_ratio`.
     The roll-off of linear interpolation (measured: a further ``k^-0.5`` or so) is left out.
     """
+    import numpy as np
+
     k = np.asarray(k, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return expected_power_ratio(spec, k, angles) / k
@@ -435,6 +453,8 @@ def unfiltered_profile(
     numpy.ndarray
         float64, shape of ``profile``.
     """
+    import numpy as np
+
     ratio = expected_power_ratio(spec, np.asarray(k, dtype=np.float64), angles)
     keep = ratio >= floor * np.max(ratio)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -464,6 +484,8 @@ def direction_power(spec: FilterSpec, angles: np.ndarray, tilt: np.ndarray) -> n
     numpy.ndarray
         float64, shape of ``tilt``; all ones for filters without per-view factors.
     """
+    import numpy as np
+
     a = np.asarray(angles, dtype=np.float64)
     w2 = view_weights(spec, a) ** 2
     t = np.asarray(tilt, dtype=np.float64)
