@@ -85,6 +85,8 @@ def conflicts(recorded: NoiseParams, wanted: NoiseParams) -> list[str]:
         out.append(f"seed {wanted.seed} (folder has {recorded.seed})")
     if recorded.voxel_size != wanted.voxel_size:
         out.append(f"voxel size {wanted.voxel_size:g} (folder has {recorded.voxel_size:g})")
+    if recorded.filter_spec != wanted.filter_spec:
+        out.append(f"{wanted.filter_spec.label()} (folder has {recorded.filter_spec.label()})")
     return out
 
 

@@ -36,6 +36,10 @@ def params_from_labels(labels: list[str]) -> NoiseParams | None:
     kv = parse_labels(labels)
     try:
         lo, hi, step = (float(v) for v in kv["tilt"].split(":"))
+        radial = None
+        if "radial" in kv:
+            cutoff, falloff = (float(v) for v in kv["radial"].split(","))
+            radial = (cutoff, falloff)
         return NoiseParams(
             cubesize=int(kv["cube"]),
             mode=int(kv["mode"]),
@@ -44,6 +48,9 @@ def params_from_labels(labels: list[str]) -> NoiseParams | None:
             anglestep=step,
             seed=int(kv["seed"]),
             voxel_size=float(kv.get("voxel", "1")),
+            filter=kv.get("filter", "none"),
+            radial=radial,
+            sirt_iterations=int(kv["sirt"]) if "sirt" in kv else None,
         )
     except (KeyError, ValueError):
         return None
@@ -79,6 +86,14 @@ def validate(params: NoiseParams, number_volume: int, start: int) -> list[str]:
         errors.append(f"--voxel-size must be positive, not {p.voxel_size:g}.")
     if p.seed < 0:
         errors.append(f"--seed must be 0 or more, not {p.seed}.")
+    from mwr_dask.filters import filter_problems
+
+    errors += filter_problems(
+        getattr(p, "filter", "none"),
+        getattr(p, "radial", None),
+        getattr(p, "sirt_iterations", None),
+        p.mode,
+    )
     return errors
 
 

@@ -348,7 +348,8 @@ def check_workers(client: Client, source: NoiseSource, folder: Path, tmp_dir: Pa
 
 def memory_problems(source: NoiseSource, per_worker: int) -> list[str]:
     """One sentence if a volume of ``source`` cannot fit in ``per_worker`` bytes of memory."""
-    need = peak_bytes(source.mode, source.cubesize, len(tilts_of(source)))
+    filtered = source.filter != "none"
+    need = peak_bytes(source.mode, source.cubesize, len(tilts_of(source)), filtered=filtered)
     if need <= per_worker:
         return []
     return [

@@ -64,6 +64,15 @@ class NoiseSource:
         fresh 128-bit seed, kept as ``source.seed``.
     voxel_size : float
         Voxel size written to the MRC header, angstroms (it does not change the data).
+    filter : str
+        Mode 1's reconstruction filter (:mod:`mwr_dask.filters`): ``none`` (the unfiltered
+        back-projection), ``ramp``, ``shepp-logan``, ``cosine``, ``hamming``, ``hann``,
+        ``imod``, ``sirt-like``, ``aretomo``.
+    radial : tuple of float or None
+        ``imod`` and ``sirt-like`` only: radial cutoff and Gaussian sigma of the fall-off,
+        cycles/pixel; None takes IMOD's default (0.35, 0.035), recorded as such.
+    sirt_iterations : int or None
+        ``sirt-like`` only: IMOD's ``FakeSIRTiterations``; None takes 10, recorded as such.
 
     Raises
     ------
@@ -89,6 +98,9 @@ class NoiseSource:
     anglestep: float = 2.0
     seed: int | None = None
     voxel_size: float = 1.0
+    filter: str = "none"
+    radial: tuple[float, float] | None = None
+    sirt_iterations: int | None = None
 
     def __post_init__(self) -> None:
         if self.seed is None:
@@ -98,6 +110,19 @@ class NoiseSource:
         problems = source_problems(self)
         if problems:
             raise ValueError(" ".join(problems))
+        if self.filter != "none":  # record the defaults the filter takes
+            spec = self.filter_spec
+            if spec.cutoff is not None:
+                object.__setattr__(self, "radial", (spec.cutoff, spec.falloff))
+            object.__setattr__(self, "sirt_iterations", spec.sirt_iterations)
+
+    @property
+    def filter_spec(self):
+        """The reconstruction filter as a :class:`mwr_dask.filters.FilterSpec`."""
+        from mwr_dask.filters import make_filter
+
+        radial = None if self.radial is None else tuple(float(v) for v in self.radial)
+        return make_filter(self.filter, radial, self.sirt_iterations)
 
     # ------------------------------------------------------------------ description
 
@@ -112,19 +137,29 @@ class NoiseSource:
         return f"{_num(self.minangle)}:{_num(self.maxangle)}:{_num(self.anglestep)}"
 
     def labels(self, index: int) -> list[str]:
-        """MRC header labels recording the provenance of volume ``index`` (<= 80 chars each)."""
-        return [
+        """MRC header labels recording the provenance of volume ``index`` (<= 80 chars each).
+
+        A filter adds a third label, e.g. ``filter=imod radial=0.35,0.035``; without one the
+        labels are those of folders made before filters existed.
+        """
+        labels = [
             f"mwr-dask {__version__} mode={self.mode} cube={self.cubesize} tilt={self.tilt}"
             f" index={index}",
             f"seed={self.seed} voxel={_num(self.voxel_size)}",
         ]
+        if self.filter != "none":
+            labels.append(self.filter_spec.label())
+        return labels
 
     def describe(self) -> str:
-        """One line for people: mode, cube, tilts, seed."""
-        return (
+        """One line for people: mode, cube, tilts, seed (and the filter, if any)."""
+        text = (
             f"mode {self.mode} ({MODES.get(self.mode, '?')}), {self.cubesize}^3 voxels,"
             f" tilts {self.tilt} deg, seed {self.seed}"
         )
+        if self.filter != "none":
+            text += f", {self.filter_spec.describe()}"
+        return text
 
     def as_dict(self) -> dict:
         """Plain dictionary of the fields."""
@@ -139,7 +174,10 @@ class NoiseSource:
         """
         from mwr_dask.generators import generator_for
 
-        return generator_for(self.mode, self.cubesize, self.minangle, self.maxangle, self.anglestep)
+        args = (self.mode, self.cubesize, self.minangle, self.maxangle, self.anglestep)
+        if self.filter == "none":
+            return generator_for(*args)
+        return generator_for(*args, self.filter_spec)
 
     def volume(self, index: int) -> np.ndarray:
         """Volume ``index``: float32, axes (z, y, x), mean 0 and standard deviation 1.

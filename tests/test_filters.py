@@ -405,3 +405,84 @@ def test_direction_power_is_one_without_per_view_factors():
     assert np.array_equal(direction_power(make_filter("hann"), angles, t), np.ones(50))
     cos2 = direction_power(make_filter("aretomo"), angles, np.array([0.0, 30.0, 60.0, 80.0]))
     assert cos2 == pytest.approx(np.cos(np.radians([0.0, 30.0, 60.0, 60.0])) ** 2, rel=1e-3)
+
+
+# --- the library and the command line -------------------------------------------------------
+
+
+def test_source_records_the_filter_and_reads_it_back():
+    from mwr_dask.folder import conflicts
+    from mwr_dask.params import params_from_labels
+    from mwr_dask.source import NoiseSource
+
+    plain = NoiseSource(16, seed=3)
+    assert plain.labels(2) == NoiseSource(16, seed=3, filter="none").labels(2)
+    assert len(plain.labels(2)) == 2  # folders made before filters keep their labels
+    for kwargs in (
+        {"filter": "ramp"},
+        {"filter": "imod"},
+        {"filter": "sirt-like", "radial": (0.4, 0.05), "sirt_iterations": 25},
+        {"filter": "aretomo"},
+    ):
+        source = NoiseSource(16, seed=3, **kwargs)
+        labels = source.labels(7)
+        assert all(len(lab) <= 80 and lab.isascii() and lab.isprintable() for lab in labels)
+        assert params_from_labels(labels) == source
+        assert kwargs["filter"] in source.describe()
+        assert conflicts(source, source) == []
+        wanted = f"{source.filter_spec.label()} (folder has filter=none)"
+        assert conflicts(plain, source) == [wanted]
+    imod = NoiseSource(16, seed=3, filter="imod")
+    assert imod.radial == (0.35, 0.035)  # the defaults are recorded
+    assert conflicts(imod, NoiseSource(16, seed=3, filter="imod", radial=(0.3, 0.035)))
+    # the volume is the filtered generator's, and differs from the unfiltered one
+    g = BackProjection(16, tuple(tilt_angles(-60, 60, 2).tolist()), make_filter("imod"))
+    assert np.array_equal(imod[4], g(volume_rng(3, 4)))
+    assert not np.allclose(imod[4], plain[4])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--filter", "ramp", "--radial", "0.3", "0.05"], "--radial applies to --filter imod"),
+        (["--mode", "2", "--filter", "hann"], "applies to mode 1 (back-projection) only"),
+        (["--filter", "wbp"], "--filter must be one of none, ramp"),
+        (["--filter", "imod", "--sirt-iterations", "4"], "--sirt-iterations applies to"),
+        (["--filter", "imod", "--radial", "0.6", "0.05"], "CUTOFF must lie in (0, 0.5]"),
+    ],
+)
+def test_cli_filter_usage_errors(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from mwr_dask.cli import app
+
+    out = tmp_path / "noise"
+    result = CliRunner().invoke(app, ["generate-noise", str(out), "2", "16", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_cli_writes_filtered_volumes_and_refuses_another_filter(tmp_path):
+    import mrcfile
+
+    from mwr_dask.source import NoiseSource
+
+    from .helpers import assert_only_volumes, cli
+
+    out = tmp_path / "noise"
+    fast = ["--ncpus", "1", "--no-dashboard", "--seed", "4", "--anglestep", "6"]
+    done = cli("generate-noise", str(out), "2", "16", "--filter", "sirt-like", *fast)
+    assert done.returncode == 0, done.stderr
+    assert_only_volumes(out, [0, 1])
+    source = NoiseSource(16, anglestep=6, seed=4, filter="sirt-like")
+    with mrcfile.open(out / "n_00001.mrc") as m:
+        labels = [lab.decode() for lab in m.header.label[: m.header.nlabl]]
+        assert np.array_equal(m.data, source[1])
+    assert labels[2] == "filter=sirt-like radial=0.35,0.035 sirt=10"
+    refused = cli("generate-noise", str(out), "1", "16", "--start", "2", *fast)
+    assert refused.returncode == 2
+    assert "filter=none (folder has filter=sirt-like" in refused.stderr
+    assert_only_volumes(out, [0, 1])

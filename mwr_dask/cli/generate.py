@@ -71,10 +71,10 @@ def generate_noise(
     mode: Annotated[
         int,
         typer.Option(
-            help="1: unfiltered back-projection of 2-D white-noise images over the tilts (power"
-            " falls like 1/|k|, close to IMOD's SIRT-like filter); 2: 3-D white noise through"
-            " the missing-wedge filter (flat power: not the noise of a weighted back-projection,"
-            " which rises with |k|).",
+            help="1: back-projection of 2-D white-noise images over the tilts, unfiltered (power"
+            " falls like 1/|k|, close to IMOD's SIRT-like filter) or with --filter; 2: 3-D white"
+            " noise through the missing-wedge filter (flat power: not the noise of a weighted"
+            " back-projection, which rises with |k|).",
             rich_help_panel=GEOMETRY,
         ),
     ] = 1,
@@ -89,6 +89,34 @@ def generate_noise(
         float,
         typer.Option(help="Tilt increment, degrees (mode 1 only).", rich_help_panel=GEOMETRY),
     ] = 2.0,
+    filter: Annotated[
+        str,
+        typer.Option(
+            "--filter",
+            help="Mode 1: filter each projection as the reconstruction did: none, ramp,"
+            " shepp-logan, cosine, hamming, hann (skimage iradon / IsoNet), imod (IMOD tilt's"
+            " radial weighting), sirt-like (IMOD FakeSIRTiterations), aretomo (AreTomo WBP);"
+            " see docs/filters.md.",
+            rich_help_panel=GEOMETRY,
+        ),
+    ] = "none",
+    radial: Annotated[
+        tuple[float, float] | None,
+        typer.Option(
+            help="--filter imod or sirt-like: radial cutoff and Gaussian sigma of the fall-off,"
+            " cycles/pixel, as IMOD's RADIAL with FalloffIsTrueSigma 1. [default: 0.35 0.035]",
+            show_default=False,
+            rich_help_panel=GEOMETRY,
+        ),
+    ] = None,
+    sirt_iterations: Annotated[
+        int | None,
+        typer.Option(
+            help="--filter sirt-like: IMOD's FakeSIRTiterations. [default: 10]",
+            show_default=False,
+            rich_help_panel=GEOMETRY,
+        ),
+    ] = None,
     seed: Annotated[
         int | None,
         typer.Option(
@@ -292,6 +320,9 @@ def generate_noise(
         "anglestep": anglestep,
         "seed": 0 if seed is None else seed,
         "voxel_size": voxel_size,
+        "filter": filter,
+        "radial": radial,
+        "sirt_iterations": sirt_iterations,
     }
     # checks that need no heavy module first: usage errors answer at once
     errors = validate(SimpleNamespace(**fields), number_volume, start)
