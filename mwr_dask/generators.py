@@ -27,6 +27,7 @@ through the Box-Muller transform, which is exact and, with numpy's vectorised lo
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from dataclasses import dataclass
 
@@ -50,17 +51,117 @@ def volume_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.Generator(BIT_GENERATOR(np.random.SeedSequence(seed, spawn_key=(index,))))
 
 
-def standard_normal(rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
-    """Fill ``out`` with independent standard normal numbers (Box-Muller transform).
+# Box-Muller from IEEE-exact operations only. Coefficients: minimax fits (relative error
+# 7e-10 for atanh(s)/s on s^2 <= 0.0295, 3e-9 for sin(pi v / 4) / v on v^2 <= 1), rounded to
+# float32. Integer operations, int32 -> float32 conversion, +, -, *, / and sqrt are correctly
+# rounded by IEEE 754 on every instruction set, so these numbers have the same bits on every
+# x86-64 CPU; numpy's log, sin and cos (SIMD code chosen per CPU) and libm's do not.
+_ATANH = (1.0, 0.3333340883255005, 0.1998739391565323, 0.14962923526763916)
+_SIN = (0.7853981852531433, -0.08074543625116348, 0.00249000103212893, -3.59504520019982e-05)
+#: Row 0: -ln(m) = s * P0(s**2), s = (m - 1) / (m + 1); row 1: sin(pi v / 4) = v * P1(v**2).
+_POLY = np.array([[-2.0 * c for c in _ATANH], _SIN], dtype=np.float32).T[:, :, None]
+_SQRT_HALF_BITS = 0x3F3504F3  # float32 bits of sqrt(1/2), rounded down
+_K = (
+    np.uint32(1),
+    np.uint32(31),
+    np.array([[1], [8]], dtype=np.uint32),  # shifts: radius word, angle word
+    np.array(_SQRT_HALF_BITS + (31 << 23), dtype=np.int32),
+    np.array(23, dtype=np.int32),
+    np.array(0x7FFFFF, dtype=np.int32),
+    np.array(_SQRT_HALF_BITS, dtype=np.int32),
+    np.array(1.0, dtype=np.float32),
+    np.array(2.0**-23, dtype=np.float32),
+    np.array(-np.log(2.0), dtype=np.float32),
+)
+#: Pairs of numbers transformed per step: the scratch arrays of a step stay in the L2 cache.
+_CHUNK = 16384
+_normal_local = threading.local()
 
-    ``out`` is filled with float32 uniforms u of ``rng``; its first half a and second half b
-    become ``r cos(phi)`` and ``r sin(phi)`` with ``r = sqrt(-2 log(1 - a))`` and
-    ``phi = 2 pi b``: two independent N(0, 1) numbers per pair of uniforms.
+
+def _scratch_views(n: int) -> tuple:
+    """Scratch arrays of this thread for ``n`` pairs, with the typed views the steps use."""
+    cache = getattr(_normal_local, "views", None)
+    if cache is None:
+        cache = _normal_local.views = {}
+    views = cache.get(n)
+    if views is None:
+        f, g, h = (np.empty((2, n), dtype=np.float32) for _ in range(3))
+        u = np.empty((2, n), dtype=np.uint32)
+        views = cache[n] = (f, g, h, u, f[0].view(np.int32), u[0].view(np.int32), u[1])
+    return views
+
+
+def _pairs(words: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+    """Turn 32-bit random words (2, n) into n normal pairs ``x``, ``y`` (Box-Muller).
+
+    Row 0 of ``words`` gives the radius, row 1 the angle; both rows are overwritten. Radius:
+    ``u = k 2**-31`` with k the odd number ``(w0 >> 1) | 1`` (u in (0, 1), never 0),
+    ``r = sqrt(-2 ln u)``; ln u from the float32 exponent and mantissa of k and a polynomial.
+    Angle: ``phi = pi/4 + pi/4 v`` with v from the top 24 bits of w1, uniform on [-1, 1);
+    ``(cos phi, sin phi) = (c - s, c + s) / sqrt(2)`` with ``s = sin(pi v / 4)`` and
+    ``c = sqrt(1 - s**2)``: the first quadrant. Bit 0 of w0 (the sign of r: a half turn) and
+    bit 0 of w1 (the sign of x: a mirror) spread the pairs over all four. Both rows go
+    through the shared steps in one call each; ``out`` is positional (faster).
+    """
+    f, g, h, u, fi0, ui0, sign_x = _scratch_views(words.shape[1])
+    one_u, k31, shifts, offset, k23, mantissa_bits, sqrt_half, one, scale, minus_ln2 = _K
+    np.left_shift(words, k31, u)  # the two sign bits
+    np.right_shift(words, shifts, words)
+    w0 = words[0]
+    np.bitwise_or(w0, one_u, w0)  # k, odd
+    np.copyto(f, words.view(np.int32), casting="unsafe")  # k: correctly rounded; j: exact
+    # radius: k = 2**e * m with m in [sqrt(1/2), sqrt(2)); -ln u = (31 - e) ln 2 - ln m
+    i0 = w0.view(np.int32)
+    np.subtract(fi0, offset, fi0)
+    np.right_shift(fi0, k23, i0)  # e - 31
+    np.bitwise_and(fi0, mantissa_bits, fi0)
+    np.add(fi0, sqrt_half, fi0)  # m
+    f0, f1 = f
+    np.add(f0, one, g[0])
+    np.subtract(f0, one, f0)
+    np.divide(f0, g[0], f0)  # s = (m - 1) / (m + 1)
+    # angle: v = j 2**-23 - 1
+    np.multiply(f1, scale, f1)
+    np.subtract(f1, one, f1)
+    # both polynomials at once (Horner)
+    np.multiply(f, f, g)
+    np.multiply(g, _POLY[3], h)
+    for i in (2, 1, 0):
+        np.add(h, _POLY[i], h)
+        np.multiply(h, g if i else f, h)
+    h0, h1 = h  # -ln m, s
+    np.copyto(f0, i0, casting="unsafe")
+    np.multiply(f0, minus_ln2, f0)
+    np.add(f0, h0, f0)  # -ln u = r**2 / 2
+    np.multiply(h1, h1, f1)
+    np.subtract(one, f1, f1)
+    np.sqrt(f, f)  # r / sqrt(2); c = sqrt(1 - s**2) >= sqrt(1/2)
+    np.bitwise_xor(fi0, ui0, fi0)  # r signed
+    np.subtract(f1, h1, x)
+    np.add(f1, h1, f1)
+    np.multiply(f1, f0, y)
+    xu = x.view(np.uint32)
+    np.bitwise_xor(xu, sign_x, xu)
+    np.multiply(x, f0, x)
+
+
+def standard_normal(rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
+    """Fill ``out`` with independent standard normal numbers, the same bits on every CPU.
+
+    Box-Muller transform of the 64-bit words of ``rng``'s bit generator, one word per pair:
+    its low 32 bits give the radius, its high 32 bits the angle (the words are read as one
+    array of 32-bit halves, the first half for the radii, the second for the angles). Only
+    operations that IEEE 754 rounds exactly are used (integer bit operations, int32 to
+    float32 conversion, +, -, *, /, sqrt) with polynomials for the logarithm and the sine, so
+    the result does not depend on the instruction set numpy chooses at run time, nor on libm.
+    The numbers are accurate to about 2 float32 ulps; the tails end at
+    ``sqrt(2 * 31 * ln 2) = 6.56`` (uniforms of 31 bits). The first half of ``out`` holds the
+    ``r cos(phi)`` of each pair, the second half the ``r sin(phi)``.
 
     Parameters
     ----------
     rng : numpy.random.Generator
-        Source of the uniforms.
+        Source of the random words (``rng.bit_generator.random_raw``).
     out : numpy.ndarray
         C-contiguous float32 array with an even number of elements; overwritten.
 
@@ -73,17 +174,10 @@ def standard_normal(rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
     half = flat.size // 2
     if flat.size != 2 * half:
         raise ValueError("standard_normal needs an even number of elements")
-    rng.random(dtype=np.float32, out=flat)
-    a, b = flat[:half], flat[half:]
-    np.subtract(np.float32(1.0), a, out=a)  # (0, 1]: exact on the float32 grid of the uniforms
-    np.log(a, out=a)
-    a *= np.float32(-2.0)
-    np.sqrt(a, out=a)  # radius
-    b *= np.float32(2.0 * np.pi)  # angle
-    cos = np.cos(b)
-    np.sin(b, out=b)
-    b *= a
-    a *= cos
+    words = rng.bit_generator.random_raw(half).view(np.uint32).reshape(2, half)
+    for start in range(0, half, _CHUNK):
+        stop = min(start + _CHUNK, half)
+        _pairs(words[:, start:stop], flat[start:stop], flat[half + start : half + stop])
     return out
 
 
@@ -99,18 +193,42 @@ def _scratch(local: threading.local, name: str, shape: tuple, dtype, *, zero: bo
 def normalize(volume: np.ndarray) -> tuple[float, float]:
     """Shift and scale ``volume`` in place to mean 0 and standard deviation 1.
 
+    The mean is numpy's pairwise float32 sum, the sum of squares ``numpy.einsum``'s: both a
+    fixed order of additions in code that numpy builds for the baseline instruction set only,
+    so the same bits on every CPU (BLAS, whose kernels differ between CPUs, is not used).
+
     Returns
     -------
     tuple of float
         The mean and standard deviation before normalisation.
     """
     flat = volume.reshape(-1)
-    mean = float(flat.sum(dtype=np.float64)) / flat.size
+    mean = float(np.add.reduce(flat)) / flat.size
     flat -= np.float32(mean)
-    std = float(np.sqrt(np.dot(flat, flat) / flat.size))
+    std = float(np.sqrt(float(np.einsum("i,i->", flat, flat)) / flat.size))
     if std > 0:
         flat *= np.float32(1.0 / std)
     return mean, std
+
+
+def cos_sin_degrees(angle: float) -> tuple[float, float]:
+    """Cosine and sine of an angle in degrees, the same bits on every CPU.
+
+    Reduced exactly to [-45, 45] degrees by quarter turns, then Taylor series to the 17th
+    power in float64 (error below 1e-16 on that range) with plain Python arithmetic: libm's
+    and numpy's cos and sin take other code paths on other instruction sets.
+    """
+    quarter = round(angle / 90.0)
+    x = (angle - 90.0 * quarter) * (np.pi / 180.0)
+    x2 = x * x
+    sin = cos = 0.0
+    for k in range(8, -1, -1):  # sum of (-1)^k x^(2k+1) / (2k+1)!, (-1)^k x^(2k) / (2k)!
+        sin = sin * x2 + (-1.0) ** k / math.factorial(2 * k + 1)
+        cos = cos * x2 + (-1.0) ** k / math.factorial(2 * k)
+    sin *= x
+    for _ in range(quarter % 4):
+        cos, sin = -sin, cos
+    return cos, sin
 
 
 def backprojection_operator(n: int, angles: np.ndarray) -> tuple[scipy.sparse.csr_array, list]:
@@ -139,8 +257,8 @@ def backprojection_operator(n: int, angles: np.ndarray) -> tuple[scipy.sparse.cs
     rows, cols, vals, widths = [], [], [], []
     offset = 0
     row_index = np.arange(n * n)
-    for theta in np.radians(np.asarray(angles, dtype=np.float64)):
-        cos, sin = np.cos(theta), np.sin(theta)
+    for angle in np.asarray(angles, dtype=np.float64).tolist():
+        cos, sin = cos_sin_degrees(angle)
         half = int(np.ceil(c * (abs(cos) + abs(sin)) - 1e-9))
         t = x * cos - z * sin + half  # in [0, 2 * half]
         u0 = np.clip(np.floor(t).astype(np.int64), 0, 2 * half)
