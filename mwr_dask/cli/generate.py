@@ -35,6 +35,7 @@ from mwr_dask.cluster import (
     wait_for_workers,
     worker_memory,
 )
+from mwr_dask.cores import local_workers
 from mwr_dask.folder import FolderError, folder_lock, missing_count, resolve_params, scan
 from mwr_dask.generators import peak_bytes
 from mwr_dask.jobqueue import SYSTEMS, JobqueueOptions
@@ -337,6 +338,10 @@ def generate_noise(
     elif any(value is not None for value in hpc_flags.values()):
         given = [flag for flag, value in hpc_flags.items() if value is not None]
         errors.append(f"{', '.join(given)} need{'s' * (len(given) == 1)} --cluster.")
+    if ncpus is not None and cluster is None and not (scheduler or scheduler_file):
+        ncpus, warning = local_workers(ncpus)  # no more workers than usable cores
+        if warning and not quiet:
+            typer.echo(warning, err=True)
     options = ClusterOptions(
         scheduler=scheduler,
         scheduler_file=scheduler_file,

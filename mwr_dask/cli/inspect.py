@@ -28,6 +28,7 @@ from mwr_dask.cluster import (
     open_client,
     wait_for_workers,
 )
+from mwr_dask.cores import local_workers
 from mwr_dask.progress import Progress
 from mwr_dask.signals import Interrupted, signals_raise
 
@@ -88,6 +89,10 @@ def inspect(
             errors.append(f"cannot write {plot}: {plot.absolute().parent} is not a folder.")
     if errors:
         raise fail(" ".join(errors))
+    if ncpus is not None and not (scheduler or scheduler_file):
+        ncpus, warning = local_workers(ncpus)  # no more workers than usable cores
+        if warning:
+            typer.echo(warning, err=True)
     # no dashboard: a short read-only run (a remote cluster keeps its own)
     options = ClusterOptions(
         scheduler=scheduler,
