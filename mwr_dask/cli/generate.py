@@ -392,6 +392,7 @@ def generate_noise(
             if hpc is not None:
                 say(f"Cluster: {hpc.summary()}")
             result = RunResult(requested=number_volume)
+            progress = None
             t0 = time.perf_counter()
             try:
                 with signals_raise(), open_client(options, say=say) as client:
@@ -428,7 +429,7 @@ def generate_noise(
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise fail(str(err), 2 if isinstance(err, FolderError) else 1) from None
-    summarize(result, params, time.perf_counter() - t0, say)
+    summarize(result, params, time.perf_counter() - t0, say, progress and progress.elapsed)
     if result.failed or result.stopped:
         raise typer.Exit(1)
 
@@ -517,15 +518,29 @@ def memory_problems(params: NoiseParams, per_worker: int) -> list[str]:
     ]
 
 
-def summarize(result: RunResult, params: NoiseParams, wall: float, say) -> None:
-    """Print the closing summary and every error."""
+def summarize(
+    result: RunResult, params: NoiseParams, wall: float, say, work: float | None = None
+) -> None:
+    """Print the closing summary and every error.
+
+    ``wall`` is the whole run, cluster start and stop included; ``work`` (the progress
+    report's :attr:`~mwr_dask.progress.Progress.elapsed`) the part after the cluster was up,
+    over which the rate is given, as the progress line gives it.
+    """
     written_bytes = result.written * params.volume_bytes
     wall = max(wall, 1e-9)
-    say(
+    text = (
         f"Done: {result.written} written, {result.skipped} skipped (already complete),"
         f" {result.failed} failed; {written_bytes / 1e6:.1f} MB in {wall:.1f} s"
-        f" ({result.written / wall:.1f} vol/s, {written_bytes / 1e6 / wall:.1f} MB/s)"
     )
+    if work:
+        text += (
+            f", {work:.1f} s of it after the cluster was up ({result.done / work:.1f} vol/s,"
+            f" {written_bytes / 1e6 / work:.1f} MB/s)"
+        )
+    else:
+        text += f" ({result.written / wall:.1f} vol/s, {written_bytes / 1e6 / wall:.1f} MB/s)"
+    say(text)
     for index, error in result.errors:
         typer.echo(f"mwr-dask: error: volume {index}: {error}", err=True)
     for lo, hi, error in result.crashed:
