@@ -15,6 +15,9 @@ the median of the per-pair ratios (new / baseline), and ``uptime`` before and af
 thread for BLAS and FFT, as in the Dask workers. See docs/benchmarks.md.
 
     python3 benchmarks/bench_normals.py --volumes 200 --repeats 3
+
+With ``--sizes 96,97,...`` it prints instead the mode-2 time per volume of each cube size
+(interleaved), for the cost of sizes whose FFT length has a large prime factor.
 """
 
 from __future__ import annotations
@@ -63,6 +66,35 @@ def draws_of(gen) -> int:
     return gen._bins * gen.n if hasattr(gen, "_bins") else 2 * gen._measured
 
 
+def sizes_table(sizes: list[int], volumes: int) -> None:
+    """Print the mode-2 time per volume of each cube size, interleaved, against the first."""
+    gens = {n: new.generator_for(2, n, -60.0, 60.0, 2.0) for n in sizes}
+    times = {n: [] for n in sizes}
+    for gen in gens.values():
+        gen(new.volume_rng(0, 0))
+    for i in range(volumes):
+        for n in sizes[i % len(sizes) :] + sizes[: i % len(sizes)]:
+            t0 = time.thread_time()
+            gens[n](new.volume_rng(1, i))
+            times[n].append(time.thread_time() - t0)
+    print("| cube | largest prime factor | mode 2, ms per volume | per voxel, against the first |")
+    print("|---|---|---|---|")
+    base = median(times[sizes[0]]) / sizes[0] ** 3
+    for n in sizes:
+        per = median(times[n])
+        print(f"| {n}³ | {largest_prime_factor(n)} | {1e3 * per:.1f} | {per / n**3 / base:.2f} |")
+
+
+def largest_prime_factor(n: int) -> int:
+    """Largest prime factor of ``n`` (``n`` itself when prime)."""
+    factor, largest = 2, 1
+    while factor * factor <= n:
+        while n % factor == 0:
+            largest, n = factor, n // factor
+        factor += 1
+    return max(largest, n)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", default="9cb2944", help="git revision to compare with")
@@ -71,7 +103,15 @@ def main() -> None:
     parser.add_argument(
         "--cases", default="2:64,1:64,2:128,1:128", help="mode:cube, comma-separated"
     )
+    parser.add_argument(
+        "--sizes", default="", help="instead: mode-2 cost of these cube sizes (comma-separated)"
+    )
     args = parser.parse_args()
+    if args.sizes:
+        print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout)
+        sizes_table([int(v) for v in args.sizes.split(",")], args.volumes)
+        print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout)
+        return
     old = load_baseline(args.baseline)
     cases = [tuple(int(v) for v in c.split(":")) for c in args.cases.split(",")]
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())

@@ -365,6 +365,43 @@ def generator_for(mode: int, n: int, minangle: float, maxangle: float, anglestep
     raise ValueError(f"mode must be 1 or 2, not {mode}")
 
 
+#: Prime factors of the cube side from which scipy's FFT makes mode 2 noticeably slower.
+SLOW_FFT_FACTOR = 29
+
+
+def largest_prime_factor(n: int) -> int:
+    """Largest prime factor of ``n >= 1`` (1 for 1, ``n`` itself when prime)."""
+    factor, largest = 2, 1
+    while factor * factor <= n:
+        while n % factor == 0:
+            largest, n = factor, n // factor
+        factor += 1
+    return max(largest, n)
+
+
+def cost_note(cubesize: int, mode: int) -> str | None:
+    """One line on the extra cost of a cube side that the FFT handles slowly, else None.
+
+    Mode 2 transforms along axes of length ``cubesize``; scipy's FFT is fastest for sizes made
+    of small primes and slower for a large prime factor (it then takes Bluestein's or a generic
+    algorithm). Measured per voxel against 96³ (docs/usage.md): factors 29-53 about 1.4-1.7
+    times, primes 67-127 about 2.2-2.4 times. Mode 1 has no FFT.
+    """
+    if mode != 2:
+        return None
+    factor = largest_prime_factor(cubesize)
+    if factor < SLOW_FFT_FACTOR:
+        return None
+    below = next(m for m in range(cubesize - 1, 0, -1) if largest_prime_factor(m) <= 7)
+    above = next(m for m in range(cubesize + 1, 2 * cubesize + 2) if largest_prime_factor(m) <= 7)
+    kind = "is prime" if factor == cubesize else f"has the prime factor {factor}"
+    times = "2.2-2.4" if factor >= 60 else "1.4-1.7"
+    return (
+        f"Note: {cubesize} {kind}, a slow length for the FFT of mode 2: expect about {times}"
+        f" times the time per voxel of {below}³ or {above}³ (sizes of small prime factors)."
+    )
+
+
 def peak_bytes(mode: int, n: int, ntilts: int) -> int:
     """Estimated peak memory of generating and writing one volume, bytes.
 
