@@ -53,24 +53,32 @@ def volume_rng(seed: int, index: int) -> np.random.Generator:
 
 # Box-Muller from IEEE-exact operations only. Coefficients: minimax fits (relative error
 # 7e-10 for atanh(s)/s on s^2 <= 0.0295, 3e-9 for sin(pi v / 4) / v on v^2 <= 1), rounded to
-# float32. Integer operations, int32 -> float32 conversion, +, -, *, / and sqrt are correctly
+# float32. Integer operations, integer -> float32 conversion, +, -, *, / and sqrt are correctly
 # rounded by IEEE 754 on every instruction set, so these numbers have the same bits on every
 # x86-64 CPU; numpy's log, sin and cos (SIMD code chosen per CPU) and libm's do not.
 _ATANH = (1.0, 0.3333340883255005, 0.1998739391565323, 0.14962923526763916)
 _SIN = (0.7853981852531433, -0.08074543625116348, 0.00249000103212893, -3.59504520019982e-05)
-#: Row 0: -ln(m) = s * P0(s**2), s = (m - 1) / (m + 1); row 1: sin(pi v / 4) = v * P1(v**2).
-_POLY = np.array([[-2.0 * c for c in _ATANH], _SIN], dtype=np.float32).T[:, :, None]
+#: Row 0: -ln(m) = s * P0(s**2), s = (m - 1) / (m + 1); row 1: sin(pi w / 2) = w * P1(w**2)
+#: for w = v / 2 in [-1/2, 1/2) (the sine's coefficients times 2 * 4**i: exact).
+_POLY = np.array(
+    [
+        [np.float32(-2.0 * c) for c in _ATANH],
+        [np.float32(c) * np.float32(2 * 4**i) for i, c in enumerate(_SIN)],
+    ],
+    dtype=np.float32,
+).T[:, :, None]
 _SQRT_HALF_BITS = 0x3F3504F3  # float32 bits of sqrt(1/2), rounded down
 _K = (
     np.uint32(1),
     np.uint32(31),
-    np.array([[1], [8]], dtype=np.uint32),  # shifts: radius word, angle word
-    np.array(_SQRT_HALF_BITS + (31 << 23), dtype=np.int32),
+    np.uint32(9),
+    np.uint32(0x3F800000),  # float32 bits of 1.0
+    np.array(_SQRT_HALF_BITS + (32 << 23), dtype=np.int32),
     np.array(23, dtype=np.int32),
     np.array(0x7FFFFF, dtype=np.int32),
     np.array(_SQRT_HALF_BITS, dtype=np.int32),
     np.array(1.0, dtype=np.float32),
-    np.array(2.0**-23, dtype=np.float32),
+    np.array(1.5, dtype=np.float32),
     np.array(-np.log(2.0), dtype=np.float32),
 )
 #: Pairs of numbers transformed per step: the scratch arrays of a step stay in the L2 cache.
@@ -91,38 +99,38 @@ def _scratch_views(n: int) -> tuple:
     return views
 
 
-def _pairs(words: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
-    """Turn 32-bit random words (2, n) into n normal pairs ``x``, ``y`` (Box-Muller).
+def _pairs(words: np.ndarray, out: np.ndarray) -> None:
+    """Turn random 32-bit words (2, n) into n normal pairs, ``out[0]`` and ``out[1]``.
 
     Row 0 of ``words`` gives the radius, row 1 the angle; both rows are overwritten. Radius:
-    ``u = k 2**-31`` with k the odd number ``(w0 >> 1) | 1`` (u in (0, 1), never 0),
+    ``u = k 2**-32`` with k the odd number ``w0 | 1`` (u in (0, 1), never 0),
     ``r = sqrt(-2 ln u)``; ln u from the float32 exponent and mantissa of k and a polynomial.
-    Angle: ``phi = pi/4 + pi/4 v`` with v from the top 24 bits of w1, uniform on [-1, 1);
-    ``(cos phi, sin phi) = (c - s, c + s) / sqrt(2)`` with ``s = sin(pi v / 4)`` and
-    ``c = sqrt(1 - s**2)``: the first quadrant. Bit 0 of w0 (the sign of r: a half turn) and
-    bit 0 of w1 (the sign of x: a mirror) spread the pairs over all four. Both rows go
-    through the shared steps in one call each; ``out`` is positional (faster).
+    Angle: ``phi = pi/4 + pi/2 w``, w uniform on [-1/2, 1/2) from the top 23 bits of w1 (as
+    the mantissa of a float in [1, 2), minus 1.5); ``(cos phi, sin phi) = (c - s, c + s) /
+    sqrt(2)`` with ``s = sin(pi w / 2)`` and ``c = sqrt(1 - s**2)``: the first quadrant.
+    Bit 0 of w0 (the sign of r: a half turn) and bit 0 of w1 (the sign of the first number: a
+    mirror) spread the pairs over all four. Steps that both rows take are one call each.
     """
     f, g, h, u, fi0, ui0, sign_x = _scratch_views(words.shape[1])
-    one_u, k31, shifts, offset, k23, mantissa_bits, sqrt_half, one, scale, minus_ln2 = _K
+    one_u, k31, k9, one_bits, offset, k23, mantissa_bits, sqrt_half, one, half3, minus_ln2 = _K
+    w0, w1 = words
+    f0, f1 = f
     np.left_shift(words, k31, u)  # the two sign bits
-    np.right_shift(words, shifts, words)
-    w0 = words[0]
-    np.bitwise_or(w0, one_u, w0)  # k, odd
-    np.copyto(f, words.view(np.int32), casting="unsafe")  # k: correctly rounded; j: exact
-    # radius: k = 2**e * m with m in [sqrt(1/2), sqrt(2)); -ln u = (31 - e) ln 2 - ln m
+    # radius: k = 2**e * m with m in [sqrt(1/2), sqrt(2)); -ln u = (32 - e) ln 2 - ln m
+    np.bitwise_or(w0, one_u, w0)
+    np.copyto(f0, w0, casting="unsafe")  # k, correctly rounded
     i0 = w0.view(np.int32)
     np.subtract(fi0, offset, fi0)
-    np.right_shift(fi0, k23, i0)  # e - 31
+    np.right_shift(fi0, k23, i0)  # e - 32
     np.bitwise_and(fi0, mantissa_bits, fi0)
     np.add(fi0, sqrt_half, fi0)  # m
-    f0, f1 = f
     np.add(f0, one, g[0])
     np.subtract(f0, one, f0)
     np.divide(f0, g[0], f0)  # s = (m - 1) / (m + 1)
-    # angle: v = j 2**-23 - 1
-    np.multiply(f1, scale, f1)
-    np.subtract(f1, one, f1)
+    # angle: w = 1.xxx - 1.5 from 23 random mantissa bits
+    np.right_shift(w1, k9, w1)
+    np.bitwise_or(w1, one_bits, w1)
+    np.subtract(w1.view(np.float32), half3, f1)
     # both polynomials at once (Horner)
     np.multiply(f, f, g)
     np.multiply(g, _POLY[3], h)
@@ -137,26 +145,27 @@ def _pairs(words: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
     np.subtract(one, f1, f1)
     np.sqrt(f, f)  # r / sqrt(2); c = sqrt(1 - s**2) >= sqrt(1/2)
     np.bitwise_xor(fi0, ui0, fi0)  # r signed
+    x, y = out
     np.subtract(f1, h1, x)
-    np.add(f1, h1, f1)
-    np.multiply(f1, f0, y)
+    np.add(f1, h1, y)
     xu = x.view(np.uint32)
     np.bitwise_xor(xu, sign_x, xu)
-    np.multiply(x, f0, x)
+    np.multiply(out, f0, out)
 
 
 def standard_normal(rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
     """Fill ``out`` with independent standard normal numbers, the same bits on every CPU.
 
-    Box-Muller transform of the 64-bit words of ``rng``'s bit generator, one word per pair:
-    its low 32 bits give the radius, its high 32 bits the angle (the words are read as one
-    array of 32-bit halves, the first half for the radii, the second for the angles). Only
-    operations that IEEE 754 rounds exactly are used (integer bit operations, int32 to
-    float32 conversion, +, -, *, /, sqrt) with polynomials for the logarithm and the sine, so
-    the result does not depend on the instruction set numpy chooses at run time, nor on libm.
-    The numbers are accurate to about 2 float32 ulps; the tails end at
-    ``sqrt(2 * 31 * ln 2) = 6.56`` (uniforms of 31 bits). The first half of ``out`` holds the
-    ``r cos(phi)`` of each pair, the second half the ``r sin(phi)``.
+    Box-Muller transform of the raw output of ``rng``'s bit generator, 64 random bits per
+    pair of numbers: read as ``2 * npairs`` 32-bit words, the first half give the radii and
+    the second half the angles (:func:`_pairs`). Only operations that IEEE 754 rounds
+    exactly are used (integer bit operations, integer to float32 conversion, +, -, *, /,
+    sqrt), with polynomials for the logarithm and the sine, so the result does not depend on
+    the instruction set numpy picks at run time, nor on libm. The numbers are within a few
+    float32 ulps of the exact transform of the same bits (absolute error below 1e-6 where the
+    cosine or sine is near 0); the tails end at ``sqrt(2 * 32 * ln 2) = 6.66`` (32-bit
+    uniforms). The first half of ``out`` holds the ``r cos(phi)`` of each pair, the second
+    half the ``r sin(phi)``.
 
     Parameters
     ----------
@@ -175,9 +184,10 @@ def standard_normal(rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
     if flat.size != 2 * half:
         raise ValueError("standard_normal needs an even number of elements")
     words = rng.bit_generator.random_raw(half).view(np.uint32).reshape(2, half)
+    pairs = flat.reshape(2, half)
     for start in range(0, half, _CHUNK):
         stop = min(start + _CHUNK, half)
-        _pairs(words[:, start:stop], flat[start:stop], flat[half + start : half + stop])
+        _pairs(words[:, start:stop], pairs[:, start:stop])
     return out
 
 
