@@ -62,10 +62,13 @@ class NoiseParams:
 
     def labels(self, index: int) -> list[str]:
         """MRC header labels recording the provenance of volume ``index`` (<= 80 chars each)."""
+        from mwr_dask.generators import numerics_label  # numpy and scipy versions
+
         return [
             f"mwr-dask {__version__} mode={self.mode} cube={self.cubesize} tilt={self.tilt}"
             f" index={index}",
             f"seed={self.seed} voxel={_num(self.voxel_size)}",
+            numerics_label(),
         ]
 
     def describe(self) -> str:
