@@ -80,7 +80,9 @@ def test_quiet_progress_still_times_the_work(monkeypatch):
 
 @pytest.mark.slow
 def test_the_command_prints_one_rate_on_its_last_line_and_in_its_summary(tmp_path):
-    proc = cli("generate-noise", str(tmp_path / "out"), "40", "16", "--ncpus", "2")
+    proc = cli(
+        "generate-noise", str(tmp_path / "out"), "40", "16", "--ncpus", "2", "--no-dashboard"
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     progress_lines = [line for line in lines if "volumes (" in line and "vol/s" in line]
