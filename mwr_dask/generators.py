@@ -378,12 +378,6 @@ def generator_for(mode: int, n: int, minangle: float, maxangle: float, anglestep
     raise ValueError(f"mode must be 1 or 2, not {mode}")
 
 
-@functools.lru_cache(maxsize=1)
-def numerics_label() -> str:
-    """MRC label with the versions that, with mwr-dask's, fix a volume's bytes on any CPU."""
-    return f"numpy={np.__version__} scipy={scipy.__version__}"
-
-
 #: Prime factors of the cube side from which scipy's FFT makes mode 2 noticeably slower.
 SLOW_FFT_FACTOR = 29
 

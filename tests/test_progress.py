@@ -6,6 +6,7 @@ import io
 import re
 import time
 import types
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +17,7 @@ from mwr_dask.cli.generate import summarize
 from mwr_dask.params import NoiseParams
 from mwr_dask.pipeline import RunResult
 from mwr_dask.progress import Progress
+from mwr_dask.run import Generated
 from tests.helpers import cli
 
 RATE = re.compile(r"([0-9.]+) vol/s")
@@ -55,7 +57,8 @@ def _run_and_compare(now, total, startup, steps, skipped_share, teardown):
         bar.update(result.done, result.failed)
     now[0] += teardown  # cluster stop
     said = []
-    summarize(result, PARAMS, now[0] - t0, said.append, bar.elapsed)
+    done = Generated(PARAMS, Path("."), 0, total, result, seconds=now[0] - t0)
+    summarize(done, said.append, bar.elapsed)
     last_line = stream.getvalue().splitlines()[-1]
     assert RATE.search(last_line).group(1) == RATE.search(said[0]).group(1)
     assert f"in {now[0] - t0:.1f} s" in said[0]
@@ -64,7 +67,8 @@ def _run_and_compare(now, total, startup, steps, skipped_share, teardown):
 
 def test_without_a_progress_report_the_summary_rate_is_over_the_whole_run():
     said = []
-    summarize(RunResult(requested=10, written=10), PARAMS, 4.0, said.append, None)
+    done = Generated(PARAMS, Path("."), 0, 10, RunResult(requested=10, written=10), seconds=4.0)
+    summarize(done, said.append, None)
     assert "(2.5 vol/s" in said[0]
 
 
