@@ -394,7 +394,12 @@ def show_plan(folder: Path, source, start: int, count: int, options, *, adopt_se
         source, existing = plan_source(folder, source, adopt_seed=adopt_seed, force=force)
     except FolderError as err:
         raise fail(str(err)) from None
+    from mwr_dask.generators import cost_note
+
     typer.echo(describe_plan(source, start, count, folder, existing.indices, options))
+    note = cost_note(source.cubesize, source.mode)
+    if note:
+        typer.echo(f"Note: {note}")
     raise typer.Exit(0)
 
 
