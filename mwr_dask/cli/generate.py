@@ -399,7 +399,7 @@ def show_plan(folder: Path, source, start: int, count: int, options, *, adopt_se
     typer.echo(describe_plan(source, start, count, folder, existing.indices, options))
     note = cost_note(source.cubesize, source.mode)
     if note:
-        typer.echo(f"Note: {note}")
+        typer.echo(note)
     raise typer.Exit(0)
 
 
