@@ -490,3 +490,54 @@ def direction_power(spec: FilterSpec, angles: np.ndarray, tilt: np.ndarray) -> n
     w2 = view_weights(spec, a) ** 2
     t = np.asarray(tilt, dtype=np.float64)
     return np.interp(t.ravel(), a, w2).reshape(t.shape)
+
+
+def analyse_filtered(
+    half_sum: np.ndarray, n: int, volumes: int, spec: FilterSpec, angles: np.ndarray
+):
+    """:func:`mwr_dask.spectrum.analyse` of a filtered mode-1 folder, the filter divided out.
+
+    Before the analysis the summed (kz, kx) spectrum is divided by :func:`direction_power`
+    (the per-view factors, which would otherwise move the estimated tilt range inwards); after
+    it, ``radial_slope`` is refitted on :func:`unfiltered_profile` over the same shells, so
+    that a filtered folder falls like an unfiltered back-projection (about -1.5) and passes as
+    mode 1. The other fields are those of the direction-corrected spectrum.
+
+    Parameters
+    ----------
+    half_sum : numpy.ndarray
+        Sum of :func:`mwr_dask.spectrum.slice_power` over the volumes, shape (n, n // 2 + 1).
+    n : int
+        Cube side.
+    volumes : int
+        Volumes summed.
+    spec : FilterSpec
+        The filter the labels record.
+    angles : numpy.ndarray
+        The labels' tilt angles, degrees.
+
+    Returns
+    -------
+    mwr_dask.spectrum.SpectrumAnalysis
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from mwr_dask.geometry import fold_direction
+    from mwr_dask.spectrum import analyse
+
+    f = np.fft.fftfreq(n)
+    kz, kx = np.meshgrid(f, f[: n // 2 + 1], indexing="ij")
+    weights = direction_power(spec, angles, -fold_direction(kz, kx))
+    s = analyse(np.asarray(half_sum) / weights, n, volumes)
+    if s.radial_slope is None:
+        return s
+    k0, k1 = s.slope_radii
+    ks = np.arange(k0, k1 + 1)
+    profile = unfiltered_profile(s.radial_measured[ks - 1], ks / n, spec, angles)
+    good = np.isfinite(profile) & (profile > 0)
+    slope = None
+    if good.sum() >= 2:
+        slope = float(np.polyfit(np.log(ks[good]), np.log(profile[good]), 1)[0])
+    return dataclasses.replace(s, radial_slope=slope)

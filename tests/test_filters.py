@@ -494,3 +494,25 @@ def test_cli_writes_filtered_volumes_and_refuses_another_filter(tmp_path):
     assert refused.returncode == 2
     assert "filter=none (folder has filter=sirt-like" in refused.stderr
     assert_only_volumes(out, [0, 1])
+
+
+@pytest.mark.parametrize("name", ["ramp", "aretomo", "imod"])
+def test_inspect_accepts_a_filtered_folder(tmp_path, name):
+    from mwr_dask.inspection import inspect_folder
+    from mwr_dask.mrcio import write_volume
+    from mwr_dask.source import NoiseSource
+
+    source = NoiseSource(32, anglestep=3, seed=8, filter=name)
+    folder = tmp_path / "noise"
+    folder.mkdir()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    for i in range(12):
+        write_volume(folder / f"n_{i:05d}.mrc", source[i], 1.0, source.labels(i), tmp)
+    report = inspect_folder(folder)
+    spectrum = report.summary["spectrum"]
+    assert report.expected == source
+    assert spectrum["looks_like_mode"] == 1, report.problems
+    assert spectrum["tilt_range_agrees"], report.problems
+    # only the size of the folder (IsoNet wants 1000 entries) may be a problem here
+    assert all("1000" in p or "entries" in p for p in report.problems), report.problems

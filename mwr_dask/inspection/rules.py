@@ -150,6 +150,12 @@ class Facts:
         if cube is None or not is_cube(cube) or self.spectra.get(cube[0], [0, 0])[1] <= 0:
             return None
         total, count = self.spectra[cube[0]]
+        e = self.expected
+        if e is not None and e.mode == 1 and e.filter != "none":  # filtered back-projection
+            from mwr_dask.filters import analyse_filtered
+            from mwr_dask.params import tilts_of
+
+            return analyse_filtered(total, cube[0], count, e.filter_spec, tilts_of(e))
         return analyse(total, cube[0], count)
 
 
