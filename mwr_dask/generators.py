@@ -10,7 +10,9 @@ Mode 1, back-projection
     For each tilt an independent 2-D white-noise image p(y, t), Gaussian, wide enough that every
     voxel of the cube falls inside it at every tilt. The volume is the unfiltered
     back-projection ``v(z, y, x) = sum_theta p_theta(y, x cos theta - z sin theta)`` with linear
-    interpolation along t, about the cube centre ``(n - 1) / 2``.
+    interpolation along t, about the cube centre ``(n - 1) / 2``. With a reconstruction filter
+    (:mod:`mwr_dask.filters`) each projection is first filtered along t (weighted
+    back-projection).
 
 Mode 2, wedge filter
     3-D white Gaussian noise, Fourier transformed, multiplied by the binary missing-wedge mask,
