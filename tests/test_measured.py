@@ -493,3 +493,58 @@ def test_cli_errors(halves, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("mwr-dask: error: "), (case, err)
         assert ERRORS[case] in lines[0], (case, lines[0])
         assert os.listdir(tmp_path / case / "out") == []
+
+
+# --------------------------------------------------------------------------------------------
+# halves split by tilt rather than by frames
+
+
+def _tilt_and_frame_split(n=64, noise=0.5):
+    """Halves of a 64^3 slab specimen (spheres) reconstructed by unfiltered back-projection.
+
+    Frame split: both halves from all tilts -60..60 step 3 (half the signal each) plus
+    independent back-projected noise. Tilt split: one half from the even-numbered tilts, the
+    other from the odd-numbered ones.
+    """
+    from mwr_dask.generators import backprojection_operator
+
+    rng = np.random.default_rng(0)
+    z, y, x = np.meshgrid(*[np.arange(n)] * 3, indexing="ij")
+    s = np.zeros((n, n, n), np.float32)
+    for _ in range(25):
+        c = rng.uniform(8, 56, 3)
+        r = rng.uniform(1.5, 5)
+        s += ((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 < r * r) * rng.uniform(1, 5)
+    s[:20] = 0
+    s[44:] = 0
+    angles = tilt_angles(-60, 60, 3)
+    ops = {k: backprojection_operator(n, a)[0] for k, a in
+           (("all", angles), ("even", angles[::2]), ("odd", angles[1::2]))}  # fmt: skip
+    cols = s.transpose(0, 2, 1).reshape(n * n, n)  # (z * x, y)
+
+    def recon(op):  # project (the adjoint of the back-projection), then back-project
+        return (op @ (op.T @ cols)).reshape(n, n, n).transpose(0, 2, 1)
+
+    def bp_noise(op, seed):
+        p = np.random.default_rng(seed).standard_normal((op.shape[1], n)).astype(np.float32)
+        return (op @ p).reshape(n, n, n).transpose(0, 2, 1)
+
+    full = recon(ops["all"])
+    frame = (full / 2 + noise * bp_noise(ops["all"], 1), full / 2 + noise * bp_noise(ops["all"], 2))
+    scale = noise / math.sqrt(2)
+    tilt = (
+        recon(ops["even"]) + scale * bp_noise(ops["even"], 1),
+        recon(ops["odd"]) + scale * bp_noise(ops["odd"], 2),
+    )
+    return frame, tilt
+
+
+def test_tilt_split_halves_warned(tmp_path):
+    frame, tilt = _tilt_and_frame_split()
+    found = {}
+    for name, (e, o) in (("frame", frame), ("tilt", tilt)):
+        pe = write_mrc(tmp_path / f"{name}_even.mrc", e)
+        po = write_mrc(tmp_path / f"{name}_odd.mrc", o)
+        found[name] = m.measure_noise(pe, po, 16).warnings
+    assert found["frame"] == ()
+    assert len(found["tilt"]) == 1 and "split by tilt" in found["tilt"][0]
