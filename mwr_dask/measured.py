@@ -764,6 +764,10 @@ def _amplitude_of(path: str, digest: str, mtime_ns: int, size: int, inode: int) 
     return amp
 
 
+#: Scratch arrays of each thread (the draws of one volume, per cube size).
+_LOCAL = threading.local()
+
+
 @dataclass(frozen=True)
 class SpectrumNoise:
     """Generator of Gaussian noise with a measured power spectrum; call it with a generator.
@@ -781,17 +785,6 @@ class SpectrumNoise:
 
     path: str
     digest: str
-    _local: threading.local = field(
-        default_factory=threading.local, init=False, repr=False, compare=False, hash=False
-    )
-
-    def __getstate__(self) -> dict:
-        return {"path": self.path, "digest": self.digest}
-
-    def __setstate__(self, state: dict) -> None:
-        object.__setattr__(self, "path", state["path"])
-        object.__setattr__(self, "digest", state["digest"])
-        object.__setattr__(self, "_local", threading.local())
 
     @property
     def n(self) -> int:
@@ -802,7 +795,7 @@ class SpectrumNoise:
         """One normalised noise volume, float32 (z, y, x)."""
         amp = _amplitude(self.path, self.digest)
         n = amp.shape[0]
-        draws = _scratch(self._local, "draws", (*amp.shape, 2), np.float32)
+        draws = _scratch(_LOCAL, f"draws{n}", (*amp.shape, 2), np.float32)
         spec = standard_normal(rng, draws).view(np.complex64)[..., 0]
         spec *= amp
         volume = scipy.fft.irfftn(spec, s=(n, n, n), workers=1, overwrite_x=True)

@@ -548,3 +548,74 @@ def test_tilt_split_halves_warned(tmp_path):
         found[name] = m.measure_noise(pe, po, 16).warnings
     assert found["frame"] == ()
     assert len(found["tilt"]) == 1 and "split by tilt" in found["tilt"][0]
+
+
+# --------------------------------------------------------------------------------------------
+# wiring: NoiseSource(spectrum=...), the folder guard, generate-noise --spectrum
+
+
+def _two_spectra(tmp_path, n=16):
+    kz, _, kx = grid3(n)
+    a = m.normalise_spectrum(np.exp(-((kz / 3) ** 2)) + 0.1 * np.ones((n, n, n)))
+    b = m.normalise_spectrum(np.exp(-((kx / 3) ** 2)) + 0.1 * np.ones((n, n, n)))
+    pa, pb = tmp_path / "a.mrc", tmp_path / "b.mrc"
+    m.write_spectrum(pa, a, ["a"], 5.4)
+    m.write_spectrum(pb, b, ["b"], 5.4)
+    return pa, pb
+
+
+def test_noise_source_with_spectrum(tmp_path):
+    from mwr_dask import NoiseSource
+    from mwr_dask.folder import conflicts
+    from mwr_dask.params import params_from_labels
+
+    pa, pb = _two_spectra(tmp_path)
+    source = NoiseSource(16, spectrum=pa, seed=3, voxel_size=5.4)
+    assert source.mode == 3 and isinstance(source.spectrum, m.SpectrumNoise)
+    gen = m.spectrum_noise(pa)
+    np.testing.assert_array_equal(source.volume(2), gen(volume_rng(3, 2)))
+    assert len(pickle.dumps(source)) < 600  # the array is not in it
+    labels = source.labels(2)
+    assert f"spectrum={gen.digest}" in labels[0] and "mode=3" in labels[0]
+    assert all(len(label) <= 80 for label in labels)
+    back = params_from_labels(labels)
+    assert back.mode == 3 and back.spectrum.digest == gen.digest and back.seed == 3
+    assert conflicts(back, source) == []
+    other = NoiseSource(16, spectrum=pb, seed=3, voxel_size=5.4)
+    assert conflicts(back, other) == [f"spectrum {other.spectrum.digest} (folder has {gen.digest})"]
+    assert conflicts(back, NoiseSource(16, mode=2, seed=3, voxel_size=5.4))[0].startswith("mode 2")
+    with pytest.raises(ValueError, match="must equal the cube of the spectrum"):
+        NoiseSource(24, spectrum=pa)
+
+
+@pytest.mark.slow
+def test_generate_noise_with_spectrum(tmp_path):
+    pa, pb = _two_spectra(tmp_path)
+    out = tmp_path / "noise"
+    common = ["--ncpus", "1", "--no-dashboard", "-q"]
+    # usage errors: geometry options with --spectrum, another cube size (nothing written)
+    for extra in (["--mode", "2"], ["--maxangle", "50"]):
+        proc = cli("generate-noise", str(out), "2", "16", "--spectrum", str(pa), *extra, *common)
+        assert proc.returncode == 2 and "cannot be given with it" in proc.stderr
+    proc = cli("generate-noise", str(out), "2", "24", "--spectrum", str(pa), *common)
+    assert proc.returncode == 2 and "must equal the cube of the spectrum" in proc.stderr
+    assert not out.exists()
+    proc = cli("generate-noise", str(out), "2", "16", "--spectrum", str(pa), "--seed", "4", *common)
+    assert proc.returncode == 0, proc.stderr
+    # appending with another spectrum is a conflict; with the same one the seed is adopted
+    proc = cli(
+        "generate-noise", str(out), "1", "16", "--start", "2", "--spectrum", str(pb), *common
+    )
+    assert proc.returncode == 2 and "spectrum" in proc.stderr and "folder has" in proc.stderr
+    proc = cli(
+        "generate-noise", str(out), "1", "16", "--start", "2", "--spectrum", str(pa), *common
+    )
+    assert proc.returncode == 0, proc.stderr
+    with open(os.devnull, "w") as sink:
+        for i in range(3):
+            assert mrcfile.validate(str(out / f"n_{i:05d}.mrc"), print_file=sink)
+    gen = m.spectrum_noise(pa)
+    with mrcfile.open(out / "n_00002.mrc") as f:
+        np.testing.assert_array_equal(f.data, gen(volume_rng(4, 2)))
+        assert float(f.voxel_size.x) == pytest.approx(5.4)  # the spectrum's voxel size
+        assert f"spectrum={gen.digest}" in f.header.label[0].decode()
