@@ -812,6 +812,81 @@ def spectrum_noise(path: Path) -> SpectrumNoise:
 
 
 # ---------------------------------------------------------------------------------------------
+# a folder against its spectrum
+
+#: A folder's spectrum agrees with a file's when no bin is further than this many standard
+#: deviations (of the folder's average) plus ``COMPARE_SLACK`` from it.
+COMPARE_SIGMAS = 5.0
+COMPARE_SLACK = 0.05
+
+
+def slice_expectation(spectrum: np.ndarray) -> np.ndarray:
+    """Return what :func:`mwr_dask.spectrum.slice_power` of noise with ``spectrum`` averages to.
+
+    The sum over y of the (kz, kx) slice periodograms, normalised by the volume's variance,
+    is the mean over ky of the 3-D spectrum (Parseval along y), in the half-plane ``rfft``
+    layout (n, n // 2 + 1).
+    """
+    return kxkz_half_sum(spectrum) / spectrum.shape[0]
+
+
+def compare_slice_spectra(total: np.ndarray, count: int, spectrum: np.ndarray) -> dict:
+    """Compare a folder's summed slice spectra with a measured spectrum, bin by bin.
+
+    Bins of the (kz, kx) plane: radial shells 2 Fourier pixels wide from radius 2 to 0.45 n,
+    by 15 degrees of direction. In each, the ratio of the folder's mean power to the
+    spectrum's, and its standard deviation if the folder's volumes are noise with that
+    spectrum: each pixel of the average of ``count`` volumes sums n y-slices, so a bin of B
+    pixels (B / 2 independent, Hermitian pairs) has a relative error of
+    ``1 / sqrt(count * n * B / 2)``.
+
+    Parameters
+    ----------
+    total : numpy.ndarray
+        Sum of :func:`mwr_dask.spectrum.slice_power` over ``count`` volumes, (n, n // 2 + 1).
+    count : int
+        Volumes summed.
+    spectrum : numpy.ndarray
+        The measured spectrum, (n, n, n) fftshifted.
+
+    Returns
+    -------
+    dict
+        ``agrees`` (bool), ``worst_sigmas`` (largest |ratio - 1| over its standard deviation),
+        ``worst_bin`` ([radius, direction degrees, ratio]), ``log_rms`` (root mean square of
+        the natural log of the ratios), ``bins`` (number compared).
+    """
+    from mwr_dask.spectrum import full_plane, polar
+
+    n = spectrum.shape[0]
+    got = full_plane(np.asarray(total, dtype=np.float64) / max(count, 1), n)
+    want = full_plane(slice_expectation(spectrum.astype(np.float64)), n)
+    r, phi = polar(n)
+    worst, worst_bin, logs = 0.0, None, []
+    agrees = True
+    for r0 in np.arange(2.0, 0.45 * n - 1.0, 2.0):
+        for p0 in range(-90, 90, 15):
+            sel = (r >= r0) & (r < r0 + 2) & (phi > p0) & (phi <= p0 + 15)
+            if sel.sum() < 2 or want[sel].mean() <= 1e-6 * want.mean():
+                continue
+            ratio = float(got[sel].mean() / want[sel].mean())
+            sigma = 1.0 / math.sqrt(max(count, 1) * n * sel.sum() / 2)
+            off = abs(ratio - 1.0) / sigma
+            logs.append(math.log(max(ratio, 1e-3)))  # an empty bin counts as 1e-3
+            if abs(ratio - 1.0) > COMPARE_SIGMAS * sigma + COMPARE_SLACK:
+                agrees = False
+            if off > worst:
+                worst, worst_bin = off, [float(r0 + 1), float(p0 + 7.5), ratio]
+    return {
+        "agrees": agrees,
+        "worst_sigmas": worst,
+        "worst_bin": worst_bin,
+        "log_rms": float(np.sqrt(np.mean(np.square(logs)))) if logs else None,
+        "bins": len(logs),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # views
 
 

@@ -144,9 +144,9 @@ class NoiseSource:
     def describe(self) -> str:
         """One line for people: mode, cube, tilts (or spectrum), seed."""
         if self.spectrum is not None:
-            name = Path(self.spectrum.path).name if self.spectrum.path else "?"
+            name = f" {Path(self.spectrum.path).name}" if self.spectrum.path else ""
             return (
-                f"mode 3 (measured spectrum {name}, digest {self.spectrum.digest}),"
+                f"mode 3 (measured spectrum{name}, digest {self.spectrum.digest}),"
                 f" {self.cubesize}^3 voxels, seed {self.seed}"
             )
         return (

@@ -619,3 +619,58 @@ def test_generate_noise_with_spectrum(tmp_path):
         np.testing.assert_array_equal(f.data, gen(volume_rng(4, 2)))
         assert float(f.voxel_size.x) == pytest.approx(5.4)  # the spectrum's voxel size
         assert f"spectrum={gen.digest}" in f.header.label[0].decode()
+
+
+def _write_folder(folder, source, count):
+    from mwr_dask.mrcio import write_volume
+
+    folder.mkdir()
+    for i in range(count):
+        write_volume(folder / f"n_{i:05d}.mrc", source.volume(i), source.voxel_size,
+                     source.labels(i), folder)  # fmt: skip
+
+
+def test_inspect_compares_folder_with_spectrum(tmp_path):
+    from mwr_dask import NoiseSource
+    from mwr_dask.inspection import inspect_folder
+
+    pa, pb = _two_spectra(tmp_path)
+    measured = tmp_path / "measured"
+    _write_folder(measured, NoiseSource(16, spectrum=pa, seed=1), 12)
+    wedge = tmp_path / "wedge"
+    _write_folder(wedge, NoiseSource(16, mode=2, seed=1), 12)
+
+    def given(path):
+        array, digest = m.read_spectrum(path)
+        return {"spectrum": {"array": array, "digest": digest, "name": path.name}}
+
+    own = inspect_folder(measured, inputs=given(pa))
+    assert own.ok, own.problems
+    info = own.summary["spectrum_file"]
+    assert info["agrees"] and info["bins"] > 10 and info["log_rms"] < 0.1
+    # the mode-3 labels are not compared with tilts: no tilt or mode problem without a file
+    assert inspect_folder(measured).ok
+    other = inspect_folder(measured, inputs=given(pb))
+    assert not other.ok
+    assert any("were made from spectrum" in p for p in other.problems)
+    assert any("differs from b.mrc" in p for p in other.problems)
+    # a mode-2 folder is compared, not judged: a warning with the numbers
+    w = inspect_folder(wedge, inputs=given(pa))
+    assert w.ok and any("differs from a.mrc" in x for x in w.warnings)
+    assert not w.summary["spectrum_file"]["agrees"]
+
+
+@pytest.mark.slow
+def test_inspect_cli_spectrum(tmp_path):
+    from mwr_dask import NoiseSource
+
+    pa, pb = _two_spectra(tmp_path)
+    folder = tmp_path / "measured"
+    _write_folder(folder, NoiseSource(16, spectrum=pa, seed=1), 6)
+    ok = cli("inspect", str(folder), "--ncpus", "1", "--spectrum", str(pa))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "a.mrc" in ok.stdout and "agrees" in ok.stdout
+    bad = cli("inspect", str(folder), "--ncpus", "1", "--spectrum", str(pb))
+    assert bad.returncode == 1 and "were made from spectrum" in bad.stdout
+    missing = cli("inspect", str(folder), "--spectrum", str(tmp_path / "none.mrc"))
+    assert missing.returncode == 2 and "cannot read the spectrum" in missing.stderr
