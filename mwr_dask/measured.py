@@ -62,7 +62,7 @@ import numpy as np
 import scipy.fft
 
 from mwr_dask import __version__
-from mwr_dask.generators import _scratch, normalize, standard_normal
+from mwr_dask.generators import normalize, standard_normal
 
 #: Most cubes used by default, and fewest accepted (relative error per Fourier pixel 5 %, 25 %).
 MAX_CUBES = 400
@@ -795,7 +795,10 @@ class SpectrumNoise:
         """One normalised noise volume, float32 (z, y, x)."""
         amp = _amplitude(self.path, self.digest)
         n = amp.shape[0]
-        draws = _scratch(_LOCAL, f"draws{n}", (*amp.shape, 2), np.float32)
+        draws = getattr(_LOCAL, f"draws{n}", None)
+        if draws is None:  # reused by every volume of this thread
+            draws = np.empty((*amp.shape, 2), dtype=np.float32)
+            setattr(_LOCAL, f"draws{n}", draws)
         spec = standard_normal(rng, draws).view(np.complex64)[..., 0]
         spec *= amp
         volume = scipy.fft.irfftn(spec, s=(n, n, n), workers=1, overwrite_x=True)
