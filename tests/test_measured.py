@@ -674,3 +674,25 @@ def test_inspect_cli_spectrum(tmp_path):
     assert bad.returncode == 1 and "were made from spectrum" in bad.stdout
     missing = cli("inspect", str(folder), "--spectrum", str(tmp_path / "none.mrc"))
     assert missing.returncode == 2 and "cannot read the spectrum" in missing.stderr
+
+
+@pytest.mark.slow
+def test_generate_on_dask_workers(client, tmp_path):
+    """Mode 3 on real worker processes: the volumes are the source's; workers that cannot
+    read the spectrum are refused before anything is written."""
+    from mwr_dask import NoiseSource, generate
+    from mwr_dask.cluster import ClusterError
+    from mwr_dask.run import check_workers
+
+    pa, _ = _two_spectra(tmp_path)
+    source = NoiseSource(16, spectrum=pa, seed=2)
+    done = generate(tmp_path / "out", 4, source, client=client)
+    assert done.ok and done.result.written == 4
+    for i in range(4):
+        with mrcfile.open(tmp_path / "out" / f"n_{i:05d}.mrc") as f:
+            np.testing.assert_array_equal(f.data, source.volume(i))
+    # the workers' check (the client reads the file when the source is made; here the file
+    # goes away after that, as when it is on a disk the workers do not share)
+    pa.rename(tmp_path / "moved.mrc")
+    with pytest.raises(ClusterError, match="cannot read the spectrum"):
+        check_workers(client, source, tmp_path / "out", tmp_path)
