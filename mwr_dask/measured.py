@@ -26,9 +26,18 @@ Variance
     The periodogram of one cube has a relative standard deviation of 1 at every frequency
     (exponential distribution); averaged over K cubes it is ``1 / sqrt(K_eff)``. With Hann
     tapers, cubes overlapping by half are nearly independent (Welch: a correlation of 0.17
-    per overlapping axis), so ``K_eff`` is about ``K / 1.1``. The default cap of 400 cubes
+    per overlapping axis), so ``K_eff`` is about ``K / 1.1`` (measured on white noise, 16^3
+    cubes of a 96 x 96 x 64 pair: relative spread times sqrt(K) = 1.01, 1.00, 1.04 and 1.07
+    for K = 16, 64, 256 and 400). The default cap of 400 cubes
     gives about 5 % per Fourier pixel, less than the spread of the periodogram of one
     generated volume by a factor of 20; ``MIN_CUBES`` = 16 gives 25 %.
+
+Halves split by tilt
+    If the difference holds signal (halves split by tilt, or scaled differently), its local
+    power follows the structure: the rank correlation of the variances of ODD - EVEN and
+    ODD + EVEN over blocks of about 4^3 voxels is then clearly positive (about 0 for frame
+    split halves, whose noises are independent and of equal power). Above
+    ``STRUCTURE_WARNING`` :func:`measure_noise` warns.
 
 Storage
     The spectrum is a float32 MRC file of shape (N, N, N), axes (kz, ky, kx), in the full
