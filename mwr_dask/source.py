@@ -21,6 +21,7 @@ an array is first asked for.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +35,17 @@ if TYPE_CHECKING:
     import numpy as np
 
 MODES = {1: "back-projection", 2: "wedge filter", 3: "measured spectrum"}
+
+
+@functools.lru_cache(maxsize=1)
+def numerics_label() -> str:
+    """MRC label with the numpy and scipy versions: with mwr-dask's, they fix the bytes.
+
+    Read from the installed packages' metadata, so that numpy and scipy are not imported.
+    """
+    from importlib.metadata import version
+
+    return f"numpy={version('numpy')} scipy={version('scipy')}"
 
 
 def _num(value: float) -> str:
@@ -133,12 +145,14 @@ class NoiseSource:
                 f"mwr-dask {__version__} mode=3 cube={self.cubesize}"
                 f" spectrum={self.spectrum.digest} index={index}",
                 f"seed={self.seed} voxel={_num(self.voxel_size)}",
+                numerics_label(),
                 f"spectrum-file={name}"[:80],
             ]
         return [
             f"mwr-dask {__version__} mode={self.mode} cube={self.cubesize} tilt={self.tilt}"
             f" index={index}",
             f"seed={self.seed} voxel={_num(self.voxel_size)}",
+            numerics_label(),
         ]
 
     def describe(self) -> str:
