@@ -76,7 +76,10 @@ def conflicts(recorded: NoiseParams, wanted: NoiseParams) -> list[str]:
         out.append(f"cube size {wanted.cubesize} (folder has {recorded.cubesize})")
     if recorded.mode != wanted.mode:
         out.append(f"mode {wanted.mode} (folder has {recorded.mode})")
-    if recorded.mode == wanted.mode and recorded.tilt != wanted.tilt:
+    spectra = [p.spectrum.digest if p.spectrum is not None else None for p in (recorded, wanted)]
+    if recorded.mode == wanted.mode == 3 and spectra[0] != spectra[1]:
+        out.append(f"spectrum {spectra[1]} (folder has {spectra[0]})")
+    if recorded.mode == wanted.mode != 3 and recorded.tilt != wanted.tilt:
         # The step only matters for mode 1; mode 2 records it but does not use it.
         same_range = (recorded.minangle, recorded.maxangle) == (wanted.minangle, wanted.maxangle)
         if wanted.mode == 1 or not same_range:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from mwr_dask.source import MODES, NoiseSource
+from mwr_dask.source import MODES, NoiseSource  # noqa: F401 - MODES re-exported
 
 #: Names of output volumes; nothing else is ever written to the output folder.
 NAME_PATTERN = re.compile(r"^n_(\d{5,})\.mrc$")
@@ -34,6 +34,8 @@ def parse_labels(labels: list[str]) -> dict[str, str]:
 def params_from_labels(labels: list[str]) -> NoiseParams | None:
     """Rebuild the parameters recorded in a volume's labels, or None if they are not there."""
     kv = parse_labels(labels)
+    if "spectrum" in kv:
+        return _measured_from_labels(kv)
     try:
         lo, hi, step = (float(v) for v in kv["tilt"].split(":"))
         return NoiseParams(
@@ -49,6 +51,21 @@ def params_from_labels(labels: list[str]) -> NoiseParams | None:
         return None
 
 
+def _measured_from_labels(kv: dict[str, str]) -> NoiseParams | None:
+    """Rebuild a mode-3 source from its labels: the spectrum known by its digest (no path)."""
+    from mwr_dask.measured import SpectrumNoise
+
+    try:
+        return NoiseParams(
+            cubesize=int(kv["cube"]),
+            seed=int(kv["seed"]),
+            voxel_size=float(kv.get("voxel", "1")),
+            spectrum=SpectrumNoise("", kv["spectrum"]),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
 def validate(params: NoiseParams, number_volume: int, start: int) -> list[str]:
     """Problems with the requested run, one sentence each (empty when all is well)."""
     p = params
@@ -59,7 +76,14 @@ def validate(params: NoiseParams, number_volume: int, start: int) -> list[str]:
         errors.append(f"CUBESIZE must be at least 2 voxels, not {p.cubesize}.")
     if start < 0:
         errors.append(f"--start must be 0 or more, not {start}.")
-    if p.mode not in MODES:
+    spectrum = getattr(p, "spectrum", None)
+    if spectrum is not None:
+        if spectrum.path and spectrum.n != p.cubesize:
+            errors.append(
+                f"CUBESIZE ({p.cubesize}) must equal the cube of the spectrum"
+                f" {spectrum.path} ({spectrum.n})."
+            )
+    elif p.mode not in (1, 2):
         errors.append(f"--mode must be 1 (back-projection) or 2 (wedge filter), not {p.mode}.")
     for name, value in (("--minangle", p.minangle), ("--maxangle", p.maxangle)):
         if not -90.0 < value < 90.0:

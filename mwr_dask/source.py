@@ -25,7 +25,8 @@ import functools
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, overload
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
 
 from mwr_dask import __version__
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     import dask.array
     import numpy as np
 
-MODES = {1: "back-projection", 2: "wedge filter"}
+MODES = {1: "back-projection", 2: "wedge filter", 3: "measured spectrum"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -76,6 +77,12 @@ class NoiseSource:
         fresh 128-bit seed, kept as ``source.seed``.
     voxel_size : float
         Voxel size written to the MRC header, angstroms (it does not change the data).
+    spectrum : SpectrumNoise, path or None
+        A measured noise spectrum (``mwr-dask measure-noise``): its file, or the small
+        reference (path + digest) :class:`mwr_dask.measured.SpectrumNoise`. Volume i is then
+        Gaussian noise with exactly that spectrum, the mode is 3 and the tilt fields are not
+        used; ``cubesize`` must equal the spectrum's cube. The array is read once per
+        process, never pickled with the source.
 
     Raises
     ------
@@ -101,10 +108,17 @@ class NoiseSource:
     anglestep: float = 2.0
     seed: int | None = None
     voxel_size: float = 1.0
+    spectrum: Any = None
 
     def __post_init__(self) -> None:
         if self.seed is None:
             object.__setattr__(self, "seed", fresh_seed())
+        if self.spectrum is not None:
+            from mwr_dask.measured import SpectrumNoise, spectrum_noise
+
+            if not isinstance(self.spectrum, SpectrumNoise):
+                object.__setattr__(self, "spectrum", spectrum_noise(Path(self.spectrum)))
+            object.__setattr__(self, "mode", 3)
         from mwr_dask.params import source_problems
 
         problems = source_problems(self)
@@ -125,6 +139,15 @@ class NoiseSource:
 
     def labels(self, index: int) -> list[str]:
         """MRC header labels recording the provenance of volume ``index`` (<= 80 chars each)."""
+        if self.spectrum is not None:
+            name = Path(self.spectrum.path).name if self.spectrum.path else "?"
+            return [
+                f"mwr-dask {__version__} mode=3 cube={self.cubesize}"
+                f" spectrum={self.spectrum.digest} index={index}",
+                f"seed={self.seed} voxel={_num(self.voxel_size)}",
+                numerics_label(),
+                f"spectrum-file={name}"[:80],
+            ]
         return [
             f"mwr-dask {__version__} mode={self.mode} cube={self.cubesize} tilt={self.tilt}"
             f" index={index}",
@@ -133,7 +156,13 @@ class NoiseSource:
         ]
 
     def describe(self) -> str:
-        """One line for people: mode, cube, tilts, seed."""
+        """One line for people: mode, cube, tilts (or spectrum), seed."""
+        if self.spectrum is not None:
+            name = f" {Path(self.spectrum.path).name}" if self.spectrum.path else ""
+            return (
+                f"mode 3 (measured spectrum{name}, digest {self.spectrum.digest}),"
+                f" {self.cubesize}^3 voxels, seed {self.seed}"
+            )
         return (
             f"mode {self.mode} ({MODES.get(self.mode, '?')}), {self.cubesize}^3 voxels,"
             f" tilts {self.tilt} deg, seed {self.seed}"
@@ -150,6 +179,8 @@ class NoiseSource:
 
         It is called with the volume's random generator and returns the volume.
         """
+        if self.spectrum is not None:
+            return self.spectrum  # its amplitude is read once per process and cached
         from mwr_dask.generators import generator_for
 
         return generator_for(self.mode, self.cubesize, self.minangle, self.maxangle, self.anglestep)

@@ -98,8 +98,22 @@ def generate_noise(
     ] = None,
     voxel_size: Annotated[
         float,
-        typer.Option(help="Voxel size for the MRC header, angstroms.", rich_help_panel=VOLUMES),
+        typer.Option(
+            help="Voxel size for the MRC header, angstroms. [default: the spectrum's, else 1]",
+            show_default=False,
+            rich_help_panel=VOLUMES,
+        ),
     ] = 1.0,
+    spectrum: Annotated[
+        Path | None,
+        typer.Option(
+            help="Noise spectrum measured by 'mwr-dask measure-noise': Gaussian noise with"
+            " exactly that spectrum (mode 3), instead of --mode and the tilts.",
+            show_default=False,
+            metavar="SPECTRUM",
+            rich_help_panel=GEOMETRY,
+        ),
+    ] = None,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -291,6 +305,8 @@ def generate_noise(
         "seed": 0 if seed is None else seed,
         "voxel_size": voxel_size,
     }
+    if spectrum is not None:
+        measured_fields(ctx, spectrum, fields)
     # checks that need no heavy module first: usage errors answer at once
     errors = validate(SimpleNamespace(**fields), number_volume, start)
     errors += cluster_option_problems(
@@ -347,6 +363,35 @@ def generate_noise(
         retries=retries,
         worker_timeout=worker_timeout,
     )
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given (command line or environment), not defaulted."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def measured_fields(ctx: typer.Context, spectrum: Path, fields: dict) -> None:
+    """Check --spectrum against the geometry options and put its reference in ``fields``.
+
+    The voxel size defaults to the spectrum's (the halves'). Exits 2 on a usage error or an
+    unreadable spectrum.
+    """
+    geometry = [f"--{name}" for name in ("mode", "minangle", "maxangle", "anglestep")]
+    given = [flag for flag in geometry if _given(ctx, flag[2:])]
+    if given:
+        raise fail(f"--spectrum defines the noise: {', '.join(given)} cannot be given with it.")
+    from mwr_dask.measured import MeasureError, spectrum_noise
+    from mwr_dask.mrcio import read_header
+
+    try:
+        fields["spectrum"] = spectrum_noise(spectrum)
+        header_voxel = read_header(spectrum).voxel_size
+    except (MeasureError, OSError, ValueError) as err:
+        raise fail(str(err)) from None
+    fields["mode"] = 3
+    if not _given(ctx, "voxel_size") and header_voxel > 0:
+        fields["voxel_size"] = float(f"{header_voxel:.6g}")  # float32 in the header
 
 
 def batch_flag_problems(values: dict) -> list[str]:

@@ -39,6 +39,15 @@ def inspect(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON (for scripts).")
     ] = False,
+    spectrum: Annotated[
+        Path | None,
+        typer.Option(
+            help="Compare the folder's averaged spectrum with this measured spectrum (from"
+            " 'mwr-dask measure-noise'), bin by bin, within its statistical error.",
+            show_default=False,
+            metavar="SPECTRUM",
+        ),
+    ] = None,
     ncpus: NcpusOption = None,
     scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
@@ -72,6 +81,16 @@ def inspect(
                 f"--plot {plot} lies inside the noise folder {folder}, where training would"
                 " open it as a volume: write it elsewhere."
             )
+    inputs = {}
+    if spectrum is not None and not errors:
+        from mwr_dask.measured import MeasureError, read_spectrum
+
+        try:
+            array, digest = read_spectrum(spectrum)
+        except MeasureError as err:
+            errors.append(str(err))
+        else:
+            inputs["spectrum"] = {"array": array, "digest": digest, "name": spectrum.name}
     if errors:
         raise fail(" ".join(errors))
     if ncpus is not None and not (scheduler or scheduler_file):
@@ -121,7 +140,11 @@ def inspect(
             count = len(list_volumes(folder))
             progress = Progress(count, quiet=json_output or not count, stream=sys.stderr)
             report = inspect_folder(
-                folder, client, workers=threads, on_progress=lambda done, _: progress.update(done)
+                folder,
+                client,
+                workers=threads,
+                on_progress=lambda done, _: progress.update(done),
+                inputs=inputs,
             )
     except Interrupted as stop:
         raise fail(f"stopped by {stop}.", stop.exit_code) from None

@@ -429,8 +429,56 @@ def spectrum(f: Facts) -> Found:
     if sp is None:
         return Found(summary={"spectrum": None})
     info = sp.summary()
-    found = spectrum_findings(sp, f.expected, info)
+    # measured noise (mode 3) has the wedge of its data, not of tilt labels: see spectrum_file
+    expected = f.expected if f.expected is None or f.expected.mode != 3 else None
+    found = spectrum_findings(sp, expected, info)
     found.summary = {"spectrum": info}
+    return found
+
+
+def spectrum_file(f: Facts) -> Found:
+    """Compare the averaged spectrum with a measured spectrum file (``inputs["spectrum"]``).
+
+    The input is a dict: ``array`` (the spectrum, (n, n, n) fftshifted), ``digest`` and
+    ``name``. A folder whose labels name another spectrum, a cube of another size, or a mode-3
+    folder whose spectrum disagrees with the file's (beyond its statistical error) are
+    problems; volumes of modes 1 and 2 are only compared (a warning with the numbers).
+    """
+    given = f.inputs.get("spectrum")
+    if given is None:
+        return Found()
+    from mwr_dask.measured import compare_slice_spectra
+
+    found = Found()
+    n = given["array"].shape[0]
+    e = f.expected
+    info: dict = {"name": given["name"], "digest": given["digest"], "cube": n}
+    found.summary = {"spectrum_file": info}
+    if e is not None and e.mode == 3 and e.spectrum.digest != given["digest"]:
+        found.problems.append(
+            f"the volumes were made from spectrum {e.spectrum.digest}, not from"
+            f" {given['name']} (digest {given['digest']})."
+        )
+    if f.cube != (n,) * 3 or n not in f.spectra or f.spectra[n][1] <= 0:
+        found.problems.append(
+            f"{given['name']} is a {n}^3 spectrum; the folder has no readable {n}^3 volumes"
+            " to compare with it."
+        )
+        return found
+    total, count = f.spectra[n]
+    info.update(compare_slice_spectra(total, count, given["array"]))
+    if info["agrees"]:
+        return found
+    r, phi, ratio = info["worst_bin"]
+    text = (
+        f"the folder's spectrum differs from {given['name']}'s: power ratio {ratio:.3g} at"
+        f" radius {r:.0f}, direction {phi:.1f} deg ({info['worst_sigmas']:.0f} standard"
+        f" deviations); log-rms over {info['bins']} bins {info['log_rms']:.2f}."
+    )
+    if e is not None and e.mode == 3:
+        found.problems.append(text)
+    else:
+        found.warnings.append(text)
     return found
 
 
@@ -594,6 +642,7 @@ RULES: tuple[Rule, ...] = (
     Rule(exact_duplicates),
     Rule(near_duplicate_volumes),
     Rule(spectrum),
+    Rule(spectrum_file),
 )
 
 
