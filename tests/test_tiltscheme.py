@@ -1,0 +1,395 @@
+"""Tilt schemes read from real-format tilt files (tests/tiltfixtures.py writes them)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mwr_dask.generators import BackProjection, generator_for, volume_rng
+from mwr_dask.geometry import tilt_angles
+from mwr_dask.tiltscheme import (
+    EXCLUDED_BY_USER,
+    EXCLUDED_DARK,
+    EXCLUDED_USETILT,
+    SIGNS,
+    TiltScheme,
+    TiltSchemeError,
+    View,
+    detect_format,
+    format_view_list,
+    parse_exclude,
+    read_tilt_file,
+    regular_scheme,
+)
+from tests import tiltfixtures as tf
+from tests.spectra import kxkz_power, polar
+
+SHOTS = tf.acquisition()
+USED = tf.used_angles(SHOTS)  # the 38 angles left after the dark views, as the files write them
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    """Every format describing the same acquisition (dark views 1-3)."""
+    return {
+        "tlt": tf.write_tlt(tmp_path / "TS_01.tlt", [s.angle for s in SHOTS]),
+        "rawtlt": tf.write_tlt(tmp_path / "TS_01.rawtlt", [s.angle for s in SHOTS], per_line=6),
+        "aln": tf.write_aln(tmp_path / "TS_01.aln", SHOTS),
+        "aln-local": tf.write_aln(tmp_path / "TS_01_local.aln", SHOTS, patches=4),
+        "mdoc": tf.write_mdoc(tmp_path / "TS_01.mrc.mdoc", SHOTS),
+        "star": tf.write_relion_star(tmp_path / "TS_01.star", SHOTS),
+        "star-nominal": tf.write_relion_star(tmp_path / "TS_02.star", SHOTS, refined=False),
+        "tomostar": tf.write_tomostar(tmp_path / "TS_01.tomostar", SHOTS),
+        "xml": tf.write_warp_xml(tmp_path / "TS_01.xml", SHOTS),
+    }
+
+
+def mdoc_dark_numbers() -> str:
+    """The dark views' numbers in the mdoc's own order (ZValue = acquisition order)."""
+    return format_view_list(SHOTS[i].order for i in tf.DARK)
+
+
+def read_same_views(files: dict[str, Path]) -> dict[str, TiltScheme]:
+    """Each file read so that the dark views are left out."""
+    out = {}
+    for key, path in files.items():
+        exclude = {"tlt": "1-3", "rawtlt": "1-3", "mdoc": mdoc_dark_numbers()}.get(key)
+        out[key] = read_tilt_file(path, exclude=exclude)
+    return out
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def test_every_format_gives_the_same_used_views(files):
+    schemes = read_same_views(files)
+    expected_formats = {
+        "tlt": "imod",
+        "rawtlt": "imod",
+        "aln": "aretomo",
+        "aln-local": "aretomo",
+        "mdoc": "serialem",
+        "star": "relion5",
+        "star-nominal": "relion5",
+        "tomostar": "warp-tomostar",
+        "xml": "warp-xml",
+    }
+    for key, scheme in schemes.items():
+        assert scheme.format == expected_formats[key], key
+        file_angles = sorted(v.angle for v in scheme.used)
+        assert file_angles == USED, key
+        sign = SIGNS[scheme.format]
+        assert scheme.sign == sign
+        np.testing.assert_array_equal(scheme.angles, np.sort(sign * np.array(USED)) + 0.0)
+        assert scheme.angles.dtype == np.float64
+    # Same geometry, same digest; inverting the opposite sign gives the other group's scheme.
+    digests = {k: s.digest for k, s in schemes.items()}
+    negated = {k for k, s in schemes.items() if s.sign < 0}
+    assert negated == {"tlt", "rawtlt", "mdoc", "star", "star-nominal"}
+    assert len({digests[k] for k in negated}) == 1
+    assert len({d for k, d in digests.items() if k not in negated}) == 1
+    inverted = read_tilt_file(files["aln"], invert=True)
+    assert inverted.digest == digests["tlt"]
+    assert inverted.angle_tuple == schemes["tlt"].angle_tuple
+
+
+def test_tlt_with_exclude_equals_the_aln_whose_dark_frames_drop_the_same_views(files):
+    tlt = read_tilt_file(files["tlt"], exclude="1-3")
+    aln = read_tilt_file(files["aln"])
+    assert [v.number for v in tlt.excluded] == [v.number for v in aln.excluded] == [1, 2, 3]
+    assert {v.excluded for v in tlt.excluded} == {EXCLUDED_BY_USER}
+    assert {v.excluded for v in aln.excluded} == {EXCLUDED_DARK}
+    assert [v.angle for v in tlt.views] == [v.angle for v in aln.views]
+    # the same geometry once the sign conventions agree: the same operator and volumes
+    aln_as_imod = read_tilt_file(files["aln"], invert=True)
+    assert aln_as_imod.angle_tuple == tlt.angle_tuple
+    a = BackProjection(16, tlt.angle_tuple)(volume_rng(7, 3))
+    b = BackProjection(16, aln_as_imod.angle_tuple)(volume_rng(7, 3))
+    assert a.tobytes() == b.tobytes()
+
+
+def test_warp_xml_usetilt_false_views_are_excluded(files, tmp_path):
+    scheme = read_tilt_file(files["xml"])
+    assert [v.number for v in scheme.excluded] == [1, 2, 3]
+    assert {v.excluded for v in scheme.excluded} == {EXCLUDED_USETILT}
+    assert [v.dose for v in scheme.views] == [s.pre_dose for s in SHOTS]
+    assert [v.order for v in scheme.views] == [s.order for s in SHOTS]
+    flagged = read_tilt_file(tf.write_warp_xml(tmp_path / "inv.xml", SHOTS, inverted=True))
+    assert flagged.angle_tuple == scheme.angle_tuple  # a defocus handedness, not geometry
+    assert any("AreAnglesInverted" in note for note in flagged.notes)
+    assert "AreAnglesInverted" in flagged.describe()
+
+
+def test_mdoc_keeps_acquisition_order_and_accumulated_dose(files):
+    scheme = read_tilt_file(files["mdoc"])
+    by_order = sorted(SHOTS, key=lambda s: s.order)
+    assert [v.angle for v in scheme.views] == [s.angle for s in by_order]  # ZValue order
+    assert [v.order for v in scheme.views] == list(range(1, len(SHOTS) + 1))
+    assert [v.dose for v in scheme.views] == [s.pre_dose for s in by_order]
+
+
+def test_relion_prefers_refined_ytilt_and_keeps_pre_exposure(files, tmp_path):
+    star = read_tilt_file(files["star"])
+    assert [v.dose for v in star.views] == sorted(s.pre_dose for s in SHOTS if s.angle in USED)
+    text = files["star"].read_text().splitlines()
+    # refine one view: YTilt differs from the nominal angle, and YTilt is what is read
+    row = next(i for i, line in enumerate(text) if line.startswith("frames/"))
+    fields = text[row].split()
+    fields[8] = "6.400000"
+    text[row] = " ".join(fields)
+    refined = tmp_path / "refined.star"
+    refined.write_text("\n".join(text) + "\n")
+    assert 6.4 in [v.angle for v in read_tilt_file(refined).views]
+    nominal = read_tilt_file(files["star-nominal"])
+    assert nominal.angle_tuple == star.angle_tuple
+
+
+def test_tomostar_dose_gives_the_acquisition_order(files):
+    scheme = read_tilt_file(files["tomostar"])
+    doses = [v.dose for v in scheme.views]
+    assert [v.order for v in scheme.views] == [sorted(doses).index(d) + 1 for d in doses]
+
+
+def test_format_is_recognised_from_content_without_a_known_extension(files, tmp_path):
+    for key in ("tlt", "aln", "mdoc", "star", "tomostar", "xml"):
+        renamed = tmp_path / f"{key}.txt"
+        renamed.write_bytes(files[key].read_bytes())
+        assert read_tilt_file(renamed).format == read_tilt_file(files[key]).format, key
+    star_named_tomostar = tmp_path / "warp.star"
+    star_named_tomostar.write_bytes(files["tomostar"].read_bytes())
+    assert detect_format(star_named_tomostar, star_named_tomostar.read_text()) == ("warp-tomostar")
+
+
+def test_invert_negates_the_used_angles(files):
+    plain = read_tilt_file(files["xml"])
+    inverted = read_tilt_file(files["xml"], invert=True)
+    np.testing.assert_array_equal(inverted.angles, np.sort(-plain.angles))
+    assert inverted.inverted and inverted.sign == -plain.sign
+    assert "--invert-tilts" in inverted.describe()
+
+
+# --------------------------------------------------------------------------- descriptions
+
+
+def test_describe_names_source_views_range_steps_and_gap(files):
+    scheme = read_tilt_file(files["tlt"], exclude="20-24")
+    text = scheme.describe()
+    assert str(files["tlt"]) in text
+    assert "41 in file, 36 used, 5 excluded" in text
+    assert "views 20-24" in text
+    assert "largest gap 18 deg" in text  # 5 excluded views leave 6 steps of 3 degrees
+    assert scheme.gap_note is not None and "mode 2" in scheme.gap_note
+    assert read_tilt_file(files["tlt"]).gap_note is None
+    assert scheme.label in text
+    assert len(scheme.label) <= 60
+
+
+def test_label_stays_short_in_the_worst_case():
+    views = tuple(
+        View(i + 1, -89.99 + 0.179 * i, excluded="" if i % 2 else "x") for i in range(999)
+    )
+    scheme = TiltScheme(views=views, source="x.tlt", format="imod", sign=-1)
+    assert len(scheme.label) <= 60
+    assert scheme.label.startswith("tilts=-88.47..89.81 n=499 excl=500 sha=")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def one_sentence(exc: pytest.ExceptionInfo, path: Path, line: int | None = None) -> str:
+    message = str(exc.value)
+    assert "\n" not in message
+    assert message.endswith(".")
+    assert str(path) in message
+    if line is not None:
+        assert f"line {line}" in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "words"),
+    [
+        ("-60\n-57\nabc\n", 3, "not a tilt angle"),
+        ("-60\n95\n", 2, "outside (-90, 90)"),
+        ("-60 -57\n-54 -57\n", 2, "repeated"),
+        ("12.5\n", None, "at least 2"),
+        ("", None, "no tilt angles"),
+    ],
+)
+def test_tlt_errors_name_file_and_line(tmp_path, content, line, words):
+    path = tmp_path / "bad.tlt"
+    path.write_text(content)
+    with pytest.raises(TiltSchemeError) as exc:
+        read_tilt_file(path)
+    assert words in one_sentence(exc, path, line)
+
+
+def test_exclude_errors(files):
+    path = files["tlt"]
+    with pytest.raises(TiltSchemeError) as exc:
+        read_tilt_file(path, exclude="40-42")
+    assert "view 42" in one_sentence(exc, path) and "41 views" in str(exc.value)
+    for bad in ("0", "5-3", "a", ",", "1-"):
+        with pytest.raises(TiltSchemeError) as exc:
+            read_tilt_file(path, exclude=bad)
+        one_sentence(exc, path)
+    with pytest.raises(TiltSchemeError) as exc:
+        read_tilt_file(path, exclude="2-41")
+    assert "at least 2" in one_sentence(exc, path)
+
+
+def test_unknown_unreadable_and_malformed_files(tmp_path, files):
+    cases = {
+        "notes.txt": "these are my notes\n",
+        "broken.xml": "<TiltSeries><Angles>1\n2</TiltSeries>",
+        "noangles.xml": "<TiltSeries><Dose>1 2</Dose></TiltSeries>",
+        "empty.aln": "# AreTomo Alignment / Priims bprmMn\n# RawSize = 1 1 1\n",
+        "sections.mdoc": "PixelSpacing = 1.9\n",
+        "global.star": "data_global\n\nloop_\n_rlnTomoName #1\n_rlnTomoTiltSeriesStarFile #2\n"
+        "TS_01 tilt_series/TS_01.star\n",
+    }
+    for name, content in cases.items():
+        path = tmp_path / name
+        path.write_text(content)
+        with pytest.raises(TiltSchemeError) as exc:
+            read_tilt_file(path)
+        one_sentence(exc, path)
+    missing = tmp_path / "missing.tlt"
+    with pytest.raises(TiltSchemeError) as exc:
+        read_tilt_file(missing)
+    assert "cannot be read" in one_sentence(exc, missing)
+    usetilt = tmp_path / "usetilt.xml"
+    usetilt.write_text(
+        "<TiltSeries><Angles>1\n2\n3</Angles><UseTilt>True\nFalse</UseTilt></TiltSeries>"
+    )
+    with pytest.raises(TiltSchemeError) as exc:
+        read_tilt_file(usetilt)
+    assert "<UseTilt>" in one_sentence(exc, usetilt)
+
+
+def test_mdoc_angle_error_names_the_section_line(tmp_path):
+    path = tf.write_mdoc(tmp_path / "TS.mdoc", SHOTS[:4])
+    lines = path.read_text().splitlines()
+    k = [i for i, line in enumerate(lines) if line.startswith("TiltAngle")][2]
+    lines[k] = "TiltAngle = 91.0"
+    path.write_text("\n".join(lines) + "\n")
+    section_line = max(i for i in range(k) if lines[i].startswith("[ZValue")) + 1
+    with pytest.raises(TiltSchemeError) as exc:
+        read_tilt_file(path)
+    assert "outside" in one_sentence(exc, path, section_line)
+
+
+# --------------------------------------------------------------------------- regular range
+
+
+@pytest.mark.parametrize(("lo", "hi", "step"), [(-60, 60, 2), (-40, 56, 7), (-48, 66, 3)])
+def test_regular_scheme_is_todays_range(lo, hi, step):
+    scheme = regular_scheme(lo, hi, step)
+    assert scheme.angle_tuple == tuple(tilt_angles(lo, hi, step).tolist())
+    assert scheme.is_regular and scheme.minangle == lo
+    made = BackProjection(16, scheme.angle_tuple)(volume_rng(11, 5))
+    today = generator_for(1, 16, float(lo), float(hi), float(step))(volume_rng(11, 5))
+    assert made.tobytes() == today.tobytes()
+
+
+def test_schemes_are_frozen_hashable_and_picklable(files):
+    a = read_tilt_file(files["aln"])
+    b = read_tilt_file(files["aln"])
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    with pytest.raises(AttributeError):
+        a.sign = -1  # type: ignore[misc]
+    c = pickle.loads(pickle.dumps(a))
+    assert c == a and c.digest == a.digest and c.angle_tuple == a.angle_tuple
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@given(st.sets(st.integers(1, 400), min_size=1, max_size=60))
+def test_exclude_list_round_trips(numbers):
+    text = format_view_list(numbers)
+    assert parse_exclude(text) == tuple(sorted(numbers))
+    assert parse_exclude(text.replace(",", " ")) == tuple(sorted(numbers))
+
+
+@given(st.lists(st.tuples(st.integers(1, 200), st.integers(0, 20)), min_size=1, max_size=20))
+def test_exclude_ranges_cover_exactly_their_views(pairs):
+    text = ",".join(f"{a}-{a + d}" if d else str(a) for a, d in pairs)
+    expected = sorted({v for a, d in pairs for v in range(a, a + d + 1)})
+    assert list(parse_exclude(text)) == expected
+
+
+angle_sets = st.lists(
+    st.floats(-89.9, 89.9, allow_nan=False).map(lambda a: round(a, 2)),
+    min_size=2,
+    max_size=80,
+    unique=True,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(angle_sets, st.randoms(use_true_random=False), st.sampled_from([1, -1]))
+def test_scheme_invariants(angles, rnd, sign):
+    views = [View(i + 1, a) for i, a in enumerate(angles)]
+    scheme = TiltScheme(views=tuple(views), source="s.tlt", format="imod", sign=sign)
+    got = scheme.angles
+    assert np.all(np.diff(got) > 0)
+    assert got[0] == scheme.minangle and got[-1] == scheme.maxangle
+    assert scheme.largest_gap >= scheme.median_step > 0
+    assert len(scheme.steps) == len(angles) - 1
+    assert len(scheme.label) <= 60
+    assert not any(a == 0 and np.signbit(a) for a in got)  # no -0.0
+    shuffled = list(views)
+    rnd.shuffle(shuffled)
+    again = TiltScheme(views=tuple(shuffled), source="other.tlt", format="imod", sign=sign)
+    assert again.digest == scheme.digest  # the digest is of the angle list, not the file
+    flipped = TiltScheme(views=tuple(views), source="s.tlt", format="imod", sign=-sign)
+    np.testing.assert_array_equal(flipped.angles, np.sort(-got) + 0.0)
+
+
+# --------------------------------------------------------------------------- physics
+
+
+def averaged_spectrum(scheme: TiltScheme, n: int = 48, volumes: int = 6) -> np.ndarray:
+    """Mode-1 kx-kz power of ``volumes`` volumes back-projected from the scheme's angles."""
+    make = BackProjection(n, scheme.angle_tuple)
+    return kxkz_power([make(volume_rng(2024, i)) for i in range(volumes)])
+
+
+def test_five_excluded_views_leave_a_gap_at_high_radius(files):
+    n = 48
+    full = read_tilt_file(files["tlt"])
+    gapped = read_tilt_file(files["tlt"], exclude="20-24")  # file angles 3 .. 15
+    assert gapped.largest_gap == 18.0
+    # used angles (negated, IMOD) run to -18 .. 0 around the gap; measured folded directions
+    # are minus the used angles, so the gap is the directions 0 .. 18 degrees
+    r, phi = polar(n)
+    ring = (r > 0.3 * n) & (r < 0.45 * n)
+    in_gap = ring & (phi > 4) & (phi < 14)
+    beside = ring & (((phi > 24) & (phi < 40)) | ((phi > -22) & (phi < -6)))
+    p_full, p_gap = averaged_spectrum(full, n), averaged_spectrum(gapped, n)
+    assert p_gap[in_gap].mean() < 0.3 * p_gap[beside].mean()
+    assert p_full[in_gap].mean() > 0.8 * p_full[beside].mean()
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_asymmetric_scheme_puts_the_wedge_on_the_stated_side(files, invert):
+    # The .aln holds -45 .. 66 (AreTomo, used as written); measured directions of the
+    # geometry are minus the used angles, folded: [-66, 45]. Inverted: [-45, 66].
+    scheme = read_tilt_file(files["aln"], invert=invert)
+    n = 48
+    r, phi = polar(n)
+    band = (r > 4) & (r < 0.42 * n)
+    p = averaged_spectrum(scheme, n, volumes=4)
+    lo, hi = -scheme.maxangle, -scheme.minangle  # measured folded directions
+    assert (lo, hi) == ((-45.0, 66.0) if invert else (-66.0, 45.0))
+    measured_only_here = band & (np.abs(phi - (hi + lo) / 2) < 5)
+    side_measured = band & (np.abs(phi - (-60 if not invert else 60)) < 3)
+    side_missing = band & (np.abs(phi - (60 if not invert else -60)) < 3)
+    assert p[side_missing].mean() < 0.1 * p[side_measured].mean()
+    assert p[measured_only_here].mean() > 0.5 * p[side_measured].mean()
