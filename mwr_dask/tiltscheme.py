@@ -211,15 +211,19 @@ class TiltScheme:
     @property
     def gap_note(self) -> str | None:
         """One line where the views leave a gap wider than twice their median step, else None."""
+        text = self._gap_text()
+        return None if text is None else f"{self.name}: {text}"
+
+    def _gap_text(self) -> str | None:
         steps = self.steps
         k = int(np.argmax(steps))
         if steps[k] <= 2.0 * self.median_step + 1e-9:
             return None
         a = self.angle_tuple
         return (
-            f"{self.name}: the views leave a {_short(steps[k])} deg gap between"
-            f" {_short(a[k])} and {_short(a[k + 1])} deg (median step {_short(self.median_step)}"
-            " deg); mode 1 reproduces it, mode 2 fills the whole range"
+            f"the views leave a {_short(steps[k])} deg gap between {_short(a[k])} and"
+            f" {_short(a[k + 1])} deg (median step {_short(self.median_step)} deg);"
+            " mode 1 reproduces it, mode 2 fills the whole range"
         )
 
     @property
@@ -282,7 +286,7 @@ class TiltScheme:
             f"  steps: median {_short(self.median_step)} deg, smallest {_short(steps.min())},"
             f" largest gap {_short(self.largest_gap)} deg"
         )
-        note = self.gap_note
+        note = self._gap_text()
         if note is not None:
             lines.append(f"  note: {note}")
         lines.extend(f"  note: {text}" for text in self.notes)
