@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mwr_dask.generators import BackProjection, WedgeFilter, generator_for
 from mwr_dask.geometry import tilt_angles
 
 #: Format names and what they are.
@@ -132,6 +133,10 @@ class TiltScheme:
     notes : tuple of str
         Facts read from the file that do not change the angles (e.g. Warp's
         ``AreAnglesInverted``, which is a defocus handedness).
+    grid : tuple of float or None
+        (minangle, maxangle, anglestep) of a regular range (:func:`regular_scheme`), else None.
+        Mode 2 of a regular range keeps today's wedge [minangle, maxangle] even where maxangle
+        is off the grid.
     """
 
     views: tuple[View, ...]
@@ -140,6 +145,7 @@ class TiltScheme:
     sign: int = 1
     inverted: bool = False
     notes: tuple[str, ...] = field(default=())
+    grid: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         name = self.source or "regular range"
@@ -229,7 +235,27 @@ class TiltScheme:
     @property
     def is_regular(self) -> bool:
         """True for a regular range made by :func:`regular_scheme`."""
-        return self.format == "range"
+        return self.grid is not None
+
+    @property
+    def wedge_range(self) -> tuple[float, float]:
+        """Range of mode 2's continuous wedge, degrees.
+
+        The grid's (minangle, maxangle) for a regular range, else the used views' range.
+        """
+        if self.grid is not None:
+            return self.grid[0], self.grid[1]
+        return self.minangle, self.maxangle
+
+    def operator_bytes(self, n: int) -> int:
+        """Memory of this scheme's cached mode-1 operator for cubes of side ``n``, bytes.
+
+        The CSR matrix of :func:`mwr_dask.generators.backprojection_operator`: two
+        linear-interpolation taps per used view and voxel column, each a float32 value and an
+        int64 column index (scipy keeps the int64 indices it is built from), plus int64 row
+        pointers.
+        """
+        return 2 * len(self.used) * n * n * (4 + 8) + (n * n + 1) * 8
 
     # ----------------------------------------------------------------- descriptions
     @property
@@ -259,8 +285,9 @@ class TiltScheme:
     def describe(self) -> str:
         """Several lines for people (``--dry-run``): source, views, range, steps, gaps."""
         used, excluded = self.used, self.excluded
-        if self.is_regular:
-            head = "tilt scheme: regular range"
+        if self.grid is not None:
+            lo, hi, step = self.grid
+            head = f"tilt scheme: regular range {_short(lo)}:{_short(hi)}:{_short(step)}"
         else:
             how = "negated" if self.sign < 0 else "used as written"
             inv = ", inverted by --invert-tilts" if self.inverted else ""
@@ -277,9 +304,10 @@ class TiltScheme:
         file_range = ""
         if self.sign < 0:
             file_range = f", {_short(-self.maxangle)} .. {_short(-self.minangle)} in the file"
+        lo, hi = self.wedge_range
         lines.append(
             f"  range: {_short(self.minangle)} .. {_short(self.maxangle)} deg{file_range}"
-            " (mode 2: the continuous wedge of this range)"
+            f" (mode 2: the continuous wedge {_short(lo)} .. {_short(hi)})"
         )
         steps = self.steps
         lines.append(
@@ -355,7 +383,7 @@ def regular_scheme(minangle: float, maxangle: float, anglestep: float) -> TiltSc
     """
     angles = tilt_angles(minangle, maxangle, anglestep)
     views = tuple(View(number=i + 1, angle=float(a)) for i, a in enumerate(angles))
-    return TiltScheme(views=views)
+    return TiltScheme(views=views, grid=(float(minangle), float(maxangle), float(anglestep)))
 
 
 # --------------------------------------------------------------------------- reading
@@ -754,3 +782,35 @@ def read_tilt_file(
     return TiltScheme(
         views=tuple(views), source=str(path), format=fmt, sign=sign, inverted=invert, notes=notes
     )
+
+
+@functools.cache
+def _generator(mode: int, n: int, angles: tuple[float, ...]):
+    if mode == 1:
+        return BackProjection(n, angles)
+    if mode == 2:
+        return WedgeFilter(n, angles[0], angles[-1])
+    raise ValueError(f"mode must be 1 or 2, not {mode}")
+
+
+def generator_for_scheme(mode: int, n: int, scheme: TiltScheme):
+    """Return the cached generator of a scheme (built once per process and scheme).
+
+    Mode 1 back-projects exactly ``scheme.angles``; mode 2 filters with the binary wedge of the
+    continuous range [``scheme.minangle``, ``scheme.maxangle``]. The cache is keyed by the angle
+    list and is unbounded, so that a mixture of k schemes, used in turn, never rebuilds an
+    operator (its memory: :meth:`TiltScheme.operator_bytes` per scheme). A regular scheme gives
+    the same volumes as :func:`mwr_dask.generators.generator_for` of its range.
+
+    Parameters
+    ----------
+    mode : int
+        1 = back-projection, 2 = wedge filter.
+    n : int
+        Cube side, voxels.
+    scheme : TiltScheme
+        The views; only its used angles matter.
+    """
+    if scheme.grid is not None:
+        return generator_for(int(mode), int(n), *scheme.grid)
+    return _generator(int(mode), int(n), scheme.angle_tuple)
