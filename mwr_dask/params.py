@@ -3,81 +3,18 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
 
-from mwr_dask import __version__
-from mwr_dask.geometry import tilt_angles
+from mwr_dask.source import MODES, NoiseSource
 
-MODES = {1: "back-projection", 2: "wedge filter"}
 #: Names of output volumes; nothing else is ever written to the output folder.
 NAME_PATTERN = re.compile(r"^n_(\d{5,})\.mrc$")
+#: The definition of a set of volumes; the name used inside the package before the library API.
+NoiseParams = NoiseSource
 
 
 def volume_name(index: int) -> str:
     """File name of volume ``index``: ``n_{index:05d}.mrc``."""
     return f"n_{index:05d}.mrc"
-
-
-def _num(value: float) -> str:
-    """Shortest text that reads back as exactly ``value`` (integers without a point)."""
-    value = float(value)
-    return str(int(value)) if value.is_integer() else repr(value)
-
-
-@dataclass(frozen=True)
-class NoiseParams:
-    """What defines a noise volume: with the index, these make it a pure function.
-
-    Attributes
-    ----------
-    cubesize : int
-        Cube side, voxels.
-    mode : int
-        1 = back-projection of 2-D white noise, 2 = 3-D white noise through a wedge filter.
-    minangle, maxangle, anglestep : float
-        Tilt range and step, degrees (the step matters for mode 1 only).
-    seed : int
-        Root seed; volume i draws from ``SeedSequence(seed, spawn_key=(i,))``.
-    voxel_size : float
-        Voxel size written to the header, angstroms.
-    """
-
-    cubesize: int
-    mode: int = 1
-    minangle: float = -60.0
-    maxangle: float = 60.0
-    anglestep: float = 2.0
-    seed: int = 0
-    voxel_size: float = 1.0
-
-    @property
-    def volume_bytes(self) -> int:
-        """Bytes of one volume file (1024-byte header + float32 data)."""
-        return 1024 + 4 * self.cubesize**3
-
-    @property
-    def tilt(self) -> str:
-        """Tilt range as ``min:max:step``, degrees."""
-        return f"{_num(self.minangle)}:{_num(self.maxangle)}:{_num(self.anglestep)}"
-
-    def labels(self, index: int) -> list[str]:
-        """MRC header labels recording the provenance of volume ``index`` (<= 80 chars each)."""
-        return [
-            f"mwr-dask {__version__} mode={self.mode} cube={self.cubesize} tilt={self.tilt}"
-            f" index={index}",
-            f"seed={self.seed} voxel={_num(self.voxel_size)}",
-        ]
-
-    def describe(self) -> str:
-        """One line for people: mode, cube, tilts, seed."""
-        return (
-            f"mode {self.mode} ({MODES.get(self.mode, '?')}), {self.cubesize}^3 voxels,"
-            f" tilts {self.tilt} deg, seed {self.seed}"
-        )
-
-    def as_dict(self) -> dict:
-        """Plain dictionary of the fields."""
-        return asdict(self)
 
 
 def parse_labels(labels: list[str]) -> dict[str, str]:
@@ -145,6 +82,13 @@ def validate(params: NoiseParams, number_volume: int, start: int) -> list[str]:
     return errors
 
 
+def source_problems(source) -> list[str]:
+    """Problems with the parameters of a source alone (no count or start), one sentence each."""
+    return validate(source, 1, 0)
+
+
 def tilts_of(params: NoiseParams):
     """Tilt angles of ``params``, degrees."""
+    from mwr_dask.geometry import tilt_angles
+
     return tilt_angles(params.minangle, params.maxangle, params.anglestep)

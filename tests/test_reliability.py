@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -208,7 +209,8 @@ angles = st.floats(-120, 120, allow_nan=False)
     voxel=st.floats(-1, 10, allow_nan=False),
 )
 def test_validation_accepts_exactly_the_valid_parameters(n, cube, start, mode, lo, hi, step, voxel):
-    p = NoiseParams(cube, mode, lo, hi, step, seed=1, voxel_size=voxel)
+    fields = dict(cubesize=cube, mode=mode, minangle=lo, maxangle=hi, anglestep=step, seed=1)
+    p = SimpleNamespace(**fields, voxel_size=voxel)
     valid = (
         n >= 1
         and cube >= 2

@@ -9,27 +9,17 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from mwr_dask.cli.common import (
-    CLUSTER,
     ConnectTimeoutOption,
     NcpusOption,
     SchedulerFileOption,
+    SchedulerOption,
     WorkerTimeoutOption,
     cluster_option_problems,
     fail,
 )
-from mwr_dask.cluster import (
-    ClusterError,
-    ClusterOptions,
-    check_versions,
-    open_client,
-    wait_for_workers,
-)
-from mwr_dask.progress import Progress
-from mwr_dask.signals import Interrupted, signals_raise
 
 
 def inspect(
@@ -50,16 +40,7 @@ def inspect(
         bool, typer.Option("--json", help="Print the report as JSON (for scripts).")
     ] = False,
     ncpus: NcpusOption = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            help="Address of a running Dask scheduler (tcp://host:8786, tls://...) to use"
-            " instead of a local cluster; also read from DASK_SCHEDULER_ADDRESS. Its workers"
-            " must see the folder at the same path. The cluster is left running.",
-            show_default=False,
-            rich_help_panel=CLUSTER,
-        ),
-    ] = None,
+    scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
     connect_timeout: ConnectTimeoutOption = 10.0,
     worker_timeout: WorkerTimeoutOption = 60.0,
@@ -89,6 +70,16 @@ def inspect(
     if errors:
         raise fail(" ".join(errors))
     # no dashboard: a short read-only run (a remote cluster keeps its own)
+    from mwr_dask.cluster import (
+        ClusterError,
+        ClusterOptions,
+        check_versions,
+        open_client,
+        wait_for_workers,
+    )
+    from mwr_dask.progress import Progress
+    from mwr_dask.signals import Interrupted, signals_raise
+
     options = ClusterOptions(
         scheduler=scheduler,
         scheduler_file=scheduler_file,
@@ -162,6 +153,8 @@ def list_volumes(folder: Path) -> list[str]:
 
 def _json_default(value):
     """JSON for numpy scalars and arrays."""
+    import numpy as np
+
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
