@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     import dask.array
     import numpy as np
 
+    from mwr_dask.tiltscheme import TiltScheme
+
 MODES = {1: "back-projection", 2: "wedge filter"}
 
 
@@ -64,6 +66,12 @@ class NoiseSource:
         fresh 128-bit seed, kept as ``source.seed``.
     voxel_size : float
         Voxel size written to the MRC header, angstroms (it does not change the data).
+    tilt_schemes : tuple of TiltScheme
+        Tilt schemes read from the dataset's tilt files (:mod:`mwr_dask.tiltscheme`). Empty:
+        the regular range above. Otherwise they replace it: volume i uses scheme
+        ``i mod len(tilt_schemes)`` and is byte-identical to volume i of a source with that
+        scheme alone and the same seed (mode 1 back-projects exactly its used angles, mode 2
+        uses the wedge of their continuous range).
 
     Raises
     ------
@@ -89,10 +97,18 @@ class NoiseSource:
     anglestep: float = 2.0
     seed: int | None = None
     voxel_size: float = 1.0
+    tilt_schemes: tuple[TiltScheme, ...] = ()
 
     def __post_init__(self) -> None:
         if self.seed is None:
             object.__setattr__(self, "seed", fresh_seed())
+        if self.tilt_schemes:
+            from mwr_dask.tiltscheme import TiltScheme
+
+            schemes = tuple(self.tilt_schemes)
+            if not all(isinstance(s, TiltScheme) for s in schemes):
+                raise ValueError("tilt_schemes must hold TiltScheme objects (read_tilt_file).")
+            object.__setattr__(self, "tilt_schemes", schemes)
         from mwr_dask.params import source_problems
 
         problems = source_problems(self)
@@ -111,19 +127,52 @@ class NoiseSource:
         """Tilt range as ``min:max:step``, degrees."""
         return f"{_num(self.minangle)}:{_num(self.maxangle)}:{_num(self.anglestep)}"
 
+    @property
+    def schemes_record(self) -> str:
+        """``K:digest`` of the tilt schemes (digest of their ordered angle lists), '' if none."""
+        if not self.tilt_schemes:
+            return ""
+        import hashlib
+
+        joined = ",".join(s.digest for s in self.tilt_schemes)
+        return f"{len(self.tilt_schemes)}:{hashlib.sha256(joined.encode()).hexdigest()[:12]}"
+
+    def scheme_of(self, index: int) -> TiltScheme | None:
+        """Tilt scheme of volume ``index`` (``index mod K``), or None for the regular range."""
+        if not self.tilt_schemes:
+            return None
+        return self.tilt_schemes[index % len(self.tilt_schemes)]
+
     def labels(self, index: int) -> list[str]:
-        """MRC header labels recording the provenance of volume ``index`` (<= 80 chars each)."""
+        """MRC header labels recording the provenance of volume ``index`` (<= 80 chars each).
+
+        With tilt schemes, ``tilt=`` gives way to ``schemes=K:digest`` (the whole mixture, for
+        the folder guard) and a third label describes the volume's own scheme.
+        """
+        if not self.tilt_schemes:
+            return [
+                f"mwr-dask {__version__} mode={self.mode} cube={self.cubesize} tilt={self.tilt}"
+                f" index={index}",
+                f"seed={self.seed} voxel={_num(self.voxel_size)}",
+            ]
+        k = len(self.tilt_schemes)
         return [
-            f"mwr-dask {__version__} mode={self.mode} cube={self.cubesize} tilt={self.tilt}"
-            f" index={index}",
+            f"mwr-dask {__version__} mode={self.mode} cube={self.cubesize}"
+            f" schemes={self.schemes_record} index={index}",
             f"seed={self.seed} voxel={_num(self.voxel_size)}",
+            f"scheme={index % k + 1}/{k} {self.scheme_of(index).label}",
         ]
 
     def describe(self) -> str:
         """One line for people: mode, cube, tilts, seed."""
+        if self.tilt_schemes:
+            k = len(self.tilt_schemes)
+            tilts = f"{k} tilt scheme{'s' * (k != 1)} ({self.schemes_record})"
+        else:
+            tilts = f"tilts {self.tilt} deg"
         return (
             f"mode {self.mode} ({MODES.get(self.mode, '?')}), {self.cubesize}^3 voxels,"
-            f" tilts {self.tilt} deg, seed {self.seed}"
+            f" {tilts}, seed {self.seed}"
         )
 
     def as_dict(self) -> dict:
@@ -137,6 +186,10 @@ class NoiseSource:
 
         It is called with the volume's random generator and returns the volume.
         """
+        if self.tilt_schemes:
+            from mwr_dask.tiltscheme import generator_for_scheme
+
+            return generator_for_scheme(self.mode, self.cubesize, self.scheme_of(index))
         from mwr_dask.generators import generator_for
 
         return generator_for(self.mode, self.cubesize, self.minangle, self.maxangle, self.anglestep)

@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mwr_dask.generators import BackProjection, WedgeFilter, generator_for
 from mwr_dask.geometry import tilt_angles
 
 #: Format names and what they are.
@@ -256,6 +255,26 @@ class TiltScheme:
         pointers.
         """
         return 2 * len(self.used) * n * n * (4 + 8) + (n * n + 1) * 8
+
+    def cached_bytes(self, mode: int, n: int) -> int:
+        """Memory a worker keeps for this scheme once it has made a volume, bytes.
+
+        Mode 1: the operator (:meth:`operator_bytes`) and the scratch projections (float32,
+        detector bins x n). Mode 2: the wedge mask of [minangle, maxangle] (bool), the complex64
+        half spectrum and the float32 draws, all over (n, n, n // 2 + 1).
+        """
+        if mode == 1:
+            c = (n - 1) / 2.0
+            theta = np.radians(self.angles)
+            half = np.ceil(c * (np.abs(np.cos(theta)) + np.abs(np.sin(theta))) - 1e-9)
+            bins = int(np.sum(2 * half + 2))
+            return self.operator_bytes(n) + 4 * bins * n
+        from mwr_dask.geometry import measured_2d
+
+        lo, hi = self.wedge_range
+        half_plane = n * (n // 2 + 1)
+        measured = int(measured_2d(n, lo, hi)[:, : n // 2 + 1].sum()) * n
+        return half_plane * n * (1 + 8) + 8 * measured
 
     # ----------------------------------------------------------------- descriptions
     @property
@@ -786,6 +805,8 @@ def read_tilt_file(
 
 @functools.cache
 def _generator(mode: int, n: int, angles: tuple[float, ...]):
+    from mwr_dask.generators import BackProjection, WedgeFilter
+
     if mode == 1:
         return BackProjection(n, angles)
     if mode == 2:
@@ -812,5 +833,7 @@ def generator_for_scheme(mode: int, n: int, scheme: TiltScheme):
         The views; only its used angles matter.
     """
     if scheme.grid is not None:
+        from mwr_dask.generators import generator_for
+
         return generator_for(int(mode), int(n), *scheme.grid)
     return _generator(int(mode), int(n), scheme.angle_tuple)

@@ -10,8 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mwr_dask.folder import conflicts
 from mwr_dask.generators import BackProjection, generator_for, volume_rng
 from mwr_dask.geometry import tilt_angles
+from mwr_dask.params import params_from_labels, parse_labels
+from mwr_dask.source import NoiseSource
 from mwr_dask.tiltscheme import (
     EXCLUDED_BY_USER,
     EXCLUDED_DARK,
@@ -28,6 +31,7 @@ from mwr_dask.tiltscheme import (
     regular_scheme,
 )
 from tests import tiltfixtures as tf
+from tests.helpers import assert_only_volumes, cli, read_all
 from tests.spectra import kxkz_power, polar
 
 SHOTS = tf.acquisition()
@@ -433,3 +437,107 @@ def test_operator_bytes_bounds_the_real_operator(files):
     real = op.data.nbytes + op.indices.nbytes + op.indptr.nbytes
     # exact with scipy's int64 indices; an upper bound should scipy ever keep int32 ones
     assert real <= scheme.operator_bytes(24) <= 1.5 * real
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def test_noise_source_mixture_volume_i_is_that_of_its_scheme_alone(files):
+    schemes = tuple(read_tilt_file(files[k]) for k in ("tlt", "aln", "mdoc"))
+    mixture = NoiseSource(16, mode=1, seed=21, tilt_schemes=schemes)
+    for i in range(7):
+        alone = NoiseSource(16, mode=1, seed=21, tilt_schemes=(schemes[i % 3],))
+        assert mixture[i].tobytes() == alone[i].tobytes()
+        labels = mixture.labels(i)
+        assert all(len(label) <= 80 for label in labels)
+        assert labels[2] == f"scheme={i % 3 + 1}/3 {schemes[i % 3].label}"
+    # mode 2: the continuous wedge of the used views
+    m2 = NoiseSource(16, mode=2, seed=3, tilt_schemes=(schemes[1],))
+    wedge = NoiseSource(16, mode=2, seed=3, minangle=-45, maxangle=66)
+    assert m2[0].tobytes() == wedge[0].tobytes()
+    # a source with schemes pickles small (no operator) and back to an equal source
+    blob = pickle.dumps(mixture)
+    assert pickle.loads(blob) == mixture and len(blob) < 40_000
+
+
+def test_labels_of_a_scheme_volume_read_back(files):
+    scheme = read_tilt_file(files["aln"])
+    source = NoiseSource(16, mode=1, seed=8, tilt_schemes=(scheme,))
+    labels = source.labels(5)
+    kv = parse_labels(labels)
+    assert kv["schemes"] == source.schemes_record and kv["sha"] == scheme.digest
+    back = params_from_labels(labels)
+    assert (back.minangle, back.maxangle, back.seed) == (-45.0, 66.0, 8)
+    assert back.anglestep == pytest.approx(3.0)
+    # a regular source keeps today's labels
+    assert NoiseSource(16, seed=8).labels(5)[0].endswith("tilt=-60:60:2 index=5")
+
+
+def test_folder_guard_compares_schemes(files):
+    a = NoiseSource(16, seed=1, tilt_schemes=(read_tilt_file(files["aln"]),))
+    b = NoiseSource(16, seed=1, tilt_schemes=(read_tilt_file(files["tlt"]),))
+    same = NoiseSource(16, seed=1, tilt_schemes=(read_tilt_file(files["xml"]),))  # same angles
+    recorded = params_from_labels(a.labels(0))
+    assert conflicts(recorded, same, a.schemes_record) == []
+    assert "tilt schemes" in conflicts(recorded, b, a.schemes_record)[0]
+    assert "tilts -60:60:2" in conflicts(recorded, NoiseSource(16, seed=1), a.schemes_record)[0]
+    plain = NoiseSource(16, seed=1)
+    assert "folder has -60:60:2" in conflicts(plain, a)[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--tilt-file", "{tlt}", "--minangle", "-50"], "not both"),
+        (["--tilt-file", "{tlt}", "--tilt-file", "{aln}", "--exclude", "1"], "single --tilt-file"),
+        (["--exclude", "1-3"], "--exclude needs --tilt-file"),
+        (["--invert-tilts"], "--invert-tilts needs --tilt-file"),
+        (["--tilt-file", "{tlt}", "--exclude", "40-45"], "view 42"),
+        (["--tilt-file", "{missing}"], "cannot be read"),
+    ],
+)
+def test_cli_usage_errors_one_sentence_exit_2_nothing_written(tmp_path, files, args, words):
+    names = {"tlt": files["tlt"], "aln": files["aln"], "missing": tmp_path / "no.tlt"}
+    out = tmp_path / "out"
+    proc = cli("generate-noise", str(out), "2", "16", *[a.format(**names) for a in args])
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_cli_dry_run_prints_each_scheme_and_the_cached_memory(tmp_path, files):
+    proc = cli("generate-noise", str(tmp_path / "out"), "6", "32", "--dry-run", "--ncpus", "1",
+               "--tilt-file", str(files["tlt"]), "--tilt-file", str(files["aln"]))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("tilt scheme: ") == 2
+    assert "excluded (DarkFrame): views 1-3" in proc.stdout
+    assert "Cached per worker:" in proc.stdout and "2 schemes" in proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_cli_mixture_writes_each_schemes_volumes_and_guards_the_folder(tmp_path, files):
+    out = tmp_path / "out"
+    mix = ["--tilt-file", str(files["tlt"]), "--tilt-file", str(files["aln"]),
+           "--tilt-file", str(files["xml"])]  # fmt: skip
+    proc = cli("generate-noise", str(out), "5", "16", "--seed", "4", "--ncpus", "1",
+               "--no-dashboard", *mix)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert_only_volumes(out, range(5))
+    data = read_all(out)
+    schemes = [read_tilt_file(files[k]) for k in ("tlt", "aln", "xml")]
+    for i in range(5):
+        alone = NoiseSource(16, seed=4, tilt_schemes=(schemes[i % 3],))
+        assert np.array_equal(data[f"n_{i:05d}.mrc"], alone[i])
+    # appending with another scheme is a conflict; the same mixture appends with its seed
+    other = cli("generate-noise", str(out), "2", "16", "--start", "5", "--ncpus", "1",
+                "--no-dashboard", "--tilt-file", str(files["tlt"]))  # fmt: skip
+    assert other.returncode == 2 and "tilt schemes" in other.stderr
+    same = cli("generate-noise", str(out), "2", "16", "--start", "5", "--ncpus", "1",
+               "--no-dashboard", "-q", *mix)  # fmt: skip
+    assert same.returncode == 0, same.stderr
+    data = read_all(out)
+    mixture = NoiseSource(16, seed=4, tilt_schemes=tuple(schemes))
+    assert np.array_equal(data["n_00006.mrc"], mixture[6])
