@@ -361,9 +361,9 @@ def test_scheme_invariants(angles, rnd, sign):
 
 
 def averaged_spectrum(scheme: TiltScheme, n: int = 48, volumes: int = 6) -> np.ndarray:
-    """Mode-1 kx-kz power of ``volumes`` volumes back-projected from the scheme's angles."""
-    make = BackProjection(n, scheme.angle_tuple)
-    return kxkz_power([make(volume_rng(2024, i)) for i in range(volumes)])
+    """Mode-1 kx-kz power of ``volumes`` volumes of a source with the scheme alone."""
+    source = NoiseSource(n, mode=1, seed=2024, tilt_schemes=(scheme,))
+    return kxkz_power([source[i] for i in range(volumes)])
 
 
 def test_five_excluded_views_leave_a_gap_at_high_radius(files):
