@@ -541,3 +541,30 @@ def test_cli_mixture_writes_each_schemes_volumes_and_guards_the_folder(tmp_path,
     data = read_all(out)
     mixture = NoiseSource(16, seed=4, tilt_schemes=tuple(schemes))
     assert np.array_equal(data["n_00006.mrc"], mixture[6])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    angle_sets,
+    st.integers(1, 7),
+    st.sets(st.integers(1, 80), max_size=10),
+    st.booleans(),
+)
+def test_tlt_files_read_back_their_angles_and_exclusions(angles, per_line, drop, invert):
+    import tempfile
+
+    drop = {k for k in drop if k <= len(angles)}
+    kept = [a for i, a in enumerate(angles) if i + 1 not in drop]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tf.write_tlt(Path(tmp) / "r.rawtlt", angles, per_line=per_line)
+        exclude = format_view_list(drop) if drop else None
+        if len(kept) < 2:
+            with pytest.raises(TiltSchemeError):
+                read_tilt_file(path, exclude=exclude, invert=invert)
+            return
+        scheme = read_tilt_file(path, exclude=exclude, invert=invert)
+    assert [v.angle for v in scheme.views] == [float(f"{a:7.2f}") for a in angles]
+    assert [v.number for v in scheme.excluded] == sorted(drop)
+    sign = -SIGNS["imod"] if invert else SIGNS["imod"]
+    expected = sorted(sign * float(f"{a:7.2f}") + 0.0 for a in kept)
+    assert list(scheme.angle_tuple) == expected
