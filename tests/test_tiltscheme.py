@@ -451,6 +451,8 @@ def test_noise_source_mixture_volume_i_is_that_of_its_scheme_alone(files):
         labels = mixture.labels(i)
         assert all(len(label) <= 80 for label in labels)
         assert labels[2] == f"scheme={i % 3 + 1}/3 {schemes[i % 3].label}"
+    big = NoiseSource(512, mode=1, seed=2**128 - 1, voxel_size=13.125, tilt_schemes=schemes)
+    assert all(len(label) <= 80 for label in big.labels(99_999_999))
     # mode 2: the continuous wedge of the used views
     m2 = NoiseSource(16, mode=2, seed=3, tilt_schemes=(schemes[1],))
     wedge = NoiseSource(16, mode=2, seed=3, minangle=-45, maxangle=66)
