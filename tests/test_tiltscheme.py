@@ -570,3 +570,47 @@ def test_tlt_files_read_back_their_angles_and_exclusions(angles, per_line, drop,
     sign = -SIGNS["imod"] if invert else SIGNS["imod"]
     expected = sorted(sign * float(f"{a:7.2f}") + 0.0 for a in kept)
     assert list(scheme.angle_tuple) == expected
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+def write_folder(folder: Path, source: NoiseSource, count: int, seeds=None) -> None:
+    """Write volumes 0..count-1 of ``source`` as generate-noise would (labels included)."""
+    from dataclasses import replace
+
+    from mwr_dask.mrcio import write_volume
+
+    folder.mkdir()
+    tmp = folder.parent / f".{folder.name}.tmp"
+    tmp.mkdir()
+    for i in range(count):
+        src = replace(source, seed=seeds[i]) if seeds else source
+        write_volume(folder / f"n_{i:05d}.mrc", src[i], 1.0, src.labels(i), tmp)
+
+
+@pytest.mark.slow
+def test_inspect_accepts_a_mixture_and_reports_its_schemes(tmp_path, files):
+    from mwr_dask.inspection import inspect_folder
+
+    schemes = (read_tilt_file(files["tlt"]), read_tilt_file(files["aln"]))
+    source = NoiseSource(32, mode=1, seed=3, tilt_schemes=schemes)
+    write_folder(tmp_path / "mix", source, 12)
+    report = inspect_folder(tmp_path / "mix")
+    assert report.problems == []
+    groups = report.summary["tilt_schemes"]["groups"]
+    assert [(g["minangle"], g["maxangle"], g["volumes"]) for g in groups] == [
+        (-66.0, 54.0, 6),
+        (-45.0, 66.0, 6),
+    ]
+    assert any("tilt-file mixture" in w for w in report.warnings)
+    assert report.summary["spectrum"]["tilt_range_agrees"] is None  # not compared
+    # a volume with another seed in the mixture is a problem, as in any folder
+    write_folder(tmp_path / "odd", source, 6, seeds=[3, 3, 3, 3, 3, 4])
+    odd = inspect_folder(tmp_path / "odd")
+    assert any("seed" in p for p in odd.problems)
+    # one tilt file: its range is compared with the spectrum, as for a regular range
+    one = NoiseSource(32, mode=1, seed=3, tilt_schemes=(schemes[1],))
+    write_folder(tmp_path / "one", one, 12)
+    single = inspect_folder(tmp_path / "one")
+    assert single.problems == [] and single.summary["spectrum"]["tilt_range_agrees"] is True
