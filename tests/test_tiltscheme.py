@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -614,3 +615,38 @@ def test_inspect_accepts_a_mixture_and_reports_its_schemes(tmp_path, files):
     write_folder(tmp_path / "one", one, 12)
     single = inspect_folder(tmp_path / "one")
     assert single.problems == [] and single.summary["spectrum"]["tilt_range_agrees"] is True
+
+
+def write_tomogram(path: Path, scheme: TiltScheme) -> Path:
+    """A 48 x 96 x 144 (z, y, x) 'tomogram' of noise with the scheme's wedge (tilt axis y)."""
+    import mrcfile
+
+    source = NoiseSource(48, mode=1, seed=1, tilt_schemes=(scheme,))
+    vol = np.zeros((48, 96, 144), np.float32)
+    for k in range(6):
+        y, x = divmod(k, 3)
+        vol[:, 48 * y : 48 * (y + 1), 48 * x : 48 * (x + 1)] = source[k]
+    with mrcfile.new(str(path)) as m:
+        m.set_data(vol)
+    return path
+
+
+@pytest.mark.slow
+def test_inspect_one_tomogram_says_which_side_its_wedge_is_on(tmp_path, files):
+    aln = read_tilt_file(files["aln"])  # -45 .. 66 as read
+    tomo = write_tomogram(tmp_path / "TS_01_rec.mrc", aln)
+    proc = cli("inspect", str(tomo), "--tilt-file", str(files["aln"]))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK: the tilt file as read" in proc.stdout
+    # the IMOD .tlt of the same views maps to the other side: the check says so
+    wrong = cli("inspect", str(tomo), "--tilt-file", str(files["tlt"]), "--json")
+    assert wrong.returncode == 1
+    report = json.loads(wrong.stdout)
+    lo, hi = report["spectrum"]["tilt_range"]
+    assert abs(lo + 45) < 3 and abs(hi - 66) < 3
+    assert report["tilt_file"]["better"] == "inverted" and report["ok"] is False
+    # no tilt file: the estimate alone; a folder does not take --tilt-file
+    alone = cli("inspect", str(tomo))
+    assert alone.returncode == 0 and "tilt range" in alone.stdout
+    folder = cli("inspect", str(tmp_path), "--tilt-file", str(files["aln"]))
+    assert folder.returncode == 2 and "applies to a tomogram" in folder.stderr
