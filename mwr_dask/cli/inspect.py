@@ -200,7 +200,7 @@ def inspect_tomogram(path: Path, tilt_file: Path | None, json_output: bool) -> N
     try:
         result = tomogram_spectrum(path)
     except ValueError as err:
-        raise fail(f"{err}.") from None
+        raise fail(f"{path} is not a folder, and not a tomogram to inspect: {err}.") from None
     except OSError as err:
         raise fail(f"cannot read {path}: {err.strerror or err}.") from None
     a = result.analysis

@@ -70,20 +70,26 @@ def tomogram_spectrum(path: Path | str, max_blocks: int = 256) -> TomogramSpectr
     Raises
     ------
     ValueError
-        The file is not a 3-D volume, or is smaller than 8 voxels along z or x.
+        The file is not a 3-D MRC volume, or is thinner than 8 voxels along z or x (the
+        message says which, without the path).
     """
+    import warnings
+
     import mrcfile
 
-    with mrcfile.mmap(str(path), mode="r", permissive=True) as mrc:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # permissive: a bad header reads as no data
+        mrc = mrcfile.mmap(str(path), mode="r", permissive=True)
+    with mrc:
         data = mrc.data
         if data is None or data.ndim != 3:
-            raise ValueError(f"{path} is not a 3-D volume")
+            raise ValueError("not a 3-D MRC volume")
         nz, ny, nx = (int(s) for s in data.shape)
         side = min(nz, nx, MAX_SIDE) // 2 * 2
         if side < 8:
             raise ValueError(
-                f"{path} has {nz} x {ny} x {nx} voxels (z, y, x): too thin along z or x for a"
-                " spectrum (8 at least)"
+                f"{nz} x {ny} x {nx} voxels (z, y, x), too thin along z or x for a spectrum"
+                " (8 at least)"
             )
         window = np.hanning(side + 2)[1:-1].astype(np.float32)
         taper = window[:, None, None] * window[None, None, :]
