@@ -21,6 +21,7 @@ an array is first asked for.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -35,6 +36,17 @@ if TYPE_CHECKING:
     from mwr_dask.tiltscheme import TiltScheme
 
 MODES = {1: "back-projection", 2: "wedge filter"}
+
+
+@functools.lru_cache(maxsize=1)
+def numerics_label() -> str:
+    """MRC label with the numpy and scipy versions: with mwr-dask's, they fix the bytes.
+
+    Read from the installed packages' metadata, so that numpy and scipy are not imported.
+    """
+    from importlib.metadata import version
+
+    return f"numpy={version('numpy')} scipy={version('scipy')}"
 
 
 def _num(value: float) -> str:
@@ -154,6 +166,7 @@ class NoiseSource:
                 f"mwr-dask {__version__} mode={self.mode} cube={self.cubesize} tilt={self.tilt}"
                 f" index={index}",
                 f"seed={self.seed} voxel={_num(self.voxel_size)}",
+                numerics_label(),
             ]
         k = len(self.tilt_schemes)
         return [
@@ -161,6 +174,7 @@ class NoiseSource:
             f" schemes={self.schemes_record} index={index}",
             f"seed={self.seed} voxel={_num(self.voxel_size)}",
             f"scheme={index % k + 1}/{k} {self.scheme_of(index).label}",
+            numerics_label(),
         ]
 
     def describe(self) -> str:

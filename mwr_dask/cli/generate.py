@@ -367,6 +367,12 @@ def generate_noise(
     from mwr_dask.run import memory_problems
 
     hpc = batch_cluster(ctx.params, output_folder, errors)
+    if ncpus is not None and hpc is None and not (scheduler or scheduler_file):
+        from mwr_dask.cores import local_workers
+
+        ncpus, warning = local_workers(ncpus)  # no more workers than usable cores
+        if warning and not quiet:
+            typer.echo(warning, err=True)
     options = ClusterOptions(
         scheduler=scheduler,
         scheduler_file=scheduler_file,
@@ -479,7 +485,12 @@ def show_plan(folder: Path, source, start: int, count: int, options, *, adopt_se
         source, existing = plan_source(folder, source, adopt_seed=adopt_seed, force=force)
     except FolderError as err:
         raise fail(str(err)) from None
+    from mwr_dask.generators import cost_note
+
     typer.echo(describe_plan(source, start, count, folder, existing.indices, options))
+    note = cost_note(source.cubesize, source.mode)
+    if note:
+        typer.echo(note)
     if source.tilt_schemes:
         for scheme in source.tilt_schemes:
             typer.echo(scheme.describe())
@@ -542,21 +553,33 @@ def run_and_report(folder: Path, source, start: int, count: int, options, *, qui
         ) from None
     except (FolderError, ClusterError) as err:
         raise fail(str(err), 2 if isinstance(err, FolderError) else 1) from None
-    summarize(done, say)
+    summarize(done, say, bar[0].elapsed if bar else None)
     if not done.ok:
         raise typer.Exit(1)
 
 
-def summarize(done, say) -> None:
-    """Print the closing summary and every error."""
+def summarize(done, say, work: float | None = None) -> None:
+    """Print the closing summary and every error.
+
+    ``done.seconds`` runs from the cluster's start to the last volume; ``work`` (the progress
+    report's :attr:`~mwr_dask.progress.Progress.elapsed`) the part after the cluster was up,
+    over which the rate is given, as the progress line gives it.
+    """
     result = done.result
     written_bytes = done.written_bytes
     wall = max(done.seconds, 1e-9)
-    say(
+    text = (
         f"Done: {result.written} written, {result.skipped} skipped (already complete),"
         f" {result.failed} failed; {written_bytes / 1e6:.1f} MB in {wall:.1f} s"
-        f" ({result.written / wall:.1f} vol/s, {written_bytes / 1e6 / wall:.1f} MB/s)"
     )
+    if work:
+        text += (
+            f", {work:.1f} s of it after the cluster was up ({result.done / work:.1f} vol/s,"
+            f" {written_bytes / 1e6 / work:.1f} MB/s)"
+        )
+    else:
+        text += f" ({result.written / wall:.1f} vol/s, {written_bytes / 1e6 / wall:.1f} MB/s)"
+    say(text)
     for index, error in result.errors:
         typer.echo(f"mwr-dask: error: volume {index}: {error}", err=True)
     for lo, hi, error in result.crashed:

@@ -19,6 +19,7 @@ from mwr_dask.cli.common import (
     cluster_option_problems,
     fail,
 )
+from mwr_dask.cores import local_workers
 
 
 def inspect(
@@ -91,6 +92,10 @@ def inspect(
             )
     if errors:
         raise fail(" ".join(errors))
+    if ncpus is not None and not (scheduler or scheduler_file):
+        ncpus, warning = local_workers(ncpus)  # no more workers than usable cores
+        if warning:
+            typer.echo(warning, err=True)
     # no dashboard: a short read-only run (a remote cluster keeps its own)
     from mwr_dask.cluster import (
         ClusterError,
