@@ -32,11 +32,28 @@ def parse_labels(labels: list[str]) -> dict[str, str]:
 
 
 def params_from_labels(labels: list[str]) -> NoiseParams | None:
-    """Rebuild the parameters recorded in a volume's labels, or None if they are not there."""
+    """Rebuild the parameters recorded in a volume's labels, or None if they are not there.
+
+    A volume made from a tilt scheme records its scheme's range and number of views, not its
+    angles: the source returned then has that range and the mean step (what ``inspect``
+    compares with), and ``schemes`` of :func:`parse_labels` names the whole mixture.
+    """
     kv = parse_labels(labels)
     if "spectrum" in kv:
         return _measured_from_labels(kv)
     try:
+        if "schemes" in kv and "tilt" not in kv:
+            lo, hi = (float(v) for v in kv["tilts"].split(".."))
+            views = int(kv["n"])
+            return NoiseParams(
+                cubesize=int(kv["cube"]),
+                mode=int(kv["mode"]),
+                minangle=lo,
+                maxangle=hi,
+                anglestep=(hi - lo) / max(views - 1, 1),
+                seed=int(kv["seed"]),
+                voxel_size=float(kv.get("voxel", "1")),
+            )
         lo, hi, step = (float(v) for v in kv["tilt"].split(":"))
         return NoiseParams(
             cubesize=int(kv["cube"]),
@@ -112,7 +129,16 @@ def source_problems(source) -> list[str]:
 
 
 def tilts_of(params: NoiseParams):
-    """Tilt angles of ``params``, degrees."""
+    """Tilt angles of ``params``, degrees; with tilt schemes, those of every scheme together.
+
+    (What a worker's cached mode-1 operators hold: one per scheme.)
+    """
     from mwr_dask.geometry import tilt_angles
 
+    schemes = getattr(params, "tilt_schemes", ())
+    if schemes:
+        import numpy as np
+
+        unique = {s.angle_tuple: s for s in schemes}.values()  # equal schemes share one
+        return np.concatenate([s.angles for s in unique])
     return tilt_angles(params.minangle, params.maxangle, params.anglestep)
