@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mwr_dask.mrcio import read_header, state_dir
-from mwr_dask.params import NAME_PATTERN, NoiseParams, params_from_labels
+from mwr_dask.params import NAME_PATTERN, NoiseParams, params_from_labels, parse_labels
 
 
 @dataclass
@@ -30,12 +30,15 @@ class FolderState:
         Parameters recorded in the labels of the first readable mwr-dask volume.
     cubesizes : set of int
         Cube sides seen in the headers that were read.
+    recorded_schemes : str
+        ``K:digest`` of the tilt schemes that volume records (``schemes=``), '' for a range.
     """
 
     indices: list[int] = field(default_factory=list)
     others: list[str] = field(default_factory=list)
     recorded: NoiseParams | None = None
     cubesizes: set[int] = field(default_factory=set)
+    recorded_schemes: str = ""
 
 
 def scan(folder: Path, *, headers: int = 3) -> FolderState:
@@ -66,17 +69,34 @@ def scan(folder: Path, *, headers: int = 3) -> FolderState:
             state.cubesizes.add(header.shape[-1])
             if state.recorded is None:
                 state.recorded = params_from_labels(header.labels)
+                if state.recorded is not None:
+                    state.recorded_schemes = parse_labels(header.labels).get("schemes", "")
     return state
 
 
-def conflicts(recorded: NoiseParams, wanted: NoiseParams) -> list[str]:
-    """Differences between the parameters a folder records and those of a new run."""
+def conflicts(recorded: NoiseParams, wanted: NoiseParams, recorded_schemes: str = "") -> list[str]:
+    """Differences between the parameters a folder records and those of a new run.
+
+    ``recorded_schemes`` is the folder's ``schemes=K:digest`` label ('' for a range): tilt
+    schemes are compared by the digest of their ordered angle lists.
+    """
     out = []
     if recorded.cubesize != wanted.cubesize:
         out.append(f"cube size {wanted.cubesize} (folder has {recorded.cubesize})")
     if recorded.mode != wanted.mode:
         out.append(f"mode {wanted.mode} (folder has {recorded.mode})")
-    if recorded.mode == wanted.mode and recorded.tilt != wanted.tilt:
+    spectra = [p.spectrum.digest if p.spectrum is not None else None for p in (recorded, wanted)]
+    if recorded.mode == wanted.mode == 3 and spectra[0] != spectra[1]:
+        out.append(f"spectrum {spectra[1]} (folder has {spectra[0]})")
+    wanted_schemes = getattr(wanted, "schemes_record", "")
+    if recorded.mode == 3 or wanted.mode == 3:
+        pass  # a measured spectrum has no tilts
+    elif recorded_schemes or wanted_schemes:
+        if recorded_schemes != wanted_schemes:
+            mine = f"tilt schemes {wanted_schemes}" if wanted_schemes else f"tilts {wanted.tilt}"
+            theirs = f"tilt schemes {recorded_schemes}" if recorded_schemes else recorded.tilt
+            out.append(f"{mine} (folder has {theirs})")
+    elif recorded.mode == wanted.mode and recorded.tilt != wanted.tilt:
         # The step only matters for mode 1; mode 2 records it but does not use it.
         same_range = (recorded.minangle, recorded.maxangle) == (wanted.minangle, wanted.maxangle)
         if wanted.mode == 1 or not same_range:
@@ -125,7 +145,7 @@ def resolve_params(
     if not force:
         problems = []
         if state.recorded is not None:
-            problems = conflicts(state.recorded, params)
+            problems = conflicts(state.recorded, params, state.recorded_schemes)
         elif state.cubesizes and state.cubesizes != {params.cubesize}:
             sizes = ", ".join(str(s) for s in sorted(state.cubesizes))
             problems = [f"cube size {params.cubesize} (folder has {sizes})"]

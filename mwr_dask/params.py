@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from mwr_dask.source import MODES, NoiseSource
+from mwr_dask.source import MODES, NoiseSource  # noqa: F401 - MODES re-exported
 
 #: Names of output volumes; nothing else is ever written to the output folder.
 NAME_PATTERN = re.compile(r"^n_(\d{5,})\.mrc$")
@@ -32,14 +32,39 @@ def parse_labels(labels: list[str]) -> dict[str, str]:
 
 
 def params_from_labels(labels: list[str]) -> NoiseParams | None:
-    """Rebuild the parameters recorded in a volume's labels, or None if they are not there."""
+    """Rebuild the parameters recorded in a volume's labels, or None if they are not there.
+
+    A volume made from a tilt scheme records its scheme's range and number of views, not its
+    angles: the source returned then has that range and the mean step (what ``inspect``
+    compares with), and ``schemes`` of :func:`parse_labels` names the whole mixture.
+    """
     kv = parse_labels(labels)
+    if "spectrum" in kv:
+        return _measured_from_labels(kv)
     try:
-        lo, hi, step = (float(v) for v in kv["tilt"].split(":"))
         radial = None
         if "radial" in kv:
             cutoff, falloff = (float(v) for v in kv["radial"].split(","))
             radial = (cutoff, falloff)
+        filtering = {
+            "filter": kv.get("filter", "none"),
+            "radial": radial,
+            "sirt_iterations": int(kv["sirt"]) if "sirt" in kv else None,
+        }
+        if "schemes" in kv and "tilt" not in kv:
+            lo, hi = (float(v) for v in kv["tilts"].split(".."))
+            views = int(kv["n"])
+            return NoiseParams(
+                cubesize=int(kv["cube"]),
+                mode=int(kv["mode"]),
+                minangle=lo,
+                maxangle=hi,
+                anglestep=(hi - lo) / max(views - 1, 1),
+                seed=int(kv["seed"]),
+                voxel_size=float(kv.get("voxel", "1")),
+                **filtering,
+            )
+        lo, hi, step = (float(v) for v in kv["tilt"].split(":"))
         return NoiseParams(
             cubesize=int(kv["cube"]),
             mode=int(kv["mode"]),
@@ -48,9 +73,22 @@ def params_from_labels(labels: list[str]) -> NoiseParams | None:
             anglestep=step,
             seed=int(kv["seed"]),
             voxel_size=float(kv.get("voxel", "1")),
-            filter=kv.get("filter", "none"),
-            radial=radial,
-            sirt_iterations=int(kv["sirt"]) if "sirt" in kv else None,
+            **filtering,
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+def _measured_from_labels(kv: dict[str, str]) -> NoiseParams | None:
+    """Rebuild a mode-3 source from its labels: the spectrum known by its digest (no path)."""
+    from mwr_dask.measured import SpectrumNoise
+
+    try:
+        return NoiseParams(
+            cubesize=int(kv["cube"]),
+            seed=int(kv["seed"]),
+            voxel_size=float(kv.get("voxel", "1")),
+            spectrum=SpectrumNoise("", kv["spectrum"]),
         )
     except (KeyError, ValueError):
         return None
@@ -66,7 +104,14 @@ def validate(params: NoiseParams, number_volume: int, start: int) -> list[str]:
         errors.append(f"CUBESIZE must be at least 2 voxels, not {p.cubesize}.")
     if start < 0:
         errors.append(f"--start must be 0 or more, not {start}.")
-    if p.mode not in MODES:
+    spectrum = getattr(p, "spectrum", None)
+    if spectrum is not None:
+        if spectrum.path and spectrum.n != p.cubesize:
+            errors.append(
+                f"CUBESIZE ({p.cubesize}) must equal the cube of the spectrum"
+                f" {spectrum.path} ({spectrum.n})."
+            )
+    elif p.mode not in (1, 2):
         errors.append(f"--mode must be 1 (back-projection) or 2 (wedge filter), not {p.mode}.")
     for name, value in (("--minangle", p.minangle), ("--maxangle", p.maxangle)):
         if not -90.0 < value < 90.0:
@@ -92,7 +137,7 @@ def validate(params: NoiseParams, number_volume: int, start: int) -> list[str]:
         getattr(p, "filter", "none"),
         getattr(p, "radial", None),
         getattr(p, "sirt_iterations", None),
-        p.mode,
+        3 if spectrum is not None else p.mode,
     )
     return errors
 
@@ -103,7 +148,16 @@ def source_problems(source) -> list[str]:
 
 
 def tilts_of(params: NoiseParams):
-    """Tilt angles of ``params``, degrees."""
+    """Tilt angles of ``params``, degrees; with tilt schemes, those of every scheme together.
+
+    (What a worker's cached mode-1 operators hold: one per scheme.)
+    """
     from mwr_dask.geometry import tilt_angles
 
+    schemes = getattr(params, "tilt_schemes", ())
+    if schemes:
+        import numpy as np
+
+        unique = {s.angle_tuple: s for s in schemes}.values()  # equal schemes share one
+        return np.concatenate([s.angles for s in unique])
     return tilt_angles(params.minangle, params.maxangle, params.anglestep)
