@@ -516,3 +516,27 @@ def test_inspect_accepts_a_filtered_folder(tmp_path, name):
     assert spectrum["tilt_range_agrees"], report.problems
     # only the size of the folder (IsoNet wants 1000 entries) may be a problem here
     assert all("1000" in p or "entries" in p for p in report.problems), report.problems
+
+
+def test_filter_with_a_tilt_file_and_excluded_views(tmp_path):
+    from mwr_dask.folder import conflicts
+    from mwr_dask.params import params_from_labels
+    from mwr_dask.source import NoiseSource
+    from mwr_dask.tiltscheme import read_tilt_file
+
+    tlt = tmp_path / "ts.tlt"
+    tlt.write_text("\n".join(f"{a:.2f}" for a in np.arange(-54.0, 55.0, 3.0)) + "\n")
+    scheme = read_tilt_file(tlt, exclude="17-20")  # four views around 0 left out
+    source = NoiseSource(24, seed=2, tilt_schemes=(scheme,), filter="imod")
+    g = BackProjection(24, scheme.angle_tuple, make_filter("imod"))
+    assert np.array_equal(source[3], g(volume_rng(2, 3)))
+    a = imod_view_weights(np.array(scheme.angle_tuple))
+    assert a.max() > 2 * np.median(a)  # the views next to the gap weigh more
+    labels = source.labels(3)
+    assert labels[-1] == "filter=imod radial=0.35,0.035"
+    assert all(len(lab) <= 80 for lab in labels)
+    recorded = params_from_labels(labels)
+    assert recorded.filter_spec == source.filter_spec
+    plain = NoiseSource(24, seed=2, tilt_schemes=(scheme,))
+    assert not np.allclose(plain[3], source[3])
+    assert any("filter=none" in c for c in conflicts(recorded, params_from_labels(plain.labels(3))))
