@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
 
 from mwr_dask import __version__
-from mwr_dask.geometry import tilt_angles
+from mwr_dask.geometry import _EPS_DEG, tilt_angles
 
 MODES = {1: "back-projection", 2: "wedge filter"}
 #: Names of output volumes; nothing else is ever written to the output folder.
 NAME_PATTERN = re.compile(r"^n_(\d{5,})\.mrc$")
+#: Seeds are below 2^128 (what ``SeedSequence().entropy`` draws): the label keeps 80 characters.
+SEED_LIMIT = 2**128
+#: Most tilts of a mode-1 series (a 0.012 degree step over 120 degrees); real series have ~60.
+MAX_TILTS = 10_000
+#: Longest MRC header label, characters (the format's fixed field).
+LABEL_CHARS = 80
+_F32 = np.finfo(np.float32)
 
 
 def volume_name(index: int) -> str:
@@ -112,8 +122,62 @@ def params_from_labels(labels: list[str]) -> NoiseParams | None:
         return None
 
 
+def tilt_count(params: NoiseParams) -> int:
+    """Count the tilts of ``params`` (as :func:`tilts_of` makes them) without making them.
+
+    Returns ``MAX_TILTS + 1`` for any step so fine that the count exceeds :data:`MAX_TILTS`
+    (or is not finite), so that the caller never builds such an array.
+    """
+    span = params.maxangle - params.minangle
+    with np.errstate(all="ignore"):
+        ratio = span / params.anglestep if params.anglestep > 0 else math.inf
+    if not math.isfinite(ratio) or ratio > MAX_TILTS:
+        return MAX_TILTS + 1
+    return math.floor(ratio + _EPS_DEG) + 1
+
+
+def _cell_problem(p: NoiseParams) -> str | None:
+    """Why the header cannot store the voxel size of ``p`` (float32 cell), or None."""
+    if not (math.isfinite(p.voxel_size) and p.voxel_size > 0):
+        return f"--voxel-size must be a positive number of angstroms, not {p.voxel_size:g}."
+    with np.errstate(all="ignore"):
+        cell = np.float32(p.voxel_size * max(p.cubesize, 1))
+        stored = np.float32(cell / np.float32(max(p.cubesize, 1)))
+    if not (np.isfinite(cell) and cell >= _F32.tiny and stored > 0):
+        return (
+            f"--voxel-size {p.voxel_size:g} cannot be stored in the MRC header (float32: the"
+            f" cell of {p.cubesize} voxels must lie between {_F32.tiny:.3g} and"
+            f" {_F32.max:.3g} angstroms)."
+        )
+    return None
+
+
+def label_problems(params: NoiseParams, last_index: int) -> list[str]:
+    """Labels of the run that the MRC header cannot hold (over 80 characters or not ASCII).
+
+    The longest labels are those of the last index with the largest seed a run can get, so
+    checking them checks every volume of the run.
+    """
+    worst = replace(params, seed=max(params.seed, SEED_LIMIT - 1))
+    out = []
+    for label in worst.labels(last_index):
+        if len(label) > LABEL_CHARS or not (label.isascii() and label.isprintable()):
+            out.append(
+                f"the header label {label!r} of the last volume is {len(label)} characters,"
+                f" more than the {LABEL_CHARS} an MRC header holds: give the angles and the"
+                " voxel size with fewer digits, or a smaller --start."
+            )
+            break
+    return out
+
+
 def validate(params: NoiseParams, number_volume: int, start: int) -> list[str]:
-    """Problems with the requested run, one sentence each (empty when all is well)."""
+    """Problems with the requested run, one sentence each (empty when all is well).
+
+    Everything that a worker would later trip over is checked here: finite numbers, a tilt
+    count that can be built, a voxel size that the float32 header stores, seeds below 2^128,
+    and header labels of at most 80 characters for every index of the run.
+    """
     p = params
     errors = []
     if number_volume < 1:
@@ -131,17 +195,25 @@ def validate(params: NoiseParams, number_volume: int, start: int) -> list[str]:
         errors.append(
             f"--minangle ({p.minangle:g}) must be smaller than --maxangle ({p.maxangle:g})."
         )
-    elif p.anglestep <= 0:
-        errors.append(f"--anglestep must be positive, not {p.anglestep:g}.")
-    elif p.anglestep > p.maxangle - p.minangle:
+    elif not (math.isfinite(p.anglestep) and p.anglestep > 0):
+        errors.append(f"--anglestep must be a positive number of degrees, not {p.anglestep:g}.")
+    elif p.mode == 1 and p.anglestep > p.maxangle - p.minangle:
         errors.append(
             f"--anglestep ({p.anglestep:g}) is wider than the tilt range"
             f" {p.minangle:g}..{p.maxangle:g}: back-projection needs at least two tilts."
         )
-    if not p.voxel_size > 0:
-        errors.append(f"--voxel-size must be positive, not {p.voxel_size:g}.")
-    if p.seed < 0:
-        errors.append(f"--seed must be 0 or more, not {p.seed}.")
+    elif p.mode == 1 and tilt_count(p) > MAX_TILTS:
+        errors.append(
+            f"--anglestep {p.anglestep:g} makes more than {MAX_TILTS:,} tilts over"
+            f" {p.minangle:g}..{p.maxangle:g}; give a coarser step."
+        )
+    problem = _cell_problem(p)
+    if problem:
+        errors.append(problem)
+    if p.seed < 0 or p.seed >= SEED_LIMIT:
+        errors.append(f"--seed must be 0 or more and less than 2^128, not {p.seed}.")
+    if not errors:  # labels of a valid run only: their numbers are all sane by now
+        errors += label_problems(p, start + number_volume - 1)
     return errors
 
 

@@ -39,7 +39,7 @@ from mwr_dask.folder import FolderError, folder_lock, missing_count, resolve_par
 from mwr_dask.generators import peak_bytes
 from mwr_dask.jobqueue import SYSTEMS, JobqueueOptions
 from mwr_dask.mrcio import state_dir
-from mwr_dask.params import NoiseParams, tilts_of, validate
+from mwr_dask.params import NoiseParams, tilt_count, validate
 from mwr_dask.pipeline import RunResult, run
 from mwr_dask.plan import describe_plan
 from mwr_dask.progress import Progress
@@ -369,7 +369,7 @@ def generate_noise(
     say = (lambda *a, **k: None) if quiet else typer.echo
     created = not folder.exists()
     try:
-        with folder_lock(folder) as tmp_dir:
+        with folder_lock(folder, sibling=hpc is not None) as tmp_dir:
             params, existing = resolve_params(
                 folder,
                 wanted,
@@ -412,7 +412,7 @@ def generate_noise(
                     )
             except Interrupted as stop:
                 # partitions report when they end: count the files to say what is complete
-                done = number_volume - missing_count(scan(folder), start, number_volume)
+                done = number_volume - missing_count(scan(folder, headers=0), start, number_volume)
                 raise fail(
                     f"stopped by {stop} after {time.perf_counter() - t0:.1f} s: {done} of"
                     f" {number_volume} volumes are complete; rerun the same command to finish.",
@@ -445,7 +445,7 @@ def prepare_output(
             err=True,
         )
     need = missing_count(existing, start, count) * params.volume_bytes
-    free = shutil.disk_usage(state_dir(folder)).free  # the sibling exists: same filesystem
+    free = shutil.disk_usage(folder).free  # folder_lock made it: its own filesystem
     if need > free:
         raise FolderError(
             f"the volumes still to write need {size_text(need)} but only {size_text(free)}"
@@ -502,7 +502,7 @@ def check_remote(client, params: NoiseParams, folder: Path, tmp_dir: Path) -> No
 
 def memory_problems(params: NoiseParams, per_worker: int) -> list[str]:
     """One sentence if a volume of ``params`` cannot fit in ``per_worker`` bytes of memory."""
-    need = peak_bytes(params.mode, params.cubesize, len(tilts_of(params)))
+    need = peak_bytes(params.mode, params.cubesize, tilt_count(params))
     if need <= per_worker:
         return []
     return [
