@@ -139,7 +139,7 @@ def tilt_count(params: NoiseParams) -> int:
 def _cell_problem(p: NoiseParams) -> str | None:
     """Why the header cannot store the voxel size of ``p`` (float32 cell), or None."""
     if not (math.isfinite(p.voxel_size) and p.voxel_size > 0):
-        return f"--voxel-size must be a positive number of angstroms, not {p.voxel_size:g}."
+        return f"--voxel-size must be positive and finite, not {p.voxel_size:g}."
     with np.errstate(all="ignore"):
         cell = np.float32(p.voxel_size * max(p.cubesize, 1))
         stored = np.float32(cell / np.float32(max(p.cubesize, 1)))
@@ -196,7 +196,7 @@ def validate(params: NoiseParams, number_volume: int, start: int) -> list[str]:
             f"--minangle ({p.minangle:g}) must be smaller than --maxangle ({p.maxangle:g})."
         )
     elif not (math.isfinite(p.anglestep) and p.anglestep > 0):
-        errors.append(f"--anglestep must be a positive number of degrees, not {p.anglestep:g}.")
+        errors.append(f"--anglestep must be positive and finite, not {p.anglestep:g}.")
     elif p.mode == 1 and p.anglestep > p.maxangle - p.minangle:
         errors.append(
             f"--anglestep ({p.anglestep:g}) is wider than the tilt range"

@@ -250,7 +250,7 @@ def test_complete_means_mrcfile_opens_it_strictly(tmp_path_factory, offset, valu
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--anglestep", "nan"], "--anglestep must be a positive number of degrees, not nan"),
+        (["--anglestep", "nan"], "--anglestep must be positive and finite, not nan"),
         (["--anglestep", "1e-300"], "makes more than 10,000 tilts"),
         (["--seed", str(10**75)], "less than 2^128"),
         (["--start", str(10**30)], "more than the 80 an MRC header holds"),
@@ -258,7 +258,7 @@ def test_complete_means_mrcfile_opens_it_strictly(tmp_path_factory, offset, valu
          "more than the 80 an MRC header holds"),
         (["--voxel-size", "1e40"], "cannot be stored in the MRC header"),
         (["--voxel-size", "1e-45"], "cannot be stored in the MRC header"),
-        (["--voxel-size", "inf"], "--voxel-size must be a positive number of angstroms"),
+        (["--voxel-size", "inf"], "--voxel-size must be positive and finite, not inf"),
         (["--connect-timeout", "nan"], "--connect-timeout must be a positive number of seconds"),
         (["--connect-timeout", "inf"], "--connect-timeout must be a positive number of seconds"),
         (["--worker-timeout", "nan"], "--worker-timeout must be a positive number of seconds"),
