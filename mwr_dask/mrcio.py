@@ -183,7 +183,7 @@ def _write_all(fd: int, header: bytes, body: np.ndarray, fsync: bool) -> None:
 def _open_tmpfile(dfd: int, folder: Path) -> int:
     """Open an anonymous, linkable file in the folder open as ``dfd``."""
     try:
-        return os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+        return os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666, dir_fd=dfd)
     except AttributeError:  # no O_TMPFILE on this platform
         raise OSError(
             errno.EOPNOTSUPP, f"{folder}: this system has no anonymous temporary files"
@@ -209,14 +209,18 @@ def _link_fd(fd: int, dfd: int, name: str) -> None:
     CAP_DAC_READ_SEARCH before), else ``linkat`` through ``/proc/self/fd`` (open(2)'s way).
     Raises ``FileExistsError`` if the name is taken.
     """
-    target = os.fsencode(name)
-    if _libc().linkat(fd, b"", dfd, target, _AT_EMPTY_PATH) == 0:
-        return
-    err = ctypes.get_errno()
-    if err == errno.EEXIST:
-        raise FileExistsError(err, os.strerror(err), name)
-    if err not in (errno.ENOENT, errno.EPERM, errno.EINVAL):
-        raise OSError(err, os.strerror(err), name)
+    try:
+        linkat = _libc().linkat
+    except (OSError, AttributeError):  # no usable C library: the /proc way only
+        linkat = None
+    if linkat is not None:
+        if linkat(fd, b"", dfd, os.fsencode(name), _AT_EMPTY_PATH) == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(err, os.strerror(err), name)
+        if err not in (errno.ENOENT, errno.EPERM, errno.EINVAL):
+            raise OSError(err, os.strerror(err), name)
     os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dfd, follow_symlinks=True)
 
 
@@ -246,7 +250,7 @@ def _write_named(
     tmp = f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o644, dir_fd=tfd)
+        fd = os.open(tmp, flags, 0o666, dir_fd=tfd)
         try:
             _write_all(fd, header, body, fsync)
         finally:

@@ -70,8 +70,11 @@ def write_one(
 ) -> dict:
     """Generate volume ``index`` and write it atomically, unless a complete file is there.
 
-    "Complete" is the cheap check of :func:`~mwr_dask.mrcio.is_complete` (header and size),
-    or with ``verify`` the full check of :func:`~mwr_dask.mrcio.is_intact` (labels and data).
+    "Complete" is the cheap check of :func:`~mwr_dask.mrcio.is_complete` (a regular file that
+    mrcfile opens in strict mode, with the right header and size), or with ``verify`` the full
+    check of :func:`~mwr_dask.mrcio.is_intact` (labels and data). ``tmp_dir`` equal to
+    ``folder`` means anonymous ``O_TMPFILE`` temporaries in the folder itself (see
+    :func:`~mwr_dask.mrcio.write_volume`).
 
     Returns
     -------
