@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import fields
 
 import numpy as np
 
-from mwr_dask import __version__
-from mwr_dask.geometry import _EPS_DEG, tilt_angles
+from mwr_dask.geometry import _EPS_DEG
+from mwr_dask.source import MODES, NoiseSource
 
-MODES = {1: "back-projection", 2: "wedge filter"}
 #: Names of output volumes; nothing else is ever written to the output folder.
 NAME_PATTERN = re.compile(r"^n_(\d{5,})\.mrc$")
+#: The definition of a set of volumes; the name used inside the package before the library API.
+NoiseParams = NoiseSource
 #: Seeds are below 2^128 (what ``SeedSequence().entropy`` draws): the label keeps 80 characters.
 SEED_LIMIT = 2**128
 #: Most tilts of a mode-1 series (a 0.012 degree step over 120 degrees); real series have ~60.
@@ -26,68 +27,6 @@ _F32 = np.finfo(np.float32)
 def volume_name(index: int) -> str:
     """File name of volume ``index``: ``n_{index:05d}.mrc``."""
     return f"n_{index:05d}.mrc"
-
-
-def _num(value: float) -> str:
-    """Shortest text that reads back as exactly ``value`` (integers without a point)."""
-    value = float(value)
-    return str(int(value)) if value.is_integer() else repr(value)
-
-
-@dataclass(frozen=True)
-class NoiseParams:
-    """What defines a noise volume: with the index, these make it a pure function.
-
-    Attributes
-    ----------
-    cubesize : int
-        Cube side, voxels.
-    mode : int
-        1 = back-projection of 2-D white noise, 2 = 3-D white noise through a wedge filter.
-    minangle, maxangle, anglestep : float
-        Tilt range and step, degrees (the step matters for mode 1 only).
-    seed : int
-        Root seed; volume i draws from ``SeedSequence(seed, spawn_key=(i,))``.
-    voxel_size : float
-        Voxel size written to the header, angstroms.
-    """
-
-    cubesize: int
-    mode: int = 1
-    minangle: float = -60.0
-    maxangle: float = 60.0
-    anglestep: float = 2.0
-    seed: int = 0
-    voxel_size: float = 1.0
-
-    @property
-    def volume_bytes(self) -> int:
-        """Bytes of one volume file (1024-byte header + float32 data)."""
-        return 1024 + 4 * self.cubesize**3
-
-    @property
-    def tilt(self) -> str:
-        """Tilt range as ``min:max:step``, degrees."""
-        return f"{_num(self.minangle)}:{_num(self.maxangle)}:{_num(self.anglestep)}"
-
-    def labels(self, index: int) -> list[str]:
-        """MRC header labels recording the provenance of volume ``index`` (<= 80 chars each)."""
-        return [
-            f"mwr-dask {__version__} mode={self.mode} cube={self.cubesize} tilt={self.tilt}"
-            f" index={index}",
-            f"seed={self.seed} voxel={_num(self.voxel_size)}",
-        ]
-
-    def describe(self) -> str:
-        """One line for people: mode, cube, tilts, seed."""
-        return (
-            f"mode {self.mode} ({MODES.get(self.mode, '?')}), {self.cubesize}^3 voxels,"
-            f" tilts {self.tilt} deg, seed {self.seed}"
-        )
-
-    def as_dict(self) -> dict:
-        """Plain dictionary of the fields."""
-        return asdict(self)
 
 
 def parse_labels(labels: list[str]) -> dict[str, str]:
@@ -152,13 +91,25 @@ def _cell_problem(p: NoiseParams) -> str | None:
     return None
 
 
+def _unchecked(params, **changes) -> NoiseSource:
+    """Make a NoiseSource of the fields of ``params`` (any object with them) and ``changes``.
+
+    Not validated (validation itself builds it, to make the labels with NoiseSource's own
+    code).
+    """
+    source = object.__new__(NoiseSource)
+    for f in fields(NoiseSource):
+        object.__setattr__(source, f.name, changes.get(f.name, getattr(params, f.name)))
+    return source
+
+
 def label_problems(params: NoiseParams, last_index: int) -> list[str]:
     """Labels of the run that the MRC header cannot hold (over 80 characters or not ASCII).
 
     The longest labels are those of the last index with the largest seed a run can get, so
     checking them checks every volume of the run.
     """
-    worst = replace(params, seed=max(params.seed, SEED_LIMIT - 1))
+    worst = _unchecked(params, seed=SEED_LIMIT - 1)
     out = []
     for label in worst.labels(last_index):
         if len(label) > LABEL_CHARS or not (label.isascii() and label.isprintable()):
@@ -217,6 +168,13 @@ def validate(params: NoiseParams, number_volume: int, start: int) -> list[str]:
     return errors
 
 
+def source_problems(source) -> list[str]:
+    """Problems with the parameters of a source alone (no count or start), one sentence each."""
+    return validate(source, 1, 0)
+
+
 def tilts_of(params: NoiseParams):
     """Tilt angles of ``params``, degrees."""
+    from mwr_dask.geometry import tilt_angles
+
     return tilt_angles(params.minangle, params.maxangle, params.anglestep)

@@ -16,7 +16,6 @@ from pathlib import Path
 import dask.bag as db
 from distributed import Client, as_completed
 
-from mwr_dask.generators import generator_for, volume_rng
 from mwr_dask.mrcio import is_complete, is_intact, write_volume
 from mwr_dask.params import NoiseParams, volume_name
 
@@ -88,10 +87,7 @@ def write_one(
     if not overwrite and check(*args):
         return {"index": index, "status": "skipped", "seconds": 0.0}
     t0 = time.perf_counter()
-    generate = generator_for(
-        params.mode, params.cubesize, params.minangle, params.maxangle, params.anglestep
-    )
-    volume = generate(volume_rng(params.seed, index))
+    volume = params.volume(index)
     try:
         write_volume(
             path, volume, params.voxel_size, params.labels(index), Path(tmp_dir), fsync=fsync

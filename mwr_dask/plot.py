@@ -8,12 +8,16 @@ power against tilt angle; the radial profile of the measured region and of the w
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mwr_dask.check import FolderReport
 from mwr_dask.spectrum import expected_tilt_edges
+
+if TYPE_CHECKING:
+    from mwr_dask.inspection.records import FolderReport
 
 #: Size of the PNG: inches and dots per inch (1500 x 460 pixels).
 FIGSIZE = (15.0, 4.6)
@@ -40,13 +44,38 @@ def _direction(theta_deg: float, radius: float) -> tuple[list[float], list[float
     return [-kx, kx], [-kz, kz]
 
 
+def can_plot(report: FolderReport) -> bool:
+    """Return True when the report has a spectrum analysed enough to draw (not a cube below 8^3)."""
+    return report.spectrum is not None and report.spectrum.limit is None
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """Return True when ``path`` is ``folder`` or lies in it, symlinks and mounts resolved.
+
+    Compares the real path's ancestors with the folder by device and inode, so that a link,
+    ``..`` or a second mount of the same folder is seen through.
+    """
+    try:
+        target = os.stat(folder)
+    except OSError:
+        return False
+    real = Path(os.path.realpath(Path(path).absolute()))
+    for parent in (real, *real.parents):
+        try:
+            if os.path.samestat(os.stat(parent), target):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def plot_report(report: FolderReport, path: Path) -> None:
     """Write the spectrum picture of ``report`` as a PNG of ``FIGSIZE`` x ``DPI`` pixels.
 
     Parameters
     ----------
     report : FolderReport
-        A report with a spectrum (``report.spectrum`` not None).
+        A report with an analysed spectrum (see :func:`can_plot`).
     path : pathlib.Path
         Where to write the PNG.
     """
@@ -55,8 +84,8 @@ def plot_report(report: FolderReport, path: Path) -> None:
     from matplotlib.figure import Figure
 
     sp = report.spectrum
-    if sp is None:
-        raise ValueError("the folder has no readable volumes to plot")
+    if not can_plot(report):
+        raise ValueError("the folder has no analysed spectrum to plot")
     e = report.expected
     n = sp.n
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")

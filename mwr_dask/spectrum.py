@@ -35,6 +35,17 @@ FIT_BIN_DEG = 0.25
 EDGE_MARGIN_DEG = 5.0
 #: Below this ratio of the low to the high level there is a wedge; above it, none was found.
 NO_WEDGE_CONTRAST = 0.5
+#: Fewest Fourier pixels (one of each pair k, -k) in the band for an analysis at all.
+MIN_BAND_PIXELS = 4
+#: Beyond this gap (Fourier pixels, at the band's inner radius) between the lines of
+#: neighbouring tilts, mode 1's tilts are resolved as separate lines, not one arc: measured
+#: failures from 1.57 pixels (16^3 every 30 deg, 32^3 every 30, 48^3 every 22.5, 64^3 every
+#: 20), successes up to 1.40 (32^3 every 25), and at 1.68 at 64^3 every 15 degrees.
+MAX_TILT_GAP_PIXELS = 1.5
+#: Below this width (Fourier pixels, at the band's outer radius) the missing wedge is narrower
+#: than the grid resolves: mode 1 at 32^3 with -88:88:1 (0.7 pixel) shows none, -87:87:1
+#: (1.2 pixels) shows it.
+MIN_WEDGE_PIXELS = 1.0
 
 
 def slice_power(volume: np.ndarray) -> np.ndarray:
@@ -266,6 +277,8 @@ class SpectrumAnalysis:
         Angular profile of normalised power against tilt angle (``-direction``), degrees.
     radial_k, radial_measured, radial_missing : numpy.ndarray
         Mean power per shell in the measured region and in the wedge (NaN where empty).
+    limit : str or None
+        Why the spectrum could not be analysed at all (a cube too small), or None.
     """
 
     n: int
@@ -285,6 +298,7 @@ class SpectrumAnalysis:
     radial_k: np.ndarray = field(repr=False)
     radial_measured: np.ndarray = field(repr=False)
     radial_missing: np.ndarray = field(repr=False)
+    limit: str | None = None
 
     def summary(self) -> dict:
         """JSON-ready numbers (no arrays)."""
@@ -299,6 +313,7 @@ class SpectrumAnalysis:
             "wedge_ratio": None if self.wedge_ratio is None else float(f"{self.wedge_ratio:.4g}"),
             "radial_slope": None if self.radial_slope is None else round(self.radial_slope, 3),
             "slope_radii": list(self.slope_radii),
+            "limit": self.limit,
         }
 
 
@@ -324,6 +339,8 @@ def analyse(half_sum: np.ndarray, n: int, volumes: int) -> SpectrumAnalysis:
     r_lo, r_hi = band_radii(n)
     band = (r >= r_lo) & (r <= r_hi)
     upper = band & (np.arange(n)[:, None] >= n // 2)  # one of each pair k, -k (same power)
+    if upper.sum() < MIN_BAND_PIXELS:
+        return _unanalysed(p, n, volumes, (r_lo, r_hi), int(upper.sum()))
 
     # pass 1: each shell divided by its mean (removes the radial fall-off whatever the wedge)
     norm = normalise_shells(p, shells, upper)
@@ -402,6 +419,60 @@ def analyse(half_sum: np.ndarray, n: int, volumes: int) -> SpectrumAnalysis:
         radial_measured=radial_measured,
         radial_missing=radial_missing,
     )
+
+
+def _unanalysed(
+    p: np.ndarray, n: int, volumes: int, band: tuple[float, float], pixels: int
+) -> SpectrumAnalysis:
+    """Return the analysis of a cube too small to hold the band of radii the estimates need."""
+    nothing = np.zeros(0)
+    return SpectrumAnalysis(
+        n=n,
+        volumes=volumes,
+        band=(float(band[0]), float(band[1])),
+        wedge_found=False,
+        tilt_range=None,
+        tilt_uncertainty=None,
+        measured_arc=None,
+        contrast=1.0,
+        wedge_ratio=None,
+        radial_slope=None,
+        slope_radii=(0, 0),
+        power=p,
+        profile_angle=nothing,
+        profile=nothing,
+        radial_k=nothing,
+        radial_measured=nothing,
+        radial_missing=nothing,
+        limit=(
+            f"{n}^3 is too small for the spectral checks: {pixels} Fourier pixels between"
+            f" radii {band[0]:.1f} and {band[1]:.1f} (at least {MIN_BAND_PIXELS} needed, from"
+            " 8^3 on)"
+        ),
+    )
+
+
+def tilt_gap_pixels(n: int, anglestep: float) -> float:
+    """Gap, Fourier pixels, between the lines of neighbouring tilts at the band's inner radius.
+
+    Mode 1 measures one line per tilt; beyond :data:`MAX_TILT_GAP_PIXELS` the lines are
+    resolved and there is no arc of measured directions to estimate.
+    """
+    return band_radii(n)[0] * math.radians(anglestep)
+
+
+def wedge_width_pixels(
+    n: int, mode: int, minangle: float, maxangle: float, anglestep: float
+) -> float:
+    """Width, Fourier pixels, of the expected missing wedge at the band's outer radius.
+
+    Mode 1's measured directions reach half a step beyond the outermost tilts; mode 2's
+    exactly to ``minangle`` and ``maxangle``.
+    """
+    (_, lo), (hi, _) = expected_tilt_edges(mode, minangle, maxangle, anglestep)
+    if mode == 1:
+        lo, hi = lo - anglestep / 2, hi + anglestep / 2
+    return band_radii(n)[1] * math.radians(max(180.0 - (hi - lo), 0.0))
 
 
 def _fit(phi: np.ndarray, norm: np.ndarray, select: np.ndarray) -> ArcFit:

@@ -13,21 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from mwr_dask.check import (
-    FileRecord,
-    compare_spectrum,
-    correlated_pairs,
-    index_gaps,
-    inspect_folder,
-    pooled_moments,
-    reduce_folder,
-    shared_value_pairs,
-    value_sketch,
-    workers_missing_folder,
-)
 from mwr_dask.cli import app
 from mwr_dask.generators import generator_for, volume_rng
 from mwr_dask.geometry import measured_2d
+from mwr_dask.inspection import FileRecord, inspect_folder, reduce_folder, workers_missing_folder
+from mwr_dask.inspection.duplicates import correlated_pairs, shared_value_pairs
+from mwr_dask.inspection.reading import value_sketch
+from mwr_dask.inspection.rules import compare_spectrum, index_gaps, pooled_moments
 from mwr_dask.mrcio import state_dir
 from mwr_dask.params import NoiseParams
 from mwr_dask.pipeline import run
@@ -77,6 +69,7 @@ def broken_copy(src: Path, dst: Path) -> Path:
 # ----------------------------------------------------------------------------- the spectrum
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("mode", "lo", "hi"), GEOMETRIES)
 def test_estimated_tilt_range_of_real_folders(client, folders, mode, lo, hi):
     report = inspect_folder(folders[mode, lo, hi], client)
@@ -167,6 +160,7 @@ def test_fit_arc_across_plus_minus_90():
     assert gap[0] > 0 and gap[1] > 0 and gap[2] < -60
 
 
+@pytest.mark.slow
 def test_labels_that_disagree_with_the_spectrum_are_a_problem(client, folders):
     sp = inspect_folder(folders[2, -40.0, 56.0], client).spectrum
     truth = NoiseParams(cubesize=N, mode=2, minangle=-40, maxangle=56)
@@ -180,6 +174,7 @@ def test_labels_that_disagree_with_the_spectrum_are_a_problem(client, folders):
 # ----------------------------------------------------------------------------- the files
 
 
+@pytest.mark.slow
 def test_broken_duplicated_and_stray_files_are_named(client, folders, tmp_path):
     folder = broken_copy(folders[2, -60.0, 60.0], tmp_path / "bad")
     # a near-duplicate (a mix of two volumes, both wedge-filtered) and a wrong dtype
@@ -263,7 +258,7 @@ def test_folder_rules_without_reading_files(tmp_path):
     bad = reduce_folder(tmp_path, odd, [], {})
     assert "shape 16x16x12, not 16x16x16" in bad.summary["broken"]["n_00001.mrc"]
     assert "voxel size 1, the header 2" in bad.summary["broken"]["n_00002.mrc"]
-    assert any("carry no mwr-dask labels: n_00003.mrc" in x for x in bad.problems)
+    assert any("1 volume carries no mwr-dask labels: n_00003.mrc" in x for x in bad.problems)
 
 
 def test_small_helpers():
@@ -283,6 +278,7 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+@pytest.mark.slow
 def test_cli_clean_folder_json_and_plot(folders, tmp_path):
     png = tmp_path / "spectrum.png"
     folder = folders[1, -40.0, 56.0]
@@ -297,6 +293,7 @@ def test_cli_clean_folder_json_and_plot(folders, tmp_path):
     assert png.stat().st_size < 200_000
 
 
+@pytest.mark.slow
 def test_cli_broken_folder_exit_1_names_everything(folders, tmp_path):
     folder = broken_copy(folders[1, -60.0, 60.0], tmp_path / "bad")
     result = runner.invoke(app, ["inspect", str(folder), "--ncpus", "1"])
@@ -328,6 +325,7 @@ def test_cli_plot_without_matplotlib_exit_2(tmp_path, monkeypatch):
     assert "--plot needs matplotlib: pip install 'mwr-dask[plot]'" in result.output
 
 
+@pytest.mark.slow
 def test_cli_on_a_running_cluster(folders, tmp_path):
     """--scheduler: real scheduler and worker processes that see the folder."""
     procs = DaskProcesses(tmp_path)

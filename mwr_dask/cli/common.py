@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+#: ``--cluster`` names: the batch systems of dask-jobqueue (mwr_dask.jobqueue.SYSTEMS).
+BATCH_SYSTEMS = ("slurm", "pbs", "sge", "lsf", "htcondor", "oar", "moab")
+
 GEOMETRY = "Noise geometry"
 VOLUMES = "Volumes and files"
 CLUSTER = "Cluster"
@@ -17,6 +20,16 @@ NcpusOption = Annotated[
     int | None,
     typer.Option(
         help="Worker processes of the local cluster, one thread each. [default: all cores]",
+        show_default=False,
+        rich_help_panel=CLUSTER,
+    ),
+]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Address of a running Dask scheduler (tcp://host:8786, tls://...) to use instead of"
+        " a local cluster; also read from DASK_SCHEDULER_ADDRESS. Its workers must see the"
+        " folder at the same path. The cluster is left running.",
         show_default=False,
         rich_help_panel=CLUSTER,
     ),

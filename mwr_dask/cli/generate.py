@@ -1,18 +1,20 @@
-"""``mwr-dask generate-noise``: parse, validate, run, report."""
+"""``mwr-dask generate-noise``: parse, validate, call :func:`mwr_dask.run.generate`, report.
+
+Heavy modules (numpy, Dask) are imported inside the command, so that ``--help`` and usage
+errors answer at once.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from mwr_dask.cli.common import (
+    BATCH_SYSTEMS,
     CLUSTER,
     GEOMETRY,
     HPC,
@@ -20,33 +22,32 @@ from mwr_dask.cli.common import (
     ConnectTimeoutOption,
     NcpusOption,
     SchedulerFileOption,
+    SchedulerOption,
     WorkerTimeoutOption,
     cluster_option_problems,
     fail,
 )
-from mwr_dask.cluster import (
-    ClusterError,
-    ClusterOptions,
-    check_versions,
-    check_workers_can_write,
-    default_ncpus,
-    open_client,
-    tunnel_hint,
-    wait_for_workers,
-    worker_memory,
+
+#: Options of the batch cluster, by parameter name; each needs --cluster.
+BATCH_FLAGS = (
+    "jobs",
+    "adapt",
+    "cores",
+    "memory",
+    "walltime",
+    "queue",
+    "account",
+    "interface",
+    "local_directory",
+    "log_directory",
+    "job_extra",
+    "prologue",
+    "cluster_config",
 )
-from mwr_dask.folder import FolderError, folder_lock, missing_count, resolve_params, scan
-from mwr_dask.generators import peak_bytes
-from mwr_dask.jobqueue import SYSTEMS, JobqueueOptions
-from mwr_dask.mrcio import state_dir
-from mwr_dask.params import NoiseParams, tilt_count, validate
-from mwr_dask.pipeline import RunResult, run
-from mwr_dask.plan import describe_plan
-from mwr_dask.progress import Progress
-from mwr_dask.signals import Interrupted, signals_raise
 
 
 def generate_noise(
+    ctx: typer.Context,
     output_folder: Annotated[
         Path,
         typer.Argument(help="Folder for the volumes (IsoNet's --noise_dir).", show_default=False),
@@ -129,16 +130,7 @@ def generate_noise(
         ),
     ] = False,
     ncpus: NcpusOption = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            help="Address of a running Dask scheduler (tcp://host:8786, tls://...) to use"
-            " instead of a local cluster; also read from DASK_SCHEDULER_ADDRESS. The cluster is"
-            " left running.",
-            show_default=False,
-            rich_help_panel=CLUSTER,
-        ),
-    ] = None,
+    scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
     connect_timeout: ConnectTimeoutOption = 10.0,
     worker_timeout: WorkerTimeoutOption = 60.0,
@@ -163,7 +155,7 @@ def generate_noise(
         str | None,
         typer.Option(
             help="Run the workers as batch jobs with dask-jobqueue on this system: "
-            + ", ".join(SYSTEMS)
+            + ", ".join(BATCH_SYSTEMS)
             + ". The scheduler runs in this process; the jobs are cancelled when it ends.",
             show_default=False,
             rich_help_panel=HPC,
@@ -287,56 +279,36 @@ def generate_noise(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
 ) -> None:
     """Write NUMBER_VOLUME missing-wedge noise volumes of CUBESIZE^3 voxels as MRC files."""
-    wanted = NoiseParams(
-        cubesize=cubesize,
-        mode=mode,
-        minangle=minangle,
-        maxangle=maxangle,
-        anglestep=anglestep,
-        seed=0 if seed is None else seed,
-        voxel_size=voxel_size,
-    )
-    errors = validate(wanted, number_volume, start)
+    from mwr_dask.params import validate
+    from mwr_dask.source import NoiseSource
+
+    fields = {
+        "cubesize": cubesize,
+        "mode": mode,
+        "minangle": minangle,
+        "maxangle": maxangle,
+        "anglestep": anglestep,
+        "seed": 0 if seed is None else seed,
+        "voxel_size": voxel_size,
+    }
+    # checks that need no heavy module first: usage errors answer at once
+    errors = validate(SimpleNamespace(**fields), number_volume, start)
     errors += cluster_option_problems(
         ncpus, scheduler, scheduler_file, connect_timeout, worker_timeout
     )
     if retries < 0:
         errors.append(f"--retries must be 0 or more, not {retries}.")
-    hpc_flags = {
-        "--jobs": jobs, "--adapt": adapt, "--cores": cores, "--memory": memory,
-        "--walltime": walltime, "--queue": queue, "--account": account,
-        "--interface": interface, "--local-directory": local_directory,
-        "--log-directory": log_directory, "--job-extra": job_extra, "--prologue": prologue,
-        "--cluster-config": cluster_config,
-    }  # fmt: skip
-    hpc = None
-    if cluster is not None:
-        if scheduler or scheduler_file:
-            errors.append("give --cluster or --scheduler/--scheduler-file, not both.")
-        if ncpus is not None:
-            errors.append("--ncpus sets the local cluster; with --cluster give --jobs, --cores.")
-        hpc = JobqueueOptions(
-            system=cluster.lower(),
-            jobs=jobs,
-            adapt=adapt,
-            cores=cores,
-            memory=memory,
-            walltime=walltime,
-            queue=queue,
-            account=account,
-            interface=interface,
-            local_directory=local_directory,
-            log_directory=log_directory,
-            fallback_log_directory=str(state_dir(output_folder) / "jobs"),
-            job_extra=tuple(job_extra) if job_extra else None,
-            prologue=tuple(prologue) if prologue else None,
-            config_file=cluster_config,
-            worker_timeout=worker_timeout,
-        )
-        errors.extend(hpc.problems())
-    elif any(value is not None for value in hpc_flags.values()):
-        given = [flag for flag, value in hpc_flags.items() if value is not None]
-        errors.append(f"{', '.join(given)} need{'s' * (len(given) == 1)} --cluster.")
+    errors += batch_flag_problems(ctx.params)
+    if output_folder.exists() and not output_folder.is_dir():
+        errors.append(f"{output_folder} exists and is not a folder.")
+    if errors:
+        raise fail(" ".join(errors))
+    source = NoiseSource(**fields)
+
+    from mwr_dask.cluster import ClusterOptions, default_ncpus, worker_memory
+    from mwr_dask.run import memory_problems
+
+    hpc = batch_cluster(ctx.params, output_folder, errors)
     options = ClusterOptions(
         scheduler=scheduler,
         scheduler_file=scheduler_file,
@@ -346,176 +318,138 @@ def generate_noise(
         jobqueue=hpc,
     )
     if not errors and not options.remote:
-        errors += memory_problems(wanted, worker_memory(options.ncpus or default_ncpus()))
-    folder = output_folder.absolute()
-    if folder.exists() and not folder.is_dir():
-        errors.append(f"{output_folder} exists and is not a folder.")
+        errors += memory_problems(source, worker_memory(options.ncpus or default_ncpus()))
     if errors:
         raise fail(" ".join(errors))
+    folder = output_folder.absolute()
     if dry_run:
-        try:
-            params, existing = resolve_params(
-                folder,
-                wanted,
-                seed_given=seed is not None,
-                force=force,
-                fresh_seed=int(np.random.SeedSequence().entropy),
-            )
-        except FolderError as err:
-            raise fail(str(err)) from None
-        typer.echo(describe_plan(params, start, number_volume, folder, existing.indices, options))
-        raise typer.Exit(0)
+        show_plan(
+            folder, source, start, number_volume, options, adopt_seed=seed is None, force=force
+        )
+    run_and_report(
+        folder,
+        source,
+        start,
+        number_volume,
+        options,
+        adopt_seed=seed is None,
+        quiet=quiet,
+        overwrite=overwrite,
+        verify=verify,
+        force=force,
+        fsync=fsync,
+        retries=retries,
+        worker_timeout=worker_timeout,
+    )
 
-    say = (lambda *a, **k: None) if quiet else typer.echo
-    created = not folder.exists()
+
+def batch_flag_problems(values: dict) -> list[str]:
+    """Batch-cluster options given without --cluster, or with a local/remote cluster's."""
+    given = [name for name in BATCH_FLAGS if values[name] not in (None, [], ())]
+    if values["cluster"] is None:
+        flags = [f"--{name.replace('_', '-')}" for name in given]
+        return [f"{', '.join(flags)} need{'s' * (len(flags) == 1)} --cluster."] if flags else []
+    errors = []
+    if values["scheduler"] or values["scheduler_file"]:
+        errors.append("give --cluster or --scheduler/--scheduler-file, not both.")
+    if values["ncpus"] is not None:
+        errors.append("--ncpus sets the local cluster; with --cluster give --jobs, --cores.")
+    return errors
+
+
+def batch_cluster(values: dict, output_folder: Path, errors: list[str]):
+    """Return the batch cluster asked for (None without --cluster); problems go to ``errors``."""
+    if values["cluster"] is None:
+        return None
+    from mwr_dask.jobqueue import JobqueueOptions
+    from mwr_dask.mrcio import state_dir
+
+    flags = {name: values[name] for name in BATCH_FLAGS}
+    for name in ("job_extra", "prologue"):
+        flags[name] = tuple(flags[name]) if flags[name] else None
+    hpc = JobqueueOptions(
+        system=values["cluster"].lower(),
+        config_file=flags.pop("cluster_config"),
+        fallback_log_directory=str(state_dir(output_folder) / "jobs"),
+        worker_timeout=values["worker_timeout"],
+        **flags,
+    )
+    errors.extend(hpc.problems())
+    return hpc
+
+
+def show_plan(folder: Path, source, start: int, count: int, options, *, adopt_seed, force):
+    """Print what a run would do (``--dry-run``) and exit 0."""
+    from mwr_dask.folder import FolderError
+    from mwr_dask.plan import describe_plan
+    from mwr_dask.run import plan_source
+
     try:
-        with folder_lock(folder, sibling=hpc is not None) as tmp_dir:
-            params, existing = resolve_params(
+        source, existing = plan_source(folder, source, adopt_seed=adopt_seed, force=force)
+    except FolderError as err:
+        raise fail(str(err)) from None
+    typer.echo(describe_plan(source, start, count, folder, existing.indices, options))
+    raise typer.Exit(0)
+
+
+def run_and_report(folder: Path, source, start: int, count: int, options, *, quiet, **run):
+    """Run :func:`mwr_dask.run.generate` with progress, and report; exit 1 if a volume failed."""
+    from mwr_dask.cluster import ClusterError
+    from mwr_dask.folder import FolderError
+    from mwr_dask.pipeline import RunResult
+    from mwr_dask.progress import Progress
+    from mwr_dask.run import complete_count, generate
+    from mwr_dask.signals import Interrupted, signals_raise
+
+    say = (lambda line: None) if quiet else typer.echo
+
+    def warn(line: str) -> None:
+        if not quiet:
+            typer.echo(f"mwr-dask: warning: {line}", err=True)
+
+    bar: list[Progress] = []
+
+    def progress(result: RunResult) -> None:
+        if not bar:  # created when the run starts, after the cluster is up
+            bar.append(Progress(count, quiet=quiet))
+        bar[0].update(result.done, result.failed)
+
+    result = RunResult(requested=count)
+    t0 = time.perf_counter()
+    try:
+        with signals_raise():
+            done = generate(
                 folder,
-                wanted,
-                seed_given=seed is not None,
-                force=force,
-                fresh_seed=int(np.random.SeedSequence().entropy),
+                count,
+                source,
+                start,
+                cluster=options,
+                on_progress=progress,
+                say=say,
+                warn=warn,
+                result=result,
+                **run,
             )
-            prepare_output(folder, output_folder, params, existing, start, number_volume, quiet)
-            last = start + number_volume - 1
-            say(
-                f"Writing n_{start:05d}.mrc .. n_{last:05d}.mrc ({number_volume} volumes,"
-                f" {size_text(number_volume * params.volume_bytes)}) to {folder}"
-            )
-            say(f"Parameters: {params.describe()}")
-            if hpc is not None:
-                say(f"Cluster: {hpc.summary()}")
-            result = RunResult(requested=number_volume)
-            t0 = time.perf_counter()
-            try:
-                with signals_raise(), open_client(options, say=say) as client:
-                    threads = wait_for_workers(client, worker_timeout)
-                    report_cluster(client, options, threads, dashboard, say)
-                    if options.remote:
-                        check_remote(client, params, folder, tmp_dir)
-                    progress = Progress(number_volume, quiet=quiet)
-                    run(
-                        client,
-                        params,
-                        start,
-                        number_volume,
-                        folder,
-                        tmp_dir,
-                        overwrite=overwrite,
-                        fsync=fsync,
-                        verify=verify,
-                        retries=retries,
-                        workers=options.planned_workers(),
-                        on_progress=lambda r: progress.update(r.done, r.failed),
-                        result=result,
-                    )
-            except Interrupted as stop:
-                # partitions report when they end: count the files to say what is complete
-                done = number_volume - missing_count(scan(folder, headers=0), start, number_volume)
-                raise fail(
-                    f"stopped by {stop} after {time.perf_counter() - t0:.1f} s: {done} of"
-                    f" {number_volume} volumes are complete; rerun the same command to finish.",
-                    stop.exit_code,
-                ) from None
+    except Interrupted as stop:
+        # partitions report when they end: count the files to say what is complete
+        complete = complete_count(folder, start, count)
+        raise fail(
+            f"stopped by {stop} after {time.perf_counter() - t0:.1f} s: {complete} of"
+            f" {count} volumes are complete; rerun the same command to finish.",
+            stop.exit_code,
+        ) from None
     except (FolderError, ClusterError) as err:
-        if created:  # a folder this run made and could not use goes again
-            with contextlib.suppress(OSError):
-                folder.rmdir()
         raise fail(str(err), 2 if isinstance(err, FolderError) else 1) from None
-    summarize(result, params, time.perf_counter() - t0, say)
-    if result.failed or result.stopped:
+    summarize(done, say)
+    if not done.ok:
         raise typer.Exit(1)
 
 
-def prepare_output(
-    folder: Path,
-    shown: Path,
-    params: NoiseParams,
-    existing,
-    start: int,
-    count: int,
-    quiet: bool,
-) -> None:
-    """Create the output folder, warn about foreign entries, check it is writable and has room."""
-    if existing.others and not quiet:
-        typer.echo(
-            f"mwr-dask: warning: {shown} also holds {len(existing.others)} entries that"
-            f" are not n_*.mrc volumes (e.g. {existing.others[0]}); IsoNet opens every entry.",
-            err=True,
-        )
-    need = missing_count(existing, start, count) * params.volume_bytes
-    free = shutil.disk_usage(folder).free  # folder_lock made it: its own filesystem
-    if need > free:
-        raise FolderError(
-            f"the volumes still to write need {size_text(need)} but only {size_text(free)}"
-            f" are free for {shown}."
-        )
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise FolderError(f"cannot create {err.filename}: {err.strerror}.") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise FolderError(f"{shown} is not writable.")
-
-
-def size_text(nbytes: float) -> str:
-    """Bytes for people, in decimal units: ``13.2 MB``, ``1.05 GB``."""
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.3g} {unit}"
-    return f"{nbytes:.0f} bytes"
-
-
-def report_cluster(client, options: ClusterOptions, threads: int, dashboard: bool, say) -> None:
-    """Print where the work runs and the dashboard link (with an SSH hint if remote)."""
-    where = options.label[:1].upper() + options.label[1:]
-    say(f"{where}: {client.scheduler.address}, {threads} worker threads")
-    if client.dashboard_link and (dashboard or options.remote):
-        say(f"Dashboard: {client.dashboard_link}")
-        hint = tunnel_hint(client.dashboard_link, served_here=options.jobqueue is not None)
-        if hint:
-            say(f"  (from your workstation: {hint})")
-
-
-def check_remote(client, params: NoiseParams, folder: Path, tmp_dir: Path) -> None:
-    """Refuse workers with other package versions, too little memory, or no view of the folder."""
-    problems = check_versions(client)
-    if problems:
-        raise ClusterError(
-            "package versions differ between this client and the workers: "
-            + "; ".join(problems[:4])
-            + ". Install the same versions on both."
-        )
-    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
-    smallest = min((m for m in limits if m), default=0)
-    problems = memory_problems(params, smallest) if smallest else []
-    if problems:
-        raise ClusterError(problems[0])
-    problems = check_workers_can_write(client, folder, tmp_dir)
-    if problems:
-        raise ClusterError(
-            "; ".join(problems[:4])
-            + ". The output folder must be on a filesystem that every worker shares."
-        )
-
-
-def memory_problems(params: NoiseParams, per_worker: int) -> list[str]:
-    """One sentence if a volume of ``params`` cannot fit in ``per_worker`` bytes of memory."""
-    need = peak_bytes(params.mode, params.cubesize, tilt_count(params))
-    if need <= per_worker:
-        return []
-    return [
-        f"a {params.cubesize}^3 volume needs about {need / 2**30:.1f} GiB per worker in mode"
-        f" {params.mode}, more than the {per_worker / 2**30:.1f} GiB each worker has;"
-        " use fewer workers (--ncpus) or a smaller CUBESIZE."
-    ]
-
-
-def summarize(result: RunResult, params: NoiseParams, wall: float, say) -> None:
+def summarize(done, say) -> None:
     """Print the closing summary and every error."""
-    written_bytes = result.written * params.volume_bytes
-    wall = max(wall, 1e-9)
+    result = done.result
+    written_bytes = done.written_bytes
+    wall = max(done.seconds, 1e-9)
     say(
         f"Done: {result.written} written, {result.skipped} skipped (already complete),"
         f" {result.failed} failed; {written_bytes / 1e6:.1f} MB in {wall:.1f} s"

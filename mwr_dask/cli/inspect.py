@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from mwr_dask.cli.common import (
-    CLUSTER,
     ConnectTimeoutOption,
     NcpusOption,
     SchedulerFileOption,
+    SchedulerOption,
     WorkerTimeoutOption,
     cluster_option_problems,
     fail,
 )
-from mwr_dask.cluster import (
-    ClusterError,
-    ClusterOptions,
-    check_versions,
-    open_client,
-    wait_for_workers,
-)
-from mwr_dask.progress import Progress
-from mwr_dask.signals import Interrupted, signals_raise
 
 
 def inspect(
@@ -50,16 +39,7 @@ def inspect(
         bool, typer.Option("--json", help="Print the report as JSON (for scripts).")
     ] = False,
     ncpus: NcpusOption = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            help="Address of a running Dask scheduler (tcp://host:8786, tls://...) to use"
-            " instead of a local cluster; also read from DASK_SCHEDULER_ADDRESS. Its workers"
-            " must see the folder at the same path. The cluster is left running.",
-            show_default=False,
-            rich_help_panel=CLUSTER,
-        ),
-    ] = None,
+    scheduler: SchedulerOption = None,
     scheduler_file: SchedulerFileOption = None,
     connect_timeout: ConnectTimeoutOption = 10.0,
     worker_timeout: WorkerTimeoutOption = 60.0,
@@ -78,7 +58,7 @@ def inspect(
     elif not os.access(folder, os.R_OK | os.X_OK):
         errors.append(f"{folder} is not readable.")
     if plot is not None:
-        from mwr_dask.plot import PlotUnavailableError, require_matplotlib
+        from mwr_dask.plot import PlotUnavailableError, inside, require_matplotlib
 
         try:
             require_matplotlib()
@@ -86,9 +66,24 @@ def inspect(
             errors.append(f"{err}.")
         if not plot.absolute().parent.is_dir():
             errors.append(f"cannot write {plot}: {plot.absolute().parent} is not a folder.")
+        elif folder.is_dir() and inside(plot, folder):
+            errors.append(
+                f"--plot {plot} lies inside the noise folder {folder}, where training would"
+                " open it as a volume: write it elsewhere."
+            )
     if errors:
         raise fail(" ".join(errors))
     # no dashboard: a short read-only run (a remote cluster keeps its own)
+    from mwr_dask.cluster import (
+        ClusterError,
+        ClusterOptions,
+        check_versions,
+        open_client,
+        wait_for_workers,
+    )
+    from mwr_dask.progress import Progress
+    from mwr_dask.signals import Interrupted, signals_raise
+
     options = ClusterOptions(
         scheduler=scheduler,
         scheduler_file=scheduler_file,
@@ -97,7 +92,13 @@ def inspect(
         connect_timeout=connect_timeout,
     )
 
-    from mwr_dask.check import inspect_folder, render_text, workers_missing_folder
+    from mwr_dask.inspection import (
+        inspect_folder,
+        render_json,
+        render_text,
+        workers_missing_folder,
+    )
+    from mwr_dask.inspection.words import plural
 
     folder = folder.absolute()
     t0 = time.perf_counter()
@@ -124,9 +125,12 @@ def inspect(
     except OSError as err:
         raise fail(f"cannot read {err.filename or folder}: {err.strerror or err}.") from None
     wall = time.perf_counter() - t0
+    from mwr_dask.plot import can_plot
+
+    drawn = plot is not None and can_plot(report)
     if plot is not None:
-        if report.spectrum is None:
-            typer.echo("mwr-dask: warning: no readable volume, no plot written.", err=True)
+        if not drawn:
+            typer.echo("mwr-dask: warning: no spectrum analysed, no plot written.", err=True)
         else:
             from mwr_dask.plot import plot_report
 
@@ -135,18 +139,15 @@ def inspect(
             except OSError as err:
                 raise fail(f"cannot write {plot}: {err.strerror or err}.") from None
     if json_output:
-        out = report.to_dict()
-        out["seconds"] = round(wall, 3)
-        out["worker_threads"] = threads
-        out["plot"] = None if plot is None or report.spectrum is None else str(plot)
-        typer.echo(json.dumps(out, indent=2, default=_json_default))
+        extra = {"seconds": round(wall, 3), "worker_threads": threads}
+        typer.echo(render_json(report, **extra, plot=str(plot) if drawn else None))
     else:
         where = "a remote cluster" if options.remote else "a local cluster"
         timing = (
-            f"{report.summary['count']} volumes read in {wall:.1f} s by {threads} worker"
-            f" thread{'s' if threads != 1 else ''} of {where} (its start included)"
+            f"{plural(report.summary['count'], 'volume')} read in {wall:.1f} s by"
+            f" {plural(threads, 'worker thread')} of {where} (its start included)"
         )
-        if plot is not None and report.spectrum is not None:
+        if drawn:
             timing += f"; plot written to {plot}"
         typer.echo(render_text(report, timing))
     if not report.ok:
@@ -155,15 +156,6 @@ def inspect(
 
 def list_volumes(folder: Path) -> list[str]:
     """Names of the ``n_*.mrc`` files of ``folder`` (for the progress total)."""
-    from mwr_dask.check import list_folder
+    from mwr_dask.inspection import list_folder
 
     return list_folder(folder)[0]
-
-
-def _json_default(value):
-    """JSON for numpy scalars and arrays."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)

@@ -1,0 +1,183 @@
+"""The report of ``inspect`` for people (text) and for scripts (strict JSON)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from mwr_dask.inspection.duplicates import NEAR_CORRELATION, NEAR_SHARED
+from mwr_dask.inspection.reading import SAMPLE_VOXELS
+from mwr_dask.inspection.records import FolderReport
+from mwr_dask.inspection.words import plural, shape_text
+from mwr_dask.params import MODES
+
+
+def _others(count: int) -> str:
+    return {0: "no other entries", 1: "1 other entry"}.get(count, f"{count} other entries")
+
+
+def _edge_range(edges: tuple[float, float]) -> str:
+    lo, hi = edges
+    return f"{lo:g}" if lo == hi else f"[{lo:g}, {hi:g}]"
+
+
+def _of(part: int, whole: int, word: str) -> str:
+    """``3 of 5 volumes``, ``1 of 1 volume``."""
+    return f"{part} of {plural(whole, word)}"
+
+
+def render_text(report: FolderReport, timing: str | None = None) -> str:
+    """Write the report for people: the folder, the spectrum, problems, a verdict line.
+
+    Parameters
+    ----------
+    report : FolderReport
+        What :func:`~mwr_dask.inspection.run.inspect_folder` found.
+    timing : str, optional
+        A line on how long reading took, shown before the problems.
+    """
+    s = report.summary
+    lines = [f"Folder      {report.folder}"]
+    if s["count"]:
+        lines.extend(_folder_lines(report))
+    if report.spectrum is not None:
+        lines.extend(_spectrum_lines(report))
+    if timing:
+        lines.append(f"Time        {timing}")
+    lines.extend(f"problem: {p}" for p in report.problems)
+    lines.extend(f"warning: {w}" for w in report.warnings)
+    n_p, n_w = len(report.problems), len(report.warnings)
+    if report.ok:
+        lines.append(f"OK: {plural(s['count'], 'volume')}, no problems, {plural(n_w, 'warning')}.")
+    else:
+        lines.append(f"FAILED: {plural(n_p, 'problem')}, {plural(n_w, 'warning')}.")
+    return "\n".join(lines)
+
+
+def _folder_lines(report: FolderReport) -> list[str]:
+    s = report.summary
+    lo, hi = s["index_range"]
+    gaps = sum(b - a + 1 for a, b in s["gaps"])
+    lines = [
+        f"Volumes     {s['count']} n_*.mrc, indices {lo}..{hi}, "
+        + ("no gaps" if not gaps else f"{gaps} missing")
+        + f"; {_others(len(report.others))}"
+    ]
+    shapes = ", ".join(f"{k} ({v})" for k, v in s["shapes"].items()) or "none readable"
+    dtypes = ", ".join(f"{k} ({v})" for k, v in s["dtypes"].items())
+    voxels = ", ".join(f"{k:g} A ({v})" for k, v in s["voxel_sizes"].items())
+    lines.append(f"Cube        {shapes}; {dtypes}; voxel size {voxels}")
+    if report.expected is not None:
+        agree = s.get("labels_agreeing", 0)
+        lines.append(
+            f"Labels      {report.expected.describe()} ({_of(agree, s['count'], 'volume')})"
+        )
+    else:
+        lines.append("Labels      none (not written by mwr-dask)")
+    if s["good"]:
+        lo_s, hi_s = s["volume_std_range"]
+        lines.append(
+            f"Data        mean {s['mean']:.4f}, std {s['std']:.4f} over"
+            f" {plural(s['good'], 'good volume')}; per-volume std {lo_s:.4f}..{hi_s:.4f}"
+        )
+    broken = len(s["broken"])
+    lines.append(
+        "Files       "
+        + (
+            f"all {s['count']} readable, valid, {shape_text(tuple(s['cube']))} float32, finite"
+            if not broken
+            else f"{broken} of {s['count']} broken (below)"
+        )
+    )
+    dup = len(s["duplicates"])
+    near = len(s["near_duplicates"])
+    lines.append(
+        "Duplicates  "
+        + (f"{plural(dup, 'group')} of identical volumes" if dup else "no identical data")
+        + " (SHA-256); "
+        + (
+            f"{plural(near, 'near-duplicate pair')}"
+            if near
+            else f"no near-duplicates (|r| >= {NEAR_CORRELATION} on {SAMPLE_VOXELS} voxels"
+            f" or >= {NEAR_SHARED:.0%} of the voxels shared)"
+        )
+    )
+    return lines
+
+
+def _spectrum_lines(report: FolderReport) -> list[str]:
+    sp, e, info = report.spectrum, report.expected, report.summary["spectrum"]
+    lines = [
+        f"Spectrum    {plural(sp.volumes, 'volume')} averaged, kx-kz plane, radii"
+        f" {sp.band[0]:.1f}..{sp.band[1]:.1f} Fourier pixels"
+    ]
+    if sp.limit is not None:
+        lines.append("  not analysed     the cube is too small (below)")
+        return lines
+    if sp.wedge_found:
+        lo, hi = sp.tilt_range
+        u_lo, u_hi = sp.tilt_uncertainty
+        est = f"{lo:.1f} .. {hi:.1f} deg (resolution {u_lo:.1f}, {u_hi:.1f})"
+    else:
+        est = "no wedge found"
+    exp_t = ""
+    if e is not None and sp.wedge_found:
+        exp_t = f"  labels {e.minangle:g}..{e.maxangle:g}"
+        if info.get("tilt_range_agrees") is None:
+            exp_t += "  not compared (below)"
+        else:
+            lo_r, hi_r = info["expected_tilt_edges"]
+            if e.mode == 1:
+                exp_t += f" (edges in {_edge_range(lo_r)} and {_edge_range(hi_r)})"
+            exp_t += "  agrees" if info["tilt_range_agrees"] else "  DISAGREES"
+    elif e is not None and "tilt_range_agrees" in info:
+        exp_t = f"  labels {e.minangle:g}..{e.maxangle:g}  not resolved (below)"
+    lines.append(f"  tilt range       {est}{exp_t}")
+    ratio = "n/a" if sp.wedge_ratio is None else f"{sp.wedge_ratio:.3g}"
+    slope = "n/a" if sp.radial_slope is None else f"{sp.radial_slope:+.2f}"
+    lines.append(f"  wedge/measured   {ratio}  (mode 2: 0; mode 1: a few %)")
+    k0, k1 = sp.slope_radii
+    lines.append(
+        f"  radial fall-off  |k|^{slope} over shells {k0}..{k1}  (mode 2: flat; mode 1: about"
+        " |k|^-1.5)"
+    )
+    mode = info.get("looks_like_mode")
+    seen = "neither mode" if mode is None else f"mode {mode} ({MODES[mode]})"
+    if e is not None:
+        verdict = "agrees" if info.get("mode_agrees") else "DISAGREES"
+        lines.append(f"  looks like       {seen}  labels: mode {e.mode}  {verdict}")
+    else:
+        lines.append(f"  looks like       {seen}")
+    return lines
+
+
+def json_ready(value):
+    """``value`` with numpy types made plain and non-finite floats made None (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)
+
+
+def render_json(report: FolderReport, **extra) -> str:
+    """Write the report as one strict JSON object (no NaN or Infinity: they become null).
+
+    Parameters
+    ----------
+    report : FolderReport
+        What :func:`~mwr_dask.inspection.run.inspect_folder` found.
+    **extra
+        Keys added after the report's own (``seconds``, ``worker_threads``, ``plot``).
+    """
+    return json.dumps(json_ready({**report.to_dict(), **extra}), indent=2, allow_nan=False)

@@ -1,0 +1,615 @@
+"""The folder rules of ``inspect``: small named functions from plain records to findings.
+
+Each rule takes the :class:`Facts` of a folder (the workers' records, the other entries, the
+summed spectra, and what is derived from them once: the labels' parameters, the cube, the
+broken files, the spectrum's analysis) and returns a :class:`Found`: problems (exit status 1),
+warnings, and JSON-ready numbers for the report. Rules read no file and start no Dask, so
+each is tested on records made by hand.
+
+Adding a rule: write ``def my_rule(facts: Facts) -> Found`` and add ``Rule(my_rule)`` to
+:data:`RULES` where its findings should be reported (``needs_volumes=False`` if it also has
+something to say about a folder without volumes). Inputs other than the folder (a measured
+spectrum, a tilt scheme) reach rules through ``facts.inputs``, which
+:func:`~mwr_dask.inspection.run.inspect_folder` fills from its ``inputs`` argument.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from mwr_dask.folder import conflicts
+from mwr_dask.inspection.duplicates import (
+    identical_groups,
+    near_duplicates,
+)
+from mwr_dask.inspection.reading import SAMPLE_VOXELS
+from mwr_dask.inspection.records import FileRecord, FolderReport, is_cube
+from mwr_dask.inspection.words import LIST_NAMES, names_list, plural, shape_text
+from mwr_dask.params import MODES, NoiseParams, params_from_labels
+from mwr_dask.spectrum import (
+    MAX_TILT_GAP_PIXELS,
+    MIN_WEDGE_PIXELS,
+    SpectrumAnalysis,
+    analyse,
+    band_radii,
+    expected_tilt_edges,
+    tilt_gap_pixels,
+    wedge_width_pixels,
+)
+
+#: Slack (degrees) on top of an edge's resolution when comparing tilt ranges with the labels.
+TILT_SLACK_DEG = 1.5
+#: Largest wedge ratio of a wedge filter (mode 2 has none: float32 rounding gives ~1e-14).
+MODE2_MAX_RATIO = 1e-3
+#: Largest |log-log slope| of a flat spectrum (mode 2).
+MODE2_MAX_SLOPE = 0.3
+#: Back-projection (mode 1) falls like |k|^-1 times the interpolation's roll-off.
+MODE1_MAX_SLOPE = -0.5
+#: IsoNet regenerates a noise folder that holds fewer entries than this.
+ISONET_MIN_ENTRIES = 1000
+#: Broken files named one by one before "and N more".
+LIST_BROKEN = 5 * LIST_NAMES
+
+
+@dataclass
+class Found:
+    """What one rule found: problems, warnings, and numbers for the JSON report."""
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass
+class Facts:
+    """A folder as the rules see it: records, other entries, spectra, and what follows.
+
+    Attributes
+    ----------
+    folder : pathlib.Path
+        The folder (only named in the report; rules read no file).
+    records : list of FileRecord
+        One per ``n_*.mrc`` entry; sorted by index on creation.
+    others : list of str
+        Entries that are not ``n_*.mrc`` volume files.
+    spectra : dict
+        {cube side: [summed slice spectra, count]}.
+    kinds : dict
+        {name: what it is} for entries that are not regular files or folders (``a FIFO``,
+        ``a symbolic link loop``).
+    correlate : callable or None
+        ``correlate(name_a, name_b)``: whole-volume correlation for near-duplicate pairs.
+    inputs : dict
+        Inputs other than the folder, for rules that compare it with something.
+    """
+
+    folder: Path
+    records: list[FileRecord]
+    others: list[str] = field(default_factory=list)
+    spectra: dict = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    correlate: Callable[[str, str], float | None] | None = None
+    inputs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.records = sorted(self.records, key=lambda r: (r.index, r.name))
+
+    @cached_property
+    def recorded(self) -> list[NoiseParams | None]:
+        """The parameters each record's labels give (None without mwr-dask labels)."""
+        return [params_from_labels(r.labels) for r in self.records]
+
+    @cached_property
+    def label_counts(self) -> Counter:
+        """How many volumes record each parameter set."""
+        return Counter(p for p in self.recorded if p is not None)
+
+    @cached_property
+    def expected(self) -> NoiseParams | None:
+        """The parameters most volumes record, or None."""
+        return self.label_counts.most_common(1)[0][0] if self.label_counts else None
+
+    @cached_property
+    def readable(self) -> list[FileRecord]:
+        """Records whose data could be read."""
+        return [r for r in self.records if r.error is None]
+
+    @cached_property
+    def cube(self) -> tuple[int, ...] | None:
+        """The shape every volume should have: the labels' cube, else the commonest shape."""
+        if self.expected is not None:
+            return (self.expected.cubesize,) * 3
+        shapes = Counter(r.shape for r in self.readable)
+        return shapes.most_common(1)[0][0] if shapes else None
+
+    @cached_property
+    def broken(self) -> dict[str, str]:
+        """{name: reasons} of the files unfit for training (see :func:`file_reasons`)."""
+        out = {}
+        for r, p in zip(self.records, self.recorded, strict=True):
+            reasons = file_reasons(r, p, self.cube)
+            if reasons:
+                out[r.name] = "; ".join(reasons)
+        return out
+
+    @cached_property
+    def good(self) -> list[FileRecord]:
+        """Records of the files that are not broken."""
+        return [r for r in self.records if r.name not in self.broken]
+
+    @cached_property
+    def spectrum(self) -> SpectrumAnalysis | None:
+        """The analysis of the averaged spectrum of the main cube size (None without one)."""
+        cube = self.cube
+        if cube is None or not is_cube(cube) or self.spectra.get(cube[0], [0, 0])[1] <= 0:
+            return None
+        total, count = self.spectra[cube[0]]
+        return analyse(total, cube[0], count)
+
+
+def same_float(a: float, b: float) -> bool:
+    """Equal up to float32 rounding of a header."""
+    return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
+
+
+def parse_index(labels: list[str]) -> int | None:
+    """Return the ``index=`` of mwr-dask labels, or None."""
+    for label in labels:
+        for token in label.split():
+            key, sep, value = token.partition("=")
+            if sep and key == "index":
+                try:
+                    return int(value)
+                except ValueError:
+                    return None
+    return None
+
+
+def index_gaps(indices: list[int]) -> list[tuple[int, int]]:
+    """Missing runs ``(first, last)`` between the smallest and largest of ``indices``."""
+    ordered = sorted(set(indices))
+    return [(a + 1, b - 1) for a, b in itertools.pairwise(ordered) if b > a + 1]
+
+
+def pooled_moments(records: Iterable[FileRecord]) -> tuple[float, float]:
+    """Mean and standard deviation over all voxels of ``records`` (Chan's parallel formula)."""
+    count, mean, m2 = 0, 0.0, 0.0
+    for r in records:
+        if not r.count:
+            continue
+        total = count + r.count
+        delta = r.mean - mean
+        mean += delta * r.count / total
+        m2 += r.m2 + delta * delta * count * r.count / total  # inf, never OverflowError
+        count = total
+    if not count:
+        return float("nan"), float("nan")
+    return mean, math.sqrt(m2 / count)
+
+
+def file_reasons(
+    r: FileRecord, labels: NoiseParams | None, cube: tuple[int, ...] | None
+) -> list[str]:
+    """Why one file is unfit for training (empty when it is fine).
+
+    Parameters
+    ----------
+    r : FileRecord
+        The file.
+    labels : NoiseParams or None
+        What its own labels record.
+    cube : tuple of int or None
+        The shape every volume of the folder should have.
+    """
+    reasons = []
+    if r.error is not None:
+        return [r.error]
+    if r.shape != cube:
+        reasons.append(f"shape {shape_text(r.shape)}, not {shape_text(cube)}")
+    if r.dtype != "float32":
+        reasons.append(f"dtype {r.dtype} (MRC mode {r.mrc_mode}), not float32")
+    if r.nonfinite:
+        reasons.append(f"{r.nonfinite} NaN or infinite {'value' if r.nonfinite == 1 else 'values'}")
+    elif r.m2 == 0:
+        reasons.append("constant data")
+    if r.invalid:
+        reasons.append(f"fails mrcfile.validate: {r.invalid[0]}")
+    if labels is not None:
+        if labels.cubesize != r.shape[-1] and is_cube(r.shape):
+            reasons.append(f"its labels say cube {labels.cubesize}, the data are {r.shape[-1]}^3")
+        index = parse_index(r.labels)
+        if index is not None and index != r.index:
+            reasons.append(f"its labels say index {index} (a copy?)")
+        if r.voxel_size is not None and not same_float(labels.voxel_size, r.voxel_size):
+            reasons.append(
+                f"its labels say voxel size {labels.voxel_size:g}, the header {r.voxel_size:g}"
+            )
+    return reasons
+
+
+# ----------------------------------------------------------------------------- the rules
+
+
+def other_entries(f: Facts) -> Found:
+    """Entries that are not ``n_*.mrc`` volume files: IsoNet opens every entry as a volume."""
+    found = Found(summary={"others": f.others})
+    if f.others:
+        these = plural(len(f.others), "entry is", "entries are")
+        what = "an n_*.mrc volume" if len(f.others) == 1 else "n_*.mrc volumes"
+        shown = [f"{n} ({f.kinds[n]})" if n in f.kinds else n for n in f.others]
+        found.problems.append(
+            f"{these} not {what}, and IsoNet opens every entry of the folder as one:"
+            f" {names_list(shown)}."
+        )
+    return found
+
+
+def no_volumes(f: Facts) -> Found:
+    """Find a folder without any ``n_*.mrc`` volume."""
+    return Found(problems=[] if f.records else ["the folder holds no n_*.mrc volumes."])
+
+
+def indices(f: Facts) -> Found:
+    """Report the index range and its gaps (a warning: IsoNet needs no particular numbering)."""
+    numbers = [r.index for r in f.records]
+    gaps = index_gaps(numbers)
+    found = Found(
+        summary={"index_range": [min(numbers), max(numbers)], "gaps": [list(g) for g in gaps]}
+    )
+    if gaps:
+        missing = sum(b - a + 1 for a, b in gaps)
+        shown = ", ".join(f"{a}" if a == b else f"{a}..{b}" for a, b in gaps[:LIST_NAMES])
+        more = f" and {len(gaps) - LIST_NAMES} more runs" if len(gaps) > LIST_NAMES else ""
+        these = plural(missing, "index is", "indices are")
+        found.warnings.append(f"{these} missing between the first and the last: {shown}{more}.")
+    return found
+
+
+def repeated_indices(f: Facts) -> Found:
+    """Warn of indices with more than one file (``n_00001.mrc`` and ``n_000001.mrc``)."""
+    counts = Counter(r.index for r in f.records)
+    repeated = {i for i, c in counts.items() if c > 1}
+    if not repeated:
+        return Found()
+    names = [r.name for r in f.records if r.index in repeated]
+    these = plural(len(repeated), "index has", "indices have")
+    return Found(warnings=[f"{these} more than one file: {names_list(names)}."])
+
+
+def enough_entries(f: Facts) -> Found:
+    """IsoNet's refine regenerates a noise folder with fewer than 1000 entries."""
+    entries = len(f.records) + len(f.others)
+    if entries >= ISONET_MIN_ENTRIES:
+        return Found()
+    return Found(
+        warnings=[
+            f"{plural(entries, 'entry')}: IsoNet's refine regenerates a noise folder"
+            f" with fewer than {ISONET_MIN_ENTRIES}."
+        ]
+    )
+
+
+def labels(f: Facts) -> Found:
+    """One parameter set, judged by the rules ``generate-noise`` uses to append."""
+    expected, counts = f.expected, f.label_counts
+    found = Found(
+        summary={
+            "labels": None if expected is None else expected.as_dict(),
+            "labels_agreeing": counts[expected] if expected is not None else 0,
+        }
+    )
+    if expected is None:
+        found.warnings.append(
+            "no volume carries mwr-dask labels: the spectrum is compared with nothing;"
+            " check the estimated tilt range against your tomograms."
+        )
+        return found
+    # the same rules as appending with generate-noise (the step does not matter in mode 2)
+    for other, c in counts.most_common()[1:]:
+        differences = conflicts(expected, other)
+        if differences:
+            found.problems.append(
+                plural(c, "volume records")
+                + f" other parameters than the other {counts[expected]}: "
+                + "; ".join(differences).replace("(folder has", "(the others have")
+                + "."
+            )
+    unlabelled = [r.name for r, p in zip(f.records, f.recorded, strict=True) if p is None]
+    if unlabelled:
+        these = plural(len(unlabelled), "volume carries", "volumes carry")
+        found.problems.append(f"{these} no mwr-dask labels: {names_list(unlabelled)}.")
+    return found
+
+
+def shapes(f: Facts) -> Found:
+    """Shapes, data types and voxel sizes of the readable volumes, and the expected cube."""
+    return Found(
+        summary={
+            "shapes": {
+                shape_text(s): c for s, c in Counter(r.shape for r in f.readable).most_common()
+            },
+            "dtypes": dict(Counter(r.dtype for r in f.readable).most_common()),
+            "voxel_sizes": dict(Counter(r.voxel_size for r in f.readable).most_common()),
+            "cube": None if f.cube is None else list(f.cube),
+        }
+    )
+
+
+def broken_files(f: Facts) -> Found:
+    """Each unreadable, invalid, odd-shaped, non-finite, constant or mislabelled file."""
+    broken = f.broken
+    found = Found(summary={"broken": broken})
+    for name, why in list(broken.items())[:LIST_BROKEN]:
+        found.problems.append(f"{name}: {why}.")
+    if len(broken) > LIST_BROKEN:
+        found.problems.append(f"... and {plural(len(broken) - LIST_BROKEN, 'more broken file')}.")
+    return found
+
+
+def voxel_sizes(f: Facts) -> Found:
+    """One voxel size in all headers."""
+    sizes = {r.voxel_size for r in f.readable if r.voxel_size is not None}
+    if len(sizes) <= 1:
+        return Found()
+    return Found(problems=[f"the headers give {len(sizes)} voxel sizes: {sorted(sizes)}."])
+
+
+def moments(f: Facts) -> Found:
+    """Mean and standard deviation over the good volumes, and the per-volume spread."""
+    mean, std = pooled_moments(f.good)
+    stds = [r.std for r in f.good]
+    return Found(
+        summary={
+            "mean": mean,
+            "std": std,
+            "volume_std_range": [min(stds), max(stds)] if stds else None,
+            "good": len(f.good),
+        }
+    )
+
+
+def exact_duplicates(f: Facts) -> Found:
+    """Volumes with identical data (labels and header excluded)."""
+    groups = identical_groups(f.records)
+    found = Found(
+        summary={
+            "duplicates": groups,
+            "duplicate_pairs": [
+                [g[a], g[b]] for g in groups for a in range(len(g)) for b in range(a + 1, len(g))
+            ],
+        }
+    )
+    for g in groups:
+        pairs = len(g) * (len(g) - 1) // 2
+        extra = f" ({pairs} pairs)" if pairs > 1 else ""
+        found.problems.append(f"{' = '.join(g)}: identical data{extra}.")
+    return found
+
+
+def near_duplicate_volumes(f: Facts) -> Found:
+    """Volumes correlated on their samples, or sharing values shifted (a warning)."""
+    near, compared = near_duplicates(f.records, f.correlate)
+    found = Found(
+        summary={
+            "correlation_checked_volumes": compared,
+            "near_duplicates": near,
+            "sample_voxels": SAMPLE_VOXELS,
+        }
+    )
+    if compared < len([r for r in f.records if r.sample is not None]):
+        found.warnings.append(
+            f"near-duplicates by correlation were sought among {compared} of the volumes"
+            " (shared values among all)."
+        )
+    for entry in near[:LIST_NAMES]:
+        a, b = entry["pair"]
+        what = []
+        if "sample_correlation" in entry:
+            what.append(f"correlation {entry.get('correlation', entry['sample_correlation']):.2f}")
+        if "shared_values" in entry:
+            what.append(
+                f"~{100 * entry['shared_values']:.0f}% of the voxels shared, shifted or not"
+            )
+        found.warnings.append(f"{a} and {b} are near-duplicates ({', '.join(what)}).")
+    if len(near) > LIST_NAMES:
+        more = plural(len(near) - LIST_NAMES, "more near-duplicate pair")
+        found.warnings.append(f"... and {more}.")
+    return found
+
+
+def spectrum(f: Facts) -> Found:
+    """Compare the averaged spectrum with the labels (and against any wedge at all)."""
+    sp = f.spectrum
+    if sp is None:
+        return Found(summary={"spectrum": None})
+    info = sp.summary()
+    found = spectrum_findings(sp, f.expected, info)
+    found.summary = {"spectrum": info}
+    return found
+
+
+# ----------------------------------------------------------------------------- the spectrum
+
+
+def looks_like(s: SpectrumAnalysis, wedge_visible: bool = True) -> int | None:
+    """Return the mode the spectrum looks like: 2 (empty wedge, flat), 1 (falling) or None.
+
+    Parameters
+    ----------
+    s : SpectrumAnalysis
+        The analysis.
+    wedge_visible : bool
+        False when the labels' wedge is too narrow for the grid: then the radial fall-off
+        alone tells the modes apart.
+    """
+    if s.radial_slope is None or (not s.wedge_found and wedge_visible):
+        return None
+    empty = not s.wedge_found or s.wedge_ratio is None or s.wedge_ratio <= MODE2_MAX_RATIO
+    if empty and abs(s.radial_slope) <= MODE2_MAX_SLOPE:
+        return 2
+    if s.radial_slope <= MODE1_MAX_SLOPE:
+        return 1
+    return None
+
+
+def spectrum_findings(
+    s: SpectrumAnalysis, expected: NoiseParams | None, out: dict | None = None
+) -> Found:
+    """Compare the spectrum with the labels, within what the grid can resolve.
+
+    The comparisons know their limits: a cube too small for the band of radii is not
+    analysed; mode 1 tilts further apart than :data:`~mwr_dask.spectrum.MAX_TILT_GAP_PIXELS`
+    show as separate lines, not an arc, so their range is not compared; a labelled wedge
+    narrower than :data:`~mwr_dask.spectrum.MIN_WEDGE_PIXELS` is not expected to show. Each
+    of these is a warning, not a problem.
+
+    Parameters
+    ----------
+    s : SpectrumAnalysis
+        The analysis of the folder's averaged spectrum.
+    expected : NoiseParams or None
+        What the labels record; None compares with nothing but the presence of a wedge.
+    out : dict, optional
+        Filled with the mode it looks like, the expected values and the verdicts (JSON).
+    """
+    out = {} if out is None else out
+    found = Found()
+    if s.limit is not None:
+        out["looks_like_mode"] = None
+        found.warnings.append(f"{s.limit}.")
+        return found
+    n = s.n
+    visible, resolved = True, False
+    if expected is not None:
+        e = expected
+        width = wedge_width_pixels(n, e.mode, e.minangle, e.maxangle, e.anglestep)
+        visible = width >= MIN_WEDGE_PIXELS
+        resolved = e.mode == 1 and tilt_gap_pixels(n, e.anglestep) > MAX_TILT_GAP_PIXELS
+    mode = looks_like(s, visible)
+    out["looks_like_mode"] = mode
+    if not s.wedge_found and not visible:
+        found.warnings.append(
+            f"the labels' missing wedge is {width:.1f} Fourier pixels wide at radius"
+            f" {band_radii(n)[1]:.1f} of {n}^3, narrower than the grid resolves: no wedge is"
+            " expected in the spectrum, and its tilt range is not checked."
+        )
+    elif not s.wedge_found:
+        found.problems.append(
+            f"no missing wedge in the kx-kz plane: the power varies by a factor"
+            f" {1 / max(s.contrast, 1e-300):.2f} with direction (is the tilt axis y?)."
+        )
+        return found
+    else:
+        lo, hi = s.tilt_range
+        if hi > 90.0 or lo < -90.0:
+            found.problems.append(
+                f"the measured region contains the beam direction kz (tilts {lo:.1f}..{hi:.1f}):"
+                " the volumes' axes may be swapped; mwr-dask and IsoNet expect (z, y, x) with"
+                " the beam along z."
+            )
+    if expected is None:
+        return found
+    if s.wedge_found and resolved:
+        out["expected_tilt_edges"] = None
+        out["tilt_range_agrees"] = None
+        found.warnings.append(
+            f"tilts {expected.anglestep:g} deg apart are"
+            f" {tilt_gap_pixels(n, expected.anglestep):.1f} Fourier pixels apart at radius"
+            f" {band_radii(n)[0]:.1f} of {n}^3: the spectrum shows them as separate lines, not"
+            " one arc, and its tilt range is not compared with the labels."
+        )
+    elif s.wedge_found:
+        _compare_tilts(s, expected, out, found)
+    else:
+        out["expected_tilt_edges"] = None
+        out["tilt_range_agrees"] = None
+    out["mode_agrees"] = mode == expected.mode
+    if mode != expected.mode:
+        seen = "neither mode" if mode is None else f"mode {mode} ({MODES[mode]})"
+        ratio = "n/a" if s.wedge_ratio is None else f"{s.wedge_ratio:.2g}"
+        slope = "n/a" if s.radial_slope is None else f"{s.radial_slope:.2f}"
+        found.problems.append(
+            f"the labels say mode {expected.mode} ({MODES.get(expected.mode, '?')}) but the"
+            f" spectrum looks like {seen}: wedge/measured power {ratio}, radial slope {slope}."
+        )
+    return found
+
+
+def _compare_tilts(s: SpectrumAnalysis, expected: NoiseParams, out: dict, found: Found) -> None:
+    """Compare the estimated tilt range with the edges the labels imply."""
+    lo, hi = s.tilt_range
+    lo_range, hi_range = expected_tilt_edges(
+        expected.mode, expected.minangle, expected.maxangle, expected.anglestep
+    )
+    u_lo, u_hi = s.tilt_uncertainty
+    off_lo = max(lo_range[0] - lo, lo - lo_range[1], 0.0)
+    off_hi = max(hi_range[0] - hi, hi - hi_range[1], 0.0)
+    tilt_ok = off_lo <= u_lo + TILT_SLACK_DEG and off_hi <= u_hi + TILT_SLACK_DEG
+    out["expected_tilt_edges"] = [list(lo_range), list(hi_range)]
+    out["tilt_range_agrees"] = bool(tilt_ok)
+    if not tilt_ok:
+        found.problems.append(
+            f"the spectrum's tilt range {lo:.1f}..{hi:.1f} deg disagrees with the labels'"
+            f" {expected.minangle:g}..{expected.maxangle:g} (edges expected within"
+            f" {u_lo + TILT_SLACK_DEG:.1f} and {u_hi + TILT_SLACK_DEG:.1f} deg)."
+        )
+
+
+def compare_spectrum(
+    s: SpectrumAnalysis, expected: NoiseParams | None, out: dict | None = None
+) -> list[str]:
+    """Return the problems of :func:`spectrum_findings` (the warnings left out)."""
+    return spectrum_findings(s, expected, out).problems
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A folder rule and whether it only applies to a folder with volumes."""
+
+    check: Callable[[Facts], Found]
+    needs_volumes: bool = True
+
+
+#: The rules, in the order their findings and numbers are reported.
+RULES: tuple[Rule, ...] = (
+    Rule(other_entries, needs_volumes=False),
+    Rule(no_volumes, needs_volumes=False),
+    Rule(indices),
+    Rule(repeated_indices),
+    Rule(enough_entries),
+    Rule(labels),
+    Rule(shapes),
+    Rule(broken_files),
+    Rule(voxel_sizes),
+    Rule(moments),
+    Rule(exact_duplicates),
+    Rule(near_duplicate_volumes),
+    Rule(spectrum),
+)
+
+
+def evaluate(facts: Facts, rules: Iterable[Rule] = RULES) -> FolderReport:
+    """Run ``rules`` on ``facts`` and gather their findings into a :class:`FolderReport`."""
+    report = FolderReport(
+        str(facts.folder), facts.records, facts.others, {"count": len(facts.records)}
+    )
+    for rule in rules:
+        if rule.needs_volumes and not facts.records:
+            continue
+        found = rule.check(facts)
+        report.problems.extend(found.problems)
+        report.warnings.extend(found.warnings)
+        report.summary.update(found.summary)
+    if facts.records:
+        report.expected = facts.expected
+        report.spectrum = facts.spectrum
+    return report

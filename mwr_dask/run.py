@@ -1,0 +1,358 @@
+"""The run behind ``generate-noise``: :func:`generate` writes volumes of a source to a folder.
+
+The sequence, in order: take the folder's lock; read what the folder holds and check it
+against the source (the folder guard); check the room on its filesystem and create it; connect
+to a cluster (the caller's client, or one started from :class:`~mwr_dask.cluster.ClusterOptions`:
+a local cluster by default); check the workers; run the Dask pipeline
+(:mod:`mwr_dask.pipeline`), reporting progress; release everything. The command line only
+parses, validates, calls :func:`generate` and reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mwr_dask.cluster import (
+    ClusterError,
+    ClusterOptions,
+    check_versions,
+    check_workers_can_write,
+    open_client,
+    wait_for_workers,
+)
+from mwr_dask.folder import (
+    FolderError,
+    FolderState,
+    folder_lock,
+    missing_count,
+    resolve_params,
+    scan,
+)
+from mwr_dask.generators import peak_bytes
+from mwr_dask.params import tilt_count
+from mwr_dask.pipeline import RunResult, run
+from mwr_dask.source import NoiseSource
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+Say = Callable[[str], None]
+
+__all__ = ["ClusterError", "FolderError", "Generated", "MwrDaskWarning", "generate"]
+
+
+class MwrDaskWarning(UserWarning):
+    """Something a run noticed but went on with (e.g. foreign entries in the folder)."""
+
+
+def _warn(line: str) -> None:
+    warnings.warn(line, MwrDaskWarning, stacklevel=3)
+
+
+@dataclass
+class Generated:
+    """What :func:`generate` did.
+
+    Attributes
+    ----------
+    source : NoiseSource
+        The source the volumes were made from (its seed is the folder's when adopted).
+    folder : pathlib.Path
+        Absolute output folder.
+    start, count : int
+        First index and number of volumes asked for.
+    result : RunResult
+        Counts of written, skipped (already complete) and failed volumes, and the errors.
+    seconds : float
+        Wall time from the cluster's start to the end of the last partition.
+    """
+
+    source: NoiseSource
+    folder: Path
+    start: int
+    count: int
+    result: RunResult
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when every volume is complete and the run was not stopped."""
+        return not (self.result.failed or self.result.stopped)
+
+    @property
+    def written_bytes(self) -> int:
+        """Bytes of the files written by this run."""
+        return self.result.written * self.source.volume_bytes
+
+
+def generate(
+    folder: str | os.PathLike,
+    count: int,
+    source: NoiseSource,
+    start: int = 0,
+    *,
+    client: Client | None = None,
+    cluster: ClusterOptions | None = None,
+    overwrite: bool = False,
+    verify: bool = False,
+    force: bool = False,
+    fsync: bool = False,
+    retries: int = 3,
+    adopt_seed: bool = False,
+    worker_timeout: float = 60.0,
+    on_progress: Callable[[RunResult], None] | None = None,
+    say: Say | None = None,
+    warn: Say | None = None,
+    result: RunResult | None = None,
+) -> Generated:
+    """Write volumes ``start .. start + count - 1`` of ``source`` to ``folder`` as MRC files.
+
+    Files are ``n_<index>.mrc`` (five digits at least), float32, written atomically; volumes
+    whose files are already complete are skipped, so a call that was interrupted is finished
+    by repeating it.
+
+    Parameters
+    ----------
+    folder : path
+        Output folder (created if needed). It only ever holds complete volume files.
+    count, start : int
+        Number of volumes and index of the first.
+    source : NoiseSource
+        What defines the volumes.
+    client : distributed.Client, optional
+        A client the caller already has (threads or processes, local or remote); it is left
+        open. Its workers' package versions and view of the folder are checked.
+    cluster : ClusterOptions, optional
+        Where to run when no client is given: by default a local cluster of one
+        single-threaded worker process per usable core, started and stopped here.
+    overwrite : bool
+        Regenerate volumes that are already complete.
+    verify : bool
+        Re-read existing volumes fully (labels and data) before skipping them.
+    force : bool
+        Write even if the folder's volumes record other parameters.
+    fsync : bool
+        Force each file to disk before it appears.
+    retries : int
+        Retries of a failed partition (lost workers are recovered by Dask anyway).
+    adopt_seed : bool
+        Use the seed recorded in the folder's volumes instead of ``source.seed`` when the
+        folder has one (how the command line appends without ``--seed``).
+    worker_timeout : float
+        Seconds to wait for the first worker.
+    on_progress : callable, optional
+        Called with the running :class:`~mwr_dask.pipeline.RunResult` when the work starts
+        (the cluster is up) and after each partition.
+    say : callable, optional
+        Receives one-line reports for people (what is written where, the cluster, the
+        dashboard link); silent by default.
+    warn : callable, optional
+        Receives one-line warnings (entries of the folder that are not volumes); by default
+        they are issued as :class:`MwrDaskWarning`.
+    result : RunResult, optional
+        Object filled in as partitions finish, so that a caller that is interrupted keeps what
+        was done.
+
+    Returns
+    -------
+    Generated
+        The source used, the counts and the wall time.
+
+    Raises
+    ------
+    FolderError
+        The folder cannot be used as asked (another run holds it, other parameters, no room,
+        not writable); nothing was written.
+    ClusterError
+        The cluster could not be started, reached or used.
+    """
+    say = say or (lambda line: None)
+    warn = warn or _warn
+    cluster = cluster or ClusterOptions(dashboard_address=None)
+    folder = Path(folder).absolute()
+    result = RunResult(requested=count) if result is None else result
+    created = not folder.exists()
+    try:
+        batch = client is None and cluster.jobqueue is not None  # its job logs: the sibling
+        with folder_lock(folder, sibling=batch) as tmp_dir:
+            source, existing = resolve_params(
+                folder,
+                source,
+                seed_given=not adopt_seed,
+                force=force,
+                fresh_seed=source.seed,
+            )
+            prepare_output(folder, source, existing, start, count, warn)
+            last = start + count - 1
+            say(
+                f"Writing n_{start:05d}.mrc .. n_{last:05d}.mrc ({count} volumes,"
+                f" {size_text(count * source.volume_bytes)}) to {folder}"
+            )
+            say(f"Parameters: {source.describe()}")
+            if cluster.jobqueue is not None:
+                say(f"Cluster: {cluster.jobqueue.summary()}")
+            t0 = time.perf_counter()
+            done = Generated(source, folder, start, count, result)
+            with _connected(client, cluster, say) as connected:
+                threads = wait_for_workers(connected, worker_timeout)
+                if client is None:
+                    report_cluster(connected, cluster, threads, say)
+                if client is not None or cluster.remote:
+                    check_workers(connected, source, folder, tmp_dir)
+                if on_progress is not None:
+                    on_progress(result)  # the run starts: nothing done yet
+                run(
+                    connected,
+                    source,
+                    start,
+                    count,
+                    folder,
+                    tmp_dir,
+                    overwrite=overwrite,
+                    fsync=fsync,
+                    verify=verify,
+                    retries=retries,
+                    workers=None if client is not None else cluster.planned_workers(),
+                    on_progress=on_progress,
+                    result=result,
+                )
+            done.seconds = time.perf_counter() - t0
+            return done
+    except (FolderError, ClusterError):
+        if created:  # a folder this run made and could not use goes again
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+@contextlib.contextmanager
+def _connected(client: Client | None, cluster: ClusterOptions, say: Say) -> Iterator[Client]:
+    """Yield the caller's client as it is, or a client of a cluster started (and stopped) here."""
+    if client is not None:
+        yield client
+    else:
+        with open_client(cluster, say=say) as started:
+            yield started
+
+
+def complete_count(folder: str | os.PathLike, start: int, count: int) -> int:
+    """Volumes of ``start .. start + count - 1`` that have a file in ``folder``."""
+    return count - missing_count(scan(Path(folder).absolute(), headers=0), start, count)
+
+
+def plan_source(
+    folder: str | os.PathLike, source: NoiseSource, *, adopt_seed: bool, force: bool
+) -> tuple[NoiseSource, FolderState]:
+    """Return the source a run would use and what the folder holds; lock and write nothing.
+
+    Raises
+    ------
+    FolderError
+        The folder's volumes record other parameters (unless ``force``).
+    """
+    return resolve_params(
+        Path(folder).absolute(),
+        source,
+        seed_given=not adopt_seed,
+        force=force,
+        fresh_seed=source.seed,
+    )
+
+
+def prepare_output(
+    folder: Path,
+    source: NoiseSource,
+    existing: FolderState,
+    start: int,
+    count: int,
+    warn: Say,
+) -> None:
+    """Warn about foreign entries; check the room and that the folder is writable; create it."""
+    if existing.others:
+        n = len(existing.others)
+        warn(
+            f"{folder} also holds {n} entr{'ies' if n != 1 else 'y'} that"
+            f" are not n_*.mrc volumes (e.g. {existing.others[0]}); IsoNet opens every entry."
+        )
+    need = missing_count(existing, start, count) * source.volume_bytes
+    free = shutil.disk_usage(folder).free  # folder_lock made it: its own filesystem
+    if need > free:
+        raise FolderError(
+            f"the volumes still to write need {size_text(need)} but only {size_text(free)}"
+            f" are free for {folder}."
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FolderError(f"cannot create {err.filename}: {err.strerror}.") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FolderError(f"{folder} is not writable.")
+
+
+def size_text(nbytes: float) -> str:
+    """Bytes for people, in decimal units: ``13.2 MB``, ``1.05 GB``."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes:.0f} bytes"
+
+
+def report_cluster(client: Client, options: ClusterOptions, threads: int, say: Say) -> None:
+    """Say where the work runs and the dashboard link (with an SSH hint if remote)."""
+    from mwr_dask.cluster import tunnel_hint
+
+    where = options.label[:1].upper() + options.label[1:]
+    say(f"{where}: {client.scheduler.address}, {threads} worker threads")
+    if client.dashboard_link and (options.dashboard_address or options.remote):
+        say(f"Dashboard: {client.dashboard_link}")
+        hint = tunnel_hint(client.dashboard_link, served_here=options.jobqueue is not None)
+        if hint:
+            say(f"  (from your workstation: {hint})")
+
+
+def check_workers(client: Client, source: NoiseSource, folder: Path, tmp_dir: Path) -> None:
+    """Refuse workers with other package versions, too little memory, or no view of the folder.
+
+    Raises
+    ------
+    ClusterError
+        One sentence naming up to four problems.
+    """
+    problems = check_versions(client)
+    if problems:
+        raise ClusterError(
+            "package versions differ between this client and the workers: "
+            + "; ".join(problems[:4])
+            + ". Install the same versions on both."
+        )
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
+    smallest = min((m for m in limits if m), default=0)
+    problems = memory_problems(source, smallest) if smallest else []
+    if problems:
+        raise ClusterError(problems[0])
+    problems = check_workers_can_write(client, folder, tmp_dir)
+    if problems:
+        raise ClusterError(
+            "; ".join(problems[:4])
+            + ". The output folder must be on a filesystem that every worker shares."
+        )
+
+
+def memory_problems(source: NoiseSource, per_worker: int) -> list[str]:
+    """One sentence if a volume of ``source`` cannot fit in ``per_worker`` bytes of memory."""
+    need = peak_bytes(source.mode, source.cubesize, tilt_count(source))
+    if need <= per_worker:
+        return []
+    return [
+        f"a {source.cubesize}^3 volume needs about {need / 2**30:.1f} GiB per worker in mode"
+        f" {source.mode}, more than the {per_worker / 2**30:.1f} GiB each worker has;"
+        " use fewer workers (--ncpus) or a smaller CUBESIZE."
+    ]
