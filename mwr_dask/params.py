@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from dataclasses import fields
 
-import numpy as np
-
-from mwr_dask.geometry import _EPS_DEG
 from mwr_dask.source import MODES, NoiseSource
 
 #: Names of output volumes; nothing else is ever written to the output folder.
@@ -21,7 +19,10 @@ SEED_LIMIT = 2**128
 MAX_TILTS = 10_000
 #: Longest MRC header label, characters (the format's fixed field).
 LABEL_CHARS = 80
-_F32 = np.finfo(np.float32)
+#: Smallest normal and largest float32 (the MRC header's cell sizes are float32).
+F32_TINY, F32_MAX = 2.0**-126, (2 - 2.0**-23) * 2.0**127
+#: Tolerance of :func:`mwr_dask.geometry.tilt_angles` on the last tilt, degrees.
+_TILT_EPS = 1e-6
 
 
 def volume_name(index: int) -> str:
@@ -68,27 +69,32 @@ def tilt_count(params: NoiseParams) -> int:
     (or is not finite), so that the caller never builds such an array.
     """
     span = params.maxangle - params.minangle
-    with np.errstate(all="ignore"):
-        ratio = span / params.anglestep if params.anglestep > 0 else math.inf
+    ratio = span / params.anglestep if params.anglestep > 0 else math.inf  # inf on overflow
     if not math.isfinite(ratio) or ratio > MAX_TILTS:
         return MAX_TILTS + 1
-    return math.floor(ratio + _EPS_DEG) + 1
+    return math.floor(ratio + _TILT_EPS) + 1
 
 
 def _cell_problem(p: NoiseParams) -> str | None:
     """Why the header cannot store the voxel size of ``p`` (float32 cell), or None."""
     if not (math.isfinite(p.voxel_size) and p.voxel_size > 0):
         return f"--voxel-size must be positive and finite, not {p.voxel_size:g}."
-    with np.errstate(all="ignore"):
-        cell = np.float32(p.voxel_size * max(p.cubesize, 1))
-        stored = np.float32(cell / np.float32(max(p.cubesize, 1)))
-    if not (np.isfinite(cell) and cell >= _F32.tiny and stored > 0):
+    cell = _float32(p.voxel_size * max(p.cubesize, 1))
+    if not (F32_TINY <= cell < math.inf and _float32(cell / max(p.cubesize, 1)) > 0):
         return (
             f"--voxel-size {p.voxel_size:g} cannot be stored in the MRC header (float32: the"
-            f" cell of {p.cubesize} voxels must lie between {_F32.tiny:.3g} and"
-            f" {_F32.max:.3g} angstroms)."
+            f" cell of {p.cubesize} voxels must lie between {F32_TINY:.3g} and"
+            f" {F32_MAX:.3g} angstroms)."
         )
     return None
+
+
+def _float32(value: float) -> float:
+    """``value`` rounded to float32 (inf beyond its range), without numpy."""
+    try:
+        return struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
 
 
 def _unchecked(params, **changes) -> NoiseSource:
