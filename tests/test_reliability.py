@@ -222,6 +222,8 @@ def test_validation_accepts_exactly_the_valid_parameters(
 ):
     fields = dict(cubesize=cube, mode=mode, minangle=lo, maxangle=hi, anglestep=step, seed=seed)
     p = SimpleNamespace(**fields, voxel_size=voxel)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cell = np.float32(voxel * cube)  # what the header stores
     valid = (
         n >= 1
         and cube >= 2
@@ -235,7 +237,7 @@ def test_validation_accepts_exactly_the_valid_parameters(
         and (mode != 1 or (step <= hi - lo and math.floor((hi - lo) / step + 1e-6) < MAX_TILTS))
         # the float32 header stores the cell (voxel size x cube) as a normal number
         and 0 < voxel < math.inf
-        and np.finfo(np.float32).tiny <= np.float32(voxel * cube) < math.inf
+        and np.finfo(np.float32).tiny <= cell < math.inf
         and seed < 2**128
     )
     if valid:  # and every label of the run, with the largest seed, fits 80 characters
