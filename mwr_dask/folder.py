@@ -15,7 +15,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mwr_dask.mrcio import anonymous_temporaries, file_kind, read_header, state_dir
-from mwr_dask.params import NAME_PATTERN, NoiseParams, params_from_labels, volume_name
+from mwr_dask.params import (
+    NAME_PATTERN,
+    NoiseParams,
+    params_from_labels,
+    parse_labels,
+    volume_name,
+)
 
 #: Set to 1 to write named temporaries in the hidden sibling even where O_TMPFILE works.
 NO_TMPFILE_ENV = "MWR_DASK_NO_TMPFILE"
@@ -41,7 +47,10 @@ class FolderState:
     unlabelled : list of str
         MRC files without mwr-dask labels (IsoNet v1 and other programs): foreign volumes.
     params_seen : collections.Counter
-        How many read volumes record each set of parameters.
+        How many read volumes record each (parameters, tilt schemes record).
+    recorded_schemes : str
+        ``K:digest`` of the tilt schemes that ``recorded``'s volume records (``schemes=``),
+        '' for a range.
     """
 
     indices: list[int] = field(default_factory=list)
@@ -51,6 +60,7 @@ class FolderState:
     irregular: list[tuple[str, str]] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)
     params_seen: Counter = field(default_factory=Counter)
+    recorded_schemes: str = ""
 
 
 def scan(folder: Path, *, headers: int | None = None) -> FolderState:
@@ -96,21 +106,37 @@ def scan(folder: Path, *, headers: int | None = None) -> FolderState:
         if recorded is None:
             state.unlabelled.append(name)
             continue
+        schemes = parse_labels(header.labels).get("schemes", "")
         state.cubesizes.add(header.shape[-1])
-        state.params_seen[recorded] += 1
+        state.params_seen[recorded, schemes] += 1
         if state.recorded is None:
-            state.recorded = recorded
+            state.recorded, state.recorded_schemes = recorded, schemes
     return state
 
 
-def conflicts(recorded: NoiseParams, wanted: NoiseParams) -> list[str]:
-    """Differences between the parameters a folder records and those of a new run."""
+def conflicts(recorded: NoiseParams, wanted: NoiseParams, recorded_schemes: str = "") -> list[str]:
+    """Differences between the parameters a folder records and those of a new run.
+
+    ``recorded_schemes`` is the folder's ``schemes=K:digest`` label ('' for a range): tilt
+    schemes are compared by the digest of their ordered angle lists.
+    """
     out = []
     if recorded.cubesize != wanted.cubesize:
         out.append(f"cube size {wanted.cubesize} (folder has {recorded.cubesize})")
     if recorded.mode != wanted.mode:
         out.append(f"mode {wanted.mode} (folder has {recorded.mode})")
-    if recorded.mode == wanted.mode and recorded.tilt != wanted.tilt:
+    spectra = [p.spectrum.digest if p.spectrum is not None else None for p in (recorded, wanted)]
+    if recorded.mode == wanted.mode == 3 and spectra[0] != spectra[1]:
+        out.append(f"spectrum {spectra[1]} (folder has {spectra[0]})")
+    wanted_schemes = getattr(wanted, "schemes_record", "")
+    if recorded.mode == 3 or wanted.mode == 3:
+        pass  # a measured spectrum has no tilts
+    elif recorded_schemes or wanted_schemes:
+        if recorded_schemes != wanted_schemes:
+            mine = f"tilt schemes {wanted_schemes}" if wanted_schemes else f"tilts {wanted.tilt}"
+            theirs = f"tilt schemes {recorded_schemes}" if recorded_schemes else recorded.tilt
+            out.append(f"{mine} (folder has {theirs})")
+    elif recorded.mode == wanted.mode and recorded.tilt != wanted.tilt:
         # The step only matters for mode 1; mode 2 records it but does not use it.
         same_range = (recorded.minangle, recorded.maxangle) == (wanted.minangle, wanted.maxangle)
         if wanted.mode == 1 or not same_range:
@@ -134,8 +160,8 @@ def folder_problems(folder: Path, state: FolderState, params: NoiseParams) -> li
     that are not regular files.
     """
     problems = []
-    for recorded, count in sorted(state.params_seen.items(), key=lambda kv: -kv[1]):
-        found = conflicts(recorded, params)
+    for (recorded, schemes), count in sorted(state.params_seen.items(), key=lambda kv: -kv[1]):
+        found = conflicts(recorded, params, schemes)
         if found:
             many = f" ({count} volumes)" if len(state.params_seen) > 1 else ""
             problems.append("; ".join(found) + many)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import re
 import struct
-from dataclasses import fields
+from dataclasses import MISSING, fields
 
-from mwr_dask.source import MODES, NoiseSource
+from mwr_dask.source import MODES, NoiseSource  # noqa: F401 - MODES re-exported
 
 #: Names of output volumes; nothing else is ever written to the output folder.
 NAME_PATTERN = re.compile(r"^n_(\d{5,})\.mrc$")
@@ -45,9 +45,28 @@ def parse_labels(labels: list[str]) -> dict[str, str]:
 
 
 def params_from_labels(labels: list[str]) -> NoiseParams | None:
-    """Rebuild the parameters recorded in a volume's labels, or None if they are not there."""
+    """Rebuild the parameters recorded in a volume's labels, or None if they are not there.
+
+    A volume made from a tilt scheme records its scheme's range and number of views, not its
+    angles: the source returned then has that range and the mean step (what ``inspect``
+    compares with), and ``schemes`` of :func:`parse_labels` names the whole mixture.
+    """
     kv = parse_labels(labels)
+    if "spectrum" in kv:
+        return _measured_from_labels(kv)
     try:
+        if "schemes" in kv and "tilt" not in kv:
+            lo, hi = (float(v) for v in kv["tilts"].split(".."))
+            views = int(kv["n"])
+            return NoiseParams(
+                cubesize=int(kv["cube"]),
+                mode=int(kv["mode"]),
+                minangle=lo,
+                maxangle=hi,
+                anglestep=(hi - lo) / max(views - 1, 1),
+                seed=int(kv["seed"]),
+                voxel_size=float(kv.get("voxel", "1")),
+            )
         lo, hi, step = (float(v) for v in kv["tilt"].split(":"))
         return NoiseParams(
             cubesize=int(kv["cube"]),
@@ -62,12 +81,30 @@ def params_from_labels(labels: list[str]) -> NoiseParams | None:
         return None
 
 
+def _measured_from_labels(kv: dict[str, str]) -> NoiseParams | None:
+    """Rebuild a mode-3 source from its labels: the spectrum known by its digest (no path)."""
+    from mwr_dask.measured import SpectrumNoise
+
+    try:
+        return NoiseParams(
+            cubesize=int(kv["cube"]),
+            seed=int(kv["seed"]),
+            voxel_size=float(kv.get("voxel", "1")),
+            spectrum=SpectrumNoise("", kv["spectrum"]),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
 def tilt_count(params: NoiseParams) -> int:
     """Count the tilts of ``params`` (as :func:`tilts_of` makes them) without making them.
 
     Returns ``MAX_TILTS + 1`` for any step so fine that the count exceeds :data:`MAX_TILTS`
     (or is not finite), so that the caller never builds such an array.
     """
+    schemes = getattr(params, "tilt_schemes", ())
+    if schemes:  # the views of each distinct scheme (one cached operator each)
+        return sum(len(s.angles) for s in {s.angle_tuple: s for s in schemes}.values())
     span = params.maxangle - params.minangle
     ratio = span / params.anglestep if params.anglestep > 0 else math.inf  # inf on overflow
     if not math.isfinite(ratio) or ratio > MAX_TILTS:
@@ -105,7 +142,8 @@ def _unchecked(params, **changes) -> NoiseSource:
     """
     source = object.__new__(NoiseSource)
     for f in fields(NoiseSource):
-        object.__setattr__(source, f.name, changes.get(f.name, getattr(params, f.name)))
+        default = None if f.default is MISSING else f.default
+        object.__setattr__(source, f.name, changes.get(f.name, getattr(params, f.name, default)))
     return source
 
 
@@ -143,7 +181,14 @@ def validate(params: NoiseParams, number_volume: int, start: int) -> list[str]:
         errors.append(f"CUBESIZE must be at least 2 voxels, not {p.cubesize}.")
     if start < 0:
         errors.append(f"--start must be 0 or more, not {start}.")
-    if p.mode not in MODES:
+    spectrum = getattr(p, "spectrum", None)
+    if spectrum is not None:
+        if spectrum.path and spectrum.n != p.cubesize:
+            errors.append(
+                f"CUBESIZE ({p.cubesize}) must equal the cube of the spectrum"
+                f" {spectrum.path} ({spectrum.n})."
+            )
+    elif p.mode not in (1, 2):
         errors.append(f"--mode must be 1 (back-projection) or 2 (wedge filter), not {p.mode}.")
     for name, value in (("--minangle", p.minangle), ("--maxangle", p.maxangle)):
         if not -90.0 < value < 90.0:
@@ -180,7 +225,16 @@ def source_problems(source) -> list[str]:
 
 
 def tilts_of(params: NoiseParams):
-    """Tilt angles of ``params``, degrees."""
+    """Tilt angles of ``params``, degrees; with tilt schemes, those of every scheme together.
+
+    (What a worker's cached mode-1 operators hold: one per scheme.)
+    """
     from mwr_dask.geometry import tilt_angles
 
+    schemes = getattr(params, "tilt_schemes", ())
+    if schemes:
+        import numpy as np
+
+        unique = {s.angle_tuple: s for s in schemes}.values()  # equal schemes share one
+        return np.concatenate([s.angles for s in unique])
     return tilt_angles(params.minangle, params.maxangle, params.anglestep)

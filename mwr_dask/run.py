@@ -338,6 +338,14 @@ def check_workers(client: Client, source: NoiseSource, folder: Path, tmp_dir: Pa
     problems = memory_problems(source, smallest) if smallest else []
     if problems:
         raise ClusterError(problems[0])
+    if source.spectrum is not None:  # mode 3: each worker reads the spectrum file itself
+        seen = client.run(os.path.isfile, source.spectrum.path)
+        missing = sorted(w for w, ok in seen.items() if not ok)
+        if missing:
+            raise ClusterError(
+                f"{len(missing)} worker(s) cannot read the spectrum {source.spectrum.path}"
+                f" (e.g. {missing[0]}): it must be at the same path on every node."
+            )
     problems = check_workers_can_write(client, folder, tmp_dir)
     if problems:
         raise ClusterError(
