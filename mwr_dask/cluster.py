@@ -25,6 +25,8 @@ import dask
 from distributed import Client, LocalCluster
 from distributed.comm.addressing import parse_address, parse_host_port
 
+from mwr_dask.mrcio import probe_temporaries
+
 if TYPE_CHECKING:
     from mwr_dask.jobqueue import JobqueueOptions
 
@@ -290,26 +292,11 @@ def check_versions(client: Client) -> list[str]:
 
 
 def probe_folder(folder: str, tmp_dir: str) -> str | None:
-    """On a worker: None if it can write ``folder`` and rename from ``tmp_dir``, else why not.
+    """On a worker: None if it can write ``folder`` with temporaries in ``tmp_dir``, else why not.
 
-    Nothing is written to ``folder``; a probe file is created and removed in ``tmp_dir``.
+    Nothing is written to ``folder`` (see :func:`mwr_dask.mrcio.probe_temporaries`).
     """
-    if not os.path.isdir(folder):
-        return f"cannot see {folder}"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"cannot write to {folder}"
-    try:
-        os.makedirs(tmp_dir, exist_ok=True)
-        probe = os.path.join(tmp_dir, f"probe.{os.getpid()}.{time.time_ns()}")
-        with open(probe, "wb") as f:
-            f.write(b"mwr-dask")
-        same_fs = os.stat(probe).st_dev == os.stat(folder).st_dev
-        os.unlink(probe)
-    except OSError as err:
-        return f"cannot write to {tmp_dir} ({err.strerror})"
-    if not same_fs:
-        return f"{tmp_dir} is not on the filesystem of {folder}"
-    return None
+    return probe_temporaries(folder, tmp_dir)
 
 
 def check_workers_can_write(client: Client, folder: Path, tmp_dir: Path) -> list[str]:

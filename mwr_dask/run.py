@@ -37,8 +37,7 @@ from mwr_dask.folder import (
     scan,
 )
 from mwr_dask.generators import peak_bytes
-from mwr_dask.mrcio import state_dir
-from mwr_dask.params import tilts_of
+from mwr_dask.params import tilt_count
 from mwr_dask.pipeline import RunResult, run
 from mwr_dask.source import NoiseSource
 
@@ -182,7 +181,8 @@ def generate(
     result = RunResult(requested=count) if result is None else result
     created = not folder.exists()
     try:
-        with folder_lock(folder) as tmp_dir:
+        batch = client is None and cluster.jobqueue is not None  # its job logs: the sibling
+        with folder_lock(folder, sibling=batch) as tmp_dir:
             source, existing = resolve_params(
                 folder,
                 source,
@@ -245,7 +245,7 @@ def _connected(client: Client | None, cluster: ClusterOptions, say: Say) -> Iter
 
 def complete_count(folder: str | os.PathLike, start: int, count: int) -> int:
     """Volumes of ``start .. start + count - 1`` that have a file in ``folder``."""
-    return count - missing_count(scan(Path(folder).absolute()), start, count)
+    return count - missing_count(scan(Path(folder).absolute(), headers=0), start, count)
 
 
 def plan_source(
@@ -283,7 +283,7 @@ def prepare_output(
             f" are not n_*.mrc volumes (e.g. {existing.others[0]}); IsoNet opens every entry."
         )
     need = missing_count(existing, start, count) * source.volume_bytes
-    free = shutil.disk_usage(state_dir(folder)).free  # the sibling exists: same filesystem
+    free = shutil.disk_usage(folder).free  # folder_lock made it: its own filesystem
     if need > free:
         raise FolderError(
             f"the volumes still to write need {size_text(need)} but only {size_text(free)}"
@@ -357,7 +357,7 @@ def check_workers(client: Client, source: NoiseSource, folder: Path, tmp_dir: Pa
 def memory_problems(source: NoiseSource, per_worker: int) -> list[str]:
     """One sentence if a volume of ``source`` cannot fit in ``per_worker`` bytes of memory."""
     filtered = source.filter != "none"
-    need = peak_bytes(source.mode, source.cubesize, len(tilts_of(source)), filtered=filtered)
+    need = peak_bytes(source.mode, source.cubesize, tilt_count(source), filtered=filtered)
     if need <= per_worker:
         return []
     return [
