@@ -18,6 +18,7 @@ from .helpers import assert_only_volumes, cli, read_all
 QUICK = ["--ncpus", "1", "--no-dashboard", "--mode", "2", "--seed", "3"]
 
 
+@pytest.mark.slow
 def test_verify_finds_a_corrupted_volume_that_resume_keeps(tmp_path):
     out = tmp_path / "v"
     assert cli("generate-noise", str(out), "4", "16", *QUICK).returncode == 0
@@ -48,6 +49,7 @@ class FlakySource(NoiseSource):
         return super().volume(index)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("retries", "ok"), [(1, True), (0, False)])
 def test_retries_recover_a_partition_that_raises(tmp_path, retries, ok):
     from distributed import Client
@@ -68,6 +70,7 @@ def test_retries_recover_a_partition_that_raises(tmp_path, retries, ok):
         assert "n_00003.mrc" not in os.listdir(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_quiet_prints_errors_only(tmp_path):
     out = tmp_path / "q"
     done = cli("generate-noise", str(out), "3", "12", *QUICK, "--quiet")

@@ -247,6 +247,7 @@ def test_complete_means_mrcfile_opens_it_strictly(tmp_path_factory, offset, valu
             assert mrc.data.shape == (8, 8, 8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -273,6 +274,7 @@ def test_values_a_worker_would_trip_over_are_refused_up_front(tmp_path, args, me
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [
@@ -290,6 +292,7 @@ def limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, 8 * 2**30))
 
 
+@pytest.mark.slow
 def test_dry_run_of_10_21_volumes_is_planned_without_listing_them(tmp_path):
     # item 15: the plan is arithmetic; under an 8 GiB address-space limit
     n = 10**21

@@ -50,6 +50,7 @@ def wait_for_files(folder: Path, count: int, proc: subprocess.Popen, timeout=120
     raise AssertionError("no files appeared")
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_process_group_then_rerun_gives_the_uninterrupted_volumes(tmp_path):
     args = ["300", "40", "--seed", SEED, "--ncpus", "2", "--no-dashboard"]
     reference = tmp_path / "reference"
@@ -77,6 +78,7 @@ def test_sigkill_of_the_process_group_then_rerun_gives_the_uninterrupted_volumes
     assert not state_dir(folder).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_sigint_and_sigterm_stop_cleanly(tmp_path, sig, code):
     folder = tmp_path / "noise"
@@ -111,6 +113,7 @@ def small_fs(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_not_enough_free_space_is_refused_with_the_plan(small_fs):
     run = cli("generate-noise", str(small_fs / "noise"), "100", "32", "--no-dashboard")
     assert run.returncode == 2
@@ -118,6 +121,7 @@ def test_not_enough_free_space_is_refused_with_the_plan(small_fs):
     assert not (small_fs / "noise").exists() and os.listdir(small_fs) == []
 
 
+@pytest.mark.slow
 def test_disk_full_mid_run_stops_with_a_clear_error_and_no_partial_file(small_fs):
     # 58 volumes of 16^3 are 1,009,664 bytes: the plan fits in 1 MiB, but tmpfs rounds each
     # file up to whole 4 KiB pages, so the disk fills after about 50 volumes
@@ -132,6 +136,7 @@ def test_disk_full_mid_run_stops_with_a_clear_error_and_no_partial_file(small_fs
     assert not list(state_dir(folder).glob("tmp/*"))
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_folder_is_refused(tmp_path):
     # item 4 of issue 14: the lock is on the real folder, so a link to it is the same folder
     folder = tmp_path / "noise"
@@ -148,6 +153,7 @@ def test_a_second_run_on_the_same_folder_is_refused(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["link", "noise"]  # no sibling either
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -176,6 +182,7 @@ def test_bad_input_through_the_console_script(tmp_path, args, message):
     assert os.listdir(tmp_path) == []  # nothing written, not even beside the folder
 
 
+@pytest.mark.slow
 def test_output_path_that_is_a_file_or_read_only(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")

@@ -488,6 +488,7 @@ def test_folder_guard_compares_schemes(files):
     assert "folder has -60:60:2" in conflicts(plain, a)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "words"),
     [
