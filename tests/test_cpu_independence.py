@@ -9,7 +9,8 @@ hashed there and compared here.
 
 A generator added later (filtered back-projection, tilt-file schemes, measured spectra) is one
 more entry in ``GENERATORS``: a name and a Python expression, evaluated in the subprocess with
-``generator_for`` and ``np`` in scope, that gives a callable ``rng -> float32 volume``.
+``generator_for``, ``np``, ``tiltscheme``, an uneven scheme, filters and a spectrum-file
+maker in scope, that gives a callable ``rng -> float32 volume``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ GENERATORS = [
     ("mode 1, 27, -45..55 step 2.5", "generator_for(1, 27, -45.0, 55.0, 2.5)"),
     ("mode 2, 24, -60..60", "generator_for(2, 24, -60.0, 60.0, 2.0)"),
     ("mode 2, 31 (prime), -50..65", "generator_for(2, 31, -50.0, 65.0, 2.0)"),
+    ("mode 1 imod filter, 24", "generator_for(1, 24, -60.0, 60.0, 3.0, filter=imod)"),
+    ("mode 1 ramp filter, 25", "generator_for(1, 25, -54.0, 60.0, 2.0, filter=ramp)"),
+    ("tilt scheme with gaps, 26", "tiltscheme.generator_for_scheme(1, 26, uneven)"),
+    ("tilt scheme, sirt-like, 24", "tiltscheme.generator_for_scheme(1, 24, uneven, sirt)"),
+    ("tilt scheme, mode 2, 24", "tiltscheme.generator_for_scheme(2, 24, uneven)"),
+    ("measured spectrum, 20", "spectrum_generator(20)"),
 ]
 #: Volumes per generator, and the seed.
 COUNT, SEED = 3, 13
@@ -46,8 +53,26 @@ _CHILD = textwrap.dedent(
     import hashlib, json, sys, tempfile
     from pathlib import Path
     import numpy as np
+    from mwr_dask import filters, tiltscheme
     from mwr_dask.generators import generator_for, volume_rng
+    from mwr_dask.measured import spectrum_noise, write_spectrum
     from mwr_dask.mrcio import write_volume
+
+    # an uneven, asymmetric scheme with gaps (views excluded), as tilt files give
+    ANGLES = [-48.0, -45.0, -42.0, -27.0, -24.0, -3.0, 0.0, 3.5, 30.0, 33.0, 57.0, 66.0]
+    uneven = tiltscheme.TiltScheme(
+        tuple(tiltscheme.View(i + 1, a) for i, a in enumerate(ANGLES))
+    )
+
+    def spectrum_generator(n):
+        # an anisotropic spectrum file, as measure-noise writes one (centred, mean 1, DC 0)
+        f = np.fft.fftshift(np.fft.fftfreq(n))
+        kz, ky, kx = np.meshgrid(f, f, f, indexing="ij")
+        s = (1.0 + 3.0 * np.abs(kx)) / (1.0 + 40.0 * (kz * kz + 0.3 * ky * ky))
+        s[n // 2, n // 2, n // 2] = 0.0
+        path = Path(tmp) / f"spectrum{n}.mrc"
+        write_spectrum(path, (s / s.mean()).astype(np.float32), ["cpu test spectrum"])
+        return spectrum_noise(path)
 
     def sha(data):
         return hashlib.sha256(data).hexdigest()
@@ -60,7 +85,17 @@ _CHILD = textwrap.dedent(
     out["control"] = sha(b"".join(part.tobytes() for part in parts))
     with tempfile.TemporaryDirectory() as tmp:
         for name, expr in entries:
-            gen = eval(expr, {"generator_for": generator_for, "np": np})
+            scope = {
+                "generator_for": generator_for,
+                "np": np,
+                "tiltscheme": tiltscheme,
+                "uneven": uneven,
+                "imod": filters.make_filter("imod"),
+                "ramp": filters.make_filter("ramp"),
+                "sirt": filters.make_filter("sirt-like"),
+                "spectrum_generator": spectrum_generator,
+            }
+            gen = eval(expr, scope)
             hashes = []
             for i in range(count):
                 volume = gen(volume_rng(seed, i))
