@@ -8,7 +8,6 @@ the partition count. Each task returns a small summary of its partition, never a
 from __future__ import annotations
 
 import errno
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,18 +27,29 @@ FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 PARTITIONS_PER_WORKER = 4
 
 
+def partition_plan(start: int, count: int, workers: int, volume_bytes: int) -> tuple[int, int, int]:
+    """How :func:`partition_ranges` splits the indices, as numbers: (parts, base, extra).
+
+    The first ``extra`` partitions hold ``base + 1`` volumes, the others ``base``. Computed
+    in integers without building anything, so that any count can be planned (``--dry-run``
+    of 10^21 volumes).
+    """
+    need = -(-count * volume_bytes // PARTITION_BYTES)  # ceil, exact for any integer
+    parts = max(PARTITIONS_PER_WORKER * max(workers, 1), need)
+    parts = max(1, min(count, parts))
+    base, extra = divmod(count, parts)
+    return parts, base, extra
+
+
 def partition_ranges(start: int, count: int, workers: int, volume_bytes: int) -> list[range]:
     """Split the indices ``start .. start + count - 1`` into contiguous partitions.
 
     The rule: at least ``PARTITIONS_PER_WORKER`` partitions per worker (load balance at the
     end of the run), and no partition writing more than ``PARTITION_BYTES`` (cheap retries,
     steady progress), but never more partitions than volumes. Sizes differ by at most one.
+    See :func:`partition_plan` for the same plan without the list.
     """
-    parts = max(
-        PARTITIONS_PER_WORKER * max(workers, 1), math.ceil(count * volume_bytes / PARTITION_BYTES)
-    )
-    parts = max(1, min(count, parts))
-    base, extra = divmod(count, parts)
+    parts, base, extra = partition_plan(start, count, workers, volume_bytes)
     ranges, lo = [], start
     for k in range(parts):
         hi = lo + base + (1 if k < extra else 0)
@@ -59,8 +69,11 @@ def write_one(
 ) -> dict:
     """Generate volume ``index`` and write it atomically, unless a complete file is there.
 
-    "Complete" is the cheap check of :func:`~mwr_dask.mrcio.is_complete` (header and size),
-    or with ``verify`` the full check of :func:`~mwr_dask.mrcio.is_intact` (labels and data).
+    "Complete" is the cheap check of :func:`~mwr_dask.mrcio.is_complete` (a regular file that
+    mrcfile opens in strict mode, with the right header and size), or with ``verify`` the full
+    check of :func:`~mwr_dask.mrcio.is_intact` (labels and data). ``tmp_dir`` equal to
+    ``folder`` means anonymous ``O_TMPFILE`` temporaries in the folder itself (see
+    :func:`~mwr_dask.mrcio.write_volume`).
 
     Returns
     -------

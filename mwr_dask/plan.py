@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mwr_dask.params import MODES, NoiseParams
-from mwr_dask.pipeline import partition_ranges
+from mwr_dask.pipeline import partition_plan
 
 if TYPE_CHECKING:
     from mwr_dask.clusters import Cluster
@@ -73,11 +73,10 @@ def describe_plan(
     if workers is None:
         lines.append("Tasks: planned at run time for the workers the cluster has then")
     else:
-        ranges = partition_ranges(start, count, workers, params.volume_bytes)
-        sizes = sorted({len(r) for r in ranges})
-        each = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+        parts, base, extra = partition_plan(start, count, workers, params.volume_bytes)
+        each = f"{base}" if extra == 0 else f"{base}-{base + 1}"
         lines.append(
-            f"Tasks: {len(ranges)} (one per partition of {each} volumes)"
+            f"Tasks: {parts:,} (one per partition of {each} volumes)"
             f" for {workers} worker thread{'s' * (workers != 1)}"
         )
     script = cluster.script()

@@ -94,6 +94,8 @@ def plot_report(report: FolderReport, path: Path) -> None:
     title = f"{Path(report.folder).name}: spectrum of {sp.volumes} volumes of {n}^3; "
     title += f"labels: {e.describe()}" if e is not None else "no mwr-dask labels"
     fig.suptitle(title, fontsize=11)
+    if e is not None and e.mode == 3:
+        e = None  # a measured spectrum: no tilts in the labels to draw
 
     # 1. the central kx-kz section, log power, DC masked
     p = sp.power.copy()

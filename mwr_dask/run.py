@@ -37,7 +37,6 @@ from mwr_dask.folder import (
     resolve_params,
     scan,
 )
-from mwr_dask.mrcio import state_dir
 from mwr_dask.pipeline import RunResult, run
 from mwr_dask.source import NoiseSource
 
@@ -193,7 +192,11 @@ def generate(
     result = RunResult(requested=count) if result is None else result
     created = not folder.exists()
     try:
-        with folder_lock(folder) as tmp_dir:
+        from mwr_dask.clusters.batch import BatchCluster
+
+        # its job logs and TLS key files: the sibling
+        batch = client is None and isinstance(cluster, BatchCluster)
+        with folder_lock(folder, sibling=batch) as tmp_dir:
             source, existing = resolve_params(
                 folder,
                 source,
@@ -208,7 +211,7 @@ def generate(
                 f" {size_text(count * source.volume_bytes)}) to {folder}"
             )
             say(f"Parameters: {source.describe()}")
-            if client is None and cluster.script() is not None:  # a batch cluster
+            if batch:
                 say(f"Cluster: {cluster.describe()}")
             t0 = time.perf_counter()
             done = Generated(source, folder, start, count, result)
@@ -271,7 +274,7 @@ def _connected(client: Client | None, cluster: Cluster, say: Say, warn: Say) -> 
 
 def complete_count(folder: str | os.PathLike, start: int, count: int) -> int:
     """Volumes of ``start .. start + count - 1`` that have a file in ``folder``."""
-    return count - missing_count(scan(Path(folder).absolute()), start, count)
+    return count - missing_count(scan(Path(folder).absolute(), headers=0), start, count)
 
 
 def plan_source(
@@ -309,7 +312,7 @@ def prepare_output(
             f" are not n_*.mrc volumes (e.g. {existing.others[0]}); IsoNet opens every entry."
         )
     need = missing_count(existing, start, count) * source.volume_bytes
-    free = shutil.disk_usage(state_dir(folder)).free  # the sibling exists: same filesystem
+    free = shutil.disk_usage(folder).free  # folder_lock made it: its own filesystem
     if need > free:
         raise FolderError(
             f"the volumes still to write need {size_text(need)} but only {size_text(free)}"

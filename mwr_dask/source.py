@@ -21,10 +21,12 @@ an array is first asked for.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, overload
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
 
 from mwr_dask import __version__
 
@@ -32,7 +34,20 @@ if TYPE_CHECKING:
     import dask.array
     import numpy as np
 
-MODES = {1: "back-projection", 2: "wedge filter"}
+    from mwr_dask.tiltscheme import TiltScheme
+
+MODES = {1: "back-projection", 2: "wedge filter", 3: "measured spectrum"}
+
+
+@functools.lru_cache(maxsize=1)
+def numerics_label() -> str:
+    """MRC label with the numpy and scipy versions: with mwr-dask's, they fix the bytes.
+
+    Read from the installed packages' metadata, so that numpy and scipy are not imported.
+    """
+    from importlib.metadata import version
+
+    return f"numpy={version('numpy')} scipy={version('scipy')}"
 
 
 def _num(value: float) -> str:
@@ -64,6 +79,27 @@ class NoiseSource:
         fresh 128-bit seed, kept as ``source.seed``.
     voxel_size : float
         Voxel size written to the MRC header, angstroms (it does not change the data).
+    tilt_schemes : tuple of TiltScheme
+        Tilt schemes read from the dataset's tilt files (:mod:`mwr_dask.tiltscheme`). Empty:
+        the regular range above. Otherwise they replace it: volume i uses scheme
+        ``i mod len(tilt_schemes)`` and is byte-identical to volume i of a source with that
+        scheme alone and the same seed (mode 1 back-projects exactly its used angles, mode 2
+        uses the wedge of their continuous range).
+    spectrum : SpectrumNoise, path or None
+        A measured noise spectrum (``mwr-dask measure-noise``): its file, or the small
+        reference (path + digest) :class:`mwr_dask.measured.SpectrumNoise`. Volume i is then
+        Gaussian noise with exactly that spectrum, the mode is 3 and the tilt fields are not
+        used; ``cubesize`` must equal the spectrum's cube. The array is read once per
+        process, never pickled with the source.
+    filter : str
+        Mode 1's reconstruction filter (:mod:`mwr_dask.filters`): ``none`` (the unfiltered
+        back-projection), ``ramp``, ``shepp-logan``, ``cosine``, ``hamming``, ``hann``,
+        ``imod``, ``sirt-like``, ``aretomo``.
+    radial : tuple of float or None
+        ``imod`` and ``sirt-like`` only: radial cutoff and Gaussian sigma of the fall-off,
+        cycles/pixel; None takes IMOD's default (0.35, 0.035), recorded as such.
+    sirt_iterations : int or None
+        ``sirt-like`` only: IMOD's ``FakeSIRTiterations``; None takes 10, recorded as such.
 
     Raises
     ------
@@ -89,15 +125,48 @@ class NoiseSource:
     anglestep: float = 2.0
     seed: int | None = None
     voxel_size: float = 1.0
+    tilt_schemes: tuple[TiltScheme, ...] = ()
+    spectrum: Any = None
+    filter: str = "none"
+    radial: tuple[float, float] | None = None
+    sirt_iterations: int | None = None
 
     def __post_init__(self) -> None:
         if self.seed is None:
             object.__setattr__(self, "seed", fresh_seed())
+        if self.tilt_schemes:
+            from mwr_dask.tiltscheme import TiltScheme
+
+            schemes = tuple(self.tilt_schemes)
+            if not all(isinstance(s, TiltScheme) for s in schemes):
+                raise ValueError("tilt_schemes must hold TiltScheme objects (read_tilt_file).")
+            object.__setattr__(self, "tilt_schemes", schemes)
+        if self.spectrum is not None:
+            from mwr_dask.measured import SpectrumNoise, spectrum_noise
+
+            if self.tilt_schemes:
+                raise ValueError("a measured spectrum (mode 3) takes no tilt schemes.")
+            if not isinstance(self.spectrum, SpectrumNoise):
+                object.__setattr__(self, "spectrum", spectrum_noise(Path(self.spectrum)))
+            object.__setattr__(self, "mode", 3)
         from mwr_dask.params import source_problems
 
         problems = source_problems(self)
         if problems:
             raise ValueError(" ".join(problems))
+        if self.filter != "none":  # record the defaults the filter takes
+            spec = self.filter_spec
+            if spec.cutoff is not None:
+                object.__setattr__(self, "radial", (spec.cutoff, spec.falloff))
+            object.__setattr__(self, "sirt_iterations", spec.sirt_iterations)
+
+    @property
+    def filter_spec(self):
+        """The reconstruction filter as a :class:`mwr_dask.filters.FilterSpec`."""
+        from mwr_dask.filters import make_filter
+
+        radial = None if self.radial is None else tuple(float(v) for v in self.radial)
+        return make_filter(self.filter, radial, self.sirt_iterations)
 
     # ------------------------------------------------------------------ description
 
@@ -111,20 +180,80 @@ class NoiseSource:
         """Tilt range as ``min:max:step``, degrees."""
         return f"{_num(self.minangle)}:{_num(self.maxangle)}:{_num(self.anglestep)}"
 
+    @property
+    def schemes_record(self) -> str:
+        """``K:digest`` of the tilt schemes (digest of their ordered angle lists), '' if none."""
+        if not self.tilt_schemes:
+            return ""
+        import hashlib
+
+        joined = ",".join(s.digest for s in self.tilt_schemes)
+        return f"{len(self.tilt_schemes)}:{hashlib.sha256(joined.encode()).hexdigest()[:12]}"
+
+    def scheme_of(self, index: int) -> TiltScheme | None:
+        """Tilt scheme of volume ``index`` (``index mod K``), or None for the regular range."""
+        if not self.tilt_schemes:
+            return None
+        return self.tilt_schemes[index % len(self.tilt_schemes)]
+
     def labels(self, index: int) -> list[str]:
-        """MRC header labels recording the provenance of volume ``index`` (<= 80 chars each)."""
-        return [
-            f"mwr-dask {__version__} mode={self.mode} cube={self.cubesize} tilt={self.tilt}"
-            f" index={index}",
-            f"seed={self.seed} voxel={_num(self.voxel_size)}",
-        ]
+        """MRC header labels recording the provenance of volume ``index`` (<= 80 chars each).
+
+        With tilt schemes, ``tilt=`` gives way to ``schemes=K:digest`` (the whole mixture, for
+        the folder guard) and a third label describes the volume's own scheme; a measured
+        spectrum (mode 3) is named by its digest instead of tilts. A reconstruction filter
+        adds a last label, e.g. ``filter=imod radial=0.35,0.035``; without one the labels are
+        those of folders made before filters existed.
+        """
+        if self.spectrum is not None:
+            name = Path(self.spectrum.path).name if self.spectrum.path else "?"
+            return [
+                f"mwr-dask {__version__} mode=3 cube={self.cubesize}"
+                f" spectrum={self.spectrum.digest} index={index}",
+                f"seed={self.seed} voxel={_num(self.voxel_size)}",
+                numerics_label(),
+                f"spectrum-file={name}"[:80],
+            ]
+        if not self.tilt_schemes:
+            labels = [
+                f"mwr-dask {__version__} mode={self.mode} cube={self.cubesize} tilt={self.tilt}"
+                f" index={index}",
+                f"seed={self.seed} voxel={_num(self.voxel_size)}",
+                numerics_label(),
+            ]
+        else:
+            k = len(self.tilt_schemes)
+            labels = [
+                f"mwr-dask {__version__} mode={self.mode} cube={self.cubesize}"
+                f" schemes={self.schemes_record} index={index}",
+                f"seed={self.seed} voxel={_num(self.voxel_size)}",
+                f"scheme={index % k + 1}/{k} {self.scheme_of(index).label}",
+                numerics_label(),
+            ]
+        if self.filter != "none":
+            labels.append(self.filter_spec.label())
+        return labels
 
     def describe(self) -> str:
-        """One line for people: mode, cube, tilts, seed."""
-        return (
+        """One line for people: mode, cube, tilts (or spectrum), seed, filter if any."""
+        if self.spectrum is not None:
+            name = f" {Path(self.spectrum.path).name}" if self.spectrum.path else ""
+            return (
+                f"mode 3 (measured spectrum{name}, digest {self.spectrum.digest}),"
+                f" {self.cubesize}^3 voxels, seed {self.seed}"
+            )
+        if self.tilt_schemes:
+            k = len(self.tilt_schemes)
+            tilts = f"{k} tilt scheme{'s' * (k != 1)} ({self.schemes_record})"
+        else:
+            tilts = f"tilts {self.tilt} deg"
+        text = (
             f"mode {self.mode} ({MODES.get(self.mode, '?')}), {self.cubesize}^3 voxels,"
-            f" tilts {self.tilt} deg, seed {self.seed}"
+            f" {tilts}, seed {self.seed}"
         )
+        if self.filter != "none":
+            text += f", {self.filter_spec.describe()}"
+        return text
 
     def as_dict(self) -> dict:
         """Plain dictionary of the fields."""
@@ -137,9 +266,21 @@ class NoiseSource:
 
         It is called with the volume's random generator and returns the volume.
         """
+        if self.spectrum is not None:
+            return self.spectrum  # its amplitude is read once per process and cached
+        if self.tilt_schemes:
+            from mwr_dask.tiltscheme import generator_for_scheme
+
+            scheme = self.scheme_of(index)
+            if self.filter == "none":
+                return generator_for_scheme(self.mode, self.cubesize, scheme)
+            return generator_for_scheme(self.mode, self.cubesize, scheme, self.filter_spec)
         from mwr_dask.generators import generator_for
 
-        return generator_for(self.mode, self.cubesize, self.minangle, self.maxangle, self.anglestep)
+        args = (self.mode, self.cubesize, self.minangle, self.maxangle, self.anglestep)
+        if self.filter == "none":
+            return generator_for(*args)
+        return generator_for(*args, self.filter_spec)
 
     def volume(self, index: int) -> np.ndarray:
         """Volume ``index``: float32, axes (z, y, x), mean 0 and standard deviation 1.

@@ -61,6 +61,7 @@ def test_output_path_that_is_a_file(tmp_path):
     assert result.exit_code == 2 and "is not a folder" in result.output
 
 
+@pytest.mark.slow
 def test_seed_is_recorded_and_reused_when_appending(tmp_path):
     out = tmp_path / "noise"
     first = runner.invoke(app, ["generate-noise", str(out), "3", "12", *FAST])
@@ -83,6 +84,7 @@ def test_seed_is_recorded_and_reused_when_appending(tmp_path):
         np.testing.assert_array_equal(a[name], b[name])
 
 
+@pytest.mark.slow
 def test_conflicting_append_is_refused_unless_forced(tmp_path):
     out = tmp_path / "noise"
     assert runner.invoke(app, ["generate-noise", str(out), "2", "12", *FAST]).exit_code == 0
@@ -101,6 +103,7 @@ def test_conflicting_append_is_refused_unless_forced(tmp_path):
     assert forced.exit_code == 0, forced.output
 
 
+@pytest.mark.slow
 def test_console_script_end_to_end_with_a_local_cluster(tmp_path):
     """The seed's command line, program name swapped, on a real two-process LocalCluster."""
     if shutil.which("mwr-dask") is None:

@@ -109,6 +109,7 @@ def ideal_spectrum(n: int, lo: float, hi: float, slope: float = 0.0, leak: float
     return p[:, : n // 2 + 1]
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(
     lo=st.floats(-80, 60),
@@ -345,6 +346,7 @@ def test_cli_on_a_running_cluster(folders, tmp_path):
         procs.close()
 
 
+@pytest.mark.slow
 def test_workers_that_cannot_see_the_folder_are_named(client, tmp_path):
     assert workers_missing_folder(client, tmp_path) == []
     missing = workers_missing_folder(client, tmp_path / "elsewhere")

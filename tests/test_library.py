@@ -184,6 +184,7 @@ def test_generate_folder_guard_and_adopted_seed(tmp_path, client):
         generate(tmp_path / "g", 1, first, start=4, client=client)
 
 
+@pytest.mark.slow
 def test_lazy_imports_keep_usage_errors_light():
     """--version, --help and usage errors import neither numpy nor Dask nor scipy."""
     code = (

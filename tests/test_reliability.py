@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import psutil
 import pytest
 from hypothesis import given
@@ -19,7 +21,7 @@ from hypothesis import strategies as st
 
 from mwr_dask.folder import conflicts, folder_lock
 from mwr_dask.mrcio import state_dir
-from mwr_dask.params import NoiseParams, validate
+from mwr_dask.params import MAX_TILTS, NoiseParams, validate
 
 from .conftest import skip_or_fail
 from .helpers import assert_only_volumes, cli
@@ -48,6 +50,7 @@ def wait_for_files(folder: Path, count: int, proc: subprocess.Popen, timeout=120
     raise AssertionError("no files appeared")
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_process_group_then_rerun_gives_the_uninterrupted_volumes(tmp_path):
     args = ["300", "40", "--seed", SEED, "--ncpus", "2", "--no-dashboard"]
     reference = tmp_path / "reference"
@@ -75,6 +78,7 @@ def test_sigkill_of_the_process_group_then_rerun_gives_the_uninterrupted_volumes
     assert not state_dir(folder).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_sigint_and_sigterm_stop_cleanly(tmp_path, sig, code):
     folder = tmp_path / "noise"
@@ -109,6 +113,7 @@ def small_fs(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_not_enough_free_space_is_refused_with_the_plan(small_fs):
     run = cli("generate-noise", str(small_fs / "noise"), "100", "32", "--no-dashboard")
     assert run.returncode == 2
@@ -116,6 +121,7 @@ def test_not_enough_free_space_is_refused_with_the_plan(small_fs):
     assert not (small_fs / "noise").exists() and os.listdir(small_fs) == []
 
 
+@pytest.mark.slow
 def test_disk_full_mid_run_stops_with_a_clear_error_and_no_partial_file(small_fs):
     # 58 volumes of 16^3 are 1,009,664 bytes: the plan fits in 1 MiB, but tmpfs rounds each
     # file up to whole 4 KiB pages, so the disk fills after about 50 volumes
@@ -130,16 +136,24 @@ def test_disk_full_mid_run_stops_with_a_clear_error_and_no_partial_file(small_fs
     assert not list(state_dir(folder).glob("tmp/*"))
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_folder_is_refused(tmp_path):
+    # item 4 of issue 14: the lock is on the real folder, so a link to it is the same folder
     folder = tmp_path / "noise"
+    link = tmp_path / "link"
+    link.symlink_to(folder)
     with folder_lock(folder):
-        run = cli("generate-noise", str(folder), "2", "16", "--no-dashboard")
-    assert run.returncode == 2
-    assert f"another mwr-dask run (pid {os.getpid()} on" in run.stderr
-    assert "is writing to" in run.stderr
-    assert not folder.exists()
+        runs = [cli("generate-noise", str(path), "2", "16", "--no-dashboard")
+                for path in (folder, link)]  # fmt: skip
+    for run in runs:
+        assert run.returncode == 2, run.stderr
+        assert f"another mwr-dask run (pid {os.getpid()} on" in run.stderr
+        assert "is writing to" in run.stderr and "Traceback" not in run.stderr
+    assert os.listdir(folder) == []
+    assert sorted(os.listdir(tmp_path)) == ["link", "noise"]  # no sibling either
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -168,6 +182,7 @@ def test_bad_input_through_the_console_script(tmp_path, args, message):
     assert os.listdir(tmp_path) == []  # nothing written, not even beside the folder
 
 
+@pytest.mark.slow
 def test_output_path_that_is_a_file_or_read_only(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
@@ -194,22 +209,28 @@ def test_output_path_that_is_a_file_or_read_only(tmp_path):
         assert run.returncode == 2 and "cannot create" in run.stderr
 
 
-angles = st.floats(-120, 120, allow_nan=False)
+odd = st.sampled_from([math.nan, math.inf, -math.inf])
+angles = st.floats(-120, 120) | odd
 
 
 @given(
     n=st.integers(-3, 2000),
     cube=st.integers(-3, 600),
-    start=st.integers(-5, 10**6),
+    start=st.integers(-5, 10**6) | st.integers(10**25, 10**40),
     mode=st.integers(-1, 4),
     lo=angles,
     hi=angles,
-    step=st.floats(-5, 250, allow_nan=False),
-    voxel=st.floats(-1, 10, allow_nan=False),
+    step=st.floats(-5, 250) | st.floats(1e-300, 1e-3) | odd,
+    voxel=st.floats(-1, 10) | st.floats(1e-45, 1e-36) | st.floats(1e30, 1e40) | odd,
+    seed=st.integers(0, 10) | st.integers(2**127, 2**129),
 )
-def test_validation_accepts_exactly_the_valid_parameters(n, cube, start, mode, lo, hi, step, voxel):
-    fields = dict(cubesize=cube, mode=mode, minangle=lo, maxangle=hi, anglestep=step, seed=1)
+def test_validation_accepts_exactly_the_valid_parameters(
+    n, cube, start, mode, lo, hi, step, voxel, seed
+):
+    fields = dict(cubesize=cube, mode=mode, minangle=lo, maxangle=hi, anglestep=step, seed=seed)
     p = SimpleNamespace(**fields, voxel_size=voxel)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cell = np.float32(voxel * cube)  # what the header stores
     valid = (
         n >= 1
         and cube >= 2
@@ -218,9 +239,20 @@ def test_validation_accepts_exactly_the_valid_parameters(n, cube, start, mode, l
         and -90 < lo < 90
         and -90 < hi < 90
         and lo < hi
-        and 0 < step <= hi - lo
-        and voxel > 0
+        and 0 < step < math.inf
+        # mode 1 needs two tilts and at most MAX_TILTS; mode 2 does not use the step
+        and (mode != 1 or (step <= hi - lo and math.floor((hi - lo) / step + 1e-6) < MAX_TILTS))
+        # the float32 header stores the cell (voxel size x cube) as a normal number
+        and 0 < voxel < math.inf
+        and np.finfo(np.float32).tiny <= cell < math.inf
+        and seed < 2**128
     )
+    if valid:  # and every label of the run, with the largest seed, fits 80 characters
+        try:
+            worst = NoiseParams(**{**fields, "seed": 2**128 - 1}, voxel_size=voxel)
+            valid = all(len(label) <= 80 for label in worst.labels(start + n - 1))
+        except ValueError:  # the labels of index 0 are already too long
+            valid = False
     errors = validate(p, n, start)
     assert (errors == []) == valid, errors
     assert all(e.endswith(".") and "\n" not in e for e in errors)

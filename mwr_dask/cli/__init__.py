@@ -13,6 +13,7 @@ import typer
 from mwr_dask import __version__
 from mwr_dask.cli.generate import generate_noise
 from mwr_dask.cli.inspect import inspect
+from mwr_dask.cli.measure import measure_noise
 
 app = typer.Typer(
     name="mwr-dask",
@@ -44,6 +45,7 @@ app.command("generate-noise")(generate_noise)
 app.command("generate_noise", hidden=True)(generate_noise)
 
 app.command("inspect")(inspect)
+app.command("measure-noise")(measure_noise)
 
 
 def _is_usage_error(err: BaseException) -> bool:

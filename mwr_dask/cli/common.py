@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -75,6 +76,10 @@ def cluster_option_problems(
         errors.append(f"--ncpus must be at least 1, not {ncpus}.")
     if scheduler and scheduler_file:
         errors.append("give --scheduler or --scheduler-file, not both.")
-    if connect_timeout <= 0 or worker_timeout <= 0:
-        errors.append("--connect-timeout and --worker-timeout must be positive.")
+    for name, value in (
+        ("--connect-timeout", connect_timeout),
+        ("--worker-timeout", worker_timeout),
+    ):
+        if not (math.isfinite(value) and value > 0):
+            errors.append(f"{name} must be a positive number of seconds, not {value:g}.")
     return errors

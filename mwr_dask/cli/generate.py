@@ -71,22 +71,94 @@ def generate_noise(
     mode: Annotated[
         int,
         typer.Option(
-            help="1: back-projection of 2-D white-noise images over the tilts (SIRT-like);"
-            " 2: 3-D white noise through the missing-wedge filter (WBP-like).",
+            help="1: back-projection of 2-D white-noise images over the tilts, unfiltered (power"
+            " falls like 1/|k|, close to IMOD's SIRT-like filter) or with --filter; 2: 3-D white"
+            " noise through the missing-wedge filter (flat power: not the noise of a weighted"
+            " back-projection, which rises with |k|).",
             rich_help_panel=GEOMETRY,
         ),
     ] = 1,
     minangle: Annotated[
-        float, typer.Option(help="Lowest tilt, degrees (modes 1 and 2).", rich_help_panel=GEOMETRY)
-    ] = -60.0,
+        float | None,
+        typer.Option(
+            help="Lowest tilt, degrees (modes 1 and 2). [default: -60]",
+            show_default=False,
+            rich_help_panel=GEOMETRY,
+        ),
+    ] = None,
     maxangle: Annotated[
-        float,
-        typer.Option(help="Highest tilt, degrees (modes 1 and 2).", rich_help_panel=GEOMETRY),
-    ] = 60.0,
+        float | None,
+        typer.Option(
+            help="Highest tilt, degrees (modes 1 and 2). [default: 60]",
+            show_default=False,
+            rich_help_panel=GEOMETRY,
+        ),
+    ] = None,
     anglestep: Annotated[
-        float,
-        typer.Option(help="Tilt increment, degrees (mode 1 only).", rich_help_panel=GEOMETRY),
-    ] = 2.0,
+        float | None,
+        typer.Option(
+            help="Tilt increment, degrees (mode 1 only). [default: 2]",
+            show_default=False,
+            rich_help_panel=GEOMETRY,
+        ),
+    ] = None,
+    tilt_file: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Tilt angles of the dataset instead of --minangle/--maxangle/--anglestep:"
+            " IMOD .tlt/.rawtlt, AreTomo .aln, SerialEM .mdoc, RELION 5 tilt-series .star,"
+            " Warp .tomostar or .xml (see docs/tilt-schemes.md). Repeatable: volume i uses"
+            " file i mod k.",
+            show_default=False,
+            rich_help_panel=GEOMETRY,
+        ),
+    ] = None,
+    exclude: Annotated[
+        str | None,
+        typer.Option(
+            help="Views to leave out of the single --tilt-file, as IMOD's EXCLUDELIST: 1-based"
+            " view numbers in the file's order, ranges allowed, e.g. 1-3,40.",
+            show_default=False,
+            rich_help_panel=GEOMETRY,
+        ),
+    ] = None,
+    invert_tilts: Annotated[
+        bool,
+        typer.Option(
+            "--invert-tilts",
+            help="Negate the angles of the --tilt-file(s) against their format's convention,"
+            " for tomograms whose wedge lies on the other side (check with mwr-dask inspect).",
+            rich_help_panel=GEOMETRY,
+        ),
+    ] = False,
+    filter: Annotated[
+        str,
+        typer.Option(
+            "--filter",
+            help="Mode 1: filter each projection as the reconstruction did: none, ramp,"
+            " shepp-logan, cosine, hamming, hann (skimage iradon / IsoNet), imod (IMOD tilt's"
+            " radial weighting), sirt-like (IMOD FakeSIRTiterations), aretomo (AreTomo WBP);"
+            " see docs/filters.md.",
+            rich_help_panel=GEOMETRY,
+        ),
+    ] = "none",
+    radial: Annotated[
+        tuple[float, float] | None,
+        typer.Option(
+            help="--filter imod or sirt-like: radial cutoff and Gaussian sigma of the fall-off,"
+            " cycles/pixel, as IMOD's RADIAL with FalloffIsTrueSigma 1. [default: 0.35 0.035]",
+            show_default=False,
+            rich_help_panel=GEOMETRY,
+        ),
+    ] = None,
+    sirt_iterations: Annotated[
+        int | None,
+        typer.Option(
+            help="--filter sirt-like: IMOD's FakeSIRTiterations. [default: 10]",
+            show_default=False,
+            rich_help_panel=GEOMETRY,
+        ),
+    ] = None,
     seed: Annotated[
         int | None,
         typer.Option(
@@ -98,8 +170,22 @@ def generate_noise(
     ] = None,
     voxel_size: Annotated[
         float,
-        typer.Option(help="Voxel size for the MRC header, angstroms.", rich_help_panel=VOLUMES),
+        typer.Option(
+            help="Voxel size for the MRC header, angstroms. [default: the spectrum's, else 1]",
+            show_default=False,
+            rich_help_panel=VOLUMES,
+        ),
     ] = 1.0,
+    spectrum: Annotated[
+        Path | None,
+        typer.Option(
+            help="Noise spectrum measured by 'mwr-dask measure-noise': Gaussian noise with"
+            " exactly that spectrum (mode 3), instead of --mode and the tilts.",
+            show_default=False,
+            metavar="SPECTRUM",
+            rich_help_panel=GEOMETRY,
+        ),
+    ] = None,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -282,17 +368,35 @@ def generate_noise(
     from mwr_dask.params import validate
     from mwr_dask.source import NoiseSource
 
+    range_given = [
+        f"--{name}"
+        for name, value in (
+            ("minangle", minangle),
+            ("maxangle", maxangle),
+            ("anglestep", anglestep),
+        )
+        if value is not None
+    ]
     fields = {
         "cubesize": cubesize,
         "mode": mode,
-        "minangle": minangle,
-        "maxangle": maxangle,
-        "anglestep": anglestep,
+        "minangle": -60.0 if minangle is None else minangle,
+        "maxangle": 60.0 if maxangle is None else maxangle,
+        "anglestep": 2.0 if anglestep is None else anglestep,
         "seed": 0 if seed is None else seed,
         "voxel_size": voxel_size,
+        "filter": filter,
+        "radial": radial,
+        "sirt_iterations": sirt_iterations,
     }
+    if spectrum is not None:
+        if tilt_file or exclude is not None or invert_tilts:
+            raise fail("--spectrum defines the noise: --tilt-file, --exclude and --invert-tilts"
+                       " cannot be given with it.")  # fmt: skip
+        measured_fields(ctx, spectrum, fields)
     # checks that need no heavy module first: usage errors answer at once
-    errors = validate(SimpleNamespace(**fields), number_volume, start)
+    errors = tilt_file_problems(tilt_file or [], range_given, exclude, invert_tilts)
+    errors += validate(SimpleNamespace(**fields), number_volume, start)
     errors += cluster_option_problems(
         ncpus, scheduler, scheduler_file, connect_timeout, worker_timeout
     )
@@ -303,11 +407,23 @@ def generate_noise(
         errors.append(f"{output_folder} exists and is not a folder.")
     if errors:
         raise fail(" ".join(errors))
+    if tilt_file:
+        fields["tilt_schemes"] = read_schemes(tilt_file, exclude, invert_tilts)
     source = NoiseSource(**fields)
+    if mode == 2 and not quiet:
+        for scheme in source.tilt_schemes:
+            if scheme.gap_note is not None:
+                typer.echo(f"mwr-dask: note: {scheme.gap_note}.", err=True)
 
     from mwr_dask.clusters import UsageError, make_cluster
 
     hpc = batch_cluster(ctx.params, output_folder, errors)
+    if ncpus is not None and hpc is None and not (scheduler or scheduler_file):
+        from mwr_dask.cores import local_workers
+
+        ncpus, warning = local_workers(ncpus)  # no more workers than usable cores
+        if warning and not quiet:
+            typer.echo(warning, err=True)
     if not errors:
         try:
             options = make_cluster(
@@ -344,6 +460,68 @@ def generate_noise(
         retries=retries,
         worker_timeout=worker_timeout,
     )
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given (command line or environment), not defaulted."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def measured_fields(ctx: typer.Context, spectrum: Path, fields: dict) -> None:
+    """Check --spectrum against the geometry options and put its reference in ``fields``.
+
+    The voxel size defaults to the spectrum's (the halves'). Exits 2 on a usage error or an
+    unreadable spectrum.
+    """
+    geometry = [f"--{name}" for name in ("mode", "minangle", "maxangle", "anglestep")]
+    given = [flag for flag in geometry if _given(ctx, flag[2:])]
+    if given:
+        raise fail(f"--spectrum defines the noise: {', '.join(given)} cannot be given with it.")
+    from mwr_dask.measured import MeasureError, spectrum_noise
+    from mwr_dask.mrcio import read_header
+
+    try:
+        fields["spectrum"] = spectrum_noise(spectrum)
+        header_voxel = read_header(spectrum).voxel_size
+    except (MeasureError, OSError, ValueError) as err:
+        raise fail(str(err)) from None
+    fields["mode"] = 3
+    if not _given(ctx, "voxel_size") and header_voxel > 0:
+        fields["voxel_size"] = float(f"{header_voxel:.6g}")  # float32 in the header
+
+
+def tilt_file_problems(
+    tilt_files: list[Path], range_given: list[str], exclude: str | None, invert: bool
+) -> list[str]:
+    """Usage problems of --tilt-file, --exclude and --invert-tilts, one sentence each."""
+    if not tilt_files:
+        alone = [flag for flag, on in (("--exclude", exclude), ("--invert-tilts", invert)) if on]
+        return (
+            [f"{' and '.join(alone)} need{'s' * (len(alone) == 1)} --tilt-file."] if alone else []
+        )
+    errors = []
+    if range_given:
+        errors.append(
+            f"give --tilt-file or {'/'.join(range_given)}, not both: the tilt file replaces the"
+            " regular range."
+        )
+    if exclude is not None and len(tilt_files) > 1:
+        errors.append(
+            f"--exclude applies to a single --tilt-file, not to {len(tilt_files)}: the view"
+            " numbers of different files differ."
+        )
+    return errors
+
+
+def read_schemes(tilt_files: list[Path], exclude: str | None, invert: bool) -> tuple:
+    """Read every --tilt-file; a problem ends the command with its one sentence (exit 2)."""
+    from mwr_dask.tiltscheme import TiltSchemeError, read_tilt_file
+
+    try:
+        return tuple(read_tilt_file(path, exclude=exclude, invert=invert) for path in tilt_files)
+    except TiltSchemeError as err:
+        raise fail(str(err)) from None
 
 
 def batch_flag_problems(values: dict) -> list[str]:
@@ -391,7 +569,23 @@ def show_plan(folder: Path, source, start: int, count: int, options, *, adopt_se
         source, existing = plan_source(folder, source, adopt_seed=adopt_seed, force=force)
     except FolderError as err:
         raise fail(str(err)) from None
+    from mwr_dask.generators import cost_note
+
     typer.echo(describe_plan(source, start, count, folder, existing.indices, options))
+    note = cost_note(source.cubesize, source.mode)
+    if note:
+        typer.echo(note)
+    if source.tilt_schemes:
+        for scheme in source.tilt_schemes:
+            typer.echo(scheme.describe())
+        unique = {s.angle_tuple: s for s in source.tilt_schemes}.values()  # shared operators
+        cached = sum(s.cached_bytes(source.mode, source.cubesize) for s in unique)
+        k = len(source.tilt_schemes)
+        typer.echo(
+            f"Cached per worker: {cached / 2**20:.1f} MiB for the {k} scheme{'s' * (k != 1)}"
+            f" (mode {source.mode}: {'operators' if source.mode == 1 else 'masks'} and scratch,"
+            " built once per scheme on first use)"
+        )
     raise typer.Exit(0)
 
 
@@ -443,21 +637,33 @@ def run_and_report(folder: Path, source, start: int, count: int, options, *, qui
         ) from None
     except (FolderError, ClusterError) as err:
         raise fail(str(err), 2 if isinstance(err, FolderError) else 1) from None
-    summarize(done, say)
+    summarize(done, say, bar[0].elapsed if bar else None)
     if not done.ok:
         raise typer.Exit(1)
 
 
-def summarize(done, say) -> None:
-    """Print the closing summary and every error."""
+def summarize(done, say, work: float | None = None) -> None:
+    """Print the closing summary and every error.
+
+    ``done.seconds`` runs from the cluster's start to the last volume; ``work`` (the progress
+    report's :attr:`~mwr_dask.progress.Progress.elapsed`) the part after the cluster was up,
+    over which the rate is given, as the progress line gives it.
+    """
     result = done.result
     written_bytes = done.written_bytes
     wall = max(done.seconds, 1e-9)
-    say(
+    text = (
         f"Done: {result.written} written, {result.skipped} skipped (already complete),"
         f" {result.failed} failed; {written_bytes / 1e6:.1f} MB in {wall:.1f} s"
-        f" ({result.written / wall:.1f} vol/s, {written_bytes / 1e6 / wall:.1f} MB/s)"
     )
+    if work:
+        text += (
+            f", {work:.1f} s of it after the cluster was up ({result.done / work:.1f} vol/s,"
+            f" {written_bytes / 1e6 / work:.1f} MB/s)"
+        )
+    else:
+        text += f" ({result.written / wall:.1f} vol/s, {written_bytes / 1e6 / wall:.1f} MB/s)"
+    say(text)
     for index, error in result.errors:
         typer.echo(f"mwr-dask: error: volume {index}: {error}", err=True)
     for lo, hi, error in result.crashed:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -113,12 +112,13 @@ def memory_problems(
         What to do, appended to the sentence (e.g. "use fewer workers (--ncpus)").
     """
     from mwr_dask.generators import peak_bytes
-    from mwr_dask.params import tilts_of
+    from mwr_dask.params import tilt_count
 
     if not limit:
         return []
     share, name = fraction or memory_fraction()
-    need = peak_bytes(params.mode, params.cubesize, len(tilts_of(params)))
+    filtered = getattr(params, "filter", "none") != "none"
+    need = peak_bytes(params.mode, params.cubesize, tilt_count(params), filtered=filtered)
     usable = int(limit * share)
     if need <= usable:
         return []
@@ -181,26 +181,13 @@ def check_versions(client: Client) -> list[str]:
 
 
 def probe_folder(folder: str, tmp_dir: str) -> str | None:
-    """On a worker: None if it can write ``folder`` and rename from ``tmp_dir``, else why not.
+    """On a worker: None if it can write ``folder`` with temporaries in ``tmp_dir``, else why not.
 
-    Nothing is written to ``folder``; a probe file is created and removed in ``tmp_dir``.
+    Nothing is written to ``folder`` (see :func:`mwr_dask.mrcio.probe_temporaries`).
     """
-    if not os.path.isdir(folder):
-        return f"cannot see {folder}"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"cannot write to {folder}"
-    try:
-        os.makedirs(tmp_dir, exist_ok=True)
-        probe = os.path.join(tmp_dir, f"probe.{os.getpid()}.{time.time_ns()}")
-        with open(probe, "wb") as f:
-            f.write(b"mwr-dask")
-        same_fs = os.stat(probe).st_dev == os.stat(folder).st_dev
-        os.unlink(probe)
-    except OSError as err:
-        return f"cannot write to {tmp_dir} ({err.strerror})"
-    if not same_fs:
-        return f"{tmp_dir} is not on the filesystem of {folder}"
-    return None
+    from mwr_dask.mrcio import probe_temporaries
+
+    return probe_temporaries(folder, tmp_dir)
 
 
 def check_workers_can_write(client: Client, folder: Path, tmp_dir: Path) -> list[str]:
@@ -243,6 +230,15 @@ def check_workers(
             problems = memory_problems(params, limit, fraction, hint)
             if problems:
                 raise ClusterError(f"worker {address}: {problems[0]}")
+        spectrum = getattr(params, "spectrum", None)
+        if spectrum is not None:  # mode 3: each worker reads the spectrum file itself
+            seen = client.run(os.path.isfile, spectrum.path)
+            missing = sorted(w for w, ok in seen.items() if not ok)
+            if missing:
+                raise ClusterError(
+                    f"{len(missing)} worker(s) cannot read the spectrum {spectrum.path}"
+                    f" (e.g. {missing[0]}): it must be at the same path on every node."
+                )
     if folder is not None and tmp_dir is not None:
         problems = check_workers_can_write(client, folder, tmp_dir)
         if problems:

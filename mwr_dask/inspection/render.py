@@ -109,6 +109,9 @@ def _folder_lines(report: FolderReport) -> list[str]:
 
 def _spectrum_lines(report: FolderReport) -> list[str]:
     sp, e, info = report.spectrum, report.expected, report.summary["spectrum"]
+    measured = e is not None and e.mode == 3
+    if measured:  # the labels name a measured spectrum, not tilts: compared with its file
+        e = None
     lines = [
         f"Spectrum    {plural(sp.volumes, 'volume')} averaged, kx-kz plane, radii"
         f" {sp.band[0]:.1f}..{sp.band[1]:.1f} Fourier pixels"
@@ -148,8 +151,17 @@ def _spectrum_lines(report: FolderReport) -> list[str]:
     if e is not None:
         verdict = "agrees" if info.get("mode_agrees") else "DISAGREES"
         lines.append(f"  looks like       {seen}  labels: mode {e.mode}  {verdict}")
+    elif measured:
+        lines.append(f"  looks like       {seen}  labels: mode 3 (measured spectrum)")
     else:
         lines.append(f"  looks like       {seen}")
+    given = report.summary.get("spectrum_file")
+    if given and "agrees" in given:
+        verdict = "agrees" if given["agrees"] else "DISAGREES"
+        lines.append(
+            f"  {given['name']:<16} log-rms {given['log_rms']:.3f} over {given['bins']} bins,"
+            f" worst {given['worst_sigmas']:.1f} sd  {verdict}"
+        )
     return lines
 
 

@@ -19,7 +19,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from mwr_dask.inspection.duplicates import (
 from mwr_dask.inspection.reading import SAMPLE_VOXELS
 from mwr_dask.inspection.records import FileRecord, FolderReport, is_cube
 from mwr_dask.inspection.words import LIST_NAMES, names_list, plural, shape_text
-from mwr_dask.params import MODES, NoiseParams, params_from_labels
+from mwr_dask.params import MODES, NoiseParams, params_from_labels, parse_labels
 from mwr_dask.spectrum import (
     MAX_TILT_GAP_PIXELS,
     MIN_WEDGE_PIXELS,
@@ -111,9 +111,36 @@ class Facts:
         return Counter(p for p in self.recorded if p is not None)
 
     @cached_property
+    def mixture(self) -> str:
+        """``K:digest`` of the tilt-file mixture every labelled volume records, else ''.
+
+        Volumes of one ``generate-noise --tilt-file ...`` run record the same ``schemes=``
+        and each its own scheme's range (docs/tilt-schemes.md).
+        """
+        found = {
+            parse_labels(r.labels).get("schemes", "")
+            for r, p in zip(self.records, self.recorded, strict=True)
+            if p is not None
+        }
+        return found.pop() if len(found) == 1 else ""
+
+    @cached_property
     def expected(self) -> NoiseParams | None:
-        """The parameters most volumes record, or None."""
-        return self.label_counts.most_common(1)[0][0] if self.label_counts else None
+        """The parameters most volumes record, or None.
+
+        For a tilt-file mixture: those of the commonest scheme with the union of the schemes'
+        ranges (what the averaged spectrum measures), on a grid of their finest mean step.
+        """
+        if not self.label_counts:
+            return None
+        top = self.label_counts.most_common(1)[0][0]
+        if not self.mixture or len(self.label_counts) == 1:
+            return top
+        lo = min(p.minangle for p in self.label_counts)
+        hi = max(p.maxangle for p in self.label_counts)
+        step = min(p.anglestep for p in self.label_counts)
+        step = (hi - lo) / max(1, round((hi - lo) / step))
+        return replace(top, minangle=lo, maxangle=hi, anglestep=step)
 
     @cached_property
     def readable(self) -> list[FileRecord]:
@@ -150,6 +177,12 @@ class Facts:
         if cube is None or not is_cube(cube) or self.spectra.get(cube[0], [0, 0])[1] <= 0:
             return None
         total, count = self.spectra[cube[0]]
+        e = self.expected
+        if e is not None and e.mode == 1 and e.filter != "none":  # filtered back-projection
+            from mwr_dask.filters import analyse_filtered
+            from mwr_dask.params import tilts_of
+
+            return analyse_filtered(total, cube[0], count, e.filter_spec, tilts_of(e))
         return analyse(total, cube[0], count)
 
 
@@ -310,6 +343,8 @@ def labels(f: Facts) -> Found:
             " check the estimated tilt range against your tomograms."
         )
         return found
+    if f.mixture and len(counts) > 1:
+        return mixture_labels(f, found)
     # the same rules as appending with generate-noise (the step does not matter in mode 2)
     for other, c in counts.most_common()[1:]:
         differences = conflicts(expected, other)
@@ -320,6 +355,42 @@ def labels(f: Facts) -> Found:
                 + "; ".join(differences).replace("(folder has", "(the others have")
                 + "."
             )
+    unlabelled = [r.name for r, p in zip(f.records, f.recorded, strict=True) if p is None]
+    if unlabelled:
+        these = plural(len(unlabelled), "volume carries", "volumes carry")
+        found.problems.append(f"{these} no mwr-dask labels: {names_list(unlabelled)}.")
+    return found
+
+
+def mixture_labels(f: Facts, found: Found) -> Found:
+    """Labels of a tilt-file mixture: its schemes differ in tilts by design, nothing else may."""
+    expected, counts = f.expected, f.label_counts
+    same_tilts = {"minangle": expected.minangle, "maxangle": expected.maxangle}
+    for other, c in counts.items():
+        differences = conflicts(
+            expected, replace(other, **same_tilts, anglestep=expected.anglestep)
+        )
+        if differences:
+            found.problems.append(
+                plural(c, "volume records")
+                + " other parameters than the rest of the mixture: "
+                + "; ".join(differences).replace("(folder has", "(the others have")
+                + "."
+            )
+    groups = sorted(counts.items(), key=lambda item: (item[0].minangle, item[0].maxangle))
+    found.summary["labels_agreeing"] = sum(counts.values())
+    found.summary["tilt_schemes"] = {
+        "record": f.mixture,
+        "groups": [
+            {"minangle": p.minangle, "maxangle": p.maxangle, "volumes": c} for p, c in groups
+        ],
+    }
+    ranges = ", ".join(f"{p.minangle:g}..{p.maxangle:g} ({c})" for p, c in groups)
+    found.warnings.append(
+        f"tilt-file mixture {f.mixture}: {len(groups)} tilt ranges ({ranges}); the averaged"
+        " spectrum mixes them, so its tilt range is not compared with the labels (inspect a"
+        " folder of one tilt file to check a range)."
+    )
     unlabelled = [r.name for r, p in zip(f.records, f.recorded, strict=True) if p is None]
     if unlabelled:
         these = plural(len(unlabelled), "volume carries", "volumes carry")
@@ -429,8 +500,58 @@ def spectrum(f: Facts) -> Found:
     if sp is None:
         return Found(summary={"spectrum": None})
     info = sp.summary()
-    found = spectrum_findings(sp, f.expected, info)
+    # measured noise (mode 3) has the wedge of its data, not of tilt labels: see spectrum_file
+    expected = f.expected if f.expected is None or f.expected.mode != 3 else None
+    # a tilt-file mixture averages spectra of several ranges: no single range to compare with
+    mixed = bool(f.mixture) and len(f.label_counts) > 1
+    found = spectrum_findings(sp, expected, info, compare_tilts=not mixed)
     found.summary = {"spectrum": info}
+    return found
+
+
+def spectrum_file(f: Facts) -> Found:
+    """Compare the averaged spectrum with a measured spectrum file (``inputs["spectrum"]``).
+
+    The input is a dict: ``array`` (the spectrum, (n, n, n) fftshifted), ``digest`` and
+    ``name``. A folder whose labels name another spectrum, a cube of another size, or a mode-3
+    folder whose spectrum disagrees with the file's (beyond its statistical error) are
+    problems; volumes of modes 1 and 2 are only compared (a warning with the numbers).
+    """
+    given = f.inputs.get("spectrum")
+    if given is None:
+        return Found()
+    from mwr_dask.measured import compare_slice_spectra
+
+    found = Found()
+    n = given["array"].shape[0]
+    e = f.expected
+    info: dict = {"name": given["name"], "digest": given["digest"], "cube": n}
+    found.summary = {"spectrum_file": info}
+    if e is not None and e.mode == 3 and e.spectrum.digest != given["digest"]:
+        found.problems.append(
+            f"the volumes were made from spectrum {e.spectrum.digest}, not from"
+            f" {given['name']} (digest {given['digest']})."
+        )
+    if f.cube != (n,) * 3 or n not in f.spectra or f.spectra[n][1] <= 0:
+        found.problems.append(
+            f"{given['name']} is a {n}^3 spectrum; the folder has no readable {n}^3 volumes"
+            " to compare with it."
+        )
+        return found
+    total, count = f.spectra[n]
+    info.update(compare_slice_spectra(total, count, given["array"]))
+    if info["agrees"]:
+        return found
+    r, phi, ratio = info["worst_bin"]
+    text = (
+        f"the folder's spectrum differs from {given['name']}'s: power ratio {ratio:.3g} at"
+        f" radius {r:.0f}, direction {phi:.1f} deg ({info['worst_sigmas']:.0f} standard"
+        f" deviations); log-rms over {info['bins']} bins {info['log_rms']:.2f}."
+    )
+    if e is not None and e.mode == 3:
+        found.problems.append(text)
+    else:
+        found.warnings.append(text)
     return found
 
 
@@ -459,7 +580,11 @@ def looks_like(s: SpectrumAnalysis, wedge_visible: bool = True) -> int | None:
 
 
 def spectrum_findings(
-    s: SpectrumAnalysis, expected: NoiseParams | None, out: dict | None = None
+    s: SpectrumAnalysis,
+    expected: NoiseParams | None,
+    out: dict | None = None,
+    *,
+    compare_tilts: bool = True,
 ) -> Found:
     """Compare the spectrum with the labels, within what the grid can resolve.
 
@@ -477,6 +602,9 @@ def spectrum_findings(
         What the labels record; None compares with nothing but the presence of a wedge.
     out : dict, optional
         Filled with the mode it looks like, the expected values and the verdicts (JSON).
+    compare_tilts : bool
+        False skips the tilt-range comparison (a tilt-file mixture: the spectrum averages
+        several ranges).
     """
     out = {} if out is None else out
     found = Found()
@@ -524,7 +652,7 @@ def spectrum_findings(
             f" {band_radii(n)[0]:.1f} of {n}^3: the spectrum shows them as separate lines, not"
             " one arc, and its tilt range is not compared with the labels."
         )
-    elif s.wedge_found:
+    elif s.wedge_found and compare_tilts:
         _compare_tilts(s, expected, out, found)
     else:
         out["expected_tilt_edges"] = None
@@ -594,6 +722,7 @@ RULES: tuple[Rule, ...] = (
     Rule(exact_duplicates),
     Rule(near_duplicate_volumes),
     Rule(spectrum),
+    Rule(spectrum_file),
 )
 
 

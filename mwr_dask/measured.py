@@ -1,0 +1,994 @@
+"""Noise measured from the user's even/odd half tomograms (pure numpy/scipy, no Dask).
+
+Two half tomograms reconstructed from the even and the odd movie frames hold the same signal
+and independent noise of the same statistics, so their difference ``ODD - EVEN`` holds noise
+alone, with its real spectrum: detector MTF, dose weighting, binning, reconstruction filter,
+the exact tilts and their missing wedge. This module estimates that noise's 3-D power
+spectrum on the Fourier grid of an N^3 cube, stores it as an MRC file, and generates Gaussian
+noise volumes with exactly that spectrum (:class:`SpectrumNoise`).
+
+Estimation
+    Sub-cubes of N^3 voxels of the difference are taken on a grid of stride N/2 (50 % overlap)
+    where both halves have data: inside the optional mask, away from the borders (5 % of each
+    axis), and where every octant of the cube has a difference variance of at least a quarter
+    of the median (padded zero or constant regions, and tapered reconstruction borders, are
+    left out) and both halves vary. Up to ``MAX_CUBES`` are used (a seeded random choice when
+    more fit). Each cube, less the mean of the difference, is multiplied by a periodic Hann
+    taper along each axis (``sin^2``), Fourier transformed, and its power divided by the sum
+    of the squared taper (the power correction: white noise of variance s^2 gives s^2 on
+    average at every frequency). Without the taper, the jump between opposite faces of a
+    non-periodic cube leaks power along the axes (a cross through the origin, ``1/k^2``
+    side lobes); the Hann taper's side lobes fall like ``1/k^6``. Its price is a smoothing
+    of the spectrum by about one Fourier pixel along each axis (the expected estimate is the
+    true spectrum averaged with weights 1/6, 2/3, 1/6 over neighbouring pixels).
+
+Variance
+    The periodogram of one cube has a relative standard deviation of 1 at every frequency
+    (exponential distribution); averaged over K cubes it is ``1 / sqrt(K_eff)``. With Hann
+    tapers, cubes overlapping by half are nearly independent (Welch: a correlation of 0.17
+    per overlapping axis), so ``K_eff`` is about ``K / 1.1`` (measured on white noise, 16^3
+    cubes of a 96 x 96 x 64 pair: relative spread times sqrt(K) = 1.01, 1.00, 1.04 and 1.07
+    for K = 16, 64, 256 and 400). The default cap of 400 cubes
+    gives about 5 % per Fourier pixel, less than the spread of the periodogram of one
+    generated volume by a factor of 20; ``MIN_CUBES`` = 16 gives 25 %.
+
+Halves split by tilt
+    If the difference holds signal (halves split by tilt, or scaled differently), its local
+    power follows the structure: the rank correlation of the variances of ODD - EVEN and
+    ODD + EVEN over blocks of about 4^3 voxels is then clearly positive (about 0 for frame
+    split halves, whose noises are independent and of equal power). Above
+    ``STRUCTURE_WARNING`` :func:`measure_noise` warns.
+
+Storage
+    The spectrum is a float32 MRC file of shape (N, N, N), axes (kz, ky, kx), in the full
+    ``numpy.fft.fftshift`` layout (zero frequency at index N // 2 of each axis), normalised to
+    a mean of 1 over the grid, DC set to 0 (generated volumes have mean 0). It is exactly
+    symmetric under k -> -k. Its labels record the sources; its *digest* is the SHA-256 of
+    its shape and data (16 hex digits), independent of labels and path.
+
+Generation
+    Volume i under seed s is white Gaussian Fourier coefficients of ``volume_rng(s, i)``,
+    shaped by the square root of the spectrum and inverse real Fourier transformed, then
+    normalised to mean 0 and standard deviation 1: one draw and one inverse real FFT, like
+    mode 2.
+
+Conventions: arrays are (z, y, x) as MRC stores them; Fourier arrays (kz, ky, kx).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import scipy.fft
+
+from mwr_dask import __version__
+from mwr_dask.generators import normalize, standard_normal
+
+#: Most cubes used by default, and fewest accepted (relative error per Fourier pixel 5 %, 25 %).
+MAX_CUBES = 400
+MIN_CUBES = 16
+#: Smallest cube side worth measuring.
+MIN_CUBESIZE = 8
+#: Fraction of each axis left out at each border.
+BORDER_FRACTION = 0.05
+#: A cube's octants need at least this fraction of the median variance of the difference.
+MIN_VARIANCE_FRACTION = 0.25
+#: Blocks of about 4^3 voxels need at least this fraction of the median difference variance.
+FINE_FRACTION = 0.02
+#: Blocks of about 4^3 voxels where more voxels than this equal their x neighbour are padding.
+FLAT_FRACTION = 0.2
+#: Above this rank correlation of local variances the difference holds signal (a warning).
+STRUCTURE_WARNING = 0.2
+MIN_STRUCTURE_BLOCKS = 200
+#: Below this fraction of the median variance a region is taken as constant (padding).
+CONSTANT_FRACTION = 1e-6
+TAPERS = ("hann", "none")
+#: Cubes Fourier transformed together.
+BATCH = 8
+
+
+class MeasureError(ValueError):
+    """The halves, the mask or the request cannot give a spectrum; the message is one sentence."""
+
+
+@dataclass(frozen=True)
+class HalfInfo:
+    """What identifies a half tomogram (or mask) in the spectrum's labels.
+
+    Attributes
+    ----------
+    name : str
+        File name (no folder).
+    shape : tuple of int
+        (z, y, x), voxels.
+    voxel_size : tuple of float
+        (x, y, z) voxel size, angstroms, as the header says.
+    """
+
+    name: str
+    shape: tuple[int, int, int]
+    voxel_size: tuple[float, float, float]
+
+    def describe(self) -> str:
+        """``name`` with its size as x*y*z and voxel size, e.g. ``even.mrc 500x500x200 @5.4``."""
+        z, y, x = self.shape
+        return f"{self.name} {x}x{y}x{z} @{_num(self.voxel_size[0])}"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A measured noise spectrum and how it was made.
+
+    Attributes
+    ----------
+    spectrum : numpy.ndarray
+        float32 (N, N, N), axes (kz, ky, kx), fftshifted, mean 1, DC 0.
+    positions : numpy.ndarray
+        int64 (K, 3): (z, y, x) corner of each cube used.
+    usable : int
+        Cubes that fit where both halves have data (K of them used).
+    even, odd : HalfInfo
+        The sources.
+    mask : str or None
+        The mask's file name.
+    seed : int
+        Seed of the choice of cubes.
+    variance : float
+        Mean variance of the difference in the cubes (units of the halves, squared).
+    signal_variance : float
+        Mean variance of the average (EVEN + ODD) / 2 in the cubes.
+    warnings : tuple of str
+        One sentence each.
+    """
+
+    spectrum: np.ndarray = field(repr=False)
+    positions: np.ndarray = field(repr=False)
+    usable: int
+    even: HalfInfo
+    odd: HalfInfo
+    mask: str | None
+    seed: int
+    variance: float
+    signal_variance: float
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def cubesize(self) -> int:
+        """N."""
+        return int(self.spectrum.shape[0])
+
+    @property
+    def cubes(self) -> int:
+        """K, the number of cubes averaged."""
+        return len(self.positions)
+
+    @property
+    def voxel_size(self) -> float:
+        """Voxel size of the halves (x), angstroms."""
+        return self.even.voxel_size[0]
+
+    @property
+    def noise_ratio(self) -> float:
+        """Std of the noise of (EVEN + ODD) / 2 over std of (EVEN + ODD) / 2, in the cubes.
+
+        The noise of the average has a quarter of the difference's variance.
+        """
+        return math.sqrt(self.variance / 4 / self.signal_variance) if self.signal_variance else 0
+
+    def labels(self) -> list[str]:
+        """MRC labels (<= 80 printable ASCII characters each) recording the provenance."""
+        return spectrum_labels(self.cubesize, self.cubes, self.even, self.odd, self.mask, self.seed)
+
+
+def _num(value: float) -> str:
+    value = float(value)
+    return str(int(value)) if value.is_integer() else f"{value:.6g}"
+
+
+def _fit(text: str, width: int = 80) -> str:
+    """Printable ASCII of at most ``width`` characters (long names keep their end)."""
+    text = "".join(c if c.isascii() and c.isprintable() else "?" for c in text)
+    return text if len(text) <= width else "..." + text[-(width - 3) :]
+
+
+def spectrum_labels(
+    n: int, cubes: int, even: HalfInfo, odd: HalfInfo, mask: str | None, seed: int
+) -> list[str]:
+    """Labels of a spectrum file: tool and version, layout, the two halves, mask and seed."""
+    return [
+        f"mwr-dask {__version__} measured noise spectrum cube={n} cubes={cubes} taper=hann",
+        "layout=fftshift axes=kz,ky,kx mean=1 dc=0 source=ODD-EVEN",
+        _fit(f"even={even.describe()}"),
+        _fit(f"odd={odd.describe()}"),
+        _fit(f"mask={mask or 'none'} seed={seed}"),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def open_volume(path: Path, what: str) -> tuple[np.ndarray, HalfInfo, list[str]]:
+    """Memory-map an MRC volume read-only: (data (z, y, x), its description, warnings).
+
+    Read strictly first (``permissive=False``); a file that only permissive reading accepts is
+    used with a warning.
+
+    Raises
+    ------
+    MeasureError
+        Not readable, not an MRC file, or not 3-D.
+    """
+    path = Path(path)
+    notes = []
+    try:
+        mrc = mrcfile.mmap(path, mode="r", permissive=False)
+    except (OSError, ValueError) as strict:
+        if isinstance(strict, OSError) and not isinstance(strict, EOFError):
+            raise MeasureError(f"cannot read {what} {path}: {strict.strerror or strict}.") from None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                mrc = mrcfile.mmap(path, mode="r", permissive=True)
+        except (OSError, ValueError):
+            mrc = None
+        if mrc is None or mrc.data is None:
+            raise MeasureError(f"{what} {path} is not a readable MRC file ({strict}).") from None
+        notes.append(f"{what} {path.name} has a non-standard MRC header ({strict}); read anyway.")
+    data = mrc.data
+    if data.ndim != 3 or min(data.shape) < 1:
+        raise MeasureError(f"{what} {path} is not a 3-D volume (shape {data.shape}).")
+    if data.dtype.kind not in "fiu":
+        raise MeasureError(f"{what} {path} holds {data.dtype} data, not real numbers.")
+    vs = mrc.voxel_size
+    info = HalfInfo(
+        name=path.name,
+        shape=tuple(int(s) for s in data.shape),
+        voxel_size=(float(vs.x), float(vs.y), float(vs.z)),
+    )
+    return data, info, notes
+
+
+# ---------------------------------------------------------------------------------------------
+# choice of cubes
+
+
+def _grid(length: int, n: int) -> tuple[int, int, int]:
+    """Block size, number of blocks and first voxel of the block grid along one axis."""
+    h = max(1, n // 2)
+    border = min(math.ceil(BORDER_FRACTION * length), (length - n) // 2)
+    span = length - 2 * border
+    count = span // h
+    return h, count, border + (span - count * h) // 2
+
+
+def _block_sums(slab: np.ndarray, f: int) -> np.ndarray:
+    """Sum a slab (h, ny, nx) over blocks of side f (all divisible by f), in float64."""
+    h, ny, nx = slab.shape
+    # axis by axis, the outer one first (whole planes added: contiguous and fast); f values
+    # are added in float32, the rest in float64
+    s = np.add.reduce(slab.reshape(h // f, f, ny, nx), axis=1, dtype=np.float32)
+    s = s.reshape(h // f, ny // f, f, nx).sum(axis=2, dtype=np.float64)
+    return s.reshape(h // f, ny // f, nx // f, f).sum(axis=3)
+
+
+def _fine_size(h: int) -> int:
+    """Side of the fine blocks that look for padding: the smallest divisor of h from 4 on."""
+    return next((f for f in range(4, h) if h % f == 0), h)
+
+
+def _coarse(fine: np.ndarray, q: int, how=np.sum) -> np.ndarray:
+    """Combine q x q x q fine blocks into one (sum, or ``np.all`` of booleans)."""
+    a, b, c = (s // q for s in fine.shape)
+    return how(fine.reshape(a, q, b, q, c, q), axis=(1, 3, 5))
+
+
+@dataclass(frozen=True)
+class _Blocks:
+    """Statistics of the difference and the halves on a grid of blocks of side N/2."""
+
+    grid: list  # per axis (h, count, start)
+    good: np.ndarray  # bool (bz, by, bx)
+    sums: dict  # block sums of d, d2, e, e2, o, o2 (float64, (bz, by, bx))
+    mean_d: float
+    identical: bool
+    structure: float  # rank correlation of local variances of ODD - EVEN and ODD + EVEN
+
+
+def _blocks(even: np.ndarray, odd: np.ndarray, mask: np.ndarray | None, n: int) -> _Blocks:
+    """Read the halves once, slab by slab, and judge blocks of side N/2.
+
+    A block is good when it lies inside the mask and each of its fine blocks (side about 4)
+    varies in both halves, has at most ``FLAT_FRACTION`` of its voxels equal to their x
+    neighbour in either half (no padded or constant region), and a difference variance of at
+    least ``FINE_FRACTION`` of the median; and the block's difference variance is at least
+    ``MIN_VARIANCE_FRACTION`` of the median block's.
+    """
+    grid = [_grid(length, n) for length in even.shape]
+    h = grid[0][0]
+    f = _fine_size(h)
+    q = h // f
+    (_, bz, sz), (_, by, sy), (_, bx, sx) = grid
+    fine_shape = (bz * q, by * q, bx * q)
+    keys = ("d", "d2", "e2", "e", "o", "o2", "m", "ef", "of")
+    sums = {k: np.zeros(fine_shape) for k in keys}
+    ys, xs = slice(sy, sy + by * h), slice(sx, sx + bx * h)
+    for jz in range(bz):
+        zs = slice(sz + jz * h, sz + (jz + 1) * h)
+        rows = slice(jz * q, (jz + 1) * q)
+        e = np.asarray(even[zs, ys, xs], dtype=np.float32)
+        o = np.asarray(odd[zs, ys, xs], dtype=np.float32)
+        d = o - e
+        for key, a in (("d", d), ("e", e), ("o", o)):
+            sums[key][rows] = _block_sums(a, f)
+        sq = np.empty_like(d)
+        for key, a in (("d2", d), ("e2", e), ("o2", o)):
+            np.multiply(a, a, out=sq)  # e and o may be views of the input
+            sums[key][rows] = _block_sums(sq, f)
+        flat = np.empty(d.shape, dtype=np.float32)
+        for key, a in (("ef", e), ("of", o)):
+            # padding: runs of equal neighbours along x
+            np.equal(a[:, :, :-1], a[:, :, 1:], out=flat[:, :, :-1], casting="unsafe")
+            flat[:, :, -1] = flat[:, :, -2]
+            sums[key][rows] = _block_sums(flat, f)
+        if mask is not None:
+            inside = (np.asarray(mask[zs, ys, xs]) != 0).astype(np.float32)
+            sums["m"][rows] = _block_sums(inside, f)
+    identical = bool(np.all(sums["d2"] == 0.0))
+
+    count = float(f**3)
+    var = {}
+    for key in ("d", "e", "o"):
+        mean = sums[key] / count
+        var[key] = np.maximum(sums[f"{key}2"] / count - mean**2, 0.0)
+    inside = sums["m"] >= count if mask is not None else np.ones(fine_shape, bool)
+    fine_ok = inside & (sums["ef"] <= FLAT_FRACTION * count) & (sums["of"] <= FLAT_FRACTION * count)
+    for key in ("e", "o", "d"):
+        positive = var[key][inside & (var[key] > 0)]
+        floor = CONSTANT_FRACTION * float(np.median(positive)) if positive.size else np.inf
+        fine_ok &= var[key] > floor
+    typical = float(np.median(var["d"][fine_ok])) if fine_ok.any() else 0.0
+    fine_ok &= var["d"] >= FINE_FRACTION * typical
+    good = _coarse(fine_ok, q, np.all)
+
+    coarse = {key: _coarse(sums[key], q) for key in ("d", "d2", "e", "e2", "o", "o2")}
+    big = float(h**3)
+    var_d = np.maximum(coarse["d2"] / big - (coarse["d"] / big) ** 2, 0.0)
+    typical = float(np.median(var_d[good])) if good.any() else 0.0
+    good &= var_d >= MIN_VARIANCE_FRACTION * typical
+    total = float(coarse["d"][good].sum() / (good.sum() * big)) if good.any() else 0.0
+    structure = _structure_correlation(sums, fine_ok, count)
+    return _Blocks(grid, good, coarse, total, identical, structure)
+
+
+def _structure_correlation(sums: dict, used: np.ndarray, count: float) -> float:
+    """Rank correlation of the local variances of ODD - EVEN and ODD + EVEN (fine blocks).
+
+    Frame-split halves hold the same signal and independent noise of equal power: the local
+    variance of the difference (noise) does not follow that of the sum (signal + noise), and
+    the correlation is about 0. If the difference holds signal (halves split by tilt, or
+    scaled differently), its local power follows the structure and the correlation is
+    clearly positive. NaN when fewer than ``MIN_STRUCTURE_BLOCKS`` blocks are used.
+    """
+    if used.sum() < MIN_STRUCTURE_BLOCKS:
+        return float("nan")
+    from scipy.stats import spearmanr
+
+    d, d2 = sums["d"][used], sums["d2"][used]
+    total, total2 = sums["e"][used] + sums["o"][used], 2 * (sums["e2"][used] + sums["o2"][used])
+    var_d = d2 / count - (d / count) ** 2
+    var_s = (total2 - d2) / count - (total / count) ** 2  # (e + o)^2 = 2 e^2 + 2 o^2 - d^2
+    return float(spearmanr(var_d, var_s)[0])
+
+
+def _cube_corners(blocks: _Blocks, shape: tuple[int, ...], n: int) -> np.ndarray:
+    """(z, y, x) corners of the cubes whose 2 x 2 x 2 blocks are all good, C order."""
+    g = blocks.good
+    if min(g.shape) < 2:
+        return np.zeros((0, 3), dtype=np.int64)
+    ok = np.ones(tuple(s - 1 for s in g.shape), bool)
+    for dz in (0, 1):
+        for dy in (0, 1):
+            for dx in (0, 1):
+                ok &= g[dz : dz + ok.shape[0], dy : dy + ok.shape[1], dx : dx + ok.shape[2]]
+    idx = np.argwhere(ok)
+    h = np.array([a[0] for a in blocks.grid])
+    start = np.array([a[2] for a in blocks.grid])
+    corners = start + idx * h
+    fits = np.all(corners + n <= np.array(shape), axis=1)  # odd n: one voxel past the blocks
+    return corners[fits].astype(np.int64)
+
+
+def hann_taper(n: int) -> np.ndarray:
+    """Periodic Hann taper ``sin^2(pi j / n)``, float64 of length n (its DFT has 3 taps)."""
+    return np.sin(np.pi * np.arange(n) / n) ** 2
+
+
+def taper_3d(n: int, taper: str = "hann") -> np.ndarray:
+    """Separable 3-D taper of a cube, float32 (n, n, n): Hann along each axis, or ones."""
+    if taper not in TAPERS:
+        raise ValueError(f"taper must be one of {TAPERS}, not {taper!r}")
+    w = hann_taper(n) if taper == "hann" else np.ones(n)
+    return (w[:, None, None] * w[None, :, None] * w[None, None, :]).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# estimation
+
+
+def estimate_spectrum(
+    even: np.ndarray,
+    odd: np.ndarray,
+    n: int,
+    *,
+    mask: np.ndarray | None = None,
+    cubes: int | None = None,
+    seed: int = 0,
+    taper: str = "hann",
+    workers: int = 1,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Estimate the noise power spectrum of ``odd - even`` on the grid of an n^3 cube.
+
+    Parameters
+    ----------
+    even, odd : numpy.ndarray
+        Half tomograms, axes (z, y, x), same shape (memory maps are read block by block).
+    n : int
+        Cube side, voxels.
+    mask : numpy.ndarray, optional
+        Same shape; cubes lie entirely where it is non-zero.
+    cubes : int, optional
+        Number of cubes K; default: all usable cubes, at most ``MAX_CUBES``.
+    seed : int
+        Seed of the choice among the usable cubes when there are more than K.
+    taper : str
+        ``"hann"`` (default) or ``"none"`` (edge leakage left in; for comparison).
+    workers : int
+        Threads of the Fourier transforms.
+
+    Returns
+    -------
+    spectrum : numpy.ndarray
+        float32 (n, n, n), axes (kz, ky, kx), fftshifted, mean 1, DC 0.
+    positions : numpy.ndarray
+        int64 (K, 3), (z, y, x) corners of the cubes used.
+    stats : dict
+        ``usable`` (int), ``variance`` (mean variance of the difference in the cubes),
+        ``signal_variance`` (of (even + odd) / 2).
+
+    Raises
+    ------
+    MeasureError
+        Shapes differ, n does not fit, the difference is zero, too few usable cubes.
+    """
+    if even.shape != odd.shape:
+        raise MeasureError(f"the halves differ in shape: {even.shape} and {odd.shape} (z, y, x).")
+    if mask is not None and mask.shape != even.shape:
+        raise MeasureError(
+            f"the mask's shape {mask.shape} differs from the halves' {even.shape} (z, y, x)."
+        )
+    if n < MIN_CUBESIZE:
+        raise MeasureError(f"the cube size must be at least {MIN_CUBESIZE} voxels, not {n}.")
+    if n > min(even.shape):
+        raise MeasureError(
+            f"the cube size {n} is larger than the volume ({even.shape[2]} x {even.shape[1]}"
+            f" x {even.shape[0]} voxels, x y z)."
+        )
+    if cubes is not None and cubes < MIN_CUBES:
+        raise MeasureError(f"at least {MIN_CUBES} cubes are needed, not {cubes}.")
+    blocks = _blocks(even, odd, mask, n)
+    if blocks.identical:
+        raise MeasureError(
+            "the difference of the halves is zero (the same data twice?): give the even and"
+            " the odd half tomograms."
+        )
+    corners = _cube_corners(blocks, even.shape, n)
+    usable = len(corners)
+    wanted = min(usable, MAX_CUBES) if cubes is None else cubes
+    where = "inside the mask, " if mask is not None else ""
+    if usable < max(wanted, MIN_CUBES):
+        raise MeasureError(
+            f"too few usable cubes of {n}^3 voxels: {usable} fit {where}away from the borders"
+            f" and from padded or constant regions, {max(wanted, MIN_CUBES)} are needed; give"
+            " a smaller --cubesize" + (" or --cubes." if cubes else ".")
+        )
+    if usable > wanted:
+        pick = np.random.default_rng(seed).choice(usable, size=wanted, replace=False)
+        corners = corners[np.sort(pick)]
+
+    w = taper_3d(n, taper)
+    w_power = float(np.dot(w.ravel().astype(np.float64), w.ravel().astype(np.float64)))
+    acc = np.zeros((n, n, n // 2 + 1), dtype=np.float64)
+    batch = np.empty((min(BATCH, len(corners)), n, n, n), dtype=np.float32)
+    mean = np.float32(blocks.mean_d)
+    for first in range(0, len(corners), BATCH):
+        chunk = corners[first : first + BATCH]
+        b = batch[: len(chunk)]
+        for j, (z, y, x) in enumerate(chunk):
+            sl = (slice(z, z + n), slice(y, y + n), slice(x, x + n))
+            np.subtract(odd[sl], even[sl], out=b[j], dtype=np.float32, casting="unsafe")
+            b[j] -= mean
+            b[j] *= w
+        f = scipy.fft.rfftn(b, axes=(1, 2, 3), workers=workers)
+        p = np.square(f.real)
+        p += np.square(f.imag)
+        acc += p.sum(axis=0, dtype=np.float64)
+    half = acc / (len(corners) * w_power)
+    spectrum = half_to_full(half, n)
+    variance, signal_variance = _cube_variances(blocks, corners)
+    stats = {
+        "usable": usable,
+        "variance": variance,
+        "signal_variance": signal_variance,
+        "structure": blocks.structure,
+    }
+    return normalise_spectrum(spectrum), corners, stats
+
+
+def _cube_variances(blocks: _Blocks, corners: np.ndarray) -> tuple[float, float]:
+    """Mean variance over the cubes of ODD - EVEN and of (EVEN + ODD) / 2, from block sums.
+
+    Exact for even N (a cube is 2 x 2 x 2 blocks); odd N leave out one layer of voxels.
+    """
+    h = np.array([a[0] for a in blocks.grid])
+    start = np.array([a[2] for a in blocks.grid])
+    idx = (corners - start) // h
+    total = dict.fromkeys(blocks.sums, 0.0)
+    for dz in (0, 1):
+        for dy in (0, 1):
+            for dx in (0, 1):
+                at = (idx[:, 0] + dz, idx[:, 1] + dy, idx[:, 2] + dx)
+                for key, value in blocks.sums.items():
+                    total[key] = total[key] + value[at]
+    count = 8.0 * float(np.prod(h))
+    var_d = total["d2"] / count - (total["d"] / count) ** 2
+    # (e + o)^2 = 2 e^2 + 2 o^2 - d^2
+    s2 = 2 * total["e2"] + 2 * total["o2"] - total["d2"]
+    var_s = (s2 / count - ((total["e"] + total["o"]) / count) ** 2) / 4.0
+    return float(np.mean(var_d)), float(np.mean(var_s))
+
+
+def half_to_full(half: np.ndarray, n: int) -> np.ndarray:
+    """Expand an ``rfftn`` layout power (n, n, n // 2 + 1) to the full fftshifted (n, n, n).
+
+    The power of a real volume is symmetric: P(k) = P(-k).
+    """
+    full = np.empty((n, n, n), dtype=np.float64)
+    m = n // 2 + 1
+    full[:, :, :m] = half
+    neg = (-np.arange(n)) % n
+    cols = np.arange(m, n)
+    full[:, :, m:] = half[neg][:, neg][:, :, n - cols]
+    # the planes kx = 0 and kx = n/2 hold k and -k both: make them equal to the last bit
+    full = 0.5 * (full + full[neg][:, neg][:, :, neg])
+    return np.fft.fftshift(full)
+
+
+def full_to_half(spectrum: np.ndarray) -> np.ndarray:
+    """Return the ``rfftn`` layout (n, n, n // 2 + 1), unshifted, of a fftshifted spectrum."""
+    n = spectrum.shape[0]
+    return np.fft.ifftshift(spectrum)[:, :, : n // 2 + 1]
+
+
+def normalise_spectrum(spectrum: np.ndarray) -> np.ndarray:
+    """float32 copy with DC set to 0 and a mean of 1 over the grid (fftshifted input)."""
+    n = spectrum.shape[0]
+    out = np.array(spectrum, dtype=np.float64)
+    out[n // 2, n // 2, n // 2] = 0.0
+    total = out.mean()
+    if not total > 0:
+        raise MeasureError("the measured spectrum is zero.")
+    return (out / total).astype(np.float32)
+
+
+def measure_noise(
+    even_path: Path,
+    odd_path: Path,
+    n: int,
+    *,
+    mask_path: Path | None = None,
+    cubes: int | None = None,
+    seed: int = 0,
+    workers: int = 1,
+) -> Measurement:
+    """Measure the noise spectrum of a pair of half tomograms (MRC files).
+
+    See :func:`estimate_spectrum`; also checks the voxel sizes and looks for signs of halves
+    split by tilt rather than by frames.
+
+    Raises
+    ------
+    MeasureError
+        One sentence: unreadable files, different shapes or voxel sizes, a mask of another
+        shape, n too large, a zero difference, too few usable cubes.
+    """
+    even, e_info, notes = open_volume(even_path, "EVEN")
+    odd, o_info, more = open_volume(odd_path, "ODD")
+    notes += more
+    if e_info.shape != o_info.shape:
+        raise MeasureError(
+            f"the halves differ in size: {e_info.describe()} and {o_info.describe()}"
+            " (x y z voxels @ angstroms)."
+        )
+    if not np.allclose(e_info.voxel_size, o_info.voxel_size, rtol=1e-4, atol=0.0):
+        raise MeasureError(
+            f"the halves differ in voxel size: {_vs(e_info)} and {_vs(o_info)} angstroms."
+        )
+    mask = None
+    mask_name = None
+    if mask_path is not None:
+        mask, m_info, more = open_volume(mask_path, "MASK")
+        notes += more
+        mask_name = m_info.name
+        if m_info.shape != e_info.shape:
+            z, y, x = m_info.shape
+            ez, ey, ex = e_info.shape
+            raise MeasureError(
+                f"the mask is {x}x{y}x{z} voxels, the halves {ex}x{ey}x{ez} (x y z):"
+                " it must match them."
+            )
+    spectrum, corners, stats = estimate_spectrum(
+        even, odd, n, mask=mask, cubes=cubes, seed=seed, workers=workers
+    )
+    if stats["structure"] > STRUCTURE_WARNING:
+        notes.append(
+            "the local power of ODD - EVEN follows the structure of ODD + EVEN (rank correlation"
+            f" {stats['structure']:.2f}): the difference holds signal. Were the halves split by"
+            " tilt rather than by movie frames, or scaled differently? The measured noise"
+            " includes that signal."
+        )
+    return Measurement(
+        spectrum=spectrum,
+        positions=corners,
+        usable=stats["usable"],
+        even=e_info,
+        odd=o_info,
+        mask=mask_name,
+        seed=seed,
+        variance=stats["variance"],
+        signal_variance=stats["signal_variance"],
+        warnings=tuple(notes),
+    )
+
+
+def _vs(info: HalfInfo) -> str:
+    return " x ".join(_num(v) for v in info.voxel_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# the spectrum file
+
+
+def spectrum_digest(spectrum: np.ndarray) -> str:
+    """SHA-256 (16 hex digits) of a spectrum's shape and little-endian float32 data."""
+    data = np.ascontiguousarray(spectrum, dtype="<f4")
+    h = hashlib.sha256(("x".join(map(str, data.shape)) + ":").encode())
+    h.update(data.tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_spectrum(spectrum: np.ndarray) -> None:
+    """Raise :class:`MeasureError` unless ``spectrum`` is a finite non-negative cube, not zero."""
+    s = np.asarray(spectrum)
+    if s.ndim != 3 or len(set(s.shape)) != 1:
+        raise MeasureError(f"a spectrum must be a cube, not of shape {s.shape}.")
+    if not np.all(np.isfinite(s)) or np.any(s < 0):
+        raise MeasureError("a spectrum must be finite and non-negative.")
+    if not np.any(s > 0):
+        raise MeasureError("the spectrum is zero.")
+
+
+def write_spectrum(
+    path: Path, spectrum: np.ndarray, labels: list[str], voxel_size: float = 1.0
+) -> str:
+    """Write ``spectrum`` to ``path`` as a float32 MRC file, atomically; return its digest.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        Destination (replaced if it exists; a temporary file in the same folder is renamed).
+    spectrum : numpy.ndarray
+        (N, N, N), axes (kz, ky, kx), fftshifted (see the module's documentation).
+    labels : list of str
+        Up to 10 printable ASCII labels of at most 80 characters.
+    voxel_size : float
+        The halves' voxel size, angstroms, written to the header (the grid's Fourier pixel is
+        ``1 / (N * voxel_size)``).
+    """
+    from mwr_dask.mrcio import write_volume
+
+    check_spectrum(spectrum)
+    data = np.ascontiguousarray(spectrum, dtype=np.float32)
+    path = Path(path)
+    write_volume(path, data, voxel_size if voxel_size > 0 else 1.0, labels, path.parent)
+    return spectrum_digest(data)
+
+
+def read_spectrum(path: Path) -> tuple[np.ndarray, str]:
+    """Read a spectrum file: (float32 (N, N, N) array, digest).
+
+    Raises
+    ------
+    MeasureError
+        Unreadable, not an MRC cube, negative or non-finite values.
+    """
+    path = Path(path)
+    try:
+        with mrcfile.open(path, permissive=False) as mrc:
+            data = np.array(mrc.data, dtype=np.float32)
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or err
+        raise MeasureError(f"cannot read the spectrum {path}: {reason}.") from None
+    try:
+        check_spectrum(data)
+    except MeasureError as err:
+        raise MeasureError(f"{path} is not a noise spectrum: {err}") from None
+    return data, spectrum_digest(data)
+
+
+def read_spectrum_labels(path: Path) -> list[str]:
+    """Return the header labels of a spectrum file."""
+    from mwr_dask.mrcio import read_header
+
+    return read_header(Path(path)).labels
+
+
+# ---------------------------------------------------------------------------------------------
+# generation
+
+
+def _amplitude(path: str, digest: str) -> np.ndarray:
+    """Return the cached amplitude of a spectrum file, read again if the file changed."""
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise MeasureError(f"cannot read the spectrum {path}: {err.strerror or err}.") from None
+    return _amplitude_of(path, digest, st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+@functools.lru_cache(maxsize=4)
+def _amplitude_of(path: str, digest: str, mtime_ns: int, size: int, inode: int) -> np.ndarray:
+    """Sqrt of the spectrum in ``rfftn`` layout, float32 (n, n, n // 2 + 1), read-only.
+
+    The planes kx = 0 and kx = n / 2 (n even) are scaled by sqrt(2): the inverse real FFT keeps
+    only their Hermitian part, which halves the power of independent coefficients there.
+    """
+    spectrum, found = read_spectrum(Path(path))
+    if found != digest:
+        raise MeasureError(f"the spectrum {path} has changed (digest {found}, expected {digest}).")
+    n = spectrum.shape[0]
+    amp = np.sqrt(full_to_half(spectrum).astype(np.float64))
+    amp[:, :, [0, n // 2] if n % 2 == 0 else [0]] *= np.sqrt(2.0)
+    amp = np.ascontiguousarray(amp, dtype=np.float32)
+    amp.flags.writeable = False
+    return amp
+
+
+#: Scratch arrays of each thread (the draws of one volume, per cube size).
+_LOCAL = threading.local()
+
+
+@dataclass(frozen=True)
+class SpectrumNoise:
+    """Generator of Gaussian noise with a measured power spectrum; call it with a generator.
+
+    Keyed by the spectrum file and its digest: the array is read once per process (cached),
+    never pickled with the generator, and a file changed since is an error.
+
+    Attributes
+    ----------
+    path : str
+        Absolute path of the spectrum file.
+    digest : str
+        Its :func:`spectrum_digest`.
+    """
+
+    path: str
+    digest: str
+
+    @property
+    def n(self) -> int:
+        """Cube side, voxels."""
+        return int(_amplitude(self.path, self.digest).shape[0])
+
+    def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        """One normalised noise volume, float32 (z, y, x)."""
+        amp = _amplitude(self.path, self.digest)
+        n = amp.shape[0]
+        draws = getattr(_LOCAL, f"draws{n}", None)
+        if draws is None:  # reused by every volume of this thread
+            draws = np.empty((*amp.shape, 2), dtype=np.float32)
+            setattr(_LOCAL, f"draws{n}", draws)
+        spec = standard_normal(rng, draws).view(np.complex64)[..., 0]
+        spec *= amp
+        volume = scipy.fft.irfftn(spec, s=(n, n, n), workers=1, overwrite_x=True)
+        volume = np.ascontiguousarray(volume, dtype=np.float32)
+        normalize(volume)
+        return volume
+
+
+def spectrum_noise(path: Path) -> SpectrumNoise:
+    """Return the generator of a spectrum file (read now, to know its digest)."""
+    path = Path(path).absolute()
+    _, digest = read_spectrum(path)
+    return SpectrumNoise(str(path), digest)
+
+
+# ---------------------------------------------------------------------------------------------
+# a folder against its spectrum
+
+#: A folder's spectrum agrees with a file's when no bin is further than this many standard
+#: deviations (of the folder's average) plus ``COMPARE_SLACK`` from it.
+COMPARE_SIGMAS = 5.0
+COMPARE_SLACK = 0.05
+
+
+def slice_expectation(spectrum: np.ndarray) -> np.ndarray:
+    """Return what :func:`mwr_dask.spectrum.slice_power` of noise with ``spectrum`` averages to.
+
+    The sum over y of the (kz, kx) slice periodograms, normalised by the volume's variance,
+    is the mean over ky of the 3-D spectrum (Parseval along y), in the half-plane ``rfft``
+    layout (n, n // 2 + 1).
+    """
+    return kxkz_half_sum(spectrum) / spectrum.shape[0]
+
+
+def compare_slice_spectra(total: np.ndarray, count: int, spectrum: np.ndarray) -> dict:
+    """Compare a folder's summed slice spectra with a measured spectrum, bin by bin.
+
+    Bins of the (kz, kx) plane: radial shells 2 Fourier pixels wide from radius 2 to 0.45 n,
+    by 15 degrees of direction. In each, the ratio of the folder's mean power to the
+    spectrum's, and its standard deviation if the folder's volumes are noise with that
+    spectrum: each pixel of the average of ``count`` volumes sums n y-slices, so a bin of B
+    pixels (B / 2 independent, Hermitian pairs) has a relative error of
+    ``1 / sqrt(count * n * B / 2)``.
+
+    Parameters
+    ----------
+    total : numpy.ndarray
+        Sum of :func:`mwr_dask.spectrum.slice_power` over ``count`` volumes, (n, n // 2 + 1).
+    count : int
+        Volumes summed.
+    spectrum : numpy.ndarray
+        The measured spectrum, (n, n, n) fftshifted.
+
+    Returns
+    -------
+    dict
+        ``agrees`` (bool), ``worst_sigmas`` (largest |ratio - 1| over its standard deviation),
+        ``worst_bin`` ([radius, direction degrees, ratio]), ``log_rms`` (root mean square of
+        the natural log of the ratios), ``bins`` (number compared).
+    """
+    from mwr_dask.spectrum import full_plane, polar
+
+    n = spectrum.shape[0]
+    got = full_plane(np.asarray(total, dtype=np.float64) / max(count, 1), n)
+    want = full_plane(slice_expectation(spectrum.astype(np.float64)), n)
+    r, phi = polar(n)
+    worst, worst_bin, logs = 0.0, None, []
+    agrees = True
+    for r0 in np.arange(2.0, 0.45 * n - 1.0, 2.0):
+        for p0 in range(-90, 90, 15):
+            sel = (r >= r0) & (r < r0 + 2) & (phi > p0) & (phi <= p0 + 15)
+            if sel.sum() < 2 or want[sel].mean() <= 1e-6 * want.mean():
+                continue
+            ratio = float(got[sel].mean() / want[sel].mean())
+            sigma = 1.0 / math.sqrt(max(count, 1) * n * sel.sum() / 2)
+            off = abs(ratio - 1.0) / sigma
+            logs.append(math.log(max(ratio, 1e-3)))  # an empty bin counts as 1e-3
+            if abs(ratio - 1.0) > COMPARE_SIGMAS * sigma + COMPARE_SLACK:
+                agrees = False
+            if off > worst:
+                worst, worst_bin = off, [float(r0 + 1), float(p0 + 7.5), ratio]
+    return {
+        "agrees": agrees,
+        "worst_sigmas": worst,
+        "worst_bin": worst_bin,
+        "log_rms": float(np.sqrt(np.mean(np.square(logs)))) if logs else None,
+        "bins": len(logs),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# views
+
+
+def radial_profile(spectrum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean power per integer radius (Fourier pixels) of a fftshifted spectrum, 1..N/2."""
+    n = spectrum.shape[0]
+    k = np.arange(n) - n // 2
+    r = np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2)
+    shell = np.rint(r).astype(np.int64).ravel()
+    top = n // 2
+    sums = np.bincount(shell, weights=spectrum.ravel().astype(np.float64), minlength=top + 1)
+    counts = np.bincount(shell, minlength=top + 1)
+    radii = np.arange(1, top + 1)
+    return radii, sums[radii] / np.maximum(counts[radii], 1)
+
+
+def axis_profiles(spectrum: np.ndarray, cone_deg: float = 20.0) -> dict[str, np.ndarray]:
+    """Mean power per integer radius within ``cone_deg`` of each axis: keys kz, ky, kx."""
+    n = spectrum.shape[0]
+    k = (np.arange(n) - n // 2).astype(np.float64)
+    kz, ky, kx = np.meshgrid(k, k, k, indexing="ij")
+    r = np.sqrt(kz**2 + ky**2 + kx**2)
+    shell = np.rint(r).astype(np.int64)
+    cos_cone = math.cos(math.radians(cone_deg))
+    radii = np.arange(1, n // 2 + 1)
+    out = {}
+    for name, comp in (("kz", kz), ("ky", ky), ("kx", kx)):
+        sel = np.abs(comp) >= cos_cone * np.maximum(r, 1e-9)
+        s = np.bincount(shell[sel], weights=spectrum[sel].astype(np.float64), minlength=n)
+        c = np.bincount(shell[sel], minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[name] = np.where(c[radii] > 0, s[radii] / np.maximum(c[radii], 1), np.nan)
+    return out
+
+
+def kxkz_half_sum(spectrum: np.ndarray) -> np.ndarray:
+    """Sum the power over ky: (kz, kx) half plane, shape (n, n // 2 + 1).
+
+    The layout of :func:`mwr_dask.spectrum.analyse` (``rfft`` order, unshifted).
+    """
+    n = spectrum.shape[0]
+    return np.fft.ifftshift(spectrum.sum(axis=1, dtype=np.float64))[:, : n // 2 + 1]
+
+
+def plot_spectrum(spectrum: np.ndarray, path: Path, title: str) -> None:
+    """Write a PNG of a spectrum (matplotlib, the ``plot`` extra).
+
+    Panels: the kx-kz and kx-ky views (log power, averaged over the third axis), and the
+    radial profile overall and within 20 degrees of each axis.
+    """
+    from mwr_dask.plot import require_matplotlib
+
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = spectrum.shape[0]
+    fig = Figure(figsize=(15.0, 4.6), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_xz, ax_xy, ax_rad = fig.subplots(1, 3, width_ratios=[1.0, 1.0, 1.2])
+    fig.suptitle(title, fontsize=11)
+    k = np.arange(n) - n // 2
+    extent = (k[0] - 0.5, k[-1] + 0.5, k[0] - 0.5, k[-1] + 0.5)
+    for ax, plane, ylabel, name in (
+        (ax_xz, spectrum.mean(axis=1), "kz", "kx-kz (mean over ky)"),
+        (ax_xy, spectrum.mean(axis=0), "ky", "kx-ky (mean over kz)"),
+    ):
+        p = np.array(plane, dtype=np.float64)
+        p[n // 2, n // 2] = np.nan
+        positive = p[np.isfinite(p) & (p > 0)]
+        floor = max(float(np.median(positive)) * 1e-3, 1e-12) if positive.size else 1e-12
+        im = ax.imshow(
+            np.log10(np.clip(p, floor, None)),
+            origin="lower",
+            extent=extent,
+            cmap="magma",
+            interpolation="nearest",
+        )
+        ax.set_xlabel("kx (Fourier pixels)")
+        ax.set_ylabel(f"{ylabel} (Fourier pixels)")
+        ax.set_title(f"log10 power, {name}", fontsize=10)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    radii, prof = radial_profile(spectrum)
+    ax_rad.loglog(radii, prof, "k-", lw=2, label="all directions")
+    for (name, values), style in zip(
+        axis_profiles(spectrum).items(), ("C0--", "C1-.", "C2:"), strict=True
+    ):
+        ax_rad.loglog(radii, values, style, label=f"within 20 deg of {name}")
+    ax_rad.set_xlabel("|k| (Fourier pixels)")
+    ax_rad.set_ylabel("power (mean 1 over the cube)")
+    ax_rad.set_title("radial profile", fontsize=10)
+    ax_rad.legend(fontsize=8)
+    fig.savefig(os.fspath(path), format="png")
