@@ -249,12 +249,13 @@ def test_the_memory_check_counts_dasks_thresholds(tmp_path):
     assert memory_fraction({"pause": False, "terminate": 0.95}) == (0.95, "terminate")
     assert memory_fraction({"pause": False, "terminate": False}) == (1.0, "")
     # a cube between 80% and 100% of a local worker's limit: accepted before, refused now
+    from mwr_dask.clusters.checks import default_ncpus
     from mwr_dask.generators import peak_bytes
 
-    ncpus = 64
+    ncpus = default_ncpus()  # more would be capped to the usable cores
     limit = worker_memory(ncpus)
     n = next(
-        n for n in range(64, 2048, 4)
+        n for n in range(64, 4096, 4)
         if 0.8 * limit < peak_bytes(2, n, 61) <= limit
     )  # fmt: skip
     params = NoiseParams(cubesize=n, mode=2, seed=1)
