@@ -269,9 +269,18 @@ def test_the_memory_check_counts_dasks_thresholds(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_during_cluster_start_prints_one_line(tmp_path):
-    run = start_run(tmp_path / "n", "50", "16", "--ncpus", "2", "--no-dashboard")
-    wait_for_line(run, "Parameters: ")  # printed just before the cluster starts
-    time.sleep(2.0)  # the cluster is starting: its worker processes are being spawned
+    run = start_run(tmp_path / "n", "2000", "16", "--ncpus", "2", "--no-dashboard")
+    import psutil
+
+    # the moment a worker process is being spawned: the cluster is starting
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and run.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            if any("spawn_main" in " ".join(c.cmdline())
+                   for c in psutil.Process(run.pid).children()):  # fmt: skip
+                break
+        time.sleep(0.005)
+    time.sleep(0.3)  # the worker process imports Dask
     os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     _, err = run.communicate(timeout=120)
     assert run.returncode == 130, err
