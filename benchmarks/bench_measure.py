@@ -110,9 +110,7 @@ def main() -> None:
             )
         for n in args.cube:
             spec = np.fft.fftshift(
-                np.exp(-(np.fft.fftfreq(n)[:, None, None] ** 2) / 0.01)
-                + np.zeros((n, n, n))
-                + 0.1
+                np.exp(-(np.fft.fftfreq(n)[:, None, None] ** 2) / 0.01) + np.zeros((n, n, n)) + 0.1
             )
             path = work / f"s{n}.mrc"
             digest = write_spectrum(path, spec.astype(np.float32), ["bench"])
