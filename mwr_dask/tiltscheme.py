@@ -251,10 +251,9 @@ class TiltScheme:
 
         The CSR matrix of :func:`mwr_dask.generators.backprojection_operator`: two
         linear-interpolation taps per used view and voxel column, each a float32 value and an
-        int64 column index (scipy keeps the int64 indices it is built from), plus int64 row
-        pointers.
+        int32 column index, plus int32 row pointers.
         """
-        return 2 * len(self.used) * n * n * (4 + 8) + (n * n + 1) * 8
+        return 2 * len(self.used) * n * n * (4 + 4) + (n * n + 1) * 4
 
     def cached_bytes(self, mode: int, n: int) -> int:
         """Memory a worker keeps for this scheme once it has made a volume, bytes.
