@@ -92,7 +92,7 @@ def test_quota_and_read_only_mid_run_stop_the_run(tmp_path, monkeypatch, code, t
 
     The error is raised where the kernel would raise it (the write of a volume): a real user
     quota needs a filesystem with quotas, which this machine cannot mount (tmpfs usrquota is
-    refused), and a read-only remount is refused while a run holds its lock file open.
+    refused). A real read-only remount is the next test.
     """
     from distributed import Client
 
@@ -114,3 +114,47 @@ def test_quota_and_read_only_mid_run_stop_the_run(tmp_path, monkeypatch, code, t
     assert done.result.written == 5
     assert any(text in error for _, error in done.result.errors)
     assert_only_volumes(tmp_path / "out", [int(n[2:7]) for n in os.listdir(tmp_path / "out")])
+
+
+@pytest.mark.slow
+def test_read_only_remount_mid_run_stops_with_no_partial_file(tmp_path):
+    """A real filesystem remounted read-only under a running generate-noise (root only)."""
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import skip_or_fail
+
+    if os.geteuid() != 0:
+        skip_or_fail("remounting a tmpfs read-only needs root")
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2g", "tmpfs", str(fs)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        skip_or_fail(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        out = fs / "noise"
+        # mode 1 at 24^3: milliseconds of work between two files, when none is open for writing
+        command = [sys.executable, "-m", "mwr_dask", "generate-noise", str(out), "20000", "24",
+                   "--ncpus", "1", "--no-dashboard", "--seed", "3"]  # fmt: skip
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and len(os.listdir(out) if out.exists() else []) < 50:
+            time.sleep(0.05)
+        remounted = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            remounted = subprocess.run(["mount", "-o", "remount,ro", str(fs)], capture_output=True)
+            if remounted.returncode == 0:
+                break
+            time.sleep(0.002)  # refused while a volume is open for writing
+        _stdout, stderr = proc.communicate(timeout=300)
+        assert remounted is not None and remounted.returncode == 0, "the run ended first"
+        assert proc.returncode == 1, stderr
+        assert "Read-only file system" in stderr and "stopped early" in stderr, stderr
+        assert "Traceback" not in stderr
+        names = sorted(os.listdir(out))
+        assert 50 <= len(names) < 20000
+        assert_only_volumes(out, [int(n[2:7]) for n in names])
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], capture_output=True)
