@@ -36,6 +36,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mwr_dask import exactmath
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -264,7 +266,7 @@ def view_weights(spec: FilterSpec, angles: np.ndarray) -> np.ndarray:
     if spec.name in RADIAL_FILTERS:
         return imod_view_weights(a)
     if spec.name == "aretomo":
-        return np.cos(np.radians(a))
+        return _each(lambda t: exactmath.cos_turns(t / 360.0), a)
     return np.ones(a.size)
 
 
@@ -293,6 +295,15 @@ def _sirt_power(iterations: int) -> float:
     return eff + 0.3
 
 
+def _each(function, values):
+    """Apply ``function`` to every element of ``values``: a float64 array of their shape."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    flat = [function(float(v)) for v in values.ravel()]
+    return np.array(flat, dtype=np.float64).reshape(values.shape)
+
+
 def base_response(spec: FilterSpec, f: np.ndarray, *, length: int | None = None) -> np.ndarray:
     """W(f) of a filter without per-view factors, f in cycles/pixel (sign ignored).
 
@@ -318,16 +329,18 @@ def base_response(spec: FilterSpec, f: np.ndarray, *, length: int | None = None)
     name = spec.name
     if name == "none":
         return np.ones_like(a)
+    # cos, sinc, exp and pow from exactmath: the weights, hence the volumes, are the same
+    # bits on every CPU (numpy's transcendental functions are not)
     if name == "aretomo":
-        return 2.0 * a * (0.55 + 0.45 * np.cos(2 * np.pi * a))
+        return 2.0 * a * (0.55 + 0.45 * _each(exactmath.cos_turns, a))
     if name in SKIMAGE_FILTERS:
         window = {
-            "ramp": np.ones_like(a),
-            "shepp-logan": np.sinc(a),  # sin(pi f) / (pi f)
-            "cosine": np.cos(np.pi * a),
-            "hamming": 0.54 + 0.46 * np.cos(2 * np.pi * a),
-            "hann": 0.5 + 0.5 * np.cos(2 * np.pi * a),
-        }[name]
+            "ramp": lambda: np.ones_like(a),
+            "shepp-logan": lambda: _each(exactmath.sinc, a),  # sin(pi f) / (pi f)
+            "cosine": lambda: _each(exactmath.cos_turns, a / 2.0),
+            "hamming": lambda: 0.54 + 0.46 * _each(exactmath.cos_turns, a),
+            "hann": lambda: 0.5 + 0.5 * _each(exactmath.cos_turns, a),
+        }[name]()
         w = a * window
         if length is not None:
             w = np.where(a == 0, kak_slaney_dc(length), w)
@@ -338,12 +351,15 @@ def base_response(spec: FilterSpec, f: np.ndarray, *, length: int | None = None)
         def ramp(x: np.ndarray) -> np.ndarray:
             if name == "imod":
                 return x
-            with np.errstate(divide="ignore", invalid="ignore"):
-                sirt = x * (1.0 - (1.0 - SIRT_F0 / x) ** _sirt_power(spec.sirt_iterations))
+            p = _sirt_power(spec.sirt_iterations)
+            x = np.asarray(x, dtype=np.float64)
+            safe = np.where(x >= SIRT_F0, x, 1.0)
+            sirt = safe * (1.0 - _each(lambda b: exactmath.power(b, p), 1.0 - SIRT_F0 / safe))
             return np.where(x >= SIRT_F0, sirt, x)
 
         at_cut = ramp(np.array(cutoff))
-        w = np.where(a <= cutoff, ramp(a), at_cut * np.exp(-((a - cutoff) ** 2) / (2 * sigma**2)))
+        gauss = _each(exactmath.exp, -((a - cutoff) ** 2) / (2 * sigma**2))
+        w = np.where(a <= cutoff, ramp(a), at_cut * gauss)
         if length is not None:
             w = np.where(a == 0, 0.2 / length, w)
         return w

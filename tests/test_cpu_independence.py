@@ -37,6 +37,8 @@ GENERATORS = [
     ("mode 2, 31 (prime), -50..65", "generator_for(2, 31, -50.0, 65.0, 2.0)"),
     ("mode 1 imod filter, 24", "generator_for(1, 24, -60.0, 60.0, 3.0, filter=imod)"),
     ("mode 1 ramp filter, 25", "generator_for(1, 25, -54.0, 60.0, 2.0, filter=ramp)"),
+    ("mode 1 hamming filter, 24", "generator_for(1, 24, -60.0, 60.0, 3.0, filter=hamming)"),
+    ("mode 1 aretomo filter, 24", "generator_for(1, 24, -50.0, 64.0, 3.0, filter=aretomo)"),
     ("tilt scheme with gaps, 26", "tiltscheme.generator_for_scheme(1, 26, uneven)"),
     ("tilt scheme, sirt-like, 24", "tiltscheme.generator_for_scheme(1, 24, uneven, sirt)"),
     ("tilt scheme, mode 2, 24", "tiltscheme.generator_for_scheme(2, 24, uneven)"),
@@ -92,6 +94,8 @@ _CHILD = textwrap.dedent(
                 "uneven": uneven,
                 "imod": filters.make_filter("imod"),
                 "ramp": filters.make_filter("ramp"),
+                "hamming": filters.make_filter("hamming"),
+                "aretomo": filters.make_filter("aretomo"),
                 "sirt": filters.make_filter("sirt-like"),
                 "spectrum_generator": spectrum_generator,
             }
