@@ -83,3 +83,19 @@ def cluster_option_problems(
         if not (math.isfinite(value) and value > 0):
             errors.append(f"{name} must be a positive number of seconds, not {value:g}.")
     return errors
+
+
+def plot_problems(plot: Path | None) -> list[str]:
+    """Problems with a ``--plot PNG`` option: matplotlib missing, or no folder to write to."""
+    if plot is None:
+        return []
+    from mwr_dask.plot import PlotUnavailableError, require_matplotlib
+
+    errors = []
+    try:
+        require_matplotlib()
+    except PlotUnavailableError as err:
+        errors.append(f"{err}.")
+    if not plot.absolute().parent.is_dir():
+        errors.append(f"cannot write {plot}: {plot.absolute().parent} is not a folder.")
+    return errors

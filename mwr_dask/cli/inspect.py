@@ -18,6 +18,7 @@ from mwr_dask.cli.common import (
     WorkerTimeoutOption,
     cluster_option_problems,
     fail,
+    plot_problems,
 )
 from mwr_dask.cores import local_workers
 
@@ -85,16 +86,11 @@ def inspect(
         errors.append(f"{folder} is not a folder.")
     elif not os.access(folder, os.R_OK | os.X_OK):
         errors.append(f"{folder} is not readable.")
-    if plot is not None:
-        from mwr_dask.plot import PlotUnavailableError, inside, require_matplotlib
+    errors += plot_problems(plot)
+    if plot is not None and plot.absolute().parent.is_dir():
+        from mwr_dask.plot import inside
 
-        try:
-            require_matplotlib()
-        except PlotUnavailableError as err:
-            errors.append(f"{err}.")
-        if not plot.absolute().parent.is_dir():
-            errors.append(f"cannot write {plot}: {plot.absolute().parent} is not a folder.")
-        elif folder.is_dir() and inside(plot, folder):
+        if folder.is_dir() and inside(plot, folder):
             errors.append(
                 f"--plot {plot} lies inside the noise folder {folder}, where training would"
                 " open it as a volume: write it elsewhere."

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from mwr_dask.cli.common import fail
+from mwr_dask.cli.common import fail, plot_problems
 
 
 def measure_noise(
@@ -93,15 +93,7 @@ def measure_noise(
         p is not None and p.is_file() and p.samefile(out) for p in (even, odd, mask)
     ):
         errors.append(f"SPECTRUM {spectrum} is one of the inputs.")
-    if plot is not None:
-        from mwr_dask.plot import PlotUnavailableError, require_matplotlib
-
-        try:
-            require_matplotlib()
-        except PlotUnavailableError as err:
-            errors.append(f"{err}.")
-        if not plot.absolute().parent.is_dir():
-            errors.append(f"cannot write {plot}: {plot.absolute().parent} is not a folder.")
+    errors += plot_problems(plot)
     if errors:
         raise fail(" ".join(errors))
 
