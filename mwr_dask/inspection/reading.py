@@ -21,7 +21,7 @@ import numpy as np
 from mrcfile.dtypes import HEADER_DTYPE
 from mrcfile.mrcinterpreter import MrcInterpreter
 
-from mwr_dask.inspection.records import FileRecord, is_cube
+from mwr_dask.inspection.records import FileRecord, is_cube, scheme_key
 from mwr_dask.mrcio import HEADER_BYTES
 from mwr_dask.params import NAME_PATTERN
 from mwr_dask.spectrum import slice_power
@@ -317,19 +317,26 @@ def inspect_partition(paths: list[str]) -> dict:
     -------
     dict
         ``records``: list of :class:`~.records.FileRecord`; ``spectra``: {side: [sum of
-        :func:`~mwr_dask.spectrum.slice_power`, count]} over the readable, finite cubes.
+        :func:`~mwr_dask.spectrum.slice_power`, count]} over the readable, finite cubes;
+        ``scheme_spectra``: the same per (side, :func:`~.records.scheme_key`) over those of
+        them that name their tilt scheme (empty for folders made without ``--tilt-file``).
     """
-    records, spectra = [], {}
+    records, spectra, schemes = [], {}, {}
     limit = read_limit()
     for path in paths:
         rec, data = inspect_file(path, limit)
         records.append(rec)
         if data is not None and is_cube(rec.shape) and rec.nonfinite == 0 and rec.m2 > 0:
             n = rec.shape[0]
-            acc = spectra.setdefault(n, [np.zeros((n, n // 2 + 1)), 0])
-            acc[0] += slice_power(data)
-            acc[1] += 1
-    return {"records": records, "spectra": spectra}
+            power = slice_power(data)
+            accs = [spectra.setdefault(n, [np.zeros((n, n // 2 + 1)), 0])]
+            key = scheme_key(rec.labels)
+            if key is not None:
+                accs.append(schemes.setdefault((n, key), [np.zeros((n, n // 2 + 1)), 0]))
+            for acc in accs:
+                acc[0] += power
+                acc[1] += 1
+    return {"records": records, "spectra": spectra, "scheme_spectra": schemes}
 
 
 def inspect_chunks(chunks: list[list[str]]) -> list[dict]:

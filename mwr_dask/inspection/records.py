@@ -80,6 +80,17 @@ class FileRecord:
         return math.sqrt(self.m2 / self.count) if self.count else float("nan")
 
 
+def scheme_key(labels: list[str]) -> str | None:
+    """Return the label naming a volume's own tilt scheme (``scheme=j/K tilts=.. sha=..``).
+
+    Volumes of a ``generate-noise --tilt-file ...`` run carry it (see
+    :meth:`~mwr_dask.source.NoiseSource.labels`); ``inspect`` sums the spectra of the volumes
+    that share it, so that each scheme of a mixture is compared with its own range. None for
+    volumes without one (a regular range, a measured spectrum, another program's files).
+    """
+    return next((label for label in labels if label.startswith("scheme=")), None)
+
+
 def is_cube(shape: tuple[int, ...] | None) -> bool:
     """Return True for a 3-D shape with equal sides of at least 2."""
     return shape is not None and len(shape) == 3 and shape[0] == shape[1] == shape[2] > 1

@@ -148,13 +148,17 @@ def _spectrum_lines(report: FolderReport) -> list[str]:
     )
     mode = info.get("looks_like_mode")
     seen = "neither mode" if mode is None else f"mode {mode} ({MODES[mode]})"
-    if e is not None:
+    schemes = report.summary.get("scheme_spectra")
+    if e is not None and schemes is not None:  # a tilt-file mixture: compared per scheme
+        lines.append(f"  looks like       {seen}  labels: mode {e.mode}  compared per scheme")
+    elif e is not None:
         verdict = "agrees" if info.get("mode_agrees") else "DISAGREES"
         lines.append(f"  looks like       {seen}  labels: mode {e.mode}  {verdict}")
     elif measured:
         lines.append(f"  looks like       {seen}  labels: mode 3 (measured spectrum)")
     else:
         lines.append(f"  looks like       {seen}")
+    lines.extend(_scheme_lines(schemes or [], e))
     given = report.summary.get("spectrum_file")
     if given and "agrees" in given:
         verdict = "agrees" if given["agrees"] else "DISAGREES"
@@ -162,6 +166,35 @@ def _spectrum_lines(report: FolderReport) -> list[str]:
             f"  {given['name']:<16} log-rms {given['log_rms']:.3f} over {given['bins']} bins,"
             f" worst {given['worst_sigmas']:.1f} sd  {verdict}"
         )
+    return lines
+
+
+def _scheme_lines(entries: list[dict], e) -> list[str]:
+    """One line per scheme of a tilt-file mixture: its own spectrum's tilt range and verdict."""
+    lines = []
+    for g in entries:
+        head = f"  scheme {g['scheme']:<9} "
+        labels = f"labels {g['minangle']:g}..{g['maxangle']:g}"
+        info = g["spectrum"]
+        if info is None:
+            lines.append(f"{head}{plural(g['volumes'], 'volume')}, too few  {labels}  not compared")
+            continue
+        if info["tilt_range"] is None:
+            est = "no wedge found"
+        else:
+            (lo, hi), (u_lo, u_hi) = info["tilt_range"], info["tilt_resolution"]
+            est = f"{lo:.1f} .. {hi:.1f} deg (resolution {u_lo:.1f}, {u_hi:.1f})"
+        verdict = info.get("tilt_range_agrees")
+        if verdict is None:
+            labels += "  not compared (below)"
+        else:
+            if e.mode == 1:
+                lo_r, hi_r = info["expected_tilt_edges"]
+                labels += f" (edges in {_edge_range(lo_r)} and {_edge_range(hi_r)})"
+            labels += "  agrees" if verdict else "  DISAGREES"
+        if info.get("mode_agrees") is False:
+            labels += f"; mode {e.mode} DISAGREES (below)"
+        lines.append(f"{head}{est} over {plural(g['volumes'], 'volume')}  {labels}")
     return lines
 
 

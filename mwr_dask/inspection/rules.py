@@ -29,7 +29,7 @@ from mwr_dask.inspection.duplicates import (
     near_duplicates,
 )
 from mwr_dask.inspection.reading import SAMPLE_VOXELS
-from mwr_dask.inspection.records import FileRecord, FolderReport, is_cube
+from mwr_dask.inspection.records import FileRecord, FolderReport, is_cube, scheme_key
 from mwr_dask.inspection.words import LIST_NAMES, names_list, plural, shape_text
 from mwr_dask.params import MODES, NoiseParams, params_from_labels, parse_labels
 from mwr_dask.spectrum import (
@@ -53,6 +53,9 @@ MODE2_MAX_SLOPE = 0.3
 MODE1_MAX_SLOPE = -0.5
 #: IsoNet regenerates a noise folder that holds fewer entries than this.
 ISONET_MIN_ENTRIES = 1000
+#: Fewest volumes of one tilt scheme of a mixture whose own averaged spectrum is compared
+#: with its range (fewer: a warning, the range is not compared).
+MIN_SCHEME_VOLUMES = 20
 #: Broken files named one by one before "and N more".
 LIST_BROKEN = 5 * LIST_NAMES
 
@@ -80,6 +83,9 @@ class Facts:
         Entries that are not ``n_*.mrc`` volume files.
     spectra : dict
         {cube side: [summed slice spectra, count]}.
+    scheme_spectra : dict
+        {(cube side, scheme label): [summed slice spectra, count]} of the volumes that name
+        their tilt scheme (:func:`~.records.scheme_key`).
     kinds : dict
         {name: what it is} for entries that are not regular files or folders (``a FIFO``,
         ``a symbolic link loop``).
@@ -93,6 +99,7 @@ class Facts:
     records: list[FileRecord]
     others: list[str] = field(default_factory=list)
     spectra: dict = field(default_factory=dict)
+    scheme_spectra: dict = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
     correlate: Callable[[str, str], float | None] | None = None
     inputs: dict = field(default_factory=dict)
@@ -123,6 +130,28 @@ class Facts:
             if p is not None
         }
         return found.pop() if len(found) == 1 else ""
+
+    @cached_property
+    def mixed(self) -> bool:
+        """True for a tilt-file mixture whose schemes record different tilt ranges."""
+        return bool(self.mixture) and len(self.label_counts) > 1
+
+    @cached_property
+    def scheme_groups(self) -> list[tuple[str, NoiseParams, int]]:
+        """(scheme label, the parameters its volumes record, their number), by scheme number.
+
+        The volumes of a mixture grouped by the label naming their own scheme
+        (``scheme=j/K tilts=.. n=.. excl=.. sha=..``); empty without such labels.
+        """
+        groups: dict[str, Counter] = {}
+        for r, p in zip(self.records, self.recorded, strict=True):
+            key = scheme_key(r.labels)
+            if p is not None and key is not None:
+                groups.setdefault(key, Counter())[p] += 1
+        return sorted(
+            ((key, c.most_common(1)[0][0], c.total()) for key, c in groups.items()),
+            key=lambda g: (_scheme_number(g[0]), g[0]),
+        )
 
     @cached_property
     def expected(self) -> NoiseParams | None:
@@ -184,6 +213,12 @@ class Facts:
 
             return analyse_filtered(total, cube[0], count, e.filter_spec, tilts_of(e))
         return analyse(total, cube[0], count)
+
+
+def _scheme_number(key: str) -> int:
+    """``j`` of a ``scheme=j/K ...`` label (0 when unreadable)."""
+    number = key.split()[0].partition("=")[2].partition("/")[0]
+    return int(number) if number.isdigit() else 0
 
 
 def same_float(a: float, b: float) -> bool:
@@ -388,8 +423,8 @@ def mixture_labels(f: Facts, found: Found) -> Found:
     ranges = ", ".join(f"{p.minangle:g}..{p.maxangle:g} ({c})" for p, c in groups)
     found.warnings.append(
         f"tilt-file mixture {f.mixture}: {len(groups)} tilt ranges ({ranges}); the averaged"
-        " spectrum mixes them, so its tilt range is not compared with the labels (inspect a"
-        " folder of one tilt file to check a range)."
+        " spectrum mixes them, so the tilt range of each scheme's own averaged spectrum is"
+        " compared with that scheme's labels instead."
     )
     unlabelled = [r.name for r, p in zip(f.records, f.recorded, strict=True) if p is None]
     if unlabelled:
@@ -502,11 +537,84 @@ def spectrum(f: Facts) -> Found:
     info = sp.summary()
     # measured noise (mode 3) has the wedge of its data, not of tilt labels: see spectrum_file
     expected = f.expected if f.expected is None or f.expected.mode != 3 else None
-    # a tilt-file mixture averages spectra of several ranges: no single range to compare with
-    mixed = bool(f.mixture) and len(f.label_counts) > 1
-    found = spectrum_findings(sp, expected, info, compare_tilts=not mixed)
-    found.summary = {"spectrum": info}
+    if not (f.mixed and expected is not None and sp.limit is None):
+        found = spectrum_findings(sp, expected, info)
+        found.summary = {"spectrum": info}
+        return found
+    # a tilt-file mixture averages spectra of several ranges (its wedge is partly filled, so
+    # mode 2 looks like neither mode): each scheme's own averaged spectrum is compared with its
+    # range and mode instead
+    entries, groups = [], Found()
+    for key, params, labelled in f.scheme_groups:
+        entry, group = scheme_spectrum(f, key, params, labelled)
+        entries.append(entry)
+        groups.problems.extend(group.problems)
+        groups.warnings.extend(group.warnings)
+    found = spectrum_findings(sp, expected, info, compare_tilts=False, check_mode=False)
+    found.problems.extend(groups.problems)
+    found.warnings.extend(groups.warnings)
+    found.summary = {"spectrum": info, "scheme_spectra": entries}
     return found
+
+
+def scheme_spectrum(f: Facts, key: str, params: NoiseParams, labelled: int) -> tuple[dict, Found]:
+    """Compare the averaged spectrum of one scheme's volumes with that scheme's labels.
+
+    Parameters
+    ----------
+    f : Facts
+        The folder (a tilt-file mixture).
+    key : str
+        The scheme's label (``scheme=j/K tilts=.. n=.. excl=.. sha=..``).
+    params : NoiseParams
+        What its volumes' labels record (the scheme's range and mean step).
+    labelled : int
+        Volumes that carry this label.
+
+    Returns
+    -------
+    entry : dict
+        JSON-ready: ``scheme`` (``j/K``), ``label`` (the rest of the label), ``minangle``,
+        ``maxangle``, ``labelled``, ``volumes`` (those averaged), ``spectrum`` (the
+        analysis's numbers and verdicts, as the folder's ``spectrum``; None when not
+        analysed).
+    found : Found
+        Its problems and warnings, each starting with the scheme's name.
+    """
+    number, _, rest = key.partition(" ")
+    name = f"scheme {number.partition('=')[2]} (tilts {params.minangle:g}..{params.maxangle:g})"
+    n = f.cube[0]
+    total, count = f.scheme_spectra.get((n, key), (None, 0))
+    entry = {
+        "scheme": number.partition("=")[2],
+        "label": rest,
+        "minangle": params.minangle,
+        "maxangle": params.maxangle,
+        "labelled": labelled,
+        "volumes": count,
+        "spectrum": None,
+    }
+    found = Found()
+    if count < MIN_SCHEME_VOLUMES:
+        found.warnings.append(
+            f"{name}: {plural(count, 'readable volume')}, fewer than the"
+            f" {MIN_SCHEME_VOLUMES} a spectral estimate of its own needs; its tilt range and mode"
+            " are not compared with the spectrum."
+        )
+        return entry, found
+    if params.mode == 1 and params.filter != "none":  # filtered back-projection
+        from mwr_dask.filters import analyse_filtered
+        from mwr_dask.params import tilts_of
+
+        sp = analyse_filtered(total, n, count, params.filter_spec, tilts_of(params))
+    else:
+        sp = analyse(total, n, count)
+    info = sp.summary()
+    group = spectrum_findings(sp, params, info)
+    entry["spectrum"] = info
+    found.problems.extend(f"{name}: {p}" for p in group.problems)
+    found.warnings.extend(f"{name}: {w}" for w in group.warnings)
+    return entry, found
 
 
 def spectrum_file(f: Facts) -> Found:
@@ -585,6 +693,7 @@ def spectrum_findings(
     out: dict | None = None,
     *,
     compare_tilts: bool = True,
+    check_mode: bool = True,
 ) -> Found:
     """Compare the spectrum with the labels, within what the grid can resolve.
 
@@ -605,6 +714,9 @@ def spectrum_findings(
     compare_tilts : bool
         False skips the tilt-range comparison (a tilt-file mixture: the spectrum averages
         several ranges).
+    check_mode : bool
+        False skips the mode comparison (a tilt-file mixture whose schemes' own spectra are
+        compared with the mode instead).
     """
     out = {} if out is None else out
     found = Found()
@@ -657,6 +769,8 @@ def spectrum_findings(
     else:
         out["expected_tilt_edges"] = None
         out["tilt_range_agrees"] = None
+    if not check_mode:
+        return found
     out["mode_agrees"] = mode == expected.mode
     if mode != expected.mode:
         seen = "neither mode" if mode is None else f"mode {mode} ({MODES[mode]})"

@@ -87,6 +87,7 @@ def reduce_folder(
     others: list[str],
     spectra: dict[int, list],
     *,
+    scheme_spectra: dict[tuple[int, str], list] | None = None,
     kinds: dict[str, str] | None = None,
     inputs: dict | None = None,
     rules: tuple[Rule, ...] = RULES,
@@ -104,6 +105,9 @@ def reduce_folder(
         Entries that are not ``n_*.mrc`` files.
     spectra : dict
         {cube side: [summed slice spectra, count]} over all partitions.
+    scheme_spectra : dict, optional
+        {(cube side, scheme label): [summed slice spectra, count]} over the volumes that name
+        their tilt scheme (see :func:`~.records.scheme_key`).
     kinds : dict, optional
         What the odd entries are (see :func:`scan_folder`).
     inputs : dict, optional
@@ -124,6 +128,7 @@ def reduce_folder(
         records=records,
         others=others,
         spectra=spectra,
+        scheme_spectra=scheme_spectra or {},
         kinds=kinds or {},
         correlate=correlate,
         inputs=inputs or {},
@@ -185,14 +190,29 @@ def inspect_folder(
             future.release()
             if on_progress is not None:
                 on_progress(done, len(paths))
-    records, spectra = [], {}
+    records, spectra, schemes = [], {}, {}
     for part in results:
         records.extend(part["records"])
-        for n, (total, count) in part["spectra"].items():
-            acc = spectra.setdefault(n, [np.zeros_like(total), 0])
-            acc[0] += total
-            acc[1] += count
-    return reduce_folder(folder, records, others, spectra, kinds=kinds, inputs=inputs, rules=rules)
+        _add_spectra(spectra, part["spectra"])
+        _add_spectra(schemes, part.get("scheme_spectra", {}))
+    return reduce_folder(
+        folder,
+        records,
+        others,
+        spectra,
+        scheme_spectra=schemes,
+        kinds=kinds,
+        inputs=inputs,
+        rules=rules,
+    )
+
+
+def _add_spectra(into: dict, part: dict) -> None:
+    """Add one partition's {key: [summed spectra, count]} into ``into``."""
+    for key, (total, count) in part.items():
+        acc = into.setdefault(key, [np.zeros_like(total), 0])
+        acc[0] += total
+        acc[1] += count
 
 
 def _size(path: str) -> int:
