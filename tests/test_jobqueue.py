@@ -33,6 +33,7 @@ def script_of(output: str) -> str:
     return output.split("Job script (one per", 1)[1]
 
 
+@pytest.mark.slow
 def test_dry_run_prints_a_slurm_job_script_and_writes_nothing(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
@@ -112,6 +113,7 @@ def test_dry_run_scripts_for_pbs_and_sge(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_flags_override_the_config_file_which_overrides_the_user_config(tmp_path):
     user = tmp_path / "user-dask"
     user.mkdir()
@@ -227,6 +229,7 @@ def test_shipped_example_configs_are_valid(tmp_path):
         assert "Job script" in result.output
 
 
+@pytest.mark.slow
 def test_importing_dask_jobqueue_writes_nothing_to_home_and_keeps_ctrl_c(tmp_path):
     code = textwrap.dedent(
         """

@@ -52,6 +52,7 @@ def scheduler_alive(procs: DaskProcesses) -> bool:
         return len(c.scheduler_info()["workers"]) >= 1
 
 
+@pytest.mark.slow
 def test_scheduler_address_and_file_give_the_local_volumes(dask_cluster, tmp_path):
     local = tmp_path / "local"
     ref = cli("generate-noise", str(local), "12", "16", "--seed", SEED, "--ncpus", "2",
@@ -78,6 +79,7 @@ def test_scheduler_address_and_file_give_the_local_volumes(dask_cluster, tmp_pat
     assert scheduler_alive(dask_cluster)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_does_not_fail_the_run(tmp_path):
     procs = DaskProcesses(tmp_path)
     try:
@@ -106,6 +108,7 @@ def test_a_worker_killed_mid_run_does_not_fail_the_run(tmp_path):
         procs.close()
 
 
+@pytest.mark.slow
 def test_a_worker_that_cannot_see_the_folder_is_named(tmp_path):
     """A worker on 'another node': its own mount namespace hides the output folder's parent."""
     procs = DaskProcesses(tmp_path)
@@ -134,6 +137,7 @@ def test_a_worker_that_cannot_see_the_folder_is_named(tmp_path):
         procs.close()
 
 
+@pytest.mark.slow
 def test_mismatched_package_versions_are_refused(tmp_path):
     fake = tmp_path / "fake"
     (fake / "mwr_dask").mkdir(parents=True)
@@ -152,6 +156,7 @@ def test_mismatched_package_versions_are_refused(tmp_path):
         procs.close()
 
 
+@pytest.mark.slow
 def test_unreachable_scheduler_is_a_clear_error_within_the_timeout(tmp_path):
     t0 = time.monotonic()
     run = cli("generate-noise", str(tmp_path / "noise"), "4", "16",
@@ -166,6 +171,7 @@ def test_unreachable_scheduler_is_a_clear_error_within_the_timeout(tmp_path):
     assert missing.returncode == 1 and "no scheduler file appeared" in missing.stderr
 
 
+@pytest.mark.slow
 def test_the_printed_dashboard_serves_during_a_local_run(tmp_path):
     run = subprocess.Popen(
         [sys.executable, "-m", "mwr_dask", "generate-noise", str(tmp_path / "noise"), "400", "40",

@@ -243,6 +243,7 @@ def test_plain_tcp_to_another_host_is_warned_once(tmp_path):
     assert len(warnings) == 1 and "plain tcp://" in warnings[0], run.stderr
 
 
+@pytest.mark.slow
 def test_the_memory_check_counts_dasks_thresholds(tmp_path):
     share, name = memory_fraction()
     assert (share, name) == (0.8, "pause")  # distributed's defaults

@@ -23,7 +23,8 @@ from mwr_dask.generators import generator_for, volume_rng
 
 from .helpers import assert_only_volumes, cli
 
-pytestmark = pytest.mark.usefixtures("slurm")
+# every test submits real jobs (seconds each): all of them are slow
+pytestmark = [pytest.mark.usefixtures("slurm"), pytest.mark.slow]
 
 SEED = "2024"
 SMALL_JOBS = ["--cluster", "slurm", "--cores", "1", "--memory", "1GiB",
