@@ -82,17 +82,9 @@ def sizes_table(sizes: list[int], volumes: int) -> None:
     base = median(times[sizes[0]]) / sizes[0] ** 3
     for n in sizes:
         per = median(times[n])
-        print(f"| {n}³ | {largest_prime_factor(n)} | {1e3 * per:.1f} | {per / n**3 / base:.2f} |")
-
-
-def largest_prime_factor(n: int) -> int:
-    """Largest prime factor of ``n`` (``n`` itself when prime)."""
-    factor, largest = 2, 1
-    while factor * factor <= n:
-        while n % factor == 0:
-            largest, n = factor, n // factor
-        factor += 1
-    return max(largest, n)
+        print(
+            f"| {n}³ | {new.largest_prime_factor(n)} | {1e3 * per:.1f} | {per / n**3 / base:.2f} |"
+        )
 
 
 def main() -> None:
