@@ -457,6 +457,9 @@ def test_source_records_the_filter_and_reads_it_back():
         (["--filter", "wbp"], "--filter must be one of none, ramp"),
         (["--filter", "imod", "--sirt-iterations", "4"], "--sirt-iterations applies to"),
         (["--filter", "imod", "--radial", "0.6", "0.05"], "CUTOFF must lie in (0, 0.5]"),
+        (["--filter", "imod", "--radial", "0.35", "nan"], "FALLOFF must be a positive sigma"),
+        (["--filter", "sirt-like", "--sirt-iterations", "0"], "must be at least 1, not 0"),
+        (["--spectrum", "{missing}", "--filter", "ramp"], "cannot"),
     ],
 )
 def test_cli_filter_usage_errors(tmp_path, args, message):
@@ -465,6 +468,7 @@ def test_cli_filter_usage_errors(tmp_path, args, message):
     from mwr_dask.cli import app
 
     out = tmp_path / "noise"
+    args = [a.format(missing=tmp_path / "none.mrc") for a in args]
     result = CliRunner().invoke(app, ["generate-noise", str(out), "2", "16", *args])
     assert result.exit_code == 2, result.output
     assert message in result.output

@@ -452,6 +452,12 @@ def _error_case(case, halves, d):
         return [str(even), str(odd), "--cubes", "500"]
     if case == "big":
         return [str(even), str(odd), "--cubesize", "65"]
+    if case == "tiny-cube":
+        return [str(even), str(odd), "--cubesize", "2"]
+    if case == "one-cube":
+        return [str(even), str(odd), "--cubes", "1"]
+    if case == "no-file":
+        return [str(d / "absent_even.mrc"), str(odd)]
     if case == "mask-shape":
         mask = np.ones((64, 96, 95), np.uint8)
         return [str(even), str(odd), "--mask", str(write_mrc(d / "mask.mrc", mask))]
@@ -466,6 +472,9 @@ ERRORS = {
     "too-many": "too few usable cubes",
     "big": "larger than the volume",
     "mask-shape": "the mask is",
+    "tiny-cube": "--cubesize must be at least",
+    "one-cube": "--cubes must be at least",
+    "no-file": "absent_even.mrc",
 }
 
 
