@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mwr_dask import exactmath
+from mwr_dask.source import _num
 
 if TYPE_CHECKING:
     import numpy as np
@@ -123,12 +124,6 @@ _LABEL = re.compile(
     r"filter=(?P<name>[a-z-]+)(?: radial=(?P<cutoff>[^,\s]+),(?P<falloff>\S+))?"
     r"(?: sirt=(?P<sirt>\d+))?"
 )
-
-
-def _num(value: float) -> str:
-    """Shortest text that reads back as exactly ``value`` (integers without a point)."""
-    value = float(value)
-    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def filter_problems(

@@ -592,15 +592,19 @@ def _read_relion(path: Path, blocks: dict) -> tuple[list[View], dict[int, int]]:
         else ("rlnTomoNominalStageTiltAngle")
     )
     angles = _floats(path, _column(block, column), column)
-    pre = _column(block, "rlnMicrographPreExposure")
+    return _dosed_views(path, angles, block, "rlnMicrographPreExposure"), {}
+
+
+def _dosed_views(path: Path, angles, block, dose_name: str) -> list[View]:
+    """Return the views of a STAR loop: angles in file order, doses and their order if given."""
+    column = _column(block, dose_name)
     doses: list[float | None] = (
-        list(_floats(path, pre, "rlnMicrographPreExposure")) if pre else [None] * len(angles)
+        list(_floats(path, column, f"_{dose_name}")) if column else [None] * len(angles)
     )
     orders = _orders_from_doses(doses)
-    views = [
+    return [
         View(number=i + 1, angle=a, order=orders[i], dose=doses[i]) for i, a in enumerate(angles)
     ]
-    return views, {}
 
 
 def _read_tomostar(path: Path, blocks: dict) -> tuple[list[View], dict[int, int]]:
@@ -609,15 +613,7 @@ def _read_tomostar(path: Path, blocks: dict) -> tuple[list[View], dict[int, int]
         raise _fail(path, f"has {len(found)} loops with _wrpAngleTilt, 1 expected")
     block = found[0]
     angles = _floats(path, _column(block, "wrpAngleTilt"), "_wrpAngleTilt")
-    dose_column = _column(block, "wrpDose")
-    doses: list[float | None] = (
-        list(_floats(path, dose_column, "_wrpDose")) if dose_column else [None] * len(angles)
-    )
-    orders = _orders_from_doses(doses)
-    views = [
-        View(number=i + 1, angle=a, order=orders[i], dose=doses[i]) for i, a in enumerate(angles)
-    ]
-    return views, {}
+    return _dosed_views(path, angles, block, "wrpDose"), {}
 
 
 def _xml_list(root, tag: str) -> list[str] | None:
