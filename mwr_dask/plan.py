@@ -13,6 +13,13 @@ if TYPE_CHECKING:
     from mwr_dask.clusters import Cluster
 
 
+#: How ``--dry-run`` names the seed of a run that will draw a fresh one.
+FRESH_SEED = (
+    "fresh (128 bits from the OS, drawn when the run starts, printed and recorded in every"
+    " label; give --seed N to choose one)"
+)
+
+
 def free_bytes(folder: Path) -> int | None:
     """Free bytes on the filesystem that holds (or would hold) ``folder``."""
     for path in (folder, *folder.parents):
@@ -36,6 +43,8 @@ def describe_plan(
     folder: Path,
     existing: list[int],
     cluster: Cluster,
+    *,
+    fresh_seed: bool = False,
 ) -> str:
     """Describe what a run would do, with the job script for a batch cluster.
 
@@ -51,6 +60,9 @@ def describe_plan(
         Indices of the ``n_*.mrc`` files already in the folder.
     cluster : mwr_dask.clusters.Cluster
         Where the work would run.
+    fresh_seed : bool
+        The run would draw a fresh seed (no ``--seed``, none recorded in the folder): the
+        plan says so instead of showing ``params.seed``, which the run would not use.
     """
     last = start + count - 1
     total = count * params.volume_bytes
@@ -67,7 +79,7 @@ def describe_plan(
         lines[-1] += f"; {free / 2**30:.1f} GiB free there"
     if there:
         lines.append(f"Already there: {there} of these files (complete ones are skipped)")
-    lines.append(f"Parameters: {params.describe()}")
+    lines.append(f"Parameters: {params.describe(seed=FRESH_SEED if fresh_seed else None)}")
     lines.append(f"Cluster: {describe_cluster(cluster)}")
     workers = cluster.planned_workers()
     if workers is None:

@@ -234,13 +234,17 @@ class NoiseSource:
             labels.append(self.filter_spec.label())
         return labels
 
-    def describe(self) -> str:
-        """One line for people: mode, cube, tilts (or spectrum), seed, filter if any."""
+    def describe(self, seed: str | None = None) -> str:
+        """One line for people: mode, cube, tilts (or spectrum), seed, filter if any.
+
+        ``seed`` replaces the seed's number in the text (``--dry-run`` of a fresh seed).
+        """
+        seed = str(self.seed) if seed is None else seed
         if self.spectrum is not None:
             name = f" {Path(self.spectrum.path).name}" if self.spectrum.path else ""
             return (
                 f"mode 3 (measured spectrum{name}, digest {self.spectrum.digest}),"
-                f" {self.cubesize}^3 voxels, seed {self.seed}"
+                f" {self.cubesize}^3 voxels, seed {seed}"
             )
         if self.tilt_schemes:
             k = len(self.tilt_schemes)
@@ -249,7 +253,7 @@ class NoiseSource:
             tilts = f"tilts {self.tilt} deg"
         text = (
             f"mode {self.mode} ({MODES.get(self.mode, '?')}), {self.cubesize}^3 voxels,"
-            f" {tilts}, seed {self.seed}"
+            f" {tilts}, seed {seed}"
         )
         if self.filter != "none":
             text += f", {self.filter_spec.describe()}"

@@ -21,7 +21,8 @@ CLUSTER = "Cluster"
 NcpusOption = Annotated[
     int | None,
     typer.Option(
-        help="Worker processes of the local cluster, one thread each. [default: all cores]",
+        help="Worker processes of the local cluster, one thread each. [default: the cores this"
+        " process may use]",
         show_default=False,
         rich_help_panel=CLUSTER,
     ),

@@ -383,7 +383,7 @@ def generate_noise(
         "minangle": -60.0 if minangle is None else minangle,
         "maxangle": 60.0 if maxangle is None else maxangle,
         "anglestep": 2.0 if anglestep is None else anglestep,
-        "seed": 0 if seed is None else seed,
+        "seed": seed,
         "voxel_size": voxel_size,
         "filter": filter,
         "radial": radial,
@@ -396,7 +396,9 @@ def generate_noise(
         measured_fields(ctx, spectrum, fields)
     # checks that need no heavy module first: usage errors answer at once
     errors = tilt_file_problems(tilt_file or [], range_given, exclude, invert_tilts)
-    errors += validate(SimpleNamespace(**fields), number_volume, start)
+    # None draws a fresh seed in NoiseSource; any seed below 2^128 validates alike
+    checked = {**fields, "seed": 0 if seed is None else seed}
+    errors += validate(SimpleNamespace(**checked), number_volume, start)
     errors += cluster_option_problems(
         ncpus, scheduler, scheduler_file, connect_timeout, worker_timeout
     )
@@ -571,7 +573,10 @@ def show_plan(folder: Path, source, start: int, count: int, options, *, adopt_se
         raise fail(str(err)) from None
     from mwr_dask.generators import cost_note
 
-    typer.echo(describe_plan(source, start, count, folder, existing.indices, options))
+    fresh = adopt_seed and existing.recorded is None
+    typer.echo(
+        describe_plan(source, start, count, folder, existing.indices, options, fresh_seed=fresh)
+    )
     note = cost_note(source.cubesize, source.mode)
     if note:
         typer.echo(note)
