@@ -86,7 +86,7 @@ def first_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_main_command_writes_what_help_and_readme_promise(first_run):
-    cwd, proc, dashboard_free = first_run
+    cwd, proc, _ = first_run
     folder = cwd / "a"
     # --start 0 and exactly N files, each a valid float32 MRC of the cube
     assert_only_volumes(folder, range(3))
