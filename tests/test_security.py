@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -396,3 +397,87 @@ def test_a_tls_scheduler_is_reached_with_the_users_dask_security_settings(tmp_pa
         assert run.returncode == 2 and "needs TLS credentials" in run.stderr
     finally:
         procs.close()
+
+
+PLANTED = "open({marker!r}, 'w').write('imported {name}')\nraise ImportError('planted')\n"
+
+
+@contextlib.contextmanager
+def shared_tmp_with_planted_scratch():
+    """A /tmp-like folder (1777) where ``nobody`` made Dask's default scratch folder first.
+
+    The scratch folder ``dask-scratch-space`` holds ``mrcfile.py``, ``scipy.py`` and
+    ``distributed.py`` of nobody's: imported, each writes a marker beside the folder.
+    """
+    if os.geteuid() != 0 or not shutil.which("runuser"):
+        skip_or_fail("needs root and runuser to act as nobody")
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="shared-tmp-", dir="/tmp")
+    try:
+        os.chmod(base, 0o1777)
+        scratch = os.path.join(base, "dask-scratch-space")
+        plant = [f"mkdir -m 0777 {scratch}"]
+        for name in ("mrcfile", "scipy", "distributed"):
+            code = PLANTED.format(marker=os.path.join(base, f"marker-{name}"), name=name)
+            plant.append(f"printf %s {shlex.quote(code)} > {scratch}/{name}.py")
+        subprocess.run(["runuser", "-u", "nobody", "--", "sh", "-c", " && ".join(plant)],
+                       check=True)  # fmt: skip
+        assert os.stat(scratch).st_uid != 0
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def markers(base) -> list[str]:
+    return sorted(n for n in os.listdir(base) if n.startswith("marker-"))
+
+
+@pytest.mark.slow
+def test_another_users_dask_scratch_folder_is_never_imported(tmp_path):
+    """Issue 21.1: nobody plants modules in $TMPDIR/dask-scratch-space before our runs."""
+    with shared_tmp_with_planted_scratch() as base:
+        env = {**os.environ, "TMPDIR": base}
+        out = tmp_path / "noise"
+        run = cli("generate-noise", str(out), "4", "16", "--ncpus", "2", "--no-dashboard",
+                  env=env)  # fmt: skip
+        assert markers(base) == [], run.stderr
+        assert run.returncode == 0, run.stderr
+        assert_only_volumes(out, range(4))
+        seen = cli("inspect", str(out), "--ncpus", "2", env=env)
+        assert markers(base) == [], seen.stderr
+        assert seen.returncode in (0, 1), seen.stderr  # 4 volumes: too few for IsoNet
+        # the runs' own scratch folders were private and are gone
+        assert sorted(os.listdir(base)) == ["dask-scratch-space"]
+
+
+def test_a_temporary_folder_others_can_take_over_is_refused(tmp_path):
+    import dask
+
+    from mwr_dask.clusters import ClusterError
+    from mwr_dask.clusters.local import private_scratch
+
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    os.chmod(loose, 0o777)  # world-writable, not sticky: another user could swap our folder
+    with (
+        dask.config.set({"temporary-directory": str(loose)}),
+        pytest.raises(ClusterError, match="can be written by other users and is not sticky"),
+        private_scratch(),
+    ):
+        pass
+    os.chmod(loose, 0o1777)  # as /tmp: fine, and the folder is private and goes afterwards
+    with dask.config.set({"temporary-directory": str(loose)}), private_scratch() as scratch:
+        assert (os.stat(scratch).st_mode & 0o777) == 0o700
+        assert dask.config.get("temporary-directory") == scratch
+    assert os.listdir(loose) == []
+    if os.geteuid() == 0:
+        theirs = tmp_path / "theirs"
+        theirs.mkdir()
+        os.chown(theirs, 65534, 65534)
+        with (
+            dask.config.set({"temporary-directory": str(theirs)}),
+            pytest.raises(ClusterError, match="belongs to another user"),
+            private_scratch(),
+        ):
+            pass

@@ -270,3 +270,20 @@ def test_the_printed_dashboard_serves_during_a_slurm_run(tmp_path):
     finally:
         stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stdout + stderr
+
+
+def test_jobs_never_import_from_another_users_scratch_folder(tmp_path):
+    """Issue 21.1 on the batch cluster: each job makes its own 0700 scratch folder."""
+    from .test_security import markers, shared_tmp_with_planted_scratch
+
+    env, _ = env_with_home(tmp_path)
+    with shared_tmp_with_planted_scratch() as base:
+        env["TMPDIR"] = base  # sbatch passes the environment on to the jobs
+        out = tmp_path / "noise"
+        run = cli("generate-noise", str(out), "4", "16", *SMALL_JOBS, env=env, cwd=tmp_path)
+        assert markers(base) == [], run.stdout + run.stderr
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert_only_volumes(out, range(4))
+        assert not wait_until_gone(job_ids(run.stdout))
+        # the scheduler's and the job's scratch folders are gone with the run
+        assert sorted(os.listdir(base)) == ["dask-scratch-space"]

@@ -55,7 +55,7 @@ from mwr_dask.clusters.checks import (
     memory_problems,
 )
 from mwr_dask.clusters.dashboard import dashboard_address, dashboard_link, tunnel_hint
-from mwr_dask.clusters.local import temporary_security
+from mwr_dask.clusters.local import private_scratch, temporary_security
 from mwr_dask.clusters.systems import SYSTEMS, job_states
 
 if TYPE_CHECKING:
@@ -76,6 +76,8 @@ CANCEL_WAIT_SECONDS = 20.0
 SCHEDULER_PLACEHOLDER = "tls://SCHEDULER-ADDRESS:PORT"
 #: Name of the folder, beside the job logs, that holds the run's TLS credentials (0700).
 CREDENTIALS_FOLDER = "tls"
+#: Shell variable of a job script that holds the job's private Dask scratch folder.
+SCRATCH_VARIABLE = "MWR_DASK_SCRATCH"
 
 Say = Callable[[str], None]
 
@@ -213,6 +215,20 @@ def thread_exports() -> list[str]:
     if os.environ.get("PYTHONPATH"):
         lines.append(f"export PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])}")
     return lines
+
+
+def scratch_lines(base: str) -> list[str]:
+    """Shell lines that make each job's private Dask scratch folder in ``base`` (on its node).
+
+    ``mktemp -d`` makes a new 0700 folder that no other user can have made first (Dask's
+    default, ``$TMPDIR/dask-scratch-space``, is shared, and it goes to the front of the
+    workers' import path); it is removed when the job's shell exits (end, ``scancel``).
+    ``base`` is written as given, so that ``$TMPDIR`` is expanded on the compute node.
+    """
+    return [
+        f'{SCRATCH_VARIABLE}=$(mktemp -d "{base}/mwr-dask-scratch-XXXXXXXX") || exit 1',
+        f"trap 'rm -rf \"${SCRATCH_VARIABLE}\"' EXIT",
+    ]
 
 
 @dataclass(frozen=True)
@@ -392,12 +408,14 @@ class BatchOptions:
         prologue = self.prologue
         if prologue is None:
             prologue = tuple(cfg.get("job-script-prologue") or cfg.get("env-extra") or ())
+        scratch_base = self.local_directory or cfg.get("local-directory") or "${TMPDIR:-/tmp}"
         kwargs: dict[str, Any] = {
             "cores": cores,
             "processes": processes,
             "memory": memory,
             "python": cfg.get("python") or sys.executable,
-            "job_script_prologue": [*thread_exports(), *prologue],
+            "job_script_prologue": [*thread_exports(), *prologue, *scratch_lines(scratch_base)],
+            "local_directory": f"${SCRATCH_VARIABLE}",
         }
         accepted = job_parameters(self.system)
         account_key = "account" if "account" in accepted else "project"
@@ -406,7 +424,6 @@ class BatchOptions:
             ("queue", self.queue),
             (account_key, self.account),
             ("interface", self.interface),
-            ("local_directory", self.local_directory),
             ("log_directory", log_directory),
         ):
             if value is not None:
@@ -895,7 +912,8 @@ class BatchCluster:
         warn = warn or _warn
         name = options.name
         succeeded = False
-        with config_overlay(options.config_file, options.system):
+        # the scheduler runs here: its scratch folder too is private (see private_scratch)
+        with config_overlay(options.config_file, options.system), private_scratch():
             kwargs, settings = options.resolved
             kwargs = dict(kwargs)
             cls = cluster_class(options.system)

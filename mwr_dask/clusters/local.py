@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import stat
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from mwr_dask.clusters.checks import (
     SINGLE_THREAD_ENV,
+    ClusterError,
     default_ncpus,
     install_worker_check,
     memory_problems,
@@ -73,6 +77,53 @@ def temporary_security():
         **{f"tls_{role}_{part}": pem for role in ("client", "scheduler", "worker")
            for part, pem in (("key", key_pem), ("cert", cert_pem))},
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def private_scratch() -> Iterator[str]:
+    """Dask's scratch folder for this run only: a new 0700 folder, removed afterwards.
+
+    Dask's default, ``$TMPDIR/dask-scratch-space``, is shared by every user of the machine
+    and goes to the front of the import path of the scheduler, the nannies and the workers:
+    whoever makes it first in a shared ``/tmp`` could plant modules there (``mrcfile.py``)
+    that the run would import. Here the scratch folder is made by ``tempfile.mkdtemp`` (a
+    name nobody else can take, mode 0700) in dask's ``temporary-directory`` or the system's
+    temporary folder, which must be the user's or root's and not writable by others (unless
+    sticky, as ``/tmp``). Dask's ``temporary-directory`` points to it inside the block, so
+    that every process the block starts uses it.
+
+    Raises
+    ------
+    ClusterError
+        The temporary folder is not safe, or the folder cannot be made.
+    """
+    import dask.config
+
+    base = dask.config.get("temporary-directory", None) or tempfile.gettempdir()
+    try:
+        info = os.stat(base)
+        if info.st_uid not in (0, os.geteuid()):
+            raise ClusterError(
+                f"the temporary folder {base} belongs to another user: Dask's scratch folder"
+                " cannot be made safely there; set TMPDIR to a folder of yours."
+            )
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+            raise ClusterError(
+                f"the temporary folder {base} can be written by other users and is not sticky:"
+                " Dask's scratch folder cannot be made safely there; set TMPDIR to a folder"
+                " of yours."
+            )
+        path = tempfile.mkdtemp(prefix="mwr-dask-scratch-", dir=base)
+    except OSError as err:
+        raise ClusterError(
+            f"cannot make a scratch folder in {base} ({err.strerror or err}); set TMPDIR to a"
+            " folder of yours."
+        ) from None
+    try:
+        with dask.config.set({"temporary-directory": path}):
+            yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -151,10 +202,8 @@ class LocalCluster:
 
     @contextlib.contextmanager
     def client(self, say: Say | None = None, warn: Say | None = None) -> Iterator[Client]:
-        """Start the cluster, yield its client; close both on exit."""
+        """Start the cluster (scratch in a private folder), yield its client; close both on exit."""
         import dask
-        from distributed import Client
-        from distributed import LocalCluster as DaskLocalCluster
 
         address = dashboard_address(self.dashboard_address)
         security = temporary_security() if self.tls else None
@@ -162,6 +211,16 @@ class LocalCluster:
             **dask.config.get("distributed.nanny.pre-spawn-environ", {}),
             **SINGLE_THREAD_ENV,
         }
+        with private_scratch() as scratch, self._started(address, security, environ, scratch) as c:
+            yield c
+
+    @contextlib.contextmanager
+    def _started(self, address, security, environ: dict, scratch: str) -> Iterator[Client]:
+        """Start the Dask cluster with its scratch in ``scratch``; yield a client; close both."""
+        import dask
+        from distributed import Client
+        from distributed import LocalCluster as DaskLocalCluster
+
         with (
             dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
             warnings.catch_warnings(),
@@ -180,6 +239,7 @@ class LocalCluster:
                 dashboard_address=address or f"{LOOPBACK}:0",
                 scheduler_kwargs={"dashboard": False} if address is None else None,
                 silence_logs=logging.CRITICAL,
+                local_directory=scratch,
             )
         try:
             client = Client(cluster, security=security)
