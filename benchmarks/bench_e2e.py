@@ -48,12 +48,12 @@ import mrcfile
 import numpy as np
 import scipy.ndimage
 
-from mwr_dask.clusters.local import LocalCluster
-from mwr_dask.generators import generator_for, volume_rng
-from mwr_dask.geometry import tilt_angles, wedge_mask
-from mwr_dask.mrcio import state_dir, write_volume
-from mwr_dask.params import NoiseParams, volume_name
-from mwr_dask.pipeline import partition_ranges, run, write_one
+from mwr_dask.files.mrc import state_dir, write_volume
+from mwr_dask.noise.generators import generator_for, volume_rng
+from mwr_dask.noise.geometry import tilt_angles, wedge_mask
+from mwr_dask.noise.params import NoiseParams, volume_name
+from mwr_dask.parallel.clusters.local import LocalCluster
+from mwr_dask.parallel.pipeline import partition_ranges, run, write_one
 
 #: Targets of issue 2 (2 cores, 1000 volumes of 64^3): end to end (s) and per volume (ms).
 TARGET_E2E = {1: 8.0, 2: 5.0}

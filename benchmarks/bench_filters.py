@@ -23,9 +23,9 @@ import subprocess
 import time
 from statistics import median
 
-from mwr_dask.filters import FILTERS, make_filter
-from mwr_dask.generators import BackProjection, volume_rng
-from mwr_dask.geometry import tilt_angles
+from mwr_dask.noise.filters import FILTERS, make_filter
+from mwr_dask.noise.generators import BackProjection, volume_rng
+from mwr_dask.noise.geometry import tilt_angles
 
 
 def uptime() -> str:

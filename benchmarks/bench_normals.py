@@ -41,7 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mwr_dask import generators as new  # noqa: E402
+from mwr_dask.noise import generators as new  # noqa: E402
 
 
 def load_baseline(revision: str):

@@ -19,9 +19,9 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
-from mwr_dask.folder import scan
-from mwr_dask.mrcio import HEADER_BYTES, is_complete, write_volume
-from mwr_dask.params import NoiseParams
+from mwr_dask.files.folder import scan
+from mwr_dask.files.mrc import HEADER_BYTES, is_complete, write_volume
+from mwr_dask.noise.params import NoiseParams
 
 
 def old_is_complete(path: Path, n: int) -> bool:

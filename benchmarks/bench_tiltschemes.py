@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from statistics import median
 
-from mwr_dask.generators import volume_rng
-from mwr_dask.tiltscheme import generator_for_scheme, read_tilt_file
+from mwr_dask.noise.generators import volume_rng
+from mwr_dask.noise.schemes import generator_for_scheme, read_tilt_file
 from tests import tiltfixtures as tf
 
 
@@ -56,7 +56,7 @@ def end_to_end(three, args) -> None:
     import shutil
 
     from mwr_dask import NoiseSource, generate
-    from mwr_dask.clusters.local import LocalCluster
+    from mwr_dask.parallel.clusters.local import LocalCluster
 
     sources = {
         "single": NoiseSource(args.cube, mode=args.mode, seed=1, tilt_schemes=(three[0],)),

@@ -17,7 +17,7 @@ import time
 
 def once(tls: bool, ncpus: int) -> tuple[float, float]:
     """Seconds to start (and check) and to close a local cluster."""
-    from mwr_dask.clusters.local import LocalCluster
+    from mwr_dask.parallel.clusters.local import LocalCluster
 
     cluster = LocalCluster(ncpus, dashboard_address=None, tls=tls)
     t0 = time.perf_counter()
@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     from distributed.security import Security
 
-    from mwr_dask.clusters.local import temporary_security
+    from mwr_dask.parallel.clusters.local import temporary_security
 
     keys: dict[str, list[float]] = {"rsa": [], "ec": []}
     for _ in range(args.repeats):

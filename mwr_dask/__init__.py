@@ -14,17 +14,17 @@ __version__ = "0.1.0"
 __all__ = ["ClusterOptions", "Generated", "NoiseSource", "NoiseVolumes", "__version__", "generate"]
 
 _LAZY = {
-    "NoiseSource": "mwr_dask.source",
-    "NoiseVolumes": "mwr_dask.source",
-    "generate": "mwr_dask.run",
-    "Generated": "mwr_dask.run",
-    "ClusterOptions": "mwr_dask.clusters",
+    "NoiseSource": "mwr_dask.noise.source",
+    "NoiseVolumes": "mwr_dask.noise.source",
+    "generate": "mwr_dask.parallel.run",
+    "Generated": "mwr_dask.parallel.run",
+    "ClusterOptions": "mwr_dask.parallel.clusters",
 }
 
 if TYPE_CHECKING:
-    from mwr_dask.clusters import ClusterOptions
-    from mwr_dask.run import Generated, generate
-    from mwr_dask.source import NoiseSource, NoiseVolumes
+    from mwr_dask.noise.source import NoiseSource, NoiseVolumes
+    from mwr_dask.parallel.clusters import ClusterOptions
+    from mwr_dask.parallel.run import Generated, generate
 
 
 def __getattr__(name: str):

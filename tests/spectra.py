@@ -1,13 +1,13 @@
 """Power spectra of noise volumes, for the physics tests.
 
-``kxkz_power`` is a plain float64 numpy reference, independent of ``mwr_dask.spectrum``.
+``kxkz_power`` is a plain float64 numpy reference, independent of ``mwr_dask.inspection.spectrum``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from mwr_dask.spectrum import polar  # noqa: F401 - re-exported for the physics tests
+from mwr_dask.inspection.spectrum import polar  # noqa: F401 - re-exported for the physics tests
 
 
 def kxkz_power(volumes) -> np.ndarray:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mwr_dask import __version__
 from mwr_dask.cli import app
-from mwr_dask.params import params_from_labels
+from mwr_dask.noise.params import params_from_labels
 
 from .helpers import assert_only_volumes, cli, read_all
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from mwr_dask.cores import local_workers, usable_cores
+from mwr_dask.parallel.cores import local_workers, usable_cores
 from tests.helpers import read_all
 
 
@@ -33,7 +33,7 @@ def _pinned(cores: set[int]):
 
 def test_usable_cores_follows_the_affinity_mask():
     one = {min(os.sched_getaffinity(0))}
-    code = "from mwr_dask.cores import usable_cores; print(usable_cores())"
+    code = "from mwr_dask.parallel.cores import usable_cores; print(usable_cores())"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -55,10 +55,10 @@ _CHILD = textwrap.dedent(
     import hashlib, json, sys, tempfile
     from pathlib import Path
     import numpy as np
-    from mwr_dask import filters, tiltscheme
-    from mwr_dask.generators import generator_for, volume_rng
-    from mwr_dask.measured import spectrum_noise, write_spectrum
-    from mwr_dask.mrcio import write_volume
+    from mwr_dask.noise import filters, tiltscheme
+    from mwr_dask.noise.generators import generator_for, volume_rng
+    from mwr_dask.noise.measured import spectrum_noise, write_spectrum
+    from mwr_dask.files.mrc import write_volume
 
     # an uneven, asymmetric scheme with gaps (views excluded), as tilt files give
     ANGLES = [-48.0, -45.0, -42.0, -27.0, -24.0, -3.0, 0.0, 3.5, 30.0, 33.0, 57.0, 66.0]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from mwr_dask.generators import generator_for, standard_normal, volume_rng
-from mwr_dask.mrcio import read_volume, write_volume
+from mwr_dask.files.mrc import read_volume, write_volume
+from mwr_dask.noise.generators import generator_for, standard_normal, volume_rng
 
 
 def test_box_muller_numbers_are_independent_standard_normals():

@@ -96,9 +96,9 @@ def test_quota_and_read_only_mid_run_stop_the_run(tmp_path, monkeypatch, code, t
     """
     from distributed import Client
 
-    import mwr_dask.pipeline
+    import mwr_dask.parallel.pipeline
 
-    real, calls = mwr_dask.pipeline.write_volume, []  # the paths asked for, in order
+    real, calls = mwr_dask.parallel.pipeline.write_volume, []  # the paths asked for, in order
 
     def failing(path, *args, **kwargs):
         calls.append(path)
@@ -106,7 +106,7 @@ def test_quota_and_read_only_mid_run_stop_the_run(tmp_path, monkeypatch, code, t
             raise OSError(code, text, str(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(mwr_dask.pipeline, "write_volume", failing)
+    monkeypatch.setattr(mwr_dask.parallel.pipeline, "write_volume", failing)
     source = NoiseSource(8, mode=2, seed=6)
     with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as c:
         done = generate(tmp_path / "out", 400, source, client=c, retries=0)

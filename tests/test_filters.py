@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mwr_dask.filters import (
+from mwr_dask.inspection.spectrum import analyse, slice_power
+from mwr_dask.noise.filters import (
     FILTERS,
     NO_FILTER,
     SIRT_F0,
@@ -20,9 +21,8 @@ from mwr_dask.filters import (
     response,
     unfiltered_profile,
 )
-from mwr_dask.generators import BackProjection, backprojection_operator, volume_rng
-from mwr_dask.geometry import fold_direction, tilt_angles
-from mwr_dask.spectrum import analyse, slice_power
+from mwr_dask.noise.generators import BackProjection, backprojection_operator, volume_rng
+from mwr_dask.noise.geometry import fold_direction, tilt_angles
 
 from .spectra import polar
 
@@ -418,9 +418,9 @@ def test_direction_power_is_one_without_per_view_factors():
 
 
 def test_source_records_the_filter_and_reads_it_back():
-    from mwr_dask.folder import conflicts
-    from mwr_dask.params import params_from_labels
-    from mwr_dask.source import NoiseSource
+    from mwr_dask.files.folder import conflicts
+    from mwr_dask.noise.params import params_from_labels
+    from mwr_dask.noise.source import NoiseSource
 
     plain = NoiseSource(16, seed=3)
     assert plain.labels(2) == NoiseSource(16, seed=3, filter="none").labels(2)
@@ -480,7 +480,7 @@ def test_cli_filter_usage_errors(tmp_path, args, message):
 def test_cli_writes_filtered_volumes_and_refuses_another_filter(tmp_path):
     import mrcfile
 
-    from mwr_dask.source import NoiseSource
+    from mwr_dask.noise.source import NoiseSource
 
     from .helpers import assert_only_volumes, cli
 
@@ -502,9 +502,9 @@ def test_cli_writes_filtered_volumes_and_refuses_another_filter(tmp_path):
 
 @pytest.mark.parametrize("name", ["ramp", "aretomo", "imod"])
 def test_inspect_accepts_a_filtered_folder(tmp_path, name):
+    from mwr_dask.files.mrc import write_volume
     from mwr_dask.inspection import inspect_folder
-    from mwr_dask.mrcio import write_volume
-    from mwr_dask.source import NoiseSource
+    from mwr_dask.noise.source import NoiseSource
 
     source = NoiseSource(32, anglestep=3, seed=8, filter=name)
     folder = tmp_path / "noise"
@@ -523,10 +523,10 @@ def test_inspect_accepts_a_filtered_folder(tmp_path, name):
 
 
 def test_filter_with_a_tilt_file_and_excluded_views(tmp_path):
-    from mwr_dask.folder import conflicts
-    from mwr_dask.params import params_from_labels
-    from mwr_dask.source import NoiseSource
-    from mwr_dask.tiltscheme import read_tilt_file
+    from mwr_dask.files.folder import conflicts
+    from mwr_dask.noise.params import params_from_labels
+    from mwr_dask.noise.schemes import read_tilt_file
+    from mwr_dask.noise.source import NoiseSource
 
     tlt = tmp_path / "ts.tlt"
     tlt.write_text("\n".join(f"{a:.2f}" for a in np.arange(-54.0, 55.0, 3.0)) + "\n")

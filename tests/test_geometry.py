@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mwr_dask.geometry import fold_direction, measured_2d, tilt_angles, wedge_mask
+from mwr_dask.noise.geometry import fold_direction, measured_2d, tilt_angles, wedge_mask
 
 
 def test_tilt_angles_include_maxangle_on_grid():

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mwr_dask.mrcio import is_complete, state_dir, write_volume
-from mwr_dask.params import NoiseParams
-from mwr_dask.pipeline import partition_plan, partition_ranges
+from mwr_dask.files.mrc import is_complete, state_dir, write_volume
+from mwr_dask.noise.params import NoiseParams
+from mwr_dask.parallel.pipeline import partition_plan, partition_ranges
 
 from .conftest import skip_or_fail
 from .helpers import assert_only_volumes, cli

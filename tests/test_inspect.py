@@ -14,16 +14,16 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from mwr_dask.cli import app
-from mwr_dask.generators import generator_for, volume_rng
-from mwr_dask.geometry import measured_2d
+from mwr_dask.files.mrc import state_dir
 from mwr_dask.inspection import FileRecord, inspect_folder, reduce_folder, workers_missing_folder
 from mwr_dask.inspection.duplicates import correlated_pairs, shared_value_pairs
 from mwr_dask.inspection.reading import value_sketch
 from mwr_dask.inspection.rules import compare_spectrum, index_gaps, pooled_moments
-from mwr_dask.mrcio import state_dir
-from mwr_dask.params import NoiseParams
-from mwr_dask.pipeline import run
-from mwr_dask.spectrum import analyse, circular_gap, fit_arc, full_plane, slice_power
+from mwr_dask.inspection.spectrum import analyse, circular_gap, fit_arc, full_plane, slice_power
+from mwr_dask.noise.generators import generator_for, volume_rng
+from mwr_dask.noise.geometry import measured_2d
+from mwr_dask.noise.params import NoiseParams
+from mwr_dask.parallel.pipeline import run
 
 from .daskprocs import DaskProcesses
 from .helpers import cli

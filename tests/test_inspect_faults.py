@@ -21,11 +21,11 @@ import pytest
 from typer.testing import CliRunner
 
 from mwr_dask.cli import app
+from mwr_dask.files.mrc import state_dir
 from mwr_dask.inspection import inspect_folder
 from mwr_dask.inspection.reading import inspect_file, read_volume
-from mwr_dask.mrcio import state_dir
-from mwr_dask.params import NoiseParams
-from mwr_dask.pipeline import run
+from mwr_dask.noise.params import NoiseParams
+from mwr_dask.parallel.pipeline import run
 
 from .helpers import cli
 

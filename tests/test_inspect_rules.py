@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mwr_dask.generators import generator_for, volume_rng
 from mwr_dask.inspection import (
     RULES,
     Facts,
@@ -28,9 +27,10 @@ from mwr_dask.inspection import (
     render_text,
 )
 from mwr_dask.inspection import rules as R  # noqa: N812
+from mwr_dask.inspection.spectrum import analyse, slice_power
 from mwr_dask.inspection.words import plural
-from mwr_dask.params import NoiseParams
-from mwr_dask.spectrum import analyse, slice_power
+from mwr_dask.noise.generators import generator_for, volume_rng
+from mwr_dask.noise.params import NoiseParams
 
 P = NoiseParams(cubesize=16, mode=2, minangle=-60, maxangle=60, seed=3)
 HERE = Path("/nonexistent/noise")

@@ -15,14 +15,14 @@ import mrcfile
 import numpy as np
 import pytest
 
+from mwr_dask.files.mrc import write_volume
 from mwr_dask.inspection import Facts, FileRecord, evaluate, render_json, render_text
 from mwr_dask.inspection import rules as R  # noqa: N812
 from mwr_dask.inspection.reading import inspect_partition
 from mwr_dask.inspection.records import scheme_key
-from mwr_dask.mrcio import write_volume
-from mwr_dask.source import NoiseSource
-from mwr_dask.spectrum import slice_power
-from mwr_dask.tiltscheme import read_tilt_file, regular_scheme
+from mwr_dask.inspection.spectrum import slice_power
+from mwr_dask.noise.schemes import read_tilt_file, regular_scheme
+from mwr_dask.noise.source import NoiseSource
 
 from .helpers import cli
 

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from mwr_dask.cli import app
-from mwr_dask.clusters import batch as jobqueue
-from mwr_dask.clusters import systems
-from mwr_dask.clusters.checks import SINGLE_THREAD_ENV
+from mwr_dask.parallel.clusters import batch as jobqueue
+from mwr_dask.parallel.clusters import systems
+from mwr_dask.parallel.clusters.checks import SINGLE_THREAD_ENV
 
 from .helpers import cli
 
@@ -235,7 +235,7 @@ def test_importing_dask_jobqueue_writes_nothing_to_home_and_keeps_ctrl_c(tmp_pat
         """
         import signal
         before = signal.getsignal(signal.SIGINT)
-        from mwr_dask.clusters.batch import import_dask_jobqueue
+        from mwr_dask.parallel.clusters.batch import import_dask_jobqueue
         import_dask_jobqueue()
         assert signal.getsignal(signal.SIGINT) is before, signal.getsignal(signal.SIGINT)
         """
@@ -257,14 +257,14 @@ def test_importing_dask_jobqueue_writes_nothing_to_home_and_keeps_ctrl_c(tmp_pat
 
 def test_the_cli_does_not_import_dask_jobqueue_without_cluster(tmp_path):
     code = (
-        "import sys; from mwr_dask.cli import app; from mwr_dask import clusters, plan;"
+        "import sys; from mwr_dask.cli import app; from mwr_dask.parallel import clusters, plan;"
         " assert 'dask_jobqueue' not in sys.modules"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     # the cluster package imports Dask only when a cluster is described or started
     code = (
-        "import sys; from mwr_dask.clusters import batch, dashboard, local, remote, systems;"
+        "import sys; from mwr_dask.parallel.clusters import batch, dashboard, local, remote, systems;"
         " assert not {'dask', 'distributed', 'dask_jobqueue'} & set(sys.modules), sys.modules"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -410,8 +410,8 @@ def test_dask_jobqueue_options_are_resolved_once_per_run(monkeypatch):
         return resolve(self)
 
     monkeypatch.setattr(jobqueue.BatchOptions, "resolve", counted)
-    from mwr_dask.clusters import make_cluster
-    from mwr_dask.params import NoiseParams
+    from mwr_dask.noise.params import NoiseParams
+    from mwr_dask.parallel.clusters import make_cluster
 
     options = jobqueue.BatchOptions(system="slurm", jobs=2, cores=4, memory="8GiB")
     assert options.problems() == []

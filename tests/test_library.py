@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 import mwr_dask
 from mwr_dask import NoiseSource, generate
-from mwr_dask.folder import FolderError
-from mwr_dask.run import MwrDaskWarning
+from mwr_dask.files.folder import FolderError
+from mwr_dask.parallel.run import MwrDaskWarning
 
 from .conftest import skip_or_fail
 from .helpers import assert_only_volumes, cli, read_all

@@ -28,10 +28,10 @@ import mrcfile
 import numpy as np
 import pytest
 
-from mwr_dask import measured as m
-from mwr_dask.generators import BackProjection, volume_rng
-from mwr_dask.geometry import fold_direction, tilt_angles
-from mwr_dask.spectrum import analyse, slice_power
+from mwr_dask.inspection.spectrum import analyse, slice_power
+from mwr_dask.noise import measured as m
+from mwr_dask.noise.generators import BackProjection, volume_rng
+from mwr_dask.noise.geometry import fold_direction, tilt_angles
 
 from .helpers import cli
 
@@ -519,7 +519,7 @@ def _tilt_and_frame_split(n=64, noise=0.5):
     independent back-projected noise. Tilt split: one half from the even-numbered tilts, the
     other from the odd-numbered ones.
     """
-    from mwr_dask.generators import backprojection_operator
+    from mwr_dask.noise.generators import backprojection_operator
 
     rng = np.random.default_rng(0)
     z, y, x = np.meshgrid(*[np.arange(n)] * 3, indexing="ij")
@@ -579,8 +579,8 @@ def _two_spectra(tmp_path, n=16):
 
 def test_noise_source_with_spectrum(tmp_path):
     from mwr_dask import NoiseSource
-    from mwr_dask.folder import conflicts
-    from mwr_dask.params import params_from_labels
+    from mwr_dask.files.folder import conflicts
+    from mwr_dask.noise.params import params_from_labels
 
     pa, pb = _two_spectra(tmp_path)
     source = NoiseSource(16, spectrum=pa, seed=3, voxel_size=5.4)
@@ -635,7 +635,7 @@ def test_generate_noise_with_spectrum(tmp_path):
 
 
 def _write_folder(folder, source, count):
-    from mwr_dask.mrcio import write_volume
+    from mwr_dask.files.mrc import write_volume
 
     folder.mkdir()
     for i in range(count):
@@ -694,8 +694,8 @@ def test_generate_on_dask_workers(client, tmp_path):
     """Mode 3 on real worker processes: the volumes are the source's; workers that cannot
     read the spectrum are refused before anything is written."""
     from mwr_dask import NoiseSource, generate
-    from mwr_dask.clusters import ClusterError
-    from mwr_dask.run import check_workers
+    from mwr_dask.parallel.clusters import ClusterError
+    from mwr_dask.parallel.run import check_workers
 
     pa, _ = _two_spectra(tmp_path)
     source = NoiseSource(16, spectrum=pa, seed=2)

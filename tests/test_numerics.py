@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mwr_dask.generators import (
+from mwr_dask.noise.generators import (
     SLOW_FFT_FACTOR,
     cos_sin_degrees,
     cost_note,

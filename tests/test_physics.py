@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mwr_dask.generators import BackProjection, WedgeFilter, generator_for, volume_rng
-from mwr_dask.geometry import tilt_angles
+from mwr_dask.noise.generators import BackProjection, WedgeFilter, generator_for, volume_rng
+from mwr_dask.noise.geometry import tilt_angles
 
 from .spectra import angular_distance_inside, kxkz_power, polar
 
@@ -137,7 +137,7 @@ def test_wedge_filter_equals_filtering_real_white_noise_in_distribution():
     """Drawing in Fourier space must give the variance of real white noise filtered by the mask."""
     n = 16
     wf = WedgeFilter(n, -60.0, 60.0)
-    from mwr_dask.geometry import wedge_mask
+    from mwr_dask.noise.geometry import wedge_mask
 
     mask = wedge_mask(n, -60.0, 60.0)
     rng = np.random.default_rng(0)

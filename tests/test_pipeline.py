@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mwr_dask.generators import generator_for, volume_rng
-from mwr_dask.mrcio import state_dir
-from mwr_dask.params import NoiseParams, params_from_labels
-from mwr_dask.pipeline import PARTITION_BYTES, build_bag, partition_ranges, run
+from mwr_dask.files.mrc import state_dir
+from mwr_dask.noise.generators import generator_for, volume_rng
+from mwr_dask.noise.params import NoiseParams, params_from_labels
+from mwr_dask.parallel.pipeline import PARTITION_BYTES, build_bag, partition_ranges, run
 
 from .helpers import assert_only_volumes, read_all
 

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import mwr_dask.progress as progress_module
+import mwr_dask.cli.progress as progress_module
 from mwr_dask.cli.generate import summarize
-from mwr_dask.params import NoiseParams
-from mwr_dask.pipeline import RunResult
-from mwr_dask.progress import Progress
-from mwr_dask.run import Generated
+from mwr_dask.cli.progress import Progress
+from mwr_dask.noise.params import NoiseParams
+from mwr_dask.parallel.pipeline import RunResult
+from mwr_dask.parallel.run import Generated
 from tests.helpers import cli
 
 RATE = re.compile(r"([0-9.]+) vol/s")

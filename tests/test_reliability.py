@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mwr_dask.folder import conflicts, folder_lock
-from mwr_dask.mrcio import state_dir
-from mwr_dask.params import MAX_TILTS, NoiseParams, validate
+from mwr_dask.files.folder import conflicts, folder_lock
+from mwr_dask.files.mrc import state_dir
+from mwr_dask.noise.params import MAX_TILTS, NoiseParams, validate
 
 from .conftest import skip_or_fail
 from .helpers import assert_only_volumes, cli

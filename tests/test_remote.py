@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from distributed import Client
 
-from mwr_dask.generators import generator_for, volume_rng
-from mwr_dask.params import NoiseParams
-from mwr_dask.pipeline import build_bag, partition_ranges
-from mwr_dask.progress import Progress
+from mwr_dask.cli.progress import Progress
+from mwr_dask.noise.generators import generator_for, volume_rng
+from mwr_dask.noise.params import NoiseParams
+from mwr_dask.parallel.pipeline import build_bag, partition_ranges
 
 from .conftest import skip_or_fail
 from .daskprocs import DaskProcesses

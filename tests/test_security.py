@@ -22,10 +22,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import mrcfile
 import pytest
 
-from mwr_dask.clusters import UsageError, make_cluster
-from mwr_dask.clusters.checks import memory_fraction, memory_problems, worker_memory
-from mwr_dask.clusters.dashboard import dashboard_address, dashboard_link, tunnel_hint
-from mwr_dask.params import NoiseParams
+from mwr_dask.noise.params import NoiseParams
+from mwr_dask.parallel.clusters import UsageError, make_cluster
+from mwr_dask.parallel.clusters.checks import memory_fraction, memory_problems, worker_memory
+from mwr_dask.parallel.clusters.dashboard import dashboard_address, dashboard_link, tunnel_hint
 
 from .conftest import skip_or_fail
 from .daskprocs import DaskProcesses
@@ -124,8 +124,8 @@ def test_nobody_and_root_without_the_keys_cannot_use_a_local_run(tmp_path):
 
 @pytest.mark.slow
 def test_the_batch_credentials_folder_is_private_or_refused(tmp_path):
-    from mwr_dask.clusters import ClusterError
-    from mwr_dask.clusters.batch import private_folder
+    from mwr_dask.parallel.clusters import ClusterError
+    from mwr_dask.parallel.clusters.batch import private_folder
 
     made = private_folder(tmp_path / "sibling" / "tls")
     assert made.is_dir() and (made.stat().st_mode & 0o777) == 0o700
@@ -251,8 +251,8 @@ def test_the_memory_check_counts_dasks_thresholds(tmp_path):
     assert memory_fraction({"pause": False, "terminate": 0.95}) == (0.95, "terminate")
     assert memory_fraction({"pause": False, "terminate": False}) == (1.0, "")
     # a cube between 80% and 100% of a local worker's limit: accepted before, refused now
-    from mwr_dask.clusters.checks import default_ncpus
-    from mwr_dask.generators import peak_bytes
+    from mwr_dask.noise.generators import peak_bytes
+    from mwr_dask.parallel.clusters.checks import default_ncpus
 
     ncpus = default_ncpus()  # more would be capped to the usable cores
     limit = worker_memory(ncpus)
@@ -454,8 +454,8 @@ def test_another_users_dask_scratch_folder_is_never_imported(tmp_path):
 def test_a_temporary_folder_others_can_take_over_is_refused(tmp_path):
     import dask
 
-    from mwr_dask.clusters import ClusterError
-    from mwr_dask.clusters.local import private_scratch
+    from mwr_dask.parallel.clusters import ClusterError
+    from mwr_dask.parallel.clusters.local import private_scratch
 
     loose = tmp_path / "loose"
     loose.mkdir()

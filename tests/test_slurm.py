@@ -19,7 +19,7 @@ import mrcfile
 import numpy as np
 import pytest
 
-from mwr_dask.generators import generator_for, volume_rng
+from mwr_dask.noise.generators import generator_for, volume_rng
 
 from .helpers import assert_only_volumes, cli
 

@@ -11,12 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mwr_dask.folder import conflicts
-from mwr_dask.generators import BackProjection, generator_for, volume_rng
-from mwr_dask.geometry import tilt_angles
-from mwr_dask.params import params_from_labels, parse_labels
-from mwr_dask.source import NoiseSource
-from mwr_dask.tiltscheme import (
+from mwr_dask.files.folder import conflicts
+from mwr_dask.noise.generators import BackProjection, generator_for, volume_rng
+from mwr_dask.noise.geometry import tilt_angles
+from mwr_dask.noise.params import params_from_labels, parse_labels
+from mwr_dask.noise.schemes import (
     EXCLUDED_BY_USER,
     EXCLUDED_DARK,
     EXCLUDED_USETILT,
@@ -31,6 +30,7 @@ from mwr_dask.tiltscheme import (
     read_tilt_file,
     regular_scheme,
 )
+from mwr_dask.noise.source import NoiseSource
 from tests import tiltfixtures as tf
 from tests.helpers import assert_only_volumes, cli, read_all
 from tests.spectra import kxkz_power, polar
@@ -581,7 +581,7 @@ def write_folder(folder: Path, source: NoiseSource, count: int, seeds=None) -> N
     """Write volumes 0..count-1 of ``source`` as generate-noise would (labels included)."""
     from dataclasses import replace
 
-    from mwr_dask.mrcio import write_volume
+    from mwr_dask.files.mrc import write_volume
 
     folder.mkdir()
     tmp = folder.parent / f".{folder.name}.tmp"

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mwr_dask.clusters.systems import SYSTEMS  # no Dask import
+from mwr_dask.parallel.clusters.systems import SYSTEMS  # no Dask import
 
 #: ``--cluster`` names: the batch systems of dask-jobqueue, one entry each in SYSTEMS.
 BATCH_SYSTEMS = tuple(SYSTEMS)
@@ -90,7 +90,7 @@ def plot_problems(plot: Path | None) -> list[str]:
     """Problems with a ``--plot PNG`` option: matplotlib missing, or no folder to write to."""
     if plot is None:
         return []
-    from mwr_dask.plot import PlotUnavailableError, require_matplotlib
+    from mwr_dask.inspection.plot import PlotUnavailableError, require_matplotlib
 
     errors = []
     try:

@@ -1,4 +1,4 @@
-"""``mwr-dask generate-noise``: parse, validate, call :func:`mwr_dask.run.generate`, report.
+"""``mwr-dask generate-noise``: parse, validate, call :func:`mwr_dask.parallel.run.generate`, report.
 
 Heavy modules (numpy, Dask) are imported inside the command, so that ``--help`` and usage
 errors answer at once.
@@ -365,8 +365,8 @@ def generate_noise(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
 ) -> None:
     """Write NUMBER_VOLUME missing-wedge noise volumes of CUBESIZE^3 voxels as MRC files."""
-    from mwr_dask.params import validate
-    from mwr_dask.source import NoiseSource
+    from mwr_dask.noise.params import validate
+    from mwr_dask.noise.source import NoiseSource
 
     range_given = [
         f"--{name}"
@@ -417,11 +417,11 @@ def generate_noise(
             if scheme.gap_note is not None:
                 typer.echo(f"mwr-dask: note: {scheme.gap_note}.", err=True)
 
-    from mwr_dask.clusters import UsageError, make_cluster
+    from mwr_dask.parallel.clusters import UsageError, make_cluster
 
     hpc = batch_cluster(ctx.params, output_folder, errors)
     if ncpus is not None and hpc is None and not (scheduler or scheduler_file):
-        from mwr_dask.cores import local_workers
+        from mwr_dask.parallel.cores import local_workers
 
         ncpus, warning = local_workers(ncpus)  # no more workers than usable cores
         if warning and not quiet:
@@ -480,8 +480,8 @@ def measured_fields(ctx: typer.Context, spectrum: Path, fields: dict) -> None:
     given = [flag for flag in geometry if _given(ctx, flag[2:])]
     if given:
         raise fail(f"--spectrum defines the noise: {', '.join(given)} cannot be given with it.")
-    from mwr_dask.measured import MeasureError, spectrum_noise
-    from mwr_dask.mrcio import read_header
+    from mwr_dask.files.mrc import read_header
+    from mwr_dask.noise.measured import MeasureError, spectrum_noise
 
     try:
         fields["spectrum"] = spectrum_noise(spectrum)
@@ -518,7 +518,7 @@ def tilt_file_problems(
 
 def read_schemes(tilt_files: list[Path], exclude: str | None, invert: bool) -> tuple:
     """Read every --tilt-file; a problem ends the command with its one sentence (exit 2)."""
-    from mwr_dask.tiltscheme import TiltSchemeError, read_tilt_file
+    from mwr_dask.noise.schemes import TiltSchemeError, read_tilt_file
 
     try:
         return tuple(read_tilt_file(path, exclude=exclude, invert=invert) for path in tilt_files)
@@ -544,8 +544,8 @@ def batch_cluster(values: dict, output_folder: Path, errors: list[str]):
     """Return the batch cluster asked for (None without --cluster); problems go to ``errors``."""
     if values["cluster"] is None:
         return None
-    from mwr_dask.clusters.batch import BatchOptions
-    from mwr_dask.mrcio import state_dir
+    from mwr_dask.files.mrc import state_dir
+    from mwr_dask.parallel.clusters.batch import BatchOptions
 
     flags = {name: values[name] for name in BATCH_FLAGS}
     for name in ("job_extra", "prologue"):
@@ -563,15 +563,15 @@ def batch_cluster(values: dict, output_folder: Path, errors: list[str]):
 
 def show_plan(folder: Path, source, start: int, count: int, options, *, adopt_seed, force):
     """Print what a run would do (``--dry-run``) and exit 0."""
-    from mwr_dask.folder import FolderError
-    from mwr_dask.plan import describe_plan
-    from mwr_dask.run import plan_source
+    from mwr_dask.files.folder import FolderError
+    from mwr_dask.parallel.plan import describe_plan
+    from mwr_dask.parallel.run import plan_source
 
     try:
         source, existing = plan_source(folder, source, adopt_seed=adopt_seed, force=force)
     except FolderError as err:
         raise fail(str(err)) from None
-    from mwr_dask.generators import cost_note
+    from mwr_dask.noise.generators import cost_note
 
     fresh = adopt_seed and existing.recorded is None
     typer.echo(
@@ -595,13 +595,13 @@ def show_plan(folder: Path, source, start: int, count: int, options, *, adopt_se
 
 
 def run_and_report(folder: Path, source, start: int, count: int, options, *, quiet, **run):
-    """Run :func:`mwr_dask.run.generate` with progress, and report; exit 1 if a volume failed."""
-    from mwr_dask.clusters import ClusterError
-    from mwr_dask.folder import FolderError
-    from mwr_dask.pipeline import RunResult
-    from mwr_dask.progress import Progress
-    from mwr_dask.run import complete_count, generate
-    from mwr_dask.signals import Interrupted, signals_raise
+    """Run :func:`mwr_dask.parallel.run.generate` with progress, and report; exit 1 if a volume failed."""
+    from mwr_dask.cli.progress import Progress
+    from mwr_dask.cli.signals import Interrupted, signals_raise
+    from mwr_dask.files.folder import FolderError
+    from mwr_dask.parallel.clusters import ClusterError
+    from mwr_dask.parallel.pipeline import RunResult
+    from mwr_dask.parallel.run import complete_count, generate
 
     say = (lambda line: None) if quiet else typer.echo
 
@@ -651,7 +651,7 @@ def summarize(done, say, work: float | None = None) -> None:
     """Print the closing summary and every error.
 
     ``done.seconds`` runs from the cluster's start to the last volume; ``work`` (the progress
-    report's :attr:`~mwr_dask.progress.Progress.elapsed`) the part after the cluster was up,
+    report's :attr:`~mwr_dask.cli.progress.Progress.elapsed`) the part after the cluster was up,
     over which the rate is given, as the progress line gives it.
     """
     result = done.result

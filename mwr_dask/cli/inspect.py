@@ -20,7 +20,7 @@ from mwr_dask.cli.common import (
     fail,
     plot_problems,
 )
-from mwr_dask.cores import local_workers
+from mwr_dask.parallel.cores import local_workers
 
 
 def inspect(
@@ -88,7 +88,7 @@ def inspect(
         errors.append(f"{folder} is not readable.")
     errors += plot_problems(plot)
     if plot is not None and plot.absolute().parent.is_dir():
-        from mwr_dask.plot import inside
+        from mwr_dask.inspection.plot import inside
 
         if folder.is_dir() and inside(plot, folder):
             errors.append(
@@ -97,7 +97,7 @@ def inspect(
             )
     inputs = {}
     if spectrum is not None and not errors:
-        from mwr_dask.measured import MeasureError, read_spectrum
+        from mwr_dask.noise.measured import MeasureError, read_spectrum
 
         try:
             array, digest = read_spectrum(spectrum)
@@ -112,9 +112,9 @@ def inspect(
         if warning:
             typer.echo(warning, err=True)
     # no dashboard: a short read-only run (a remote cluster keeps its own)
-    from mwr_dask.clusters import ClusterError, UsageError, make_cluster, wait_for_workers
-    from mwr_dask.progress import Progress
-    from mwr_dask.signals import Interrupted, signals_raise
+    from mwr_dask.cli.progress import Progress
+    from mwr_dask.cli.signals import Interrupted, signals_raise
+    from mwr_dask.parallel.clusters import ClusterError, UsageError, make_cluster, wait_for_workers
 
     try:
         options = make_cluster(
@@ -168,14 +168,14 @@ def inspect(
     except OSError as err:
         raise fail(f"cannot read {err.filename or folder}: {err.strerror or err}.") from None
     wall = time.perf_counter() - t0
-    from mwr_dask.plot import can_plot
+    from mwr_dask.inspection.plot import can_plot
 
     drawn = plot is not None and can_plot(report)
     if plot is not None:
         if not drawn:
             typer.echo("mwr-dask: warning: no spectrum analysed, no plot written.", err=True)
         else:
-            from mwr_dask.plot import plot_report
+            from mwr_dask.inspection.plot import plot_report
 
             try:
                 plot_report(report, plot)
@@ -216,7 +216,7 @@ def inspect_tomogram(path: Path, tilt_file: Path | None, json_output: bool) -> N
 
     scheme = None
     if tilt_file is not None:
-        from mwr_dask.tiltscheme import TiltSchemeError, read_tilt_file
+        from mwr_dask.noise.schemes import TiltSchemeError, read_tilt_file
 
         try:
             scheme = read_tilt_file(tilt_file)

@@ -72,7 +72,7 @@ def measure_noise(
     even and odd tilts): their difference then holds noise only. Write noise volumes with
     this spectrum with 'mwr-dask generate-noise OUT COUNT N --spectrum SPECTRUM'.
     """
-    from mwr_dask import measured as m
+    from mwr_dask.noise import measured as m
 
     errors = []
     for name, path in (("EVEN", even), ("ODD", odd), ("--mask", mask)):
@@ -140,8 +140,8 @@ def measure_noise(
 
 def describe(result, path: Path, digest: str) -> str:
     """Describe what was measured, in a few lines for people."""
-    from mwr_dask.measured import kxkz_half_sum
-    from mwr_dask.spectrum import analyse
+    from mwr_dask.inspection.spectrum import analyse
+    from mwr_dask.noise.measured import kxkz_half_sum
 
     n = result.cubesize
     lines = [

@@ -21,10 +21,10 @@ import numpy as np
 from mrcfile.dtypes import HEADER_DTYPE
 from mrcfile.mrcinterpreter import MrcInterpreter
 
+from mwr_dask.files.mrc import HEADER_BYTES
 from mwr_dask.inspection.records import FileRecord, is_cube, scheme_key
-from mwr_dask.mrcio import HEADER_BYTES
-from mwr_dask.params import NAME_PATTERN
-from mwr_dask.spectrum import slice_power
+from mwr_dask.inspection.spectrum import slice_power
+from mwr_dask.noise.params import NAME_PATTERN
 
 #: Voxels sampled (same positions in every volume of a shape) for the near-duplicate check.
 SAMPLE_VOXELS = 512
@@ -317,7 +317,7 @@ def inspect_partition(paths: list[str]) -> dict:
     -------
     dict
         ``records``: list of :class:`~.records.FileRecord`; ``spectra``: {side: [sum of
-        :func:`~mwr_dask.spectrum.slice_power`, count]} over the readable, finite cubes;
+        :func:`~mwr_dask.inspection.spectrum.slice_power`, count]} over the readable, finite cubes;
         ``scheme_spectra``: the same per (side, :func:`~.records.scheme_key`) over those of
         them that name their tilt scheme (empty for folders made without ``--tilt-file``).
     """

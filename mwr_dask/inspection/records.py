@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-    from mwr_dask.params import NoiseParams
-    from mwr_dask.spectrum import SpectrumAnalysis
+    from mwr_dask.inspection.spectrum import SpectrumAnalysis
+    from mwr_dask.noise.params import NoiseParams
 
 
 @dataclass
@@ -84,7 +84,7 @@ def scheme_key(labels: list[str]) -> str | None:
     """Return the label naming a volume's own tilt scheme (``scheme=j/K tilts=.. sha=..``).
 
     Volumes of a ``generate-noise --tilt-file ...`` run carry it (see
-    :meth:`~mwr_dask.source.NoiseSource.labels`); ``inspect`` sums the spectra of the volumes
+    :meth:`~mwr_dask.noise.source.NoiseSource.labels`); ``inspect`` sums the spectra of the volumes
     that share it, so that each scheme of a mixture is compared with its own range. None for
     volumes without one (a regular range, a measured spectrum, another program's files).
     """

@@ -23,16 +23,14 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
-from mwr_dask.folder import conflicts
+from mwr_dask.files.folder import conflicts
 from mwr_dask.inspection.duplicates import (
     identical_groups,
     near_duplicates,
 )
 from mwr_dask.inspection.reading import SAMPLE_VOXELS
 from mwr_dask.inspection.records import FileRecord, FolderReport, is_cube, scheme_key
-from mwr_dask.inspection.words import LIST_NAMES, names_list, plural, shape_text
-from mwr_dask.params import MODES, NoiseParams, params_from_labels, parse_labels
-from mwr_dask.spectrum import (
+from mwr_dask.inspection.spectrum import (
     MAX_TILT_GAP_PIXELS,
     MIN_WEDGE_PIXELS,
     SpectrumAnalysis,
@@ -42,6 +40,8 @@ from mwr_dask.spectrum import (
     tilt_gap_pixels,
     wedge_width_pixels,
 )
+from mwr_dask.inspection.words import LIST_NAMES, names_list, plural, shape_text
+from mwr_dask.noise.params import MODES, NoiseParams, params_from_labels, parse_labels
 
 #: Slack (degrees) on top of an edge's resolution when comparing tilt ranges with the labels.
 TILT_SLACK_DEG = 1.5
@@ -208,8 +208,8 @@ class Facts:
         total, count = self.spectra[cube[0]]
         e = self.expected
         if e is not None and e.mode == 1 and e.filter != "none":  # filtered back-projection
-            from mwr_dask.filters import analyse_filtered
-            from mwr_dask.params import tilts_of
+            from mwr_dask.noise.filters import analyse_filtered
+            from mwr_dask.noise.params import tilts_of
 
             return analyse_filtered(total, cube[0], count, e.filter_spec, tilts_of(e))
         return analyse(total, cube[0], count)
@@ -603,8 +603,8 @@ def scheme_spectrum(f: Facts, key: str, params: NoiseParams, labelled: int) -> t
         )
         return entry, found
     if params.mode == 1 and params.filter != "none":  # filtered back-projection
-        from mwr_dask.filters import analyse_filtered
-        from mwr_dask.params import tilts_of
+        from mwr_dask.noise.filters import analyse_filtered
+        from mwr_dask.noise.params import tilts_of
 
         sp = analyse_filtered(total, n, count, params.filter_spec, tilts_of(params))
     else:
@@ -628,7 +628,7 @@ def spectrum_file(f: Facts) -> Found:
     given = f.inputs.get("spectrum")
     if given is None:
         return Found()
-    from mwr_dask.measured import compare_slice_spectra
+    from mwr_dask.noise.measured import compare_slice_spectra
 
     found = Found()
     n = given["array"].shape[0]
@@ -698,9 +698,9 @@ def spectrum_findings(
     """Compare the spectrum with the labels, within what the grid can resolve.
 
     The comparisons know their limits: a cube too small for the band of radii is not
-    analysed; mode 1 tilts further apart than :data:`~mwr_dask.spectrum.MAX_TILT_GAP_PIXELS`
+    analysed; mode 1 tilts further apart than :data:`~mwr_dask.inspection.spectrum.MAX_TILT_GAP_PIXELS`
     show as separate lines, not an arc, so their range is not compared; a labelled wedge
-    narrower than :data:`~mwr_dask.spectrum.MIN_WEDGE_PIXELS` is not expected to show. Each
+    narrower than :data:`~mwr_dask.inspection.spectrum.MIN_WEDGE_PIXELS` is not expected to show. Each
     of these is a warning, not a problem.
 
     Parameters

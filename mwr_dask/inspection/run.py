@@ -20,7 +20,7 @@ from mwr_dask.inspection.reading import file_kind, full_correlation, inspect_chu
 from mwr_dask.inspection.reading import inspect_partition as inspect_partition
 from mwr_dask.inspection.records import FileRecord, FolderReport
 from mwr_dask.inspection.rules import RULES, Facts, Rule, evaluate
-from mwr_dask.params import NAME_PATTERN
+from mwr_dask.noise.params import NAME_PATTERN
 
 
 def entry_kind(entry: os.DirEntry) -> str | None:
@@ -162,7 +162,7 @@ def inspect_folder(
     rules : tuple of Rule
         The rules to apply, in order (default :data:`~.rules.RULES`).
     """
-    from mwr_dask.pipeline import partition_ranges
+    from mwr_dask.parallel.pipeline import partition_ranges
 
     folder = Path(folder).absolute()
     names, others, kinds = scan_folder(folder)

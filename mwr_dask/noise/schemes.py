@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mwr_dask.geometry import tilt_angles
+from mwr_dask.noise.geometry import tilt_angles
 
 #: Format names and what they are.
 FORMATS = {
@@ -249,7 +249,7 @@ class TiltScheme:
     def operator_bytes(self, n: int) -> int:
         """Memory of this scheme's cached mode-1 operator for cubes of side ``n``, bytes.
 
-        The CSR matrix of :func:`mwr_dask.generators.backprojection_operator`: two
+        The CSR matrix of :func:`mwr_dask.noise.generators.backprojection_operator`: two
         linear-interpolation taps per used view and voxel column, each a float32 value and an
         int32 column index, plus int32 row pointers.
         """
@@ -268,7 +268,7 @@ class TiltScheme:
             half = np.ceil(c * (np.abs(np.cos(theta)) + np.abs(np.sin(theta))) - 1e-9)
             bins = int(np.sum(2 * half + 2))
             return self.operator_bytes(n) + 4 * bins * n
-        from mwr_dask.geometry import measured_2d
+        from mwr_dask.noise.geometry import measured_2d
 
         lo, hi = self.wedge_range
         half_plane = n * (n // 2 + 1)
@@ -394,7 +394,7 @@ def parse_exclude(text: str) -> tuple[int, ...]:
 
 
 def regular_scheme(minangle: float, maxangle: float, anglestep: float) -> TiltScheme:
-    """Scheme of today's regular range: the angles of :func:`mwr_dask.geometry.tilt_angles`.
+    """Scheme of today's regular range: the angles of :func:`mwr_dask.noise.geometry.tilt_angles`.
 
     Its :attr:`TiltScheme.angle_tuple` equals ``tuple(tilt_angles(...).tolist())`` exactly, so
     a generator built from it is the one the range builds.
@@ -800,7 +800,7 @@ def read_tilt_file(
 
 @functools.cache
 def _generator(mode: int, n: int, angles: tuple[float, ...], filter=None):
-    from mwr_dask.generators import BackProjection, WedgeFilter
+    from mwr_dask.noise.generators import BackProjection, WedgeFilter
 
     if mode == 1:
         return BackProjection(n, angles) if filter is None else BackProjection(n, angles, filter)
@@ -816,7 +816,7 @@ def generator_for_scheme(mode: int, n: int, scheme: TiltScheme, filter=None):
     continuous range [``scheme.minangle``, ``scheme.maxangle``]. The cache is keyed by the angle
     list and is unbounded, so that a mixture of k schemes, used in turn, never rebuilds an
     operator (its memory: :meth:`TiltScheme.operator_bytes` per scheme). A regular scheme gives
-    the same volumes as :func:`mwr_dask.generators.generator_for` of its range.
+    the same volumes as :func:`mwr_dask.noise.generators.generator_for` of its range.
 
     Parameters
     ----------
@@ -826,14 +826,14 @@ def generator_for_scheme(mode: int, n: int, scheme: TiltScheme, filter=None):
         Cube side, voxels.
     scheme : TiltScheme
         The views; only its used angles matter.
-    filter : mwr_dask.filters.FilterSpec or None
+    filter : mwr_dask.noise.filters.FilterSpec or None
         Mode 1's reconstruction filter; None (or ``none``) for the unfiltered back-projection.
     """
     if filter is not None and filter.is_none:
         filter = None
     extra = () if filter is None else (filter,)
     if scheme.grid is not None:
-        from mwr_dask.generators import generator_for
+        from mwr_dask.noise.generators import generator_for
 
         return generator_for(int(mode), int(n), *scheme.grid, *extra)
     return _generator(int(mode), int(n), scheme.angle_tuple, *extra)

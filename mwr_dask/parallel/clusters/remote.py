@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mwr_dask.clusters.checks import (
+from mwr_dask.parallel.clusters.checks import (
     ClusterError,
     UsageError,
     check_workers,
@@ -30,13 +30,13 @@ from mwr_dask.clusters.checks import (
     quiet_client_logs,
     uninstall_worker_check,
 )
-from mwr_dask.clusters.dashboard import tunnel_hint
+from mwr_dask.parallel.clusters.dashboard import tunnel_hint
 
 if TYPE_CHECKING:
     from distributed import Client
 
-    from mwr_dask.clusters import Say
-    from mwr_dask.params import NoiseParams
+    from mwr_dask.noise.params import NoiseParams
+    from mwr_dask.parallel.clusters import Say
 
 #: Address schemes of a scheduler this module connects to.
 SCHEMES = ("tcp", "tls")

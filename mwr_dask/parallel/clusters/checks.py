@@ -2,7 +2,7 @@
 
 Every worker is checked, those there at the start and those that join later (adaptive
 batch clusters, restarted workers): a worker plugin
-(:class:`~mwr_dask.clusters.plugin.WorkerCheck`) checks a worker when it joins and only
+(:class:`~mwr_dask.parallel.clusters.plugin.WorkerCheck`) checks a worker when it joins and only
 then gives it the resource that every write task of the run requires. A worker that fails
 the check (or that runs code too old to check itself) never holds the resource, so the
 scheduler never gives it a volume to write.
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from distributed import Client
 
-    from mwr_dask.params import NoiseParams
+    from mwr_dask.noise.params import NoiseParams
 
 #: Environment of every worker process: one thread for FFT/BLAS libraries.
 SINGLE_THREAD_ENV = {
@@ -111,8 +111,8 @@ def memory_problems(
     hint : str
         What to do, appended to the sentence (e.g. "use fewer workers (--ncpus)").
     """
-    from mwr_dask.generators import peak_bytes
-    from mwr_dask.params import tilt_count
+    from mwr_dask.noise.generators import peak_bytes
+    from mwr_dask.noise.params import tilt_count
 
     if not limit:
         return []
@@ -183,9 +183,9 @@ def check_versions(client: Client) -> list[str]:
 def probe_folder(folder: str, tmp_dir: str) -> str | None:
     """On a worker: None if it can write ``folder`` with temporaries in ``tmp_dir``, else why not.
 
-    Nothing is written to ``folder`` (see :func:`mwr_dask.mrcio.probe_temporaries`).
+    Nothing is written to ``folder`` (see :func:`mwr_dask.files.mrc.probe_temporaries`).
     """
-    from mwr_dask.mrcio import probe_temporaries
+    from mwr_dask.files.mrc import probe_temporaries
 
     return probe_temporaries(folder, tmp_dir)
 
@@ -278,13 +278,13 @@ def install_worker_check(
 ) -> dict[str, float]:
     """Check every worker, now and as it joins; return the resources write tasks must ask for.
 
-    Registers a :class:`~mwr_dask.clusters.plugin.WorkerCheck` under a name of this run:
+    Registers a :class:`~mwr_dask.parallel.clusters.plugin.WorkerCheck` under a name of this run:
     workers there now are checked at once, those that join later as they join, and only
     those that pass get the run's resource. ``warn`` receives one line per refused worker.
     """
     import uuid
 
-    from mwr_dask.clusters.plugin import WorkerCheck
+    from mwr_dask.parallel.clusters.plugin import WorkerCheck
 
     token = uuid.uuid4().hex[:12]
     if warn is not None:

@@ -71,7 +71,7 @@ import numpy as np
 import scipy.fft
 
 from mwr_dask import __version__
-from mwr_dask.generators import normalize, standard_normal
+from mwr_dask.noise.generators import normalize, standard_normal
 
 #: Most cubes used by default, and fewest accepted (relative error per Fourier pixel 5 %, 25 %).
 MAX_CUBES = 400
@@ -704,7 +704,7 @@ def write_spectrum(
         The halves' voxel size, angstroms, written to the header (the grid's Fourier pixel is
         ``1 / (N * voxel_size)``).
     """
-    from mwr_dask.mrcio import write_volume
+    from mwr_dask.files.mrc import write_volume
 
     check_spectrum(spectrum)
     data = np.ascontiguousarray(spectrum, dtype=np.float32)
@@ -737,7 +737,7 @@ def read_spectrum(path: Path) -> tuple[np.ndarray, str]:
 
 def read_spectrum_labels(path: Path) -> list[str]:
     """Return the header labels of a spectrum file."""
-    from mwr_dask.mrcio import read_header
+    from mwr_dask.files.mrc import read_header
 
     return read_header(Path(path)).labels
 
@@ -833,7 +833,7 @@ COMPARE_SLACK = 0.05
 
 
 def slice_expectation(spectrum: np.ndarray) -> np.ndarray:
-    """Return what :func:`mwr_dask.spectrum.slice_power` of noise with ``spectrum`` averages to.
+    """Return what :func:`mwr_dask.inspection.spectrum.slice_power` of noise with ``spectrum`` averages to.
 
     The sum over y of the (kz, kx) slice periodograms, normalised by the volume's variance,
     is the mean over ky of the 3-D spectrum (Parseval along y), in the half-plane ``rfft``
@@ -855,7 +855,7 @@ def compare_slice_spectra(total: np.ndarray, count: int, spectrum: np.ndarray) -
     Parameters
     ----------
     total : numpy.ndarray
-        Sum of :func:`mwr_dask.spectrum.slice_power` over ``count`` volumes, (n, n // 2 + 1).
+        Sum of :func:`mwr_dask.inspection.spectrum.slice_power` over ``count`` volumes, (n, n // 2 + 1).
     count : int
         Volumes summed.
     spectrum : numpy.ndarray
@@ -868,7 +868,7 @@ def compare_slice_spectra(total: np.ndarray, count: int, spectrum: np.ndarray) -
         ``worst_bin`` ([radius, direction degrees, ratio]), ``log_rms`` (root mean square of
         the natural log of the ratios), ``bins`` (number compared).
     """
-    from mwr_dask.spectrum import full_plane, polar
+    from mwr_dask.inspection.spectrum import full_plane, polar
 
     n = spectrum.shape[0]
     got = full_plane(np.asarray(total, dtype=np.float64) / max(count, 1), n)
@@ -937,7 +937,7 @@ def axis_profiles(spectrum: np.ndarray, cone_deg: float = 20.0) -> dict[str, np.
 def kxkz_half_sum(spectrum: np.ndarray) -> np.ndarray:
     """Sum the power over ky: (kz, kx) half plane, shape (n, n // 2 + 1).
 
-    The layout of :func:`mwr_dask.spectrum.analyse` (``rfft`` order, unshifted).
+    The layout of :func:`mwr_dask.inspection.spectrum.analyse` (``rfft`` order, unshifted).
     """
     n = spectrum.shape[0]
     return np.fft.ifftshift(spectrum.sum(axis=1, dtype=np.float64))[:, : n // 2 + 1]
@@ -949,7 +949,7 @@ def plot_spectrum(spectrum: np.ndarray, path: Path, title: str) -> None:
     Panels: the kx-kz and kx-ky views (log power, averaged over the third axis), and the
     radial profile overall and within 20 degrees of each axis.
     """
-    from mwr_dask.plot import require_matplotlib
+    from mwr_dask.inspection.plot import require_matplotlib
 
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mwr_dask.clusters.checks import (
+from mwr_dask.parallel.clusters.checks import (
     SINGLE_THREAD_ENV,
     ClusterError,
     default_ncpus,
@@ -23,15 +23,15 @@ from mwr_dask.clusters.checks import (
     quiet_client_logs,
     worker_memory,
 )
-from mwr_dask.clusters.dashboard import LOOPBACK, dashboard_address
+from mwr_dask.parallel.clusters.dashboard import LOOPBACK, dashboard_address
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from distributed import Client
 
-    from mwr_dask.clusters import Say
-    from mwr_dask.params import NoiseParams
+    from mwr_dask.noise.params import NoiseParams
+    from mwr_dask.parallel.clusters import Say
 
 
 def temporary_security():

@@ -36,8 +36,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mwr_dask import exactmath
-from mwr_dask.source import _num
+from mwr_dask.noise import exactmath
+from mwr_dask.noise.source import _num
 
 if TYPE_CHECKING:
     import numpy as np
@@ -506,7 +506,7 @@ def direction_power(spec: FilterSpec, angles: np.ndarray, tilt: np.ndarray) -> n
 def analyse_filtered(
     half_sum: np.ndarray, n: int, volumes: int, spec: FilterSpec, angles: np.ndarray
 ):
-    """:func:`mwr_dask.spectrum.analyse` of a filtered mode-1 folder, the filter divided out.
+    """:func:`mwr_dask.inspection.spectrum.analyse` of a filtered mode-1 folder, the filter divided out.
 
     Before the analysis the summed (kz, kx) spectrum is divided by :func:`direction_power`
     (the per-view factors, which would otherwise move the estimated tilt range inwards); after
@@ -517,7 +517,7 @@ def analyse_filtered(
     Parameters
     ----------
     half_sum : numpy.ndarray
-        Sum of :func:`mwr_dask.spectrum.slice_power` over the volumes, shape (n, n // 2 + 1).
+        Sum of :func:`mwr_dask.inspection.spectrum.slice_power` over the volumes, shape (n, n // 2 + 1).
     n : int
         Cube side.
     volumes : int
@@ -529,14 +529,14 @@ def analyse_filtered(
 
     Returns
     -------
-    mwr_dask.spectrum.SpectrumAnalysis
+    mwr_dask.inspection.spectrum.SpectrumAnalysis
     """
     import dataclasses
 
     import numpy as np
 
-    from mwr_dask.geometry import fold_direction
-    from mwr_dask.spectrum import analyse
+    from mwr_dask.inspection.spectrum import analyse
+    from mwr_dask.noise.geometry import fold_direction
 
     f = np.fft.fftfreq(n)
     kz, kx = np.meshgrid(f, f[: n // 2 + 1], indexing="ij")

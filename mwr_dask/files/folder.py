@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from mwr_dask.mrcio import anonymous_temporaries, file_kind, read_header, state_dir
-from mwr_dask.params import (
+from mwr_dask.files.mrc import anonymous_temporaries, file_kind, read_header, state_dir
+from mwr_dask.noise.params import (
     NAME_PATTERN,
     NoiseParams,
     params_from_labels,

@@ -6,11 +6,11 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mwr_dask.params import MODES, NoiseParams
-from mwr_dask.pipeline import partition_plan
+from mwr_dask.noise.params import MODES, NoiseParams
+from mwr_dask.parallel.pipeline import partition_plan
 
 if TYPE_CHECKING:
-    from mwr_dask.clusters import Cluster
+    from mwr_dask.parallel.clusters import Cluster
 
 
 #: How ``--dry-run`` names the seed of a run that will draw a fresh one.
@@ -58,7 +58,7 @@ def describe_plan(
         Output folder (it may not exist).
     existing : list of int
         Indices of the ``n_*.mrc`` files already in the folder.
-    cluster : mwr_dask.clusters.Cluster
+    cluster : mwr_dask.parallel.clusters.Cluster
         Where the work would run.
     fresh_seed : bool
         The run would draw a fresh seed (no ``--seed``, none recorded in the folder): the

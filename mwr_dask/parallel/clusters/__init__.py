@@ -3,10 +3,10 @@
 One object per kind of cluster, all with the small interface of :class:`Cluster`, chosen in
 one place, :func:`make_cluster`:
 
-- :class:`~mwr_dask.clusters.local.LocalCluster`: worker processes on 127.0.0.1;
-- :class:`~mwr_dask.clusters.remote.RemoteCluster`: a scheduler that runs already;
-- :class:`~mwr_dask.clusters.batch.BatchCluster`: workers as SLURM, PBS, ... jobs
-  (each batch system is one entry of :data:`mwr_dask.clusters.systems.SYSTEMS`).
+- :class:`~mwr_dask.parallel.clusters.local.LocalCluster`: worker processes on 127.0.0.1;
+- :class:`~mwr_dask.parallel.clusters.remote.RemoteCluster`: a scheduler that runs already;
+- :class:`~mwr_dask.parallel.clusters.batch.BatchCluster`: workers as SLURM, PBS, ... jobs
+  (each batch system is one entry of :data:`mwr_dask.parallel.clusters.systems.SYSTEMS`).
 
 Local and batch clusters run over TLS with keys made for the run. Modules import Dask only
 when a cluster is described or started, so importing this package is cheap (the CLI's
@@ -23,14 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from mwr_dask.clusters.checks import ClusterError, UsageError, default_ncpus, wait_for_workers
-from mwr_dask.clusters.systems import SYSTEMS
+from mwr_dask.parallel.clusters.checks import (
+    ClusterError,
+    UsageError,
+    default_ncpus,
+    wait_for_workers,
+)
+from mwr_dask.parallel.clusters.systems import SYSTEMS
 
 if TYPE_CHECKING:
     from distributed import Client
 
-    from mwr_dask.clusters.batch import BatchOptions
-    from mwr_dask.params import NoiseParams
+    from mwr_dask.noise.params import NoiseParams
+    from mwr_dask.parallel.clusters.batch import BatchOptions
 
 Say = Callable[[str], None]
 
@@ -114,18 +119,18 @@ def make_cluster(
     if batch is not None:
         if scheduler or scheduler_file:
             raise UsageError("give --cluster or --scheduler/--scheduler-file, not both.")
-        from mwr_dask.clusters.batch import BatchCluster
+        from mwr_dask.parallel.clusters.batch import BatchCluster
 
         return BatchCluster(batch, dashboard_address)
     if scheduler or scheduler_file or configured_scheduler():
-        from mwr_dask.clusters.remote import RemoteCluster
+        from mwr_dask.parallel.clusters.remote import RemoteCluster
 
         remote = RemoteCluster(scheduler, scheduler_file, connect_timeout)
         errors, _ = remote.problems()
         if errors:
             raise UsageError(errors[0])
         return remote
-    from mwr_dask.clusters.local import LocalCluster
+    from mwr_dask.parallel.clusters.local import LocalCluster
 
     return LocalCluster(ncpus, dashboard_address)
 
@@ -172,6 +177,6 @@ class ClusterOptions:
 
 def configured_scheduler() -> str | None:
     """Scheduler address from dask config ``scheduler-address`` / ``DASK_SCHEDULER_ADDRESS``."""
-    from mwr_dask.clusters.remote import configured_scheduler as from_config
+    from mwr_dask.parallel.clusters.remote import configured_scheduler as from_config
 
     return from_config()

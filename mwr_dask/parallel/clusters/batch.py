@@ -1,6 +1,6 @@
 """Dask workers as batch jobs on SLURM, PBS, SGE, LSF, HTCondor, OAR or Moab (dask-jobqueue).
 
-What differs between batch systems is one entry of :data:`mwr_dask.clusters.systems.SYSTEMS`.
+What differs between batch systems is one entry of :data:`mwr_dask.parallel.clusters.systems.SYSTEMS`.
 
 dask-jobqueue does the work: it writes the job scripts, submits and cancels the jobs, and runs
 the scheduler in this process. This module chooses its options, in this order of precedence:
@@ -45,7 +45,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from mwr_dask.clusters.checks import (
+from mwr_dask.parallel.clusters.checks import (
     SINGLE_THREAD_ENV,
     ClusterError,
     UsageError,
@@ -54,14 +54,14 @@ from mwr_dask.clusters.checks import (
     memory_fraction,
     memory_problems,
 )
-from mwr_dask.clusters.dashboard import dashboard_address, dashboard_link, tunnel_hint
-from mwr_dask.clusters.local import private_scratch, temporary_security
-from mwr_dask.clusters.systems import SYSTEMS, job_states
+from mwr_dask.parallel.clusters.dashboard import dashboard_address, dashboard_link, tunnel_hint
+from mwr_dask.parallel.clusters.local import private_scratch, temporary_security
+from mwr_dask.parallel.clusters.systems import SYSTEMS, job_states
 
 if TYPE_CHECKING:
     from distributed import Client
 
-    from mwr_dask.params import NoiseParams
+    from mwr_dask.noise.params import NoiseParams
 #: Memory per worker process when neither a flag nor a configuration gives the job's memory.
 DEFAULT_MEMORY_PER_PROCESS = 2 * 2**30
 #: Seconds between two queries of the batch system while waiting for workers.
@@ -705,7 +705,7 @@ class JobKeeper:
     jobs have ended, drops them from the cluster and lets it submit new ones (a fixed
     ``--jobs N`` is scaled back to N; ``--adapt`` scales up by itself). Jobs that keep ending
     before any of their workers joined (a broken environment) stop the run with a
-    :class:`~mwr_dask.clusters.checks.ClusterError` instead of being resubmitted for ever; the main
+    :class:`~mwr_dask.parallel.clusters.checks.ClusterError` instead of being resubmitted for ever; the main
     thread is interrupted for that, and :attr:`fatal` says why.
     """
 

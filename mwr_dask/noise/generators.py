@@ -11,7 +11,7 @@ Mode 1, back-projection
     voxel of the cube falls inside it at every tilt. The volume is the unfiltered
     back-projection ``v(z, y, x) = sum_theta p_theta(y, x cos theta - z sin theta)`` with linear
     interpolation along t, about the cube centre ``(n - 1) / 2``. With a reconstruction filter
-    (:mod:`mwr_dask.filters`) each projection is first filtered along t (weighted
+    (:mod:`mwr_dask.noise.filters`) each projection is first filtered along t (weighted
     back-projection).
 
 Mode 2, wedge filter
@@ -40,8 +40,8 @@ import numpy as np
 import scipy.fft
 import scipy.sparse
 
-from mwr_dask.filters import NO_FILTER, FilterSpec, response
-from mwr_dask.geometry import measured_2d, tilt_angles
+from mwr_dask.noise.filters import NO_FILTER, FilterSpec, response
+from mwr_dask.noise.geometry import measured_2d, tilt_angles
 
 #: The bit generator behind every volume; changing it changes every volume of every seed.
 BIT_GENERATOR = np.random.SFC64
@@ -303,7 +303,7 @@ def backprojection_operator(n: int, angles: np.ndarray) -> tuple[scipy.sparse.cs
 class BackProjection:
     """Mode 1 generator for one geometry; call it with a random generator.
 
-    With a ``filter`` other than ``none`` (:mod:`mwr_dask.filters`), every projection is
+    With a ``filter`` other than ``none`` (:mod:`mwr_dask.noise.filters`), every projection is
     filtered along t before the back-projection: zero-padded to ``padded_length`` bins (at
     least twice the widest projection, so the filtering is linear, not circular, across the
     cube), one real FFT pair over all projections at once, multiplied by W_v(f).
@@ -425,7 +425,7 @@ def generator_for(
     minangle, maxangle, anglestep : float
         Tilt range and step, degrees (the step is used by mode 1 only).
     filter : FilterSpec
-        Reconstruction filter of mode 1 (:mod:`mwr_dask.filters`); mode 2 takes none.
+        Reconstruction filter of mode 1 (:mod:`mwr_dask.noise.filters`); mode 2 takes none.
     """
     if mode == 1:
         angles = tuple(tilt_angles(minangle, maxangle, anglestep).tolist())

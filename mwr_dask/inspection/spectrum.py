@@ -10,7 +10,7 @@ their number gives the folder's average, which :func:`analyse` turns into number
   arc whose edges best separate a high level from a low one (a two-level least-squares fit,
   which puts each edge where the profile crosses halfway between the two levels). The arc of
   measured directions ``[lo, hi]`` is turned into tilts ``[-hi, -lo]`` (a tilt theta measures
-  the direction (cos theta, -sin theta)); see :mod:`mwr_dask.geometry`;
+  the direction (cos theta, -sin theta)); see :mod:`mwr_dask.noise.geometry`;
 - the wedge ratio: the mean normalised power in the missing wedge over that in the measured
   region, both taken a few degrees away from the edges;
 - the radial fall-off: the log-log slope of the measured region's power against |k|.
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.fft
 
-from mwr_dask.geometry import fold_direction
+from mwr_dask.noise.geometry import fold_direction
 
 #: Width of the direction bins of the arc fit, degrees.
 FIT_BIN_DEG = 0.25
@@ -513,7 +513,7 @@ def expected_tilt_edges(
         of the maximum edge.
     """
     if mode == 1:
-        from mwr_dask.geometry import tilt_angles
+        from mwr_dask.noise.geometry import tilt_angles
 
         tilts = tilt_angles(minangle, maxangle, anglestep)
         first, last = float(tilts[0]), float(tilts[-1])

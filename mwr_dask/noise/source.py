@@ -6,7 +6,7 @@ voxel size). ``source.volume(i)`` (or ``source[i]``) returns exactly the data th
 in any process. The source is a small frozen dataclass: it pickles to a few hundred bytes, so
 it travels cheaply to Dask workers and to PyTorch ``DataLoader`` workers; the operators a
 volume needs (the back-projection matrix, the wedge mask) are built once per process, on
-first use, and cached there (:func:`mwr_dask.generators.generator_for`), never pickled.
+first use, and cached there (:func:`mwr_dask.noise.generators.generator_for`), never pickled.
 
 Views of a source:
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import dask.array
     import numpy as np
 
-    from mwr_dask.tiltscheme import TiltScheme
+    from mwr_dask.noise.schemes import TiltScheme
 
 MODES = {1: "back-projection", 2: "wedge filter", 3: "measured spectrum"}
 
@@ -80,19 +80,19 @@ class NoiseSource:
     voxel_size : float
         Voxel size written to the MRC header, angstroms (it does not change the data).
     tilt_schemes : tuple of TiltScheme
-        Tilt schemes read from the dataset's tilt files (:mod:`mwr_dask.tiltscheme`). Empty:
+        Tilt schemes read from the dataset's tilt files (:mod:`mwr_dask.noise.schemes`). Empty:
         the regular range above. Otherwise they replace it: volume i uses scheme
         ``i mod len(tilt_schemes)`` and is byte-identical to volume i of a source with that
         scheme alone and the same seed (mode 1 back-projects exactly its used angles, mode 2
         uses the wedge of their continuous range).
     spectrum : SpectrumNoise, path or None
         A measured noise spectrum (``mwr-dask measure-noise``): its file, or the small
-        reference (path + digest) :class:`mwr_dask.measured.SpectrumNoise`. Volume i is then
+        reference (path + digest) :class:`mwr_dask.noise.measured.SpectrumNoise`. Volume i is then
         Gaussian noise with exactly that spectrum, the mode is 3 and the tilt fields are not
         used; ``cubesize`` must equal the spectrum's cube. The array is read once per
         process, never pickled with the source.
     filter : str
-        Mode 1's reconstruction filter (:mod:`mwr_dask.filters`): ``none`` (the unfiltered
+        Mode 1's reconstruction filter (:mod:`mwr_dask.noise.filters`): ``none`` (the unfiltered
         back-projection), ``ramp``, ``shepp-logan``, ``cosine``, ``hamming``, ``hann``,
         ``imod``, ``sirt-like``, ``aretomo``.
     radial : tuple of float or None
@@ -135,21 +135,21 @@ class NoiseSource:
         if self.seed is None:
             object.__setattr__(self, "seed", fresh_seed())
         if self.tilt_schemes:
-            from mwr_dask.tiltscheme import TiltScheme
+            from mwr_dask.noise.schemes import TiltScheme
 
             schemes = tuple(self.tilt_schemes)
             if not all(isinstance(s, TiltScheme) for s in schemes):
                 raise ValueError("tilt_schemes must hold TiltScheme objects (read_tilt_file).")
             object.__setattr__(self, "tilt_schemes", schemes)
         if self.spectrum is not None:
-            from mwr_dask.measured import SpectrumNoise, spectrum_noise
+            from mwr_dask.noise.measured import SpectrumNoise, spectrum_noise
 
             if self.tilt_schemes:
                 raise ValueError("a measured spectrum (mode 3) takes no tilt schemes.")
             if not isinstance(self.spectrum, SpectrumNoise):
                 object.__setattr__(self, "spectrum", spectrum_noise(Path(self.spectrum)))
             object.__setattr__(self, "mode", 3)
-        from mwr_dask.params import source_problems
+        from mwr_dask.noise.params import source_problems
 
         problems = source_problems(self)
         if problems:
@@ -162,8 +162,8 @@ class NoiseSource:
 
     @property
     def filter_spec(self):
-        """The reconstruction filter as a :class:`mwr_dask.filters.FilterSpec`."""
-        from mwr_dask.filters import make_filter
+        """The reconstruction filter as a :class:`mwr_dask.noise.filters.FilterSpec`."""
+        from mwr_dask.noise.filters import make_filter
 
         radial = None if self.radial is None else tuple(float(v) for v in self.radial)
         return make_filter(self.filter, radial, self.sirt_iterations)
@@ -273,13 +273,13 @@ class NoiseSource:
         if self.spectrum is not None:
             return self.spectrum  # its amplitude is read once per process and cached
         if self.tilt_schemes:
-            from mwr_dask.tiltscheme import generator_for_scheme
+            from mwr_dask.noise.schemes import generator_for_scheme
 
             scheme = self.scheme_of(index)
             if self.filter == "none":
                 return generator_for_scheme(self.mode, self.cubesize, scheme)
             return generator_for_scheme(self.mode, self.cubesize, scheme, self.filter_spec)
-        from mwr_dask.generators import generator_for
+        from mwr_dask.noise.generators import generator_for
 
         args = (self.mode, self.cubesize, self.minangle, self.maxangle, self.anglestep)
         if self.filter == "none":
@@ -301,7 +301,7 @@ class NoiseSource:
         index = _as_index(index)
         if index < 0:
             raise IndexError(f"volume indices start at 0, not {index}")
-        from mwr_dask.generators import volume_rng
+        from mwr_dask.noise.generators import volume_rng
 
         return self.generator(index)(volume_rng(self.seed, index))
 

@@ -2,10 +2,10 @@
 
 The sequence, in order: take the folder's lock; read what the folder holds and check it
 against the source (the folder guard); check the room on its filesystem and create it; connect
-to a cluster (the caller's client, or the :class:`~mwr_dask.clusters.Cluster` given,
+to a cluster (the caller's client, or the :class:`~mwr_dask.parallel.clusters.Cluster` given,
 started and stopped here: a local cluster by default); check the workers, now and as they
 join; run the Dask pipeline
-(:mod:`mwr_dask.pipeline`), reporting progress; release everything. The command line only
+(:mod:`mwr_dask.parallel.pipeline`), reporting progress; release everything. The command line only
 parses, validates, calls :func:`generate` and reports.
 """
 
@@ -21,15 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mwr_dask.clusters import Cluster, ClusterError, ClusterOptions, make_cluster
-from mwr_dask.clusters.checks import (
-    check_workers,
-    install_worker_check,
-    memory_problems,
-    uninstall_worker_check,
-    wait_for_workers,
-)
-from mwr_dask.folder import (
+from mwr_dask.files.folder import (
     FolderError,
     FolderState,
     folder_lock,
@@ -37,8 +29,16 @@ from mwr_dask.folder import (
     resolve_params,
     scan,
 )
-from mwr_dask.pipeline import RunResult, run
-from mwr_dask.source import NoiseSource
+from mwr_dask.noise.source import NoiseSource
+from mwr_dask.parallel.clusters import Cluster, ClusterError, ClusterOptions, make_cluster
+from mwr_dask.parallel.clusters.checks import (
+    check_workers,
+    install_worker_check,
+    memory_problems,
+    uninstall_worker_check,
+    wait_for_workers,
+)
+from mwr_dask.parallel.pipeline import RunResult, run
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -138,7 +138,7 @@ def generate(
         open. Its workers' package versions, memory and view of the folder are checked, and
         workers that join during the run are checked before they get work.
     cluster : Cluster or ClusterOptions, optional
-        Where to run when no client is given (:func:`mwr_dask.clusters.make_cluster`, or the
+        Where to run when no client is given (:func:`mwr_dask.parallel.clusters.make_cluster`, or the
         options it takes): by default a local cluster of one single-threaded worker process
         per usable core, started and stopped here.
     overwrite : bool
@@ -157,7 +157,7 @@ def generate(
     worker_timeout : float
         Seconds to wait for the first worker.
     on_progress : callable, optional
-        Called with the running :class:`~mwr_dask.pipeline.RunResult` when the work starts
+        Called with the running :class:`~mwr_dask.parallel.pipeline.RunResult` when the work starts
         (the cluster is up) and after each partition.
     say : callable, optional
         Receives one-line reports for people (what is written where, the cluster, the
@@ -192,7 +192,7 @@ def generate(
     result = RunResult(requested=count) if result is None else result
     created = not folder.exists()
     try:
-        from mwr_dask.clusters.batch import BatchCluster
+        from mwr_dask.parallel.clusters.batch import BatchCluster
 
         # its job logs and TLS key files: the sibling
         batch = client is None and isinstance(cluster, BatchCluster)

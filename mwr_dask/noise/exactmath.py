@@ -67,14 +67,14 @@ def power(base: float, exponent: float) -> float:
 
 def cos_turns(t: float) -> float:
     """``cos(2 pi t)``, reduced exactly by quarter turns (see ``cos_sin_degrees``)."""
-    from mwr_dask.generators import cos_sin_degrees
+    from mwr_dask.noise.generators import cos_sin_degrees
 
     return cos_sin_degrees(360.0 * float(t))[0]
 
 
 def sin_turns(t: float) -> float:
     """``sin(2 pi t)``."""
-    from mwr_dask.generators import cos_sin_degrees
+    from mwr_dask.noise.generators import cos_sin_degrees
 
     return cos_sin_degrees(360.0 * float(t))[1]
 

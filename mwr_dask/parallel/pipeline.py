@@ -16,8 +16,8 @@ from pathlib import Path
 import dask.bag as db
 from distributed import Client, as_completed
 
-from mwr_dask.mrcio import is_complete, is_intact, write_volume
-from mwr_dask.params import NoiseParams, volume_name
+from mwr_dask.files.mrc import is_complete, is_intact, write_volume
+from mwr_dask.noise.params import NoiseParams, volume_name
 
 #: Largest output of one partition: bounds the work lost and redone when a worker dies.
 PARTITION_BYTES = 64 * 2**20
@@ -69,11 +69,11 @@ def write_one(
 ) -> dict:
     """Generate volume ``index`` and write it atomically, unless a complete file is there.
 
-    "Complete" is the cheap check of :func:`~mwr_dask.mrcio.is_complete` (a regular file that
+    "Complete" is the cheap check of :func:`~mwr_dask.files.mrc.is_complete` (a regular file that
     mrcfile opens in strict mode, with the right header and size), or with ``verify`` the full
-    check of :func:`~mwr_dask.mrcio.is_intact` (labels and data). ``tmp_dir`` equal to
+    check of :func:`~mwr_dask.files.mrc.is_intact` (labels and data). ``tmp_dir`` equal to
     ``folder`` means anonymous ``O_TMPFILE`` temporaries in the folder itself (see
-    :func:`~mwr_dask.mrcio.write_volume`).
+    :func:`~mwr_dask.files.mrc.write_volume`).
 
     Returns
     -------
@@ -210,7 +210,7 @@ def run(
         is interrupted); a new one by default.
     resources : dict, optional
         Worker resources every task requires (those of the workers that passed the checks,
-        :meth:`mwr_dask.clusters.Cluster.check`).
+        :meth:`mwr_dask.parallel.clusters.Cluster.check`).
 
     The run stops early (``result.stopped``) at a write error that no retry can cure:
     disk full, quota exceeded, read-only filesystem.

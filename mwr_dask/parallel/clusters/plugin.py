@@ -8,7 +8,7 @@ from typing import Any
 from distributed import WorkerPlugin
 from distributed.protocol.pickle import dumps
 
-from mwr_dask.clusters.checks import (
+from mwr_dask.parallel.clusters.checks import (
     CHECKED_RESOURCE,
     REFUSED_TOPIC,
     package_versions,
@@ -27,10 +27,10 @@ class WorkerCheck(WorkerPlugin):
     Parameters
     ----------
     versions : dict
-        The client's :func:`~mwr_dask.clusters.checks.package_versions`.
+        The client's :func:`~mwr_dask.parallel.clusters.checks.package_versions`.
     folder, tmp_dir : str or None
         Output folder and temporaries, probed with
-        :func:`~mwr_dask.clusters.checks.probe_folder`; None skips the probe.
+        :func:`~mwr_dask.parallel.clusters.checks.probe_folder`; None skips the probe.
     """
 
     name = "mwr-dask-check"

@@ -5,7 +5,7 @@ flushed, then linked into place under its name: it has no name until it is compl
 output folder only ever holds complete ``n_*.mrc`` files, and a killed writer leaves nothing
 (the kernel frees the unnamed file). Where the filesystem refuses ``O_TMPFILE`` (NFS, older
 overlay and FUSE filesystems), the caller gives a private folder on the same filesystem (the
-hidden sibling of :mod:`mwr_dask.folder`) for a named temporary that is renamed into place.
+hidden sibling of :mod:`mwr_dask.files.folder`) for a named temporary that is renamed into place.
 
 Existing entries are never opened unless they are regular files (``lstat``, then
 ``O_NOFOLLOW | O_NONBLOCK`` and ``fstat``): a FIFO or a device named ``n_00001.mrc`` cannot

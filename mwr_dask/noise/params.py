@@ -7,7 +7,7 @@ import re
 import struct
 from dataclasses import MISSING, fields
 
-from mwr_dask.source import MODES, NoiseSource  # noqa: F401 - MODES re-exported
+from mwr_dask.noise.source import MODES, NoiseSource  # noqa: F401 - MODES re-exported
 
 #: Names of output volumes; nothing else is ever written to the output folder.
 NAME_PATTERN = re.compile(r"^n_(\d{5,})\.mrc$")
@@ -21,7 +21,7 @@ MAX_TILTS = 10_000
 LABEL_CHARS = 80
 #: Smallest normal and largest float32 (the MRC header's cell sizes are float32).
 F32_TINY, F32_MAX = 2.0**-126, (2 - 2.0**-23) * 2.0**127
-#: Tolerance of :func:`mwr_dask.geometry.tilt_angles` on the last tilt, degrees.
+#: Tolerance of :func:`mwr_dask.noise.geometry.tilt_angles` on the last tilt, degrees.
 _TILT_EPS = 1e-6
 
 
@@ -94,7 +94,7 @@ def params_from_labels(labels: list[str]) -> NoiseParams | None:
 
 def _measured_from_labels(kv: dict[str, str]) -> NoiseParams | None:
     """Rebuild a mode-3 source from its labels: the spectrum known by its digest (no path)."""
-    from mwr_dask.measured import SpectrumNoise
+    from mwr_dask.noise.measured import SpectrumNoise
 
     try:
         return NoiseParams(
@@ -225,7 +225,7 @@ def validate(params: NoiseParams, number_volume: int, start: int) -> list[str]:
         errors.append(problem)
     if p.seed < 0 or p.seed >= SEED_LIMIT:
         errors.append(f"--seed must be 0 or more and less than 2^128, not {p.seed}.")
-    from mwr_dask.filters import filter_problems
+    from mwr_dask.noise.filters import filter_problems
 
     errors += filter_problems(
         getattr(p, "filter", "none"),
@@ -248,7 +248,7 @@ def tilts_of(params: NoiseParams):
 
     (What a worker's cached mode-1 operators hold: one per scheme.)
     """
-    from mwr_dask.geometry import tilt_angles
+    from mwr_dask.noise.geometry import tilt_angles
 
     schemes = getattr(params, "tilt_schemes", ())
     if schemes:

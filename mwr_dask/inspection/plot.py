@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mwr_dask.spectrum import expected_tilt_edges
+from mwr_dask.inspection.spectrum import expected_tilt_edges
 
 if TYPE_CHECKING:
     from mwr_dask.inspection.records import FolderReport

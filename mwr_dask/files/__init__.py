@@ -1,0 +1,1 @@
+"""Files: MRC volumes written atomically, and the output folder (its guard and its lock)."""

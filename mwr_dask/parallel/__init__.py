@@ -1,0 +1,1 @@
+"""The Dask run: the pipeline of volumes, the run sequence, the plan, and the clusters."""
