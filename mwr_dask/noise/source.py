@@ -175,6 +175,17 @@ class NoiseSource:
         """Bytes of one volume file (1024-byte header + float32 data)."""
         return 1024 + 4 * self.cubesize**3
 
+    def peak_bytes(self) -> int:
+        """Estimated peak memory of a worker making and writing volumes of this source, bytes.
+
+        See :func:`mwr_dask.noise.generators.peak_bytes` (mode 3: that of mode 2's arrays).
+        """
+        from mwr_dask.noise.generators import peak_bytes
+        from mwr_dask.noise.params import tilt_count
+
+        filtered = self.filter != "none"
+        return peak_bytes(self.mode, self.cubesize, tilt_count(self), filtered=filtered)
+
     @property
     def tilt(self) -> str:
         """Tilt range as ``min:max:step``, degrees."""

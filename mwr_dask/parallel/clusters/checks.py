@@ -111,14 +111,10 @@ def memory_problems(
     hint : str
         What to do, appended to the sentence (e.g. "use fewer workers (--ncpus)").
     """
-    from mwr_dask.noise.generators import peak_bytes
-    from mwr_dask.noise.params import tilt_count
-
     if not limit:
         return []
     share, name = fraction or memory_fraction()
-    filtered = getattr(params, "filter", "none") != "none"
-    need = peak_bytes(params.mode, params.cubesize, tilt_count(params), filtered=filtered)
+    need = params.peak_bytes()
     usable = int(limit * share)
     if need <= usable:
         return []
