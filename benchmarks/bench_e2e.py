@@ -51,7 +51,7 @@ import scipy.ndimage
 from mwr_dask.files.mrc import state_dir, write_volume
 from mwr_dask.noise.generators import generator_for, volume_rng
 from mwr_dask.noise.geometry import tilt_angles, wedge_mask
-from mwr_dask.noise.params import NoiseParams, volume_name
+from mwr_dask.noise.source import NoiseSource, volume_name
 from mwr_dask.parallel.clusters.local import LocalCluster
 from mwr_dask.parallel.pipeline import partition_ranges, run, write_one
 
@@ -84,7 +84,7 @@ def classic_wedge(n: int, lo: float, hi: float, rng: np.random.Generator) -> np.
     return np.real(np.fft.ifftn(np.fft.fftn(noise) * _full_mask(n, lo, hi))).astype(np.float32)
 
 
-def classic_volume(params: NoiseParams, index: int) -> np.ndarray:
+def classic_volume(params: NoiseSource, index: int) -> np.ndarray:
     """One classic volume of ``params``' geometry."""
     rng = np.random.default_rng((params.seed, index))
     p = params
@@ -138,7 +138,7 @@ def cli_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "mwr_dask"]
 
 
-def time_cli(params: NoiseParams, n: int, ncpus: int, folder: Path, extra: list[str]) -> dict:
+def time_cli(params: NoiseSource, n: int, ncpus: int, folder: Path, extra: list[str]) -> dict:
     fresh(folder)
     cmd = [
         *cli_command(),
@@ -161,7 +161,7 @@ def time_cli(params: NoiseParams, n: int, ncpus: int, folder: Path, extra: list[
     return {"total": wall, "reported": float(done.group(1)) if done else float("nan")}
 
 
-def time_pipeline(params: NoiseParams, n: int, ncpus: int, folder: Path) -> dict:
+def time_pipeline(params: NoiseSource, n: int, ncpus: int, folder: Path) -> dict:
     tmp = fresh(folder)
     generator_for.cache_clear()
     t0 = time.perf_counter()
@@ -181,7 +181,7 @@ def time_pipeline(params: NoiseParams, n: int, ncpus: int, folder: Path) -> dict
     }
 
 
-def time_pool(params: NoiseParams, n: int, ncpus: int, folder: Path) -> dict:
+def time_pool(params: NoiseSource, n: int, ncpus: int, folder: Path) -> dict:
     tmp = fresh(folder)
     generator_for.cache_clear()  # each process builds its operator, as a Dask worker does
     ranges = partition_ranges(0, n, ncpus, params.volume_bytes)
@@ -194,7 +194,7 @@ def time_pool(params: NoiseParams, n: int, ncpus: int, folder: Path) -> dict:
     return {"total": wall, "ms_per_volume_in_worker": 1e3 * sum(s for _, s in done) / n}
 
 
-def time_classic(params: NoiseParams, n: int, sample: int, ncpus: int, folder: Path) -> dict:
+def time_classic(params: NoiseSource, n: int, sample: int, ncpus: int, folder: Path) -> dict:
     fresh(folder)
     chunks = [list(range(k, sample, ncpus)) for k in range(ncpus)]
     t0 = time.perf_counter()
@@ -208,7 +208,7 @@ def time_classic(params: NoiseParams, n: int, sample: int, ncpus: int, folder: P
 # --- per volume, one core -------------------------------------------------------------------
 
 
-def per_volume(params: dict[int, NoiseParams], count: int, classic_count: int, tmp: Path) -> dict:
+def per_volume(params: dict[int, NoiseSource], count: int, classic_count: int, tmp: Path) -> dict:
     """Single-core (median, minimum) times in ms of each step, interleaved volume by volume."""
     steps = {}
     for mode, p in params.items():
@@ -302,7 +302,7 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mwr-bench-", dir=args.workdir)).absolute()
-    params = {m: NoiseParams(cubesize=args.cube, mode=m, seed=1) for m in args.modes}
+    params = {m: NoiseSource(cubesize=args.cube, mode=m, seed=1) for m in args.modes}
     print(f"# mwr-dask benchmark: {args.n} x {args.cube}^3, {args.ncpus} processes")
     print(f"machine: {machine()}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")

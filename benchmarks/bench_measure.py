@@ -32,8 +32,9 @@ import mrcfile
 import numpy as np
 import scipy.fft
 
+from mwr_dask.files.mrc import write_spectrum
 from mwr_dask.noise.generators import WedgeFilter, volume_rng
-from mwr_dask.noise.measured import SpectrumNoise, measure_noise, write_spectrum
+from mwr_dask.noise.measured import SpectrumNoise, measure_noise
 
 
 def uptime() -> str:

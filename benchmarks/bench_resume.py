@@ -21,7 +21,7 @@ import numpy as np
 
 from mwr_dask.files.folder import scan
 from mwr_dask.files.mrc import HEADER_BYTES, is_complete, write_volume
-from mwr_dask.noise.params import NoiseParams
+from mwr_dask.noise.source import NoiseSource
 
 
 def old_is_complete(path: Path, n: int) -> bool:
@@ -41,7 +41,7 @@ def old_is_complete(path: Path, n: int) -> bool:
 
 def main(count: int = 1000, repeats: int = 5) -> None:
     n = 16
-    params = NoiseParams(n, seed=1)
+    params = NoiseSource(n, seed=1)
     data = np.random.default_rng(0).standard_normal((n, n, n)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

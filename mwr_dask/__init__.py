@@ -1,17 +1,24 @@
 """mwr-dask: missing-wedge noise volumes for IsoNet/MWR training, generated with Dask.
 
-The library: :class:`NoiseSource` (volume i as a pure function, sequences, dask arrays) and
-:func:`generate` (the run behind ``mwr-dask generate-noise``). They are imported on first
-use, so that ``import mwr_dask`` (and the command line's ``--help``) stays fast.
+The library: :class:`NoiseSource` (volume i as a pure function, sequences), :func:`to_dask`
+(a lazy dask array of volumes) and :func:`generate` (the run behind ``mwr-dask
+generate-noise``). They are imported on first use, so that ``import mwr_dask`` (and the
+command line's ``--help``) stays fast.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 __version__ = "0.1.0"
 
-__all__ = ["ClusterOptions", "Generated", "NoiseSource", "NoiseVolumes", "__version__", "generate"]
+__all__ = [
+    "ClusterOptions",
+    "Generated",
+    "NoiseSource",
+    "NoiseVolumes",
+    "__version__",
+    "generate",
+    "to_dask",
+]
 
 _LAZY = {
     "NoiseSource": "mwr_dask.noise.source",
@@ -19,12 +26,8 @@ _LAZY = {
     "generate": "mwr_dask.parallel.run",
     "Generated": "mwr_dask.parallel.run",
     "ClusterOptions": "mwr_dask.parallel.clusters",
+    "to_dask": "mwr_dask.parallel.arrays",
 }
-
-if TYPE_CHECKING:
-    from mwr_dask.noise.source import NoiseSource, NoiseVolumes
-    from mwr_dask.parallel.clusters import ClusterOptions
-    from mwr_dask.parallel.run import Generated, generate
 
 
 def __getattr__(name: str):

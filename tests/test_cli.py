@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mwr_dask import __version__
 from mwr_dask.cli import app
-from mwr_dask.noise.params import params_from_labels
+from mwr_dask.noise.source import source_from_labels
 
 from .helpers import assert_only_volumes, cli, read_all
 
@@ -67,7 +67,7 @@ def test_seed_is_recorded_and_reused_when_appending(tmp_path):
     first = runner.invoke(app, ["generate-noise", str(out), "3", "12", *FAST])
     assert first.exit_code == 0, first.output
     seed = int(re.search(r"seed (\d+)", first.output).group(1))
-    assert params_from_labels(labels_of(out / "n_00000.mrc")).seed == seed
+    assert source_from_labels(labels_of(out / "n_00000.mrc")).seed == seed
     # the underscore spelling of the seed's command line, appending without --seed
     second = runner.invoke(app, ["generate_noise", str(out), "2", "12", "--start", "3", *FAST])
     assert second.exit_code == 0, second.output

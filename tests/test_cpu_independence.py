@@ -55,9 +55,11 @@ _CHILD = textwrap.dedent(
     import hashlib, json, sys, tempfile
     from pathlib import Path
     import numpy as np
-    from mwr_dask.noise import filters, tiltscheme
+    from mwr_dask.noise import filters
+    from mwr_dask.noise import schemes as tiltscheme
     from mwr_dask.noise.generators import generator_for, volume_rng
-    from mwr_dask.noise.measured import spectrum_noise, write_spectrum
+    from mwr_dask.files.mrc import write_spectrum
+    from mwr_dask.noise.measured import spectrum_noise
     from mwr_dask.files.mrc import write_volume
 
     # an uneven, asymmetric scheme with gaps (views excluded), as tilt files give

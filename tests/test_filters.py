@@ -5,21 +5,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mwr_dask.inspection.filtered import direction_power, expected_power_ratio, unfiltered_profile
 from mwr_dask.inspection.spectrum import analyse, slice_power
 from mwr_dask.noise.filters import (
     FILTERS,
     NO_FILTER,
     SIRT_F0,
     base_response,
-    direction_power,
-    expected_power_ratio,
     filter_from_label,
     filter_problems,
     imod_view_weights,
     kak_slaney_dc,
     make_filter,
     response,
-    unfiltered_profile,
 )
 from mwr_dask.noise.generators import BackProjection, backprojection_operator, volume_rng
 from mwr_dask.noise.geometry import fold_direction, tilt_angles
@@ -419,8 +417,7 @@ def test_direction_power_is_one_without_per_view_factors():
 
 def test_source_records_the_filter_and_reads_it_back():
     from mwr_dask.files.folder import conflicts
-    from mwr_dask.noise.params import params_from_labels
-    from mwr_dask.noise.source import NoiseSource
+    from mwr_dask.noise.source import NoiseSource, source_from_labels
 
     plain = NoiseSource(16, seed=3)
     assert plain.labels(2) == NoiseSource(16, seed=3, filter="none").labels(2)
@@ -435,7 +432,7 @@ def test_source_records_the_filter_and_reads_it_back():
         labels = source.labels(7)
         assert all(len(lab) <= 80 and lab.isascii() and lab.isprintable() for lab in labels)
         assert len(labels) == len(plain.labels(7)) + 1  # one label more, the filter's
-        assert params_from_labels(labels) == source
+        assert source_from_labels(labels) == source
         assert kwargs["filter"] in source.describe()
         assert conflicts(source, source) == []
         wanted = f"{source.filter_spec.label()} (folder has filter=none)"
@@ -524,9 +521,8 @@ def test_inspect_accepts_a_filtered_folder(tmp_path, name):
 
 def test_filter_with_a_tilt_file_and_excluded_views(tmp_path):
     from mwr_dask.files.folder import conflicts
-    from mwr_dask.noise.params import params_from_labels
     from mwr_dask.noise.schemes import read_tilt_file
-    from mwr_dask.noise.source import NoiseSource
+    from mwr_dask.noise.source import NoiseSource, source_from_labels
 
     tlt = tmp_path / "ts.tlt"
     tlt.write_text("\n".join(f"{a:.2f}" for a in np.arange(-54.0, 55.0, 3.0)) + "\n")
@@ -539,8 +535,8 @@ def test_filter_with_a_tilt_file_and_excluded_views(tmp_path):
     labels = source.labels(3)
     assert labels[-1] == "filter=imod radial=0.35,0.035"
     assert all(len(lab) <= 80 for lab in labels)
-    recorded = params_from_labels(labels)
+    recorded = source_from_labels(labels)
     assert recorded.filter_spec == source.filter_spec
     plain = NoiseSource(24, seed=2, tilt_schemes=(scheme,))
     assert not np.allclose(plain[3], source[3])
-    assert any("filter=none" in c for c in conflicts(recorded, params_from_labels(plain.labels(3))))
+    assert any("filter=none" in c for c in conflicts(recorded, source_from_labels(plain.labels(3))))

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mwr_dask.files.mrc import is_complete, state_dir, write_volume
-from mwr_dask.noise.params import NoiseParams
+from mwr_dask.noise.source import NoiseSource
 from mwr_dask.parallel.pipeline import partition_plan, partition_ranges
 
 from .conftest import skip_or_fail
@@ -201,7 +201,7 @@ def test_unlabelled_volumes_are_foreign_unless_forced(tmp_path):
     for i in (0, 1, 2):
         isonet_volume(folder / f"n_{i:05d}.mrc")
     theirs = {p.name: p.read_bytes() for p in folder.iterdir()}
-    ours = NoiseParams(16, seed=9)
+    ours = NoiseSource(16, seed=9)
     write_volume(folder / "n_00003.mrc", np.zeros((16,) * 3, np.float32), 1.0, ours.labels(3))
     for extra in ([], ["--verify"]):
         run = cli("generate-noise", str(folder), "6", "16", *RUN, *extra)
@@ -238,7 +238,7 @@ def test_a_corrupt_map_id_is_regenerated_on_resume(tmp_path):
 def test_complete_means_mrcfile_opens_it_strictly(tmp_path_factory, offset, value):
     path = tmp_path_factory.mktemp("one") / "n_00000.mrc"
     data = np.random.default_rng(0).standard_normal((8, 8, 8)).astype(np.float32)
-    write_volume(path, data, 1.0, NoiseParams(8).labels(0))
+    write_volume(path, data, 1.0, NoiseSource(8).labels(0))
     raw = bytearray(path.read_bytes())
     raw[offset] = value
     path.write_bytes(bytes(raw))
@@ -299,7 +299,7 @@ def test_dry_run_of_10_21_volumes_is_planned_without_listing_them(tmp_path):
     run = cli("generate-noise", str(tmp_path / "noise"), str(n), "32", "--ncpus", "2",
               "--dry-run", preexec_fn=limit_memory, timeout=120)  # fmt: skip
     assert run.returncode == 0, run.stderr
-    parts, base, extra = partition_plan(0, n, 2, NoiseParams(32).volume_bytes)
+    parts, base, extra = partition_plan(0, n, 2, NoiseSource(32).volume_bytes)
     each = f"{base}" if extra == 0 else f"{base}-{base + 1}"
     assert f"Tasks: {parts:,} (one per partition of {each} volumes)" in run.stdout
     assert os.listdir(tmp_path) == []

@@ -22,7 +22,7 @@ from mwr_dask.inspection.rules import compare_spectrum, index_gaps, pooled_momen
 from mwr_dask.inspection.spectrum import analyse, circular_gap, fit_arc, full_plane, slice_power
 from mwr_dask.noise.generators import generator_for, volume_rng
 from mwr_dask.noise.geometry import measured_2d
-from mwr_dask.noise.params import NoiseParams
+from mwr_dask.noise.source import NoiseSource
 from mwr_dask.parallel.pipeline import run
 
 from .daskprocs import DaskProcesses
@@ -35,7 +35,7 @@ COUNT = 24
 GEOMETRIES = [(1, -60.0, 60.0), (2, -60.0, 60.0), (1, -40.0, 56.0), (2, -40.0, 56.0)]
 
 
-def make_folder(client, folder: Path, params: NoiseParams, count: int = COUNT) -> Path:
+def make_folder(client, folder: Path, params: NoiseSource, count: int = COUNT) -> Path:
     """Generate a folder with the real pipeline."""
     tmp = state_dir(folder) / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,7 @@ def folders(client, tmp_path_factory):
     root = tmp_path_factory.mktemp("inspect")
     out = {}
     for mode, lo, hi in GEOMETRIES:
-        params = NoiseParams(cubesize=N, mode=mode, minangle=lo, maxangle=hi, seed=11)
+        params = NoiseSource(cubesize=N, mode=mode, minangle=lo, maxangle=hi, seed=11)
         out[mode, lo, hi] = make_folder(client, root / f"m{mode}_{lo:g}_{hi:g}", params)
     return out
 
@@ -139,7 +139,7 @@ def test_swapped_axes_put_the_beam_in_the_measured_region():
     lo, hi = sp.tilt_range
     assert lo < -90 or hi > 90  # the measured arc holds the direction +-90 (kz)
     assert (lo, hi) == pytest.approx((-150, -30), abs=1.5)
-    problems = compare_spectrum(sp, NoiseParams(cubesize=n, mode=2))
+    problems = compare_spectrum(sp, NoiseSource(cubesize=n, mode=2))
     assert any("beam direction kz" in p for p in problems)
     assert any("disagrees with the labels" in p for p in problems)
 
@@ -164,11 +164,11 @@ def test_fit_arc_across_plus_minus_90():
 @pytest.mark.slow
 def test_labels_that_disagree_with_the_spectrum_are_a_problem(client, folders):
     sp = inspect_folder(folders[2, -40.0, 56.0], client).spectrum
-    truth = NoiseParams(cubesize=N, mode=2, minangle=-40, maxangle=56)
+    truth = NoiseSource(cubesize=N, mode=2, minangle=-40, maxangle=56)
     assert compare_spectrum(sp, truth) == []
-    flipped = NoiseParams(cubesize=N, mode=2, minangle=-56, maxangle=40)  # mirrored range
+    flipped = NoiseSource(cubesize=N, mode=2, minangle=-56, maxangle=40)  # mirrored range
     assert any("disagrees with the labels" in p for p in compare_spectrum(sp, flipped))
-    other_mode = NoiseParams(cubesize=N, mode=1, minangle=-40, maxangle=56)
+    other_mode = NoiseSource(cubesize=N, mode=1, minangle=-40, maxangle=56)
     assert any("looks like mode 2" in p for p in compare_spectrum(sp, other_mode))
 
 
@@ -242,14 +242,14 @@ def record(index, params, **kw):
 
 
 def test_folder_rules_without_reading_files(tmp_path):
-    p = NoiseParams(cubesize=16, mode=2, minangle=-60, maxangle=60, seed=3)
+    p = NoiseSource(cubesize=16, mode=2, minangle=-60, maxangle=60, seed=3)
     ok = reduce_folder(tmp_path, [record(i, p) for i in (0, 1, 2, 5)], [], {})
     assert ok.ok, ok.problems  # a gap is a warning, not a problem
     assert any("2 indices are missing" in w and "3..4" in w for w in ok.warnings)
     # mode 2 ignores the step: volumes differing only there agree
-    step = NoiseParams(**{**p.as_dict(), "anglestep": 3.0})
+    step = NoiseSource(**{**p.as_dict(), "anglestep": 3.0})
     assert reduce_folder(tmp_path, [record(0, p), record(1, step)], [], {}).ok
-    seed = NoiseParams(**{**p.as_dict(), "seed": 4})
+    seed = NoiseSource(**{**p.as_dict(), "seed": 4})
     mixed = reduce_folder(tmp_path, [record(0, p), record(1, p), record(2, seed)], [], {})
     assert any("1 volume records other parameters" in x and "seed 4" in x for x in mixed.problems)
     stray = reduce_folder(tmp_path, [record(0, p)], ["notes.txt", "sub"], {})

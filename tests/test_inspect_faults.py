@@ -24,7 +24,7 @@ from mwr_dask.cli import app
 from mwr_dask.files.mrc import state_dir
 from mwr_dask.inspection import inspect_folder
 from mwr_dask.inspection.reading import inspect_file, read_volume
-from mwr_dask.noise.params import NoiseParams
+from mwr_dask.noise.source import NoiseSource
 from mwr_dask.parallel.pipeline import run
 
 from .helpers import cli
@@ -41,7 +41,7 @@ def strict_json(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-def generate(client, folder: Path, params: NoiseParams, count: int) -> Path:
+def generate(client, folder: Path, params: NoiseSource, count: int) -> Path:
     """A folder written by the real pipeline (as generate-noise writes it)."""
     tmp = state_dir(folder) / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -71,7 +71,7 @@ def huge_header(src: Path, dst: Path, side: int, size: int | None = None) -> Non
     ("mode", "lo", "hi", "step"), [(1, -60, 60, 30), (1, -89, 89, 1), (2, -89, 89, 1)]
 )
 def test_valid_folders_at_coarse_steps_and_edges_near_90_pass(client, tmp_path, mode, lo, hi, step):
-    params = NoiseParams(cubesize=32, mode=mode, minangle=lo, maxangle=hi, anglestep=step, seed=2)
+    params = NoiseSource(cubesize=32, mode=mode, minangle=lo, maxangle=hi, anglestep=step, seed=2)
     report = inspect_folder(generate(client, tmp_path / "noise", params, 12), client)
     assert report.ok, report.problems
     info = report.summary["spectrum"]
@@ -84,7 +84,7 @@ def test_valid_folders_at_coarse_steps_and_edges_near_90_pass(client, tmp_path, 
 @pytest.mark.slow
 def test_cubes_2_to_7_are_reported_not_a_traceback(client, tmp_path):
     for n in (2, 3, 5, 7):
-        folder = generate(client, tmp_path / f"c{n}", NoiseParams(cubesize=n, seed=1), 3)
+        folder = generate(client, tmp_path / f"c{n}", NoiseSource(cubesize=n, seed=1), 3)
         report = inspect_folder(folder)
         assert report.spectrum is not None and report.spectrum.limit is not None
         assert any(f"{n}^3 is too small for the spectral checks" in w for w in report.warnings)
@@ -124,7 +124,7 @@ def test_non_regular_files_and_oversized_headers_are_not_opened(tmp_path):
 
 @pytest.mark.slow
 def test_links_fifos_and_huge_headers_give_a_report(client, tmp_path):
-    folder = generate(client, tmp_path / "noise", NoiseParams(cubesize=16, seed=1), 3)
+    folder = generate(client, tmp_path / "noise", NoiseSource(cubesize=16, seed=1), 3)
     os.symlink("n_00005.mrc", folder / "n_00005.mrc")  # a loop
     os.mkfifo(folder / "n_00006.mrc")
     os.symlink(tmp_path / "nowhere", folder / "n_00007.mrc")

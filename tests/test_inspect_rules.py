@@ -30,9 +30,9 @@ from mwr_dask.inspection import rules as R  # noqa: N812
 from mwr_dask.inspection.spectrum import analyse, slice_power
 from mwr_dask.inspection.words import plural
 from mwr_dask.noise.generators import generator_for, volume_rng
-from mwr_dask.noise.params import NoiseParams
+from mwr_dask.noise.source import NoiseSource
 
-P = NoiseParams(cubesize=16, mode=2, minangle=-60, maxangle=60, seed=3)
+P = NoiseSource(cubesize=16, mode=2, minangle=-60, maxangle=60, seed=3)
 HERE = Path("/nonexistent/noise")
 
 
@@ -108,9 +108,9 @@ def test_fewer_than_1000_entries_is_a_warning(entries, text):
 
 
 def test_labels_one_parameter_set_by_the_rules_of_appending():
-    step = NoiseParams(**{**P.as_dict(), "anglestep": 3.0})
+    step = NoiseSource(**{**P.as_dict(), "anglestep": 3.0})
     assert R.labels(facts([record(0), record(1, step)])).problems == []  # mode 2: no step
-    seed = NoiseParams(**{**P.as_dict(), "seed": 4})
+    seed = NoiseSource(**{**P.as_dict(), "seed": 4})
     mixed = R.labels(facts([record(0), record(1), record(2, seed)]))
     assert mixed.summary["labels_agreeing"] == 2 and mixed.summary["labels"]["seed"] == 3
     assert mixed.problems == [
@@ -209,7 +209,7 @@ def spectrum_of(mode, n, lo, hi, step, count=8):
 def test_cubes_2_to_7_are_too_small_for_the_spectrum_not_an_error(n):
     sp = analyse(np.ones((n, n // 2 + 1)), n, 1)
     assert sp.limit is not None and f"{n}^3 is too small" in sp.limit
-    found = R.spectrum_findings(sp, NoiseParams(cubesize=n, mode=1))
+    found = R.spectrum_findings(sp, NoiseSource(cubesize=n, mode=1))
     assert found.problems == [] and "too small for the spectral checks" in found.warnings[0]
     assert strict_json(json.dumps(sp.summary()))["limit"] == sp.limit
 
@@ -218,14 +218,14 @@ def test_coarse_tilt_steps_are_not_a_false_failure():
     """-60:60:30 at 32^3: five lines, not an arc; the range is not compared (a warning)."""
     sp = spectrum_of(1, 32, -60, 60, 30)
     out = {}
-    found = R.spectrum_findings(sp, NoiseParams(cubesize=32, mode=1, anglestep=30.0), out)
+    found = R.spectrum_findings(sp, NoiseSource(cubesize=32, mode=1, anglestep=30.0), out)
     assert found.problems == []
     assert "separate lines" in found.warnings[0]
     assert out["tilt_range_agrees"] is None and out["mode_agrees"]
     # a step the grid still fills as an arc is compared as before
     out = {}
     sp = spectrum_of(1, 32, -60, 60, 20)
-    assert R.spectrum_findings(sp, NoiseParams(cubesize=32, mode=1, anglestep=20.0), out) == Found()
+    assert R.spectrum_findings(sp, NoiseSource(cubesize=32, mode=1, anglestep=20.0), out) == Found()
     assert out["tilt_range_agrees"] is True
 
 
@@ -233,7 +233,7 @@ def test_coarse_tilt_steps_are_not_a_false_failure():
 def test_a_wedge_narrower_than_the_grid_is_not_a_false_failure(mode):
     """-89:89:1 at 32^3: mode 1 leaves a wedge of 1 degree, 0.2 Fourier pixel wide."""
     sp = spectrum_of(mode, 32, -89, 89, 1)
-    labels = NoiseParams(cubesize=32, mode=mode, minangle=-89, maxangle=89, anglestep=1.0)
+    labels = NoiseSource(cubesize=32, mode=mode, minangle=-89, maxangle=89, anglestep=1.0)
     out = {}
     found = R.spectrum_findings(sp, labels, out)
     assert found.problems == [], found.problems
@@ -246,7 +246,7 @@ def test_a_missing_wedge_that_should_show_is_still_a_problem():
     """White noise labelled -60:60: the grid resolves that wedge, so its absence is a problem."""
     vols = np.random.default_rng(3).standard_normal((4, 24, 24, 24)).astype(np.float32)
     sp = analyse(sum(slice_power(v) for v in vols), 24, 4)
-    found = R.spectrum_findings(sp, NoiseParams(cubesize=24, mode=2))
+    found = R.spectrum_findings(sp, NoiseSource(cubesize=24, mode=2))
     assert any("no missing wedge" in p for p in found.problems)
 
 
@@ -281,7 +281,7 @@ SINGULAR_PLURAL = re.compile(
 
 
 def test_no_message_says_1_volumes_or_1_entries():
-    seed = NoiseParams(**{**P.as_dict(), "seed": 4})
+    seed = NoiseSource(**{**P.as_dict(), "seed": 4})
     cases = [
         [record(0)],
         [record(0), record(2, nonfinite=1, count=4095), record(3, None), record(4, seed)],

@@ -410,13 +410,13 @@ def test_dask_jobqueue_options_are_resolved_once_per_run(monkeypatch):
         return resolve(self)
 
     monkeypatch.setattr(jobqueue.BatchOptions, "resolve", counted)
-    from mwr_dask.noise.params import NoiseParams
+    from mwr_dask.noise.source import NoiseSource
     from mwr_dask.parallel.clusters import make_cluster
 
     options = jobqueue.BatchOptions(system="slurm", jobs=2, cores=4, memory="8GiB")
     assert options.problems() == []
     cluster = make_cluster(batch=options)
-    assert cluster.memory_problems(NoiseParams(cubesize=32, seed=1)) == []
+    assert cluster.memory_problems(NoiseSource(cubesize=32, seed=1)) == []
     assert cluster.planned_workers() == 8
     assert "SLURM: 2 jobs, each 4 cores" in cluster.describe()
     assert "#SBATCH --mem=8G" in cluster.script()

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mwr_dask
-from mwr_dask import NoiseSource, generate
+from mwr_dask import NoiseSource, generate, to_dask
 from mwr_dask.files.folder import FolderError
 from mwr_dask.parallel.run import MwrDaskWarning
 
@@ -115,13 +115,13 @@ def test_take_pickles_and_iterates():
 @pytest.mark.parametrize("per", [1, 2, 3])
 def test_to_dask_equals_volumes(per):
     source = NoiseSource(12, mode=1, anglestep=15, seed=9)
-    array = source.to_dask(5, start=7, volumes_per_chunk=per)
+    array = to_dask(source, 5, start=7, volumes_per_chunk=per)
     assert array.shape == (5, 12, 12, 12) and array.dtype == np.float32
     assert array.chunks[0] == tuple([per] * (5 // per) + ([5 % per] if 5 % per else []))
     graph = array.__dask_graph__()
     assert len(graph.layers) == 1  # one blockwise layer, whatever the count
     # no task per volume until computed: the chunk sizes (a few bytes per volume) and one layer
-    assert len(pickle.dumps(source.to_dask(100_000).__dask_graph__())) < 3 * 100_000 + 4000
+    assert len(pickle.dumps(to_dask(source, 100_000).__dask_graph__())) < 3 * 100_000 + 4000
     data = array.compute(scheduler="sync")
     for k in range(5):
         assert np.array_equal(data[k], source[7 + k])
@@ -134,7 +134,7 @@ def test_to_dask_to_zarr_on_a_distributed_client(tmp_path, client):
     import zarr
 
     source = NoiseSource(10, mode=2, seed=4)
-    source.to_dask(4, start=2).to_zarr(str(tmp_path / "noise.zarr"))
+    to_dask(source, 4, start=2).to_zarr(str(tmp_path / "noise.zarr"))
     stored = zarr.open(str(tmp_path / "noise.zarr"), mode="r")
     for k in range(4):
         assert np.array_equal(stored[k], source[2 + k])

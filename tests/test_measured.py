@@ -28,6 +28,8 @@ import mrcfile
 import numpy as np
 import pytest
 
+from mwr_dask.files.mrc import write_spectrum
+from mwr_dask.inspection.measured import kxkz_half_sum
 from mwr_dask.inspection.spectrum import analyse, slice_power
 from mwr_dask.noise import measured as m
 from mwr_dask.noise.generators import BackProjection, volume_rng
@@ -170,7 +172,7 @@ def measure_files(pair, **kw):
 
 def generate(spectrum, tmp_path, count, seed=5):
     path = tmp_path / "s.mrc"
-    digest = m.write_spectrum(path, spectrum, ["test"])
+    digest = write_spectrum(path, spectrum, ["test"])
     gen = m.SpectrumNoise(str(path), digest)
     return [gen(volume_rng(seed, i)) for i in range(count)]
 
@@ -205,14 +207,14 @@ def test_backprojection_noise_reproduced(halves, tmp_path):
     assert worst > 0.05  # the comparison sees the noise of the estimate: it is not vacuous
 
     # the wedge on the right side: tilts -40..56 measure directions [-56, 40] of (kx, kz)
-    a = analyse(m.kxkz_half_sum(periodogram(vols).astype(np.float64)), N, 1)
+    a = analyse(kxkz_half_sum(periodogram(vols).astype(np.float64)), N, 1)
     assert a.wedge_found
     lo, hi = a.tilt_range
     assert abs(lo - TILTS[0]) < 6 and abs(hi - TILTS[1]) < 6, a.tilt_range
     assert a.wedge_ratio < 0.05
     # the radial fall-off: that of the estimator's reference, and of mode 1 made directly on
     # the 24^3 grid (about |k|^-2 over shells 4..10 at this size)
-    ref_a = analyse(m.kxkz_half_sum(ref.astype(np.float64)), N, 1)
+    ref_a = analyse(kxkz_half_sum(ref.astype(np.float64)), N, 1)
     assert a.radial_slope == pytest.approx(ref_a.radial_slope, abs=0.15)
     bp24 = BackProjection(N, tuple(tilt_angles(*TILTS, 2.0)))
     direct = sum(slice_power(bp24(volume_rng(9, i))) for i in range(100))
@@ -353,14 +355,15 @@ def test_spectrum_file_round_trip(halves, tmp_path):
     flip = np.roll(s[::-1, ::-1, ::-1], 1, axis=(0, 1, 2))
     np.testing.assert_array_equal(s, flip)
     path = tmp_path / "spec.mrc"
-    digest = m.write_spectrum(path, s, meas.labels(), meas.voxel_size)
+    digest = write_spectrum(path, s, meas.labels(), meas.voxel_size)
     assert os.listdir(tmp_path) == ["spec.mrc"]
     with open(os.devnull, "w") as sink:
         assert mrcfile.validate(str(path), print_file=sink)
     back, digest2 = m.read_spectrum(path)
     np.testing.assert_array_equal(back, s)
     assert digest == digest2 == m.spectrum_digest(s) and len(digest) == 16
-    labels = m.read_spectrum_labels(path)
+    with mrcfile.open(path, header_only=True) as f:
+        labels = [lab.decode() for lab in f.header.label[: f.header.nlabl]]
     text = " ".join(labels)
     for part in ("mwr-dask", "cubes=108", "bp_even.mrc", "bp_odd.mrc", "96x96x64", "@5.4"):
         assert part in text
@@ -374,7 +377,7 @@ def test_generator_properties(tmp_path):
     spec = rng.exponential(size=(n, n, n)).astype(np.float32)
     spec = (spec + spec[::-1, ::-1, ::-1]) / 2  # any non-negative array: made symmetric
     path = tmp_path / "s.mrc"
-    digest = m.write_spectrum(path, spec, ["x"])
+    digest = write_spectrum(path, spec, ["x"])
     gen = m.spectrum_noise(path)
     assert gen == m.SpectrumNoise(str(path.absolute()), digest)
     assert gen.n == n
@@ -390,7 +393,7 @@ def test_generator_properties(tmp_path):
     clone = pickle.loads(blob)
     np.testing.assert_array_equal(clone(volume_rng(11, 3)), v)
     # a file changed since is an error, not silently other noise
-    m.write_spectrum(path, spec * np.float32(2) + 1, ["x"])
+    write_spectrum(path, spec * np.float32(2) + 1, ["x"])
     other = m.SpectrumNoise(str(path.absolute()), digest)
     with pytest.raises(m.MeasureError, match="changed"):
         other(volume_rng(0, 0))
@@ -572,15 +575,15 @@ def _two_spectra(tmp_path, n=16):
     a = m.normalise_spectrum(np.exp(-((kz / 3) ** 2)) + 0.1 * np.ones((n, n, n)))
     b = m.normalise_spectrum(np.exp(-((kx / 3) ** 2)) + 0.1 * np.ones((n, n, n)))
     pa, pb = tmp_path / "a.mrc", tmp_path / "b.mrc"
-    m.write_spectrum(pa, a, ["a"], 5.4)
-    m.write_spectrum(pb, b, ["b"], 5.4)
+    write_spectrum(pa, a, ["a"], 5.4)
+    write_spectrum(pb, b, ["b"], 5.4)
     return pa, pb
 
 
 def test_noise_source_with_spectrum(tmp_path):
     from mwr_dask import NoiseSource
     from mwr_dask.files.folder import conflicts
-    from mwr_dask.noise.params import params_from_labels
+    from mwr_dask.noise.source import source_from_labels
 
     pa, pb = _two_spectra(tmp_path)
     source = NoiseSource(16, spectrum=pa, seed=3, voxel_size=5.4)
@@ -591,7 +594,7 @@ def test_noise_source_with_spectrum(tmp_path):
     labels = source.labels(2)
     assert f"spectrum={gen.digest}" in labels[0] and "mode=3" in labels[0]
     assert all(len(label) <= 80 for label in labels)
-    back = params_from_labels(labels)
+    back = source_from_labels(labels)
     assert back.mode == 3 and back.spectrum.digest == gen.digest and back.seed == 3
     assert conflicts(back, source) == []
     other = NoiseSource(16, spectrum=pb, seed=3, voxel_size=5.4)

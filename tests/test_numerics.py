@@ -8,9 +8,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mwr_dask.noise.exactmath import cos_sin_degrees
 from mwr_dask.noise.generators import (
     SLOW_FFT_FACTOR,
-    cos_sin_degrees,
     cost_note,
     largest_prime_factor,
     standard_normal,

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 
 from mwr_dask.files.mrc import state_dir
 from mwr_dask.noise.generators import generator_for, volume_rng
-from mwr_dask.noise.params import NoiseParams, params_from_labels
+from mwr_dask.noise.source import NoiseSource, source_from_labels
 from mwr_dask.parallel.pipeline import PARTITION_BYTES, build_bag, partition_ranges, run
 
 from .helpers import assert_only_volumes, read_all
 
-PARAMS = NoiseParams(cubesize=16, mode=1, minangle=-50, maxangle=60, anglestep=5, seed=42)
+PARAMS = NoiseSource(cubesize=16, mode=1, minangle=-50, maxangle=60, anglestep=5, seed=42)
 
 
 def generate(client, folder: Path, params=PARAMS, start=0, count=12, **kw):
@@ -45,7 +45,7 @@ def test_partitions_cover_every_index_once(start, count, workers, size):
 
 @pytest.mark.parametrize("mode", [1, 2])
 def test_files_are_valid_and_match_the_generator(client, tmp_path, mode):
-    params = NoiseParams(
+    params = NoiseSource(
         cubesize=16, mode=mode, minangle=-40, maxangle=56, anglestep=4, seed=7, voxel_size=4.35
     )
     folder = tmp_path / "noise"
@@ -59,7 +59,7 @@ def test_files_are_valid_and_match_the_generator(client, tmp_path, mode):
             assert m.header.mode == 2
             assert np.isclose(m.voxel_size.x, 4.35)
             labels = [lab.decode() for lab in m.header.label[: m.header.nlabl]]
-            assert params_from_labels(labels) == params
+            assert source_from_labels(labels) == params
             assert f"index={i}" in labels[0]
             np.testing.assert_array_equal(m.data, g(volume_rng(7, i)))
     # temporaries live outside the folder and are gone

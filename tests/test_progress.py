@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 import mwr_dask.cli.progress as progress_module
 from mwr_dask.cli.generate import summarize
 from mwr_dask.cli.progress import Progress
-from mwr_dask.noise.params import NoiseParams
+from mwr_dask.noise.source import NoiseSource
 from mwr_dask.parallel.pipeline import RunResult
 from mwr_dask.parallel.run import Generated
 from tests.helpers import cli
 
 RATE = re.compile(r"([0-9.]+) vol/s")
-PARAMS = NoiseParams(
+PARAMS = NoiseSource(
     cubesize=16, mode=2, minangle=-60.0, maxangle=60.0, anglestep=2.0, seed=1, voxel_size=1.0
 )
 

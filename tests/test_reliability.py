@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from mwr_dask.files.folder import conflicts, folder_lock
 from mwr_dask.files.mrc import state_dir
-from mwr_dask.noise.params import MAX_TILTS, NoiseParams, validate
+from mwr_dask.noise.source import MAX_TILTS, NoiseSource, validate
 
 from .conftest import skip_or_fail
 from .helpers import assert_only_volumes, cli
@@ -249,7 +249,7 @@ def test_validation_accepts_exactly_the_valid_parameters(
     )
     if valid:  # and every label of the run, with the largest seed, fits 80 characters
         try:
-            worst = NoiseParams(**{**fields, "seed": 2**128 - 1}, voxel_size=voxel)
+            worst = NoiseSource(**{**fields, "seed": 2**128 - 1}, voxel_size=voxel)
             valid = all(len(label) <= 80 for label in worst.labels(start + n - 1))
         except ValueError:  # the labels of index 0 are already too long
             valid = False
@@ -259,7 +259,7 @@ def test_validation_accepts_exactly_the_valid_parameters(
 
 
 params_st = st.builds(
-    NoiseParams,
+    NoiseSource,
     cubesize=st.sampled_from([32, 64]),
     mode=st.sampled_from([1, 2]),
     minangle=st.sampled_from([-60.0, -40.0]),

@@ -17,7 +17,7 @@ from distributed import Client
 
 from mwr_dask.cli.progress import Progress
 from mwr_dask.noise.generators import generator_for, volume_rng
-from mwr_dask.noise.params import NoiseParams
+from mwr_dask.noise.source import NoiseSource
 from mwr_dask.parallel.pipeline import build_bag, partition_ranges
 
 from .conftest import skip_or_fail
@@ -195,7 +195,7 @@ def test_the_printed_dashboard_serves_during_a_local_run(tmp_path):
 
 
 def test_graph_stays_small_for_100000_volumes(tmp_path):
-    params = NoiseParams(cubesize=64, seed=1)
+    params = NoiseSource(cubesize=64, seed=1)
     ranges = partition_ranges(0, 100_000, 64, params.volume_bytes)
     bag = build_bag(params, ranges, tmp_path, tmp_path)
     graph = dict(bag.__dask_graph__())

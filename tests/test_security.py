@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import mrcfile
 import pytest
 
-from mwr_dask.noise.params import NoiseParams
+from mwr_dask.noise.source import NoiseSource
 from mwr_dask.parallel.clusters import UsageError, make_cluster
 from mwr_dask.parallel.clusters.checks import memory_fraction, memory_problems, worker_memory
 from mwr_dask.parallel.clusters.dashboard import dashboard_address, dashboard_link, tunnel_hint
@@ -260,7 +260,7 @@ def test_the_memory_check_counts_dasks_thresholds(tmp_path):
         n for n in range(64, 4096, 4)
         if 0.8 * limit < peak_bytes(2, n, 61) <= limit
     )  # fmt: skip
-    params = NoiseParams(cubesize=n, mode=2, seed=1)
+    params = NoiseSource(cubesize=n, mode=2, seed=1)
     assert memory_problems(params, limit, (1.0, "")) == []
     (problem,) = memory_problems(params, limit)
     assert "memory pause threshold is 80%" in problem

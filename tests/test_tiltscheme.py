@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from mwr_dask.files.folder import conflicts
 from mwr_dask.noise.generators import BackProjection, generator_for, volume_rng
 from mwr_dask.noise.geometry import tilt_angles
-from mwr_dask.noise.params import params_from_labels, parse_labels
 from mwr_dask.noise.schemes import (
     EXCLUDED_BY_USER,
     EXCLUDED_DARK,
@@ -30,7 +29,7 @@ from mwr_dask.noise.schemes import (
     read_tilt_file,
     regular_scheme,
 )
-from mwr_dask.noise.source import NoiseSource
+from mwr_dask.noise.source import NoiseSource, parse_labels, source_from_labels
 from tests import tiltfixtures as tf
 from tests.helpers import assert_only_volumes, cli, read_all
 from tests.spectra import kxkz_power, polar
@@ -469,7 +468,7 @@ def test_labels_of_a_scheme_volume_read_back(files):
     labels = source.labels(5)
     kv = parse_labels(labels)
     assert kv["schemes"] == source.schemes_record and kv["sha"] == scheme.digest
-    back = params_from_labels(labels)
+    back = source_from_labels(labels)
     assert (back.minangle, back.maxangle, back.seed) == (-45.0, 66.0, 8)
     assert back.anglestep == pytest.approx(3.0)
     # a regular source keeps today's labels
@@ -480,7 +479,7 @@ def test_folder_guard_compares_schemes(files):
     a = NoiseSource(16, seed=1, tilt_schemes=(read_tilt_file(files["aln"]),))
     b = NoiseSource(16, seed=1, tilt_schemes=(read_tilt_file(files["tlt"]),))
     same = NoiseSource(16, seed=1, tilt_schemes=(read_tilt_file(files["xml"]),))  # same angles
-    recorded = params_from_labels(a.labels(0))
+    recorded = source_from_labels(a.labels(0))
     assert conflicts(recorded, same, a.schemes_record) == []
     assert "tilt schemes" in conflicts(recorded, b, a.schemes_record)[0]
     assert "tilts -60:60:2" in conflicts(recorded, NoiseSource(16, seed=1), a.schemes_record)[0]

@@ -16,8 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mwr_dask.generators import BackProjection, volume_rng
-from mwr_dask.tiltscheme import read_tilt_file
+from mwr_dask.noise.generators import BackProjection, volume_rng
+from mwr_dask.noise.schemes import read_tilt_file
 from tests import tiltfixtures as tf
 from tests.spectra import kxkz_power
 

@@ -365,8 +365,7 @@ def generate_noise(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
 ) -> None:
     """Write NUMBER_VOLUME missing-wedge noise volumes of CUBESIZE^3 voxels as MRC files."""
-    from mwr_dask.noise.params import validate
-    from mwr_dask.noise.source import NoiseSource
+    from mwr_dask.noise.source import NoiseSource, validate
 
     range_given = [
         f"--{name}"

@@ -72,6 +72,8 @@ def measure_noise(
     even and odd tilts): their difference then holds noise only. Write noise volumes with
     this spectrum with 'mwr-dask generate-noise OUT COUNT N --spectrum SPECTRUM'.
     """
+    from mwr_dask.files.mrc import write_spectrum
+    from mwr_dask.inspection.measured import plot_spectrum
     from mwr_dask.noise import measured as m
 
     errors = []
@@ -117,13 +119,13 @@ def measure_noise(
         if plot is not None:
             # drawn first, renamed into place after the spectrum: nothing is left on error
             plot_tmp = plot.absolute().parent / f".{plot.name}.{uuid.uuid4().hex[:8]}.tmp"
-            m.plot_spectrum(
+            plot_spectrum(
                 result.spectrum,
                 plot_tmp,
                 f"{spectrum.name}: noise of {result.odd.name} - {result.even.name},"
                 f" {result.cubes} cubes of {cubesize}^3",
             )
-        digest = m.write_spectrum(out, result.spectrum, result.labels(), result.voxel_size)
+        digest = write_spectrum(out, result.spectrum, result.labels(), result.voxel_size)
         if plot_tmp is not None:
             os.replace(plot_tmp, plot)
             plot_tmp = None
@@ -140,8 +142,8 @@ def measure_noise(
 
 def describe(result, path: Path, digest: str) -> str:
     """Describe what was measured, in a few lines for people."""
+    from mwr_dask.inspection.measured import kxkz_half_sum
     from mwr_dask.inspection.spectrum import analyse
-    from mwr_dask.noise.measured import kxkz_half_sum
 
     n = result.cubesize
     lines = [

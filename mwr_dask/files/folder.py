@@ -15,11 +15,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mwr_dask.files.mrc import anonymous_temporaries, file_kind, read_header, state_dir
-from mwr_dask.noise.params import (
+from mwr_dask.noise.source import (
     NAME_PATTERN,
-    NoiseParams,
-    params_from_labels,
+    NoiseSource,
     parse_labels,
+    source_from_labels,
     volume_name,
 )
 
@@ -37,7 +37,7 @@ class FolderState:
         Indices of the ``n_*.mrc`` regular files, ascending.
     others : list of str
         Entries that are not ``n_*.mrc`` (IsoNet would open them as volumes).
-    recorded : NoiseParams or None
+    recorded : NoiseSource or None
         Parameters recorded in the labels of the first readable mwr-dask volume.
     cubesizes : set of int
         Cube sides seen in the headers that were read.
@@ -55,7 +55,7 @@ class FolderState:
 
     indices: list[int] = field(default_factory=list)
     others: list[str] = field(default_factory=list)
-    recorded: NoiseParams | None = None
+    recorded: NoiseSource | None = None
     cubesizes: set[int] = field(default_factory=set)
     irregular: list[tuple[str, str]] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)
@@ -102,7 +102,7 @@ def scan(folder: Path, *, headers: int | None = None) -> FolderState:
             continue
         if not header.is_mrc:  # garbage or a corrupt map ID: the run replaces it
             continue
-        recorded = params_from_labels(header.labels)
+        recorded = source_from_labels(header.labels)
         if recorded is None:
             state.unlabelled.append(name)
             continue
@@ -114,7 +114,7 @@ def scan(folder: Path, *, headers: int | None = None) -> FolderState:
     return state
 
 
-def conflicts(recorded: NoiseParams, wanted: NoiseParams, recorded_schemes: str = "") -> list[str]:
+def conflicts(recorded: NoiseSource, wanted: NoiseSource, recorded_schemes: str = "") -> list[str]:
     """Differences between the parameters a folder records and those of a new run.
 
     ``recorded_schemes`` is the folder's ``schemes=K:digest`` label ('' for a range): tilt
@@ -154,7 +154,7 @@ class FolderError(RuntimeError):
     """The output folder cannot be used as asked; the message is one sentence."""
 
 
-def folder_problems(folder: Path, state: FolderState, params: NoiseParams) -> list[str]:
+def folder_problems(folder: Path, state: FolderState, params: NoiseSource) -> list[str]:
     """Why the volumes of ``params`` may not be added to ``folder``, one reason each.
 
     Recorded parameters that differ (each difference named, for every set of parameters
@@ -181,15 +181,15 @@ def folder_problems(folder: Path, state: FolderState, params: NoiseParams) -> li
 
 
 def resolve_params(
-    folder: Path, wanted: NoiseParams, *, seed_given: bool, force: bool, fresh_seed: int
-) -> tuple[NoiseParams, FolderState]:
+    folder: Path, wanted: NoiseSource, *, seed_given: bool, force: bool, fresh_seed: int
+) -> tuple[NoiseSource, FolderState]:
     """Parameters of the run: the folder's recorded seed unless one is given, checked for conflicts.
 
     Parameters
     ----------
     folder : pathlib.Path
         Output folder (may not exist yet).
-    wanted : NoiseParams
+    wanted : NoiseSource
         Parameters asked for; its seed counts only if ``seed_given``.
     seed_given : bool
         Whether the user gave a seed.

@@ -37,6 +37,8 @@ from mrcfile.constants import MAP_ID
 from mrcfile.dtypes import HEADER_DTYPE
 from mrcfile.mrcinterpreter import MrcInterpreter
 
+from mwr_dask.noise.measured import check_spectrum, spectrum_digest
+
 HEADER_BYTES = 1024
 #: Most labels an MRC header holds, and the longest label.
 MAX_LABELS, LABEL_BYTES = 10, 80
@@ -472,3 +474,27 @@ def read_volume(path: Path) -> np.ndarray:
     os.close(open_regular(path))
     with mrcfile.open(path, permissive=True) as mrc:
         return np.asarray(mrc.data, dtype=np.float32).copy()
+
+
+def write_spectrum(
+    path: Path, spectrum: np.ndarray, labels: list[str], voxel_size: float = 1.0
+) -> str:
+    """Write ``spectrum`` to ``path`` as a float32 MRC file, atomically; return its digest.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        Destination (replaced if it exists; a temporary file in the same folder is renamed).
+    spectrum : numpy.ndarray
+        (N, N, N), axes (kz, ky, kx), fftshifted (see the module's documentation).
+    labels : list of str
+        Up to 10 printable ASCII labels of at most 80 characters.
+    voxel_size : float
+        The halves' voxel size, angstroms, written to the header (the grid's Fourier pixel is
+        ``1 / (N * voxel_size)``).
+    """
+    check_spectrum(spectrum)
+    data = np.ascontiguousarray(spectrum, dtype=np.float32)
+    path = Path(path)
+    write_volume(path, data, voxel_size if voxel_size > 0 else 1.0, labels, path.parent)
+    return spectrum_digest(data)

@@ -24,7 +24,7 @@ from mrcfile.mrcinterpreter import MrcInterpreter
 from mwr_dask.files.mrc import HEADER_BYTES
 from mwr_dask.inspection.records import FileRecord, is_cube, scheme_key
 from mwr_dask.inspection.spectrum import slice_power
-from mwr_dask.noise.params import NAME_PATTERN
+from mwr_dask.noise.source import NAME_PATTERN
 
 #: Voxels sampled (same positions in every volume of a shape) for the near-duplicate check.
 SAMPLE_VOXELS = 512

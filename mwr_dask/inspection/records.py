@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from mwr_dask.inspection.spectrum import SpectrumAnalysis
-    from mwr_dask.noise.params import NoiseParams
+    from mwr_dask.noise.source import NoiseSource
 
 
 @dataclass
@@ -116,7 +116,7 @@ class FolderReport:
         Findings worth a look that do not fail the folder.
     spectrum : SpectrumAnalysis or None
         Analysis of the averaged spectrum of the main cube size.
-    expected : NoiseParams or None
+    expected : NoiseSource or None
         Parameters the labels of most volumes record.
     """
 
@@ -127,7 +127,7 @@ class FolderReport:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     spectrum: SpectrumAnalysis | None = None
-    expected: NoiseParams | None = None
+    expected: NoiseSource | None = None
 
     @property
     def ok(self) -> bool:

@@ -11,7 +11,7 @@ from mwr_dask.inspection.duplicates import NEAR_CORRELATION, NEAR_SHARED
 from mwr_dask.inspection.reading import SAMPLE_VOXELS
 from mwr_dask.inspection.records import FolderReport
 from mwr_dask.inspection.words import plural, shape_text
-from mwr_dask.noise.params import MODES
+from mwr_dask.noise.source import MODES
 
 
 def _others(count: int) -> str:

@@ -41,7 +41,7 @@ from mwr_dask.inspection.spectrum import (
     wedge_width_pixels,
 )
 from mwr_dask.inspection.words import LIST_NAMES, names_list, plural, shape_text
-from mwr_dask.noise.params import MODES, NoiseParams, params_from_labels, parse_labels
+from mwr_dask.noise.source import MODES, NoiseSource, parse_labels, source_from_labels
 
 #: Slack (degrees) on top of an edge's resolution when comparing tilt ranges with the labels.
 TILT_SLACK_DEG = 1.5
@@ -108,9 +108,9 @@ class Facts:
         self.records = sorted(self.records, key=lambda r: (r.index, r.name))
 
     @cached_property
-    def recorded(self) -> list[NoiseParams | None]:
+    def recorded(self) -> list[NoiseSource | None]:
         """The parameters each record's labels give (None without mwr-dask labels)."""
-        return [params_from_labels(r.labels) for r in self.records]
+        return [source_from_labels(r.labels) for r in self.records]
 
     @cached_property
     def label_counts(self) -> Counter:
@@ -137,7 +137,7 @@ class Facts:
         return bool(self.mixture) and len(self.label_counts) > 1
 
     @cached_property
-    def scheme_groups(self) -> list[tuple[str, NoiseParams, int]]:
+    def scheme_groups(self) -> list[tuple[str, NoiseSource, int]]:
         """(scheme label, the parameters its volumes record, their number), by scheme number.
 
         The volumes of a mixture grouped by the label naming their own scheme
@@ -154,7 +154,7 @@ class Facts:
         )
 
     @cached_property
-    def expected(self) -> NoiseParams | None:
+    def expected(self) -> NoiseSource | None:
         """The parameters most volumes record, or None.
 
         For a tilt-file mixture: those of the commonest scheme with the union of the schemes'
@@ -208,8 +208,8 @@ class Facts:
         total, count = self.spectra[cube[0]]
         e = self.expected
         if e is not None and e.mode == 1 and e.filter != "none":  # filtered back-projection
-            from mwr_dask.noise.filters import analyse_filtered
-            from mwr_dask.noise.params import tilts_of
+            from mwr_dask.inspection.filtered import analyse_filtered
+            from mwr_dask.noise.source import tilts_of
 
             return analyse_filtered(total, cube[0], count, e.filter_spec, tilts_of(e))
         return analyse(total, cube[0], count)
@@ -262,7 +262,7 @@ def pooled_moments(records: Iterable[FileRecord]) -> tuple[float, float]:
 
 
 def file_reasons(
-    r: FileRecord, labels: NoiseParams | None, cube: tuple[int, ...] | None
+    r: FileRecord, labels: NoiseSource | None, cube: tuple[int, ...] | None
 ) -> list[str]:
     """Why one file is unfit for training (empty when it is fine).
 
@@ -270,7 +270,7 @@ def file_reasons(
     ----------
     r : FileRecord
         The file.
-    labels : NoiseParams or None
+    labels : NoiseSource or None
         What its own labels record.
     cube : tuple of int or None
         The shape every volume of the folder should have.
@@ -557,7 +557,7 @@ def spectrum(f: Facts) -> Found:
     return found
 
 
-def scheme_spectrum(f: Facts, key: str, params: NoiseParams, labelled: int) -> tuple[dict, Found]:
+def scheme_spectrum(f: Facts, key: str, params: NoiseSource, labelled: int) -> tuple[dict, Found]:
     """Compare the averaged spectrum of one scheme's volumes with that scheme's labels.
 
     Parameters
@@ -566,7 +566,7 @@ def scheme_spectrum(f: Facts, key: str, params: NoiseParams, labelled: int) -> t
         The folder (a tilt-file mixture).
     key : str
         The scheme's label (``scheme=j/K tilts=.. n=.. excl=.. sha=..``).
-    params : NoiseParams
+    params : NoiseSource
         What its volumes' labels record (the scheme's range and mean step).
     labelled : int
         Volumes that carry this label.
@@ -603,8 +603,8 @@ def scheme_spectrum(f: Facts, key: str, params: NoiseParams, labelled: int) -> t
         )
         return entry, found
     if params.mode == 1 and params.filter != "none":  # filtered back-projection
-        from mwr_dask.noise.filters import analyse_filtered
-        from mwr_dask.noise.params import tilts_of
+        from mwr_dask.inspection.filtered import analyse_filtered
+        from mwr_dask.noise.source import tilts_of
 
         sp = analyse_filtered(total, n, count, params.filter_spec, tilts_of(params))
     else:
@@ -628,7 +628,7 @@ def spectrum_file(f: Facts) -> Found:
     given = f.inputs.get("spectrum")
     if given is None:
         return Found()
-    from mwr_dask.noise.measured import compare_slice_spectra
+    from mwr_dask.inspection.measured import compare_slice_spectra
 
     found = Found()
     n = given["array"].shape[0]
@@ -689,7 +689,7 @@ def looks_like(s: SpectrumAnalysis, wedge_visible: bool = True) -> int | None:
 
 def spectrum_findings(
     s: SpectrumAnalysis,
-    expected: NoiseParams | None,
+    expected: NoiseSource | None,
     out: dict | None = None,
     *,
     compare_tilts: bool = True,
@@ -707,7 +707,7 @@ def spectrum_findings(
     ----------
     s : SpectrumAnalysis
         The analysis of the folder's averaged spectrum.
-    expected : NoiseParams or None
+    expected : NoiseSource or None
         What the labels record; None compares with nothing but the presence of a wedge.
     out : dict, optional
         Filled with the mode it looks like, the expected values and the verdicts (JSON).
@@ -783,7 +783,7 @@ def spectrum_findings(
     return found
 
 
-def _compare_tilts(s: SpectrumAnalysis, expected: NoiseParams, out: dict, found: Found) -> None:
+def _compare_tilts(s: SpectrumAnalysis, expected: NoiseSource, out: dict, found: Found) -> None:
     """Compare the estimated tilt range with the edges the labels imply."""
     lo, hi = s.tilt_range
     lo_range, hi_range = expected_tilt_edges(
@@ -804,7 +804,7 @@ def _compare_tilts(s: SpectrumAnalysis, expected: NoiseParams, out: dict, found:
 
 
 def compare_spectrum(
-    s: SpectrumAnalysis, expected: NoiseParams | None, out: dict | None = None
+    s: SpectrumAnalysis, expected: NoiseSource | None, out: dict | None = None
 ) -> list[str]:
     """Return the problems of :func:`spectrum_findings` (the warnings left out)."""
     return spectrum_findings(s, expected, out).problems

@@ -20,7 +20,7 @@ from mwr_dask.inspection.reading import file_kind, full_correlation, inspect_chu
 from mwr_dask.inspection.reading import inspect_partition as inspect_partition
 from mwr_dask.inspection.records import FileRecord, FolderReport
 from mwr_dask.inspection.rules import RULES, Facts, Rule, evaluate
-from mwr_dask.noise.params import NAME_PATTERN
+from mwr_dask.noise.source import NAME_PATTERN
 
 
 def entry_kind(entry: os.DirEntry) -> str | None:

@@ -65,17 +65,33 @@ def power(base: float, exponent: float) -> float:
     return exp(exponent * log(base))
 
 
-def cos_turns(t: float) -> float:
-    """``cos(2 pi t)``, reduced exactly by quarter turns (see ``cos_sin_degrees``)."""
-    from mwr_dask.noise.generators import cos_sin_degrees
+def cos_sin_degrees(angle: float) -> tuple[float, float]:
+    """Cosine and sine of an angle in degrees, the same bits on every CPU.
 
+    Reduced exactly to [-45, 45] degrees by quarter turns, then Taylor series to the 17th
+    power in float64 (error below 1e-16 on that range) with plain Python arithmetic: libm's
+    and numpy's cos and sin take other code paths on other instruction sets.
+    """
+    quarter = round(angle / 90.0)
+    x = (angle - 90.0 * quarter) * (_PI / 180.0)
+    x2 = x * x
+    sin = cos = 0.0
+    for k in range(8, -1, -1):  # sum of (-1)^k x^(2k+1) / (2k+1)!, (-1)^k x^(2k) / (2k)!
+        sin = sin * x2 + (-1.0) ** k / math.factorial(2 * k + 1)
+        cos = cos * x2 + (-1.0) ** k / math.factorial(2 * k)
+    sin *= x
+    for _ in range(quarter % 4):
+        cos, sin = -sin, cos
+    return cos, sin
+
+
+def cos_turns(t: float) -> float:
+    """``cos(2 pi t)``, reduced exactly by quarter turns (see :func:`cos_sin_degrees`)."""
     return cos_sin_degrees(360.0 * float(t))[0]
 
 
 def sin_turns(t: float) -> float:
     """``sin(2 pi t)``."""
-    from mwr_dask.noise.generators import cos_sin_degrees
-
     return cos_sin_degrees(360.0 * float(t))[1]
 
 

@@ -32,7 +32,6 @@ cos (SIMD code chosen per CPU), no libm, no BLAS.
 from __future__ import annotations
 
 import functools
-import math
 import threading
 from dataclasses import dataclass
 
@@ -40,6 +39,7 @@ import numpy as np
 import scipy.fft
 import scipy.sparse
 
+from mwr_dask.noise.exactmath import cos_sin_degrees
 from mwr_dask.noise.filters import NO_FILTER, FilterSpec, response
 from mwr_dask.noise.geometry import measured_2d, tilt_angles
 
@@ -226,26 +226,6 @@ def normalize(volume: np.ndarray) -> tuple[float, float]:
     if std > 0:
         flat *= np.float32(1.0 / std)
     return mean, std
-
-
-def cos_sin_degrees(angle: float) -> tuple[float, float]:
-    """Cosine and sine of an angle in degrees, the same bits on every CPU.
-
-    Reduced exactly to [-45, 45] degrees by quarter turns, then Taylor series to the 17th
-    power in float64 (error below 1e-16 on that range) with plain Python arithmetic: libm's
-    and numpy's cos and sin take other code paths on other instruction sets.
-    """
-    quarter = round(angle / 90.0)
-    x = (angle - 90.0 * quarter) * (np.pi / 180.0)
-    x2 = x * x
-    sin = cos = 0.0
-    for k in range(8, -1, -1):  # sum of (-1)^k x^(2k+1) / (2k+1)!, (-1)^k x^(2k) / (2k)!
-        sin = sin * x2 + (-1.0) ** k / math.factorial(2 * k + 1)
-        cos = cos * x2 + (-1.0) ** k / math.factorial(2 * k)
-    sin *= x
-    for _ in range(quarter % 4):
-        cos, sin = -sin, cos
-    return cos, sin
 
 
 def backprojection_operator(n: int, angles: np.ndarray) -> tuple[scipy.sparse.csr_array, list]:

@@ -17,7 +17,7 @@ import dask.bag as db
 from distributed import Client, as_completed
 
 from mwr_dask.files.mrc import is_complete, is_intact, write_volume
-from mwr_dask.noise.params import NoiseParams, volume_name
+from mwr_dask.noise.source import NoiseSource, volume_name
 
 #: Largest output of one partition: bounds the work lost and redone when a worker dies.
 PARTITION_BYTES = 64 * 2**20
@@ -60,7 +60,7 @@ def partition_ranges(start: int, count: int, workers: int, volume_bytes: int) ->
 
 def write_one(
     index: int,
-    params: NoiseParams,
+    params: NoiseSource,
     folder: str,
     tmp_dir: str,
     overwrite: bool,
@@ -118,7 +118,7 @@ def summarize(records) -> dict:
 
 
 def build_bag(
-    params: NoiseParams,
+    params: NoiseSource,
     ranges: list[range],
     folder: Path,
     tmp_dir: Path,
@@ -166,7 +166,7 @@ class RunResult:
 
 def run(
     client: Client,
-    params: NoiseParams,
+    params: NoiseSource,
     start: int,
     count: int,
     folder: Path,
@@ -187,7 +187,7 @@ def run(
     ----------
     client : distributed.Client
         Connected client; the cluster is neither started nor stopped here.
-    params : NoiseParams
+    params : NoiseSource
         Geometry, mode and seed.
     start, count : int
         First index and number of volumes.

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mwr_dask.noise.params import MODES, NoiseParams
+from mwr_dask.noise.source import MODES, NoiseSource
 from mwr_dask.parallel.pipeline import partition_plan
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def describe_cluster(cluster: Cluster) -> str:
 
 
 def describe_plan(
-    params: NoiseParams,
+    params: NoiseSource,
     start: int,
     count: int,
     folder: Path,
@@ -50,7 +50,7 @@ def describe_plan(
 
     Parameters
     ----------
-    params : NoiseParams
+    params : NoiseSource
         Geometry, mode and seed.
     start, count : int
         First index and number of volumes.

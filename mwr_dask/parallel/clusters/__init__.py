@@ -34,7 +34,7 @@ from mwr_dask.parallel.clusters.systems import SYSTEMS
 if TYPE_CHECKING:
     from distributed import Client
 
-    from mwr_dask.noise.params import NoiseParams
+    from mwr_dask.noise.source import NoiseSource
     from mwr_dask.parallel.clusters.batch import BatchOptions
 
 Say = Callable[[str], None]
@@ -71,7 +71,7 @@ class Cluster(Protocol):
         """Return the job script of a batch cluster, for ``--dry-run``; None for the others."""
         ...
 
-    def memory_problems(self, params: NoiseParams) -> list[str]:
+    def memory_problems(self, params: NoiseSource) -> list[str]:
         """One sentence if a volume cannot fit in a worker, known before anything starts."""
         ...
 
@@ -82,7 +82,7 @@ class Cluster(Protocol):
         ...
 
     def check(
-        self, client: Client, params: NoiseParams | None = None, folder: Path | None = None,
+        self, client: Client, params: NoiseSource | None = None, folder: Path | None = None,
         tmp_dir: Path | None = None, warn: Say | None = None,
     ) -> dict[str, float]:  # fmt: skip
         """Check the workers (now and as they join); return the resources write tasks need.

@@ -61,7 +61,7 @@ from mwr_dask.parallel.clusters.systems import SYSTEMS, job_states
 if TYPE_CHECKING:
     from distributed import Client
 
-    from mwr_dask.noise.params import NoiseParams
+    from mwr_dask.noise.source import NoiseSource
 #: Memory per worker process when neither a flag nor a configuration gives the job's memory.
 DEFAULT_MEMORY_PER_PROCESS = 2 * 2**30
 #: Seconds between two queries of the batch system while waiting for workers.
@@ -868,7 +868,7 @@ class BatchCluster:
         """Return the job script (placeholders for the scheduler and the credential files)."""
         return self.options.job_script()
 
-    def memory_problems(self, params: NoiseParams) -> list[str]:
+    def memory_problems(self, params: NoiseSource) -> list[str]:
         """One sentence if a volume does not fit in a worker process of a job."""
         return memory_problems(
             params, self.options.memory_per_worker(), memory_fraction(),
@@ -876,7 +876,7 @@ class BatchCluster:
         )  # fmt: skip
 
     def check(
-        self, client: Client, params: NoiseParams | None = None, folder: Path | None = None,
+        self, client: Client, params: NoiseSource | None = None, folder: Path | None = None,
         tmp_dir: Path | None = None, warn: Say | None = None,
     ) -> dict[str, float]:  # fmt: skip
         """Check the first workers like a remote cluster's, and every job's as it joins."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from distributed import Client
 
-    from mwr_dask.noise.params import NoiseParams
+    from mwr_dask.noise.source import NoiseSource
 
 #: Environment of every worker process: one thread for FFT/BLAS libraries.
 SINGLE_THREAD_ENV = {
@@ -95,13 +95,13 @@ def memory_fraction(config: dict | None = None) -> tuple[float, str]:
 
 
 def memory_problems(
-    params: NoiseParams, limit: int, fraction: tuple[float, str] | None = None, hint: str = ""
+    params: NoiseSource, limit: int, fraction: tuple[float, str] | None = None, hint: str = ""
 ) -> list[str]:
     """One sentence if a volume of ``params`` does not fit in a worker of ``limit`` bytes.
 
     Parameters
     ----------
-    params : NoiseParams
+    params : NoiseSource
         Mode, cube size and tilts.
     limit : int
         Memory limit of the smallest worker, bytes (0: no limit, nothing to check).
@@ -200,7 +200,7 @@ def worker_memory_config() -> dict:
 
 
 def check_workers(
-    client: Client, params: NoiseParams | None, folder: Path | None, tmp_dir: Path | None,
+    client: Client, params: NoiseSource | None, folder: Path | None, tmp_dir: Path | None,
     hint: str = "",
 ) -> None:  # fmt: skip
     """Refuse workers with other package versions, too little memory, or no view of the folder.

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from distributed import Client
 
-    from mwr_dask.noise.params import NoiseParams
+    from mwr_dask.noise.source import NoiseSource
     from mwr_dask.parallel.clusters import Say
 
 
@@ -193,7 +193,7 @@ class LocalCluster:
         """No job script."""
         return None
 
-    def memory_problems(self, params: NoiseParams) -> list[str]:
+    def memory_problems(self, params: NoiseSource) -> list[str]:
         """One sentence if a volume does not fit in a worker, before anything starts."""
         return memory_problems(
             params, worker_memory(self.workers), hint="use fewer workers (--ncpus) or a"
@@ -252,7 +252,7 @@ class LocalCluster:
             cluster.close()
 
     def check(
-        self, client: Client, params: NoiseParams | None = None, folder: Path | None = None,
+        self, client: Client, params: NoiseSource | None = None, folder: Path | None = None,
         tmp_dir: Path | None = None, warn: Say | None = None,
     ) -> dict[str, float]:  # fmt: skip
         """Workers started here run this code: only the check of workers that join later.

@@ -35,7 +35,7 @@ from mwr_dask.parallel.clusters.dashboard import tunnel_hint
 if TYPE_CHECKING:
     from distributed import Client
 
-    from mwr_dask.noise.params import NoiseParams
+    from mwr_dask.noise.source import NoiseSource
     from mwr_dask.parallel.clusters import Say
 
 #: Address schemes of a scheduler this module connects to.
@@ -233,7 +233,7 @@ class RemoteCluster:
         """No job script."""
         return None
 
-    def memory_problems(self, params: NoiseParams) -> list[str]:
+    def memory_problems(self, params: NoiseSource) -> list[str]:
         """Nothing known before connecting; see :meth:`check`."""
         return []
 
@@ -279,7 +279,7 @@ class RemoteCluster:
                 client.close()
 
     def check(
-        self, client: Client, params: NoiseParams | None = None, folder: Path | None = None,
+        self, client: Client, params: NoiseSource | None = None, folder: Path | None = None,
         tmp_dir: Path | None = None, warn: Say | None = None,
     ) -> dict[str, float]:  # fmt: skip
         """Refuse workers of other versions, with too little memory or no view of the folder.

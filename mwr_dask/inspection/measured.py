@@ -1,0 +1,183 @@
+"""A noise folder against a measured spectrum, and the views of a spectrum (inspection side).
+
+The spectrum itself (estimated from even/odd halves, its file, the noise made from it) is
+:mod:`mwr_dask.noise.measured`; here it is compared with what a folder holds and drawn.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------
+# a folder against its spectrum
+
+#: A folder's spectrum agrees with a file's when no bin is further than this many standard
+#: deviations (of the folder's average) plus ``COMPARE_SLACK`` from it.
+COMPARE_SIGMAS = 5.0
+COMPARE_SLACK = 0.05
+
+
+def slice_expectation(spectrum: np.ndarray) -> np.ndarray:
+    """Return what :func:`mwr_dask.inspection.spectrum.slice_power` of noise with ``spectrum`` averages to.
+
+    The sum over y of the (kz, kx) slice periodograms, normalised by the volume's variance,
+    is the mean over ky of the 3-D spectrum (Parseval along y), in the half-plane ``rfft``
+    layout (n, n // 2 + 1).
+    """
+    return kxkz_half_sum(spectrum) / spectrum.shape[0]
+
+
+def compare_slice_spectra(total: np.ndarray, count: int, spectrum: np.ndarray) -> dict:
+    """Compare a folder's summed slice spectra with a measured spectrum, bin by bin.
+
+    Bins of the (kz, kx) plane: radial shells 2 Fourier pixels wide from radius 2 to 0.45 n,
+    by 15 degrees of direction. In each, the ratio of the folder's mean power to the
+    spectrum's, and its standard deviation if the folder's volumes are noise with that
+    spectrum: each pixel of the average of ``count`` volumes sums n y-slices, so a bin of B
+    pixels (B / 2 independent, Hermitian pairs) has a relative error of
+    ``1 / sqrt(count * n * B / 2)``.
+
+    Parameters
+    ----------
+    total : numpy.ndarray
+        Sum of :func:`mwr_dask.inspection.spectrum.slice_power` over ``count`` volumes, (n, n // 2 + 1).
+    count : int
+        Volumes summed.
+    spectrum : numpy.ndarray
+        The measured spectrum, (n, n, n) fftshifted.
+
+    Returns
+    -------
+    dict
+        ``agrees`` (bool), ``worst_sigmas`` (largest |ratio - 1| over its standard deviation),
+        ``worst_bin`` ([radius, direction degrees, ratio]), ``log_rms`` (root mean square of
+        the natural log of the ratios), ``bins`` (number compared).
+    """
+    from mwr_dask.inspection.spectrum import full_plane, polar
+
+    n = spectrum.shape[0]
+    got = full_plane(np.asarray(total, dtype=np.float64) / max(count, 1), n)
+    want = full_plane(slice_expectation(spectrum.astype(np.float64)), n)
+    r, phi = polar(n)
+    worst, worst_bin, logs = 0.0, None, []
+    agrees = True
+    for r0 in np.arange(2.0, 0.45 * n - 1.0, 2.0):
+        for p0 in range(-90, 90, 15):
+            sel = (r >= r0) & (r < r0 + 2) & (phi > p0) & (phi <= p0 + 15)
+            if sel.sum() < 2 or want[sel].mean() <= 1e-6 * want.mean():
+                continue
+            ratio = float(got[sel].mean() / want[sel].mean())
+            sigma = 1.0 / math.sqrt(max(count, 1) * n * sel.sum() / 2)
+            off = abs(ratio - 1.0) / sigma
+            logs.append(math.log(max(ratio, 1e-3)))  # an empty bin counts as 1e-3
+            if abs(ratio - 1.0) > COMPARE_SIGMAS * sigma + COMPARE_SLACK:
+                agrees = False
+            if off > worst:
+                worst, worst_bin = off, [float(r0 + 1), float(p0 + 7.5), ratio]
+    return {
+        "agrees": agrees,
+        "worst_sigmas": worst,
+        "worst_bin": worst_bin,
+        "log_rms": float(np.sqrt(np.mean(np.square(logs)))) if logs else None,
+        "bins": len(logs),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# views
+
+
+def radial_profile(spectrum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean power per integer radius (Fourier pixels) of a fftshifted spectrum, 1..N/2."""
+    n = spectrum.shape[0]
+    k = np.arange(n) - n // 2
+    r = np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2)
+    shell = np.rint(r).astype(np.int64).ravel()
+    top = n // 2
+    sums = np.bincount(shell, weights=spectrum.ravel().astype(np.float64), minlength=top + 1)
+    counts = np.bincount(shell, minlength=top + 1)
+    radii = np.arange(1, top + 1)
+    return radii, sums[radii] / np.maximum(counts[radii], 1)
+
+
+def axis_profiles(spectrum: np.ndarray, cone_deg: float = 20.0) -> dict[str, np.ndarray]:
+    """Mean power per integer radius within ``cone_deg`` of each axis: keys kz, ky, kx."""
+    n = spectrum.shape[0]
+    k = (np.arange(n) - n // 2).astype(np.float64)
+    kz, ky, kx = np.meshgrid(k, k, k, indexing="ij")
+    r = np.sqrt(kz**2 + ky**2 + kx**2)
+    shell = np.rint(r).astype(np.int64)
+    cos_cone = math.cos(math.radians(cone_deg))
+    radii = np.arange(1, n // 2 + 1)
+    out = {}
+    for name, comp in (("kz", kz), ("ky", ky), ("kx", kx)):
+        sel = np.abs(comp) >= cos_cone * np.maximum(r, 1e-9)
+        s = np.bincount(shell[sel], weights=spectrum[sel].astype(np.float64), minlength=n)
+        c = np.bincount(shell[sel], minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[name] = np.where(c[radii] > 0, s[radii] / np.maximum(c[radii], 1), np.nan)
+    return out
+
+
+def kxkz_half_sum(spectrum: np.ndarray) -> np.ndarray:
+    """Sum the power over ky: (kz, kx) half plane, shape (n, n // 2 + 1).
+
+    The layout of :func:`mwr_dask.inspection.spectrum.analyse` (``rfft`` order, unshifted).
+    """
+    n = spectrum.shape[0]
+    return np.fft.ifftshift(spectrum.sum(axis=1, dtype=np.float64))[:, : n // 2 + 1]
+
+
+def plot_spectrum(spectrum: np.ndarray, path: Path, title: str) -> None:
+    """Write a PNG of a spectrum (matplotlib, the ``plot`` extra).
+
+    Panels: the kx-kz and kx-ky views (log power, averaged over the third axis), and the
+    radial profile overall and within 20 degrees of each axis.
+    """
+    from mwr_dask.inspection.plot import require_matplotlib
+
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = spectrum.shape[0]
+    fig = Figure(figsize=(15.0, 4.6), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_xz, ax_xy, ax_rad = fig.subplots(1, 3, width_ratios=[1.0, 1.0, 1.2])
+    fig.suptitle(title, fontsize=11)
+    k = np.arange(n) - n // 2
+    extent = (k[0] - 0.5, k[-1] + 0.5, k[0] - 0.5, k[-1] + 0.5)
+    for ax, plane, ylabel, name in (
+        (ax_xz, spectrum.mean(axis=1), "kz", "kx-kz (mean over ky)"),
+        (ax_xy, spectrum.mean(axis=0), "ky", "kx-ky (mean over kz)"),
+    ):
+        p = np.array(plane, dtype=np.float64)
+        p[n // 2, n // 2] = np.nan
+        positive = p[np.isfinite(p) & (p > 0)]
+        floor = max(float(np.median(positive)) * 1e-3, 1e-12) if positive.size else 1e-12
+        im = ax.imshow(
+            np.log10(np.clip(p, floor, None)),
+            origin="lower",
+            extent=extent,
+            cmap="magma",
+            interpolation="nearest",
+        )
+        ax.set_xlabel("kx (Fourier pixels)")
+        ax.set_ylabel(f"{ylabel} (Fourier pixels)")
+        ax.set_title(f"log10 power, {name}", fontsize=10)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    radii, prof = radial_profile(spectrum)
+    ax_rad.loglog(radii, prof, "k-", lw=2, label="all directions")
+    for (name, values), style in zip(
+        axis_profiles(spectrum).items(), ("C0--", "C1-.", "C2:"), strict=True
+    ):
+        ax_rad.loglog(radii, values, style, label=f"within 20 deg of {name}")
+    ax_rad.set_xlabel("|k| (Fourier pixels)")
+    ax_rad.set_ylabel("power (mean 1 over the cube)")
+    ax_rad.set_title("radial profile", fontsize=10)
+    ax_rad.legend(fontsize=8)
+    fig.savefig(os.fspath(path), format="png")
