@@ -49,8 +49,9 @@ import numpy as np
 import scipy.ndimage
 
 from mwr_dask.files.mrc import state_dir, write_volume
-from mwr_dask.noise.generators import generator_for, volume_rng
-from mwr_dask.noise.geometry import tilt_angles, wedge_mask
+from mwr_dask.noise.generators import backprojection, wedge_filter
+from mwr_dask.noise.geometry import measured_2d, tilt_angles
+from mwr_dask.noise.normals import volume_rng
 from mwr_dask.noise.source import NoiseSource, volume_name
 from mwr_dask.parallel.clusters.local import LocalCluster
 from mwr_dask.parallel.pipeline import partition_ranges, run, write_one
@@ -75,7 +76,7 @@ def classic_backprojection(n: int, angles, rng: np.random.Generator) -> np.ndarr
 
 @functools.lru_cache(maxsize=4)
 def _full_mask(n: int, lo: float, hi: float) -> np.ndarray:
-    return wedge_mask(n, lo, hi, rfft=False)
+    return np.broadcast_to(measured_2d(n, lo, hi)[:, None, :], (n, n, n))
 
 
 def classic_wedge(n: int, lo: float, hi: float, rng: np.random.Generator) -> np.ndarray:
@@ -163,7 +164,8 @@ def time_cli(params: NoiseSource, n: int, ncpus: int, folder: Path, extra: list[
 
 def time_pipeline(params: NoiseSource, n: int, ncpus: int, folder: Path) -> dict:
     tmp = fresh(folder)
-    generator_for.cache_clear()
+    backprojection.cache_clear()
+    wedge_filter.cache_clear()
     t0 = time.perf_counter()
     with LocalCluster(ncpus, dashboard_address=None).client() as client:
         t1 = time.perf_counter()
@@ -183,7 +185,8 @@ def time_pipeline(params: NoiseSource, n: int, ncpus: int, folder: Path) -> dict
 
 def time_pool(params: NoiseSource, n: int, ncpus: int, folder: Path) -> dict:
     tmp = fresh(folder)
-    generator_for.cache_clear()  # each process builds its operator, as a Dask worker does
+    backprojection.cache_clear()  # each process builds its operator, as a Dask worker does
+    wedge_filter.cache_clear()
     ranges = partition_ranges(0, n, ncpus, params.volume_bytes)
     jobs = [(r, params, str(folder), str(tmp)) for r in ranges]
     t0 = time.perf_counter()
@@ -212,11 +215,11 @@ def per_volume(params: dict[int, NoiseSource], count: int, classic_count: int, t
     """Single-core (median, minimum) times in ms of each step, interleaved volume by volume."""
     steps = {}
     for mode, p in params.items():
-        g = generator_for(mode, p.cubesize, p.minangle, p.maxangle, p.anglestep)
+        g = p.generator(0)
         g(volume_rng(p.seed, 0))  # build the operator, warm the scratch
         steps[f"generate mode {mode}"] = lambda i, g=g, p=p: g(volume_rng(p.seed, i))
     any_p = next(iter(params.values()))
-    volume = generator_for(2, any_p.cubesize, -60.0, 60.0, 2.0)(volume_rng(0, 0))
+    volume = NoiseSource(any_p.cubesize, mode=2, seed=0)[0]
     labels = any_p.labels(0)
     # every file is new, as in a run: renaming over an existing file costs ~1 ms more on ext4
     steps["write"] = lambda i: write_volume(

@@ -24,8 +24,9 @@ import time
 from statistics import median
 
 from mwr_dask.noise.filters import FILTERS, make_filter
-from mwr_dask.noise.generators import BackProjection, volume_rng
+from mwr_dask.noise.generators import BackProjection
 from mwr_dask.noise.geometry import tilt_angles
+from mwr_dask.noise.normals import volume_rng
 
 
 def uptime() -> str:

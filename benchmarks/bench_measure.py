@@ -33,8 +33,9 @@ import numpy as np
 import scipy.fft
 
 from mwr_dask.files.mrc import write_spectrum
-from mwr_dask.noise.generators import WedgeFilter, volume_rng
+from mwr_dask.noise.generators import WedgeFilter
 from mwr_dask.noise.measured import SpectrumNoise, measure_noise
+from mwr_dask.noise.normals import volume_rng
 
 
 def uptime() -> str:

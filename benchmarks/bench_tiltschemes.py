@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 from statistics import median
 
-from mwr_dask.noise.generators import volume_rng
-from mwr_dask.noise.schemes import generator_for_scheme, read_tilt_file
+from mwr_dask.noise.normals import volume_rng
+from mwr_dask.noise.source import NoiseSource
+from mwr_dask.noise.tiltfiles import read_tilt_file
 from tests import tiltfixtures as tf
 
 
@@ -102,7 +103,9 @@ def main() -> None:
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     with tempfile.TemporaryDirectory() as tmp:
         three = schemes(Path(tmp))
-    mixture = [generator_for_scheme(args.mode, args.cube, s) for s in three]
+    mixture = [
+        NoiseSource(args.cube, mode=args.mode, tilt_schemes=(s,)).generator(0) for s in three
+    ]
     single = [mixture[0]]
     run(mixture, 0, 3)  # warm up: scratch arrays, caches
     run(single, 0, 3)
@@ -122,7 +125,7 @@ def main() -> None:
             got[name] = cpu
         block_ratios.append(got["single"] / got["mixture"])
     volumes = block * args.blocks
-    mem = sum(s.operator_bytes(args.cube) for s in three) / 2**20
+    mem = NoiseSource(args.cube, mode=1, tilt_schemes=tuple(three)).cached_bytes() / 2**20
     extra = f"; mode-1 operators of the mixture: {mem:.1f} MiB per worker" if args.mode == 1 else ""
     print(
         f"mode {args.mode}, {args.cube}^3, {volumes} volumes per variant in {args.blocks}"

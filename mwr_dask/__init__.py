@@ -17,6 +17,7 @@ __all__ = [
     "NoiseVolumes",
     "__version__",
     "generate",
+    "read_tilt_file",
     "to_dask",
 ]
 
@@ -27,6 +28,7 @@ _LAZY = {
     "Generated": "mwr_dask.parallel.run",
     "ClusterOptions": "mwr_dask.parallel.clusters",
     "to_dask": "mwr_dask.parallel.arrays",
+    "read_tilt_file": "mwr_dask.noise.tiltfiles",
 }
 
 

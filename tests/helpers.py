@@ -38,3 +38,27 @@ def cli(*args: str, timeout: float = 240, **kwargs) -> subprocess.CompletedProce
         timeout=timeout,
         **kwargs,
     )
+
+
+def range_generator(mode: int, n: int, lo=-60.0, hi=60.0, step=2.0, **filtering):
+    """The cached generator of a regular range: what ``NoiseSource.generator`` gives."""
+    from mwr_dask.noise.source import NoiseSource
+
+    source = NoiseSource(n, mode=mode, minangle=lo, maxangle=hi, anglestep=step, **filtering)
+    return source.generator(0)
+
+
+def scheme_generator(mode: int, n: int, scheme, **filtering):
+    """The cached generator of a tilt scheme: what ``NoiseSource.generator`` gives."""
+    from mwr_dask.noise.source import NoiseSource
+
+    return NoiseSource(n, mode=mode, tilt_schemes=(scheme,), **filtering).generator(0)
+
+
+def regular_scheme(lo: float, hi: float, step: float):
+    """A tilt scheme whose used angles are those of the regular range ``lo:hi:step``."""
+    from mwr_dask.noise.geometry import tilt_angles
+    from mwr_dask.noise.schemes import TiltScheme, View
+
+    views = tuple(View(i + 1, float(a)) for i, a in enumerate(tilt_angles(lo, hi, step)))
+    return TiltScheme(views, source=f"range-{lo}-{hi}-{step}.tlt", format="imod", sign=1)

@@ -31,17 +31,17 @@ pytestmark = pytest.mark.slow
 
 #: (name, expression giving ``rng -> volume``); small cubes, odd and prime sizes included.
 GENERATORS = [
-    ("mode 1, 24, -60..60 step 3", "generator_for(1, 24, -60.0, 60.0, 3.0)"),
-    ("mode 1, 27, -45..55 step 2.5", "generator_for(1, 27, -45.0, 55.0, 2.5)"),
-    ("mode 2, 24, -60..60", "generator_for(2, 24, -60.0, 60.0, 2.0)"),
-    ("mode 2, 31 (prime), -50..65", "generator_for(2, 31, -50.0, 65.0, 2.0)"),
-    ("mode 1 imod filter, 24", "generator_for(1, 24, -60.0, 60.0, 3.0, filter=imod)"),
-    ("mode 1 ramp filter, 25", "generator_for(1, 25, -54.0, 60.0, 2.0, filter=ramp)"),
-    ("mode 1 hamming filter, 24", "generator_for(1, 24, -60.0, 60.0, 3.0, filter=hamming)"),
-    ("mode 1 aretomo filter, 24", "generator_for(1, 24, -50.0, 64.0, 3.0, filter=aretomo)"),
-    ("tilt scheme with gaps, 26", "tiltscheme.generator_for_scheme(1, 26, uneven)"),
-    ("tilt scheme, sirt-like, 24", "tiltscheme.generator_for_scheme(1, 24, uneven, sirt)"),
-    ("tilt scheme, mode 2, 24", "tiltscheme.generator_for_scheme(2, 24, uneven)"),
+    ("mode 1, 24, -60..60 step 3", "range_generator(1, 24, -60.0, 60.0, 3.0)"),
+    ("mode 1, 27, -45..55 step 2.5", "range_generator(1, 27, -45.0, 55.0, 2.5)"),
+    ("mode 2, 24, -60..60", "range_generator(2, 24, -60.0, 60.0, 2.0)"),
+    ("mode 2, 31 (prime), -50..65", "range_generator(2, 31, -50.0, 65.0, 2.0)"),
+    ("mode 1 imod filter, 24", "range_generator(1, 24, -60.0, 60.0, 3.0, filter=imod)"),
+    ("mode 1 ramp filter, 25", "range_generator(1, 25, -54.0, 60.0, 2.0, filter=ramp)"),
+    ("mode 1 hamming filter, 24", "range_generator(1, 24, -60.0, 60.0, 3.0, filter=hamming)"),
+    ("mode 1 aretomo filter, 24", "range_generator(1, 24, -50.0, 64.0, 3.0, filter=aretomo)"),
+    ("tilt scheme with gaps, 26", "scheme_generator(1, 26, uneven)"),
+    ("tilt scheme, sirt-like, 24", "scheme_generator(1, 24, uneven, sirt)"),
+    ("tilt scheme, mode 2, 24", "scheme_generator(2, 24, uneven)"),
     ("measured spectrum, 20", "spectrum_generator(20)"),
 ]
 #: Volumes per generator, and the seed.
@@ -57,7 +57,8 @@ _CHILD = textwrap.dedent(
     import numpy as np
     from mwr_dask.noise import filters
     from mwr_dask.noise import schemes as tiltscheme
-    from mwr_dask.noise.generators import generator_for, volume_rng
+    from mwr_dask.noise.normals import volume_rng
+    from .helpers import range_generator
     from mwr_dask.files.mrc import write_spectrum
     from mwr_dask.noise.measured import spectrum_noise
     from mwr_dask.files.mrc import write_volume

@@ -8,7 +8,9 @@ import pytest
 import scipy.stats
 
 from mwr_dask.files.mrc import read_volume, write_volume
-from mwr_dask.noise.generators import generator_for, standard_normal, volume_rng
+from mwr_dask.noise.normals import standard_normal, volume_rng
+
+from .helpers import range_generator
 
 
 def test_box_muller_numbers_are_independent_standard_normals():
@@ -35,7 +37,7 @@ def test_box_muller_is_a_pure_function_of_the_stream():
 
 @pytest.mark.parametrize("mode", [1, 2])
 def test_reused_scratch_does_not_leak_between_volumes(mode):
-    g = generator_for(mode, 16, -45.0, 55.0, 5.0)
+    g = range_generator(mode, 16, -45.0, 55.0, 5.0)
     first = g(volume_rng(1, 0))
     g(volume_rng(1, 1))
     assert np.array_equal(g(volume_rng(1, 0)), first)

@@ -12,15 +12,16 @@ from mwr_dask.noise.filters import (
     NO_FILTER,
     SIRT_F0,
     base_response,
-    filter_from_label,
     filter_problems,
     imod_view_weights,
     kak_slaney_dc,
     make_filter,
     response,
 )
-from mwr_dask.noise.generators import BackProjection, backprojection_operator, volume_rng
+from mwr_dask.noise.generators import BackProjection, backprojection_operator
 from mwr_dask.noise.geometry import fold_direction, tilt_angles
+from mwr_dask.noise.normals import volume_rng
+from mwr_dask.noise.source import NoiseSource, source_from_labels
 
 from .spectra import polar
 
@@ -181,10 +182,14 @@ def test_labels_read_back(name):
     spec = make_filter(name)
     label = spec.label()
     assert len(label) <= 80 and label.isascii() and label.isprintable()
-    assert filter_from_label(f"seed=1 voxel=1 {label}") == spec
-    odd = make_filter("sirt-like", (0.123456789, 0.0123456789), 37)
-    assert filter_from_label(odd.label()) == odd
-    assert filter_from_label("seed=1 voxel=1") is None
+    # a volume's labels give back the filter they were written from
+    source = NoiseSource(16, filter=name, seed=1)
+    assert source.labels(3)[-1] == label or name == "none"
+    assert source_from_labels(source.labels(3)).filter_spec == spec
+    odd = NoiseSource(16, filter="sirt-like", radial=(0.123456789, 0.0123456789),
+                      sirt_iterations=37, seed=1)  # fmt: skip
+    assert source_from_labels(odd.labels(0)).filter_spec == odd.filter_spec
+    assert odd.filter_spec == make_filter("sirt-like", (0.123456789, 0.0123456789), 37)
 
 
 # --- the filtering ------------------------------------------------------------------------
@@ -521,8 +526,8 @@ def test_inspect_accepts_a_filtered_folder(tmp_path, name):
 
 def test_filter_with_a_tilt_file_and_excluded_views(tmp_path):
     from mwr_dask.files.folder import conflicts
-    from mwr_dask.noise.schemes import read_tilt_file
     from mwr_dask.noise.source import NoiseSource, source_from_labels
+    from mwr_dask.noise.tiltfiles import read_tilt_file
 
     tlt = tmp_path / "ts.tlt"
     tlt.write_text("\n".join(f"{a:.2f}" for a in np.arange(-54.0, 55.0, 3.0)) + "\n")

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mwr_dask.noise.geometry import fold_direction, measured_2d, tilt_angles, wedge_mask
+from mwr_dask.noise.geometry import fold_direction, measured_2d, tilt_angles
 
 
 def test_tilt_angles_include_maxangle_on_grid():
@@ -71,12 +71,3 @@ def test_mask_matches_tilt_directions(lo, hi):
                 assert m[iz, ix]
     # the beam direction kz (x = 0) is missing for every range inside (-90, 90)
     assert not m[5, 0] and not m[-5, 0]
-
-
-def test_wedge_mask_shapes():
-    m = wedge_mask(16, -60, 60)
-    assert m.shape == (16, 16, 9) and m.dtype == bool
-    assert np.array_equal(m[:, 0, :], m[:, 7, :])  # independent of ky
-    full = wedge_mask(16, -60, 60, rfft=False)
-    assert full.shape == (16, 16, 16)
-    assert np.array_equal(full[:, :, :9], m)

@@ -20,13 +20,13 @@ from mwr_dask.inspection.duplicates import correlated_pairs, shared_value_pairs
 from mwr_dask.inspection.reading import value_sketch
 from mwr_dask.inspection.rules import compare_spectrum, index_gaps, pooled_moments
 from mwr_dask.inspection.spectrum import analyse, circular_gap, fit_arc, full_plane, slice_power
-from mwr_dask.noise.generators import generator_for, volume_rng
 from mwr_dask.noise.geometry import measured_2d
+from mwr_dask.noise.normals import volume_rng
 from mwr_dask.noise.source import NoiseSource
 from mwr_dask.parallel.pipeline import run
 
 from .daskprocs import DaskProcesses
-from .helpers import cli
+from .helpers import cli, range_generator
 from .spectra import kxkz_power
 
 runner = CliRunner()
@@ -90,7 +90,7 @@ def test_estimated_tilt_range_of_real_folders(client, folders, mode, lo, hi):
 
 
 def test_slice_power_matches_the_full_2d_spectrum():
-    v = generator_for(1, 12, -50.0, 40.0, 5.0)(volume_rng(1, 0))
+    v = range_generator(1, 12, -50.0, 40.0, 5.0)(volume_rng(1, 0))
     ours = full_plane(slice_power(v), 12) * v.size * v.var()
     ref = kxkz_power([v - v.mean()]) * 12  # kxkz_power averages over y; ours sums
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6 * ref.max())

@@ -29,8 +29,10 @@ from mwr_dask.inspection import (
 from mwr_dask.inspection import rules as R  # noqa: N812
 from mwr_dask.inspection.spectrum import analyse, slice_power
 from mwr_dask.inspection.words import plural
-from mwr_dask.noise.generators import generator_for, volume_rng
+from mwr_dask.noise.normals import volume_rng
 from mwr_dask.noise.source import NoiseSource
+
+from .helpers import range_generator
 
 P = NoiseSource(cubesize=16, mode=2, minangle=-60, maxangle=60, seed=3)
 HERE = Path("/nonexistent/noise")
@@ -201,7 +203,7 @@ def test_exact_and_near_duplicates():
 
 def spectrum_of(mode, n, lo, hi, step, count=8):
     """Real slice spectra of ``count`` volumes of the numpy generator, summed."""
-    g = generator_for(mode, n, lo, hi, step)
+    g = range_generator(mode, n, lo, hi, step)
     return analyse(sum(slice_power(g(volume_rng(1, i))) for i in range(count)), n, count)
 
 

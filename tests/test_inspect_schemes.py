@@ -21,10 +21,10 @@ from mwr_dask.inspection import rules as R  # noqa: N812
 from mwr_dask.inspection.reading import inspect_partition
 from mwr_dask.inspection.records import scheme_key
 from mwr_dask.inspection.spectrum import slice_power
-from mwr_dask.noise.schemes import read_tilt_file, regular_scheme
 from mwr_dask.noise.source import NoiseSource
+from mwr_dask.noise.tiltfiles import read_tilt_file
 
-from .helpers import cli
+from .helpers import cli, regular_scheme
 
 HERE = Path("/nonexistent/noise")
 N = 24

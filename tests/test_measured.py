@@ -32,8 +32,9 @@ from mwr_dask.files.mrc import write_spectrum
 from mwr_dask.inspection.measured import kxkz_half_sum
 from mwr_dask.inspection.spectrum import analyse, slice_power
 from mwr_dask.noise import measured as m
-from mwr_dask.noise.generators import BackProjection, volume_rng
+from mwr_dask.noise.generators import BackProjection
 from mwr_dask.noise.geometry import fold_direction, tilt_angles
+from mwr_dask.noise.normals import volume_rng
 
 from .helpers import cli
 

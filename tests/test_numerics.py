@@ -5,17 +5,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.fft
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mwr_dask.noise.exactmath import cos_sin_degrees
-from mwr_dask.noise.generators import (
-    SLOW_FFT_FACTOR,
-    cost_note,
-    largest_prime_factor,
-    standard_normal,
-    volume_rng,
-)
+from mwr_dask.noise.generators import cost_note
+from mwr_dask.noise.normals import standard_normal, volume_rng
 
 
 @given(st.floats(-720.0, 720.0))
@@ -48,28 +44,18 @@ def test_normals_are_the_exact_transform_of_their_bits_to_float32_accuracy():
     assert error.max() < 1e-5  # u close to 1 is rounded to float32 first
 
 
-def _factors(n: int) -> list[int]:
-    return [p for p in range(2, n + 1) if n % p == 0 and all(p % q for q in range(2, p))]
-
-
-@given(st.integers(1, 3000))
-def test_largest_prime_factor(n):
-    factors = _factors(n)
-    assert largest_prime_factor(n) == (max(factors) if factors else 1)
-
-
 @given(st.integers(8, 1024), st.sampled_from([1, 2]))
-def test_a_note_exactly_for_mode_2_and_a_large_prime_factor(n, mode):
+def test_a_note_exactly_for_mode_2_and_a_slow_fft_length(n, mode):
     note = cost_note(n, mode)
-    slow = mode == 2 and largest_prime_factor(n) >= SLOW_FFT_FACTOR
+    slow = mode == 2 and scipy.fft.next_fast_len(n) != n
     assert (note is not None) == slow
     if note:
         assert "\n" not in note and str(n) in note
-        below, above = (int(word.rstrip("³")) for word in note.split() if word.endswith("³"))
+        below, above = (int(w.split("^")[0]) for w in note.split() if w.endswith("^3"))
         assert below < n < above
-        assert largest_prime_factor(below) <= 7 and largest_prime_factor(above) <= 7
+        assert scipy.fft.next_fast_len(below) == below and scipy.fft.next_fast_len(above) == above
 
 
 def test_the_sizes_of_the_issue():
-    assert "97 is prime" in cost_note(97, 2)
+    assert "97 is not a fast length" in cost_note(97, 2) and "96^3 or 98^3" in cost_note(97, 2)
     assert cost_note(96, 2) is None and cost_note(100, 2) is None and cost_note(97, 1) is None

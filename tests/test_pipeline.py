@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mwr_dask.files.mrc import state_dir
-from mwr_dask.noise.generators import generator_for, volume_rng
+from mwr_dask.noise.normals import volume_rng
 from mwr_dask.noise.source import NoiseSource, source_from_labels
 from mwr_dask.parallel.pipeline import PARTITION_BYTES, build_bag, partition_ranges, run
 
-from .helpers import assert_only_volumes, read_all
+from .helpers import assert_only_volumes, range_generator, read_all
 
 PARAMS = NoiseSource(cubesize=16, mode=1, minangle=-50, maxangle=60, anglestep=5, seed=42)
 
@@ -52,7 +52,7 @@ def test_files_are_valid_and_match_the_generator(client, tmp_path, mode):
     result = generate(client, folder, params, start=3, count=10)
     assert (result.written, result.skipped, result.failed) == (10, 0, 0)
     assert_only_volumes(folder, range(3, 13))
-    g = generator_for(mode, 16, -40.0, 56.0, 4.0)
+    g = range_generator(mode, 16, -40.0, 56.0, 4.0)
     for i in range(3, 13):
         with mrcfile.open(folder / f"n_{i:05d}.mrc") as m:
             assert m.data.dtype == np.float32
@@ -96,7 +96,7 @@ def test_same_volumes_whatever_the_worker_count(client, tmp_path):
 
 @pytest.mark.parametrize("mode", [1, 2])
 def test_volumes_are_distinct(mode):
-    g = generator_for(mode, 16, -60.0, 60.0, 3.0)
+    g = range_generator(mode, 16, -60.0, 60.0, 3.0)
     vols = np.stack([g(volume_rng(1, i)).ravel() for i in range(40)])
     corr = np.corrcoef(vols)
     off = corr[~np.eye(len(vols), dtype=bool)]
@@ -106,7 +106,7 @@ def test_volumes_are_distinct(mode):
 
 
 def test_seeds_change_every_volume():
-    g = generator_for(2, 16, -60.0, 60.0, 2.0)
+    g = range_generator(2, 16, -60.0, 60.0, 2.0)
     a = g(volume_rng(1, 0))
     b = g(volume_rng(2, 0))
     assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.1

@@ -11,7 +11,6 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import psutil
@@ -21,7 +20,7 @@ from hypothesis import strategies as st
 
 from mwr_dask.files.folder import conflicts, folder_lock
 from mwr_dask.files.mrc import state_dir
-from mwr_dask.noise.source import MAX_TILTS, NoiseSource, validate
+from mwr_dask.noise.source import MAX_TILTS, NoiseSource
 
 from .conftest import skip_or_fail
 from .helpers import assert_only_volumes, cli
@@ -228,7 +227,6 @@ def test_validation_accepts_exactly_the_valid_parameters(
     n, cube, start, mode, lo, hi, step, voxel, seed
 ):
     fields = dict(cubesize=cube, mode=mode, minangle=lo, maxangle=hi, anglestep=step, seed=seed)
-    p = SimpleNamespace(**fields, voxel_size=voxel)
     with np.errstate(over="ignore", invalid="ignore"):
         cell = np.float32(voxel * cube)  # what the header stores
     valid = (
@@ -253,7 +251,10 @@ def test_validation_accepts_exactly_the_valid_parameters(
             valid = all(len(label) <= 80 for label in worst.labels(start + n - 1))
         except ValueError:  # the labels of index 0 are already too long
             valid = False
-    errors = validate(p, n, start)
+    try:  # the parameters are checked once, when the source is made; the run by run_problems
+        errors = NoiseSource(**fields, voxel_size=voxel).run_problems(n, start)
+    except ValueError as err:
+        errors = [f"{sentence}." for sentence in str(err).split(". ") if sentence]
     assert (errors == []) == valid, errors
     assert all(e.endswith(".") and "\n" not in e for e in errors)
 

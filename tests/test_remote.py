@@ -16,13 +16,13 @@ import pytest
 from distributed import Client
 
 from mwr_dask.cli.progress import Progress
-from mwr_dask.noise.generators import generator_for, volume_rng
+from mwr_dask.noise.normals import volume_rng
 from mwr_dask.noise.source import NoiseSource
 from mwr_dask.parallel.pipeline import build_bag, partition_ranges
 
 from .conftest import skip_or_fail
 from .daskprocs import DaskProcesses
-from .helpers import assert_only_volumes, cli
+from .helpers import assert_only_volumes, cli, range_generator
 
 SEED = "2024"
 
@@ -39,7 +39,7 @@ def dask_cluster(tmp_path):
 
 
 def assert_matches_generator(folder, indices, mode, n, lo=-60.0, hi=60.0, step=2.0):
-    g = generator_for(mode, n, lo, hi, step)
+    g = range_generator(mode, n, lo, hi, step)
     for i in indices:
         with mrcfile.open(folder / f"n_{i:05d}.mrc") as m:
             np.testing.assert_array_equal(m.data, g(volume_rng(int(SEED), i)))

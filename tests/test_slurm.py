@@ -19,9 +19,9 @@ import mrcfile
 import numpy as np
 import pytest
 
-from mwr_dask.noise.generators import generator_for, volume_rng
+from mwr_dask.noise.normals import volume_rng
 
-from .helpers import assert_only_volumes, cli
+from .helpers import assert_only_volumes, cli, range_generator
 
 # every test submits real jobs (seconds each): all of them are slow
 pytestmark = [pytest.mark.usefixtures("slurm"), pytest.mark.slow]
@@ -233,7 +233,7 @@ def test_jobs_that_end_mid_run_are_replaced(tmp_path):
     submitted = re.search(r"Cancelling SLURM jobs (.*)", stdout).group(1).split(", ")
     assert len(submitted) == 4 and set(first) <= set(submitted)
     assert_only_volumes(out, range(800))
-    g = generator_for(1, 48, -60.0, 60.0, 2.0)
+    g = range_generator(1, 48, -60.0, 60.0, 2.0)
     for i in range(0, 800, 97):
         with mrcfile.open(out / f"n_{i:05d}.mrc") as m:
             np.testing.assert_array_equal(m.data, g(volume_rng(int(SEED), i)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,27 +13,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mwr_dask.files.folder import conflicts
-from mwr_dask.noise.generators import BackProjection, generator_for, volume_rng
+from mwr_dask.noise.generators import BackProjection
 from mwr_dask.noise.geometry import tilt_angles
+from mwr_dask.noise.normals import volume_rng
 from mwr_dask.noise.schemes import (
     EXCLUDED_BY_USER,
     EXCLUDED_DARK,
     EXCLUDED_USETILT,
-    SIGNS,
     TiltScheme,
     TiltSchemeError,
     View,
-    detect_format,
     format_view_list,
-    generator_for_scheme,
     parse_exclude,
-    read_tilt_file,
-    regular_scheme,
 )
 from mwr_dask.noise.source import NoiseSource, parse_labels, source_from_labels
+from mwr_dask.noise.tiltfiles import SIGNS, detect_format, read_tilt_file
 from tests import tiltfixtures as tf
 from tests.helpers import assert_only_volumes, cli, read_all
 from tests.spectra import kxkz_power, polar
+
+from .helpers import range_generator, regular_scheme, scheme_generator
 
 SHOTS = tf.acquisition()
 USED = tf.used_angles(SHOTS)  # the 38 angles left after the dark views, as the files write them
@@ -293,12 +293,13 @@ def test_mdoc_angle_error_names_the_section_line(tmp_path):
 
 
 @pytest.mark.parametrize(("lo", "hi", "step"), [(-60, 60, 2), (-40, 56, 7), (-48, 66, 3)])
-def test_regular_scheme_is_todays_range(lo, hi, step):
+def test_a_scheme_of_the_ranges_angles_is_the_range(lo, hi, step):
+    """Mode 1: one generator (one cache entry) for a range and a file of the same angles."""
     scheme = regular_scheme(lo, hi, step)
     assert scheme.angle_tuple == tuple(tilt_angles(lo, hi, step).tolist())
-    assert scheme.is_regular and scheme.minangle == lo
+    assert scheme_generator(1, 16, scheme) is range_generator(1, 16, lo, hi, step)
     made = BackProjection(16, scheme.angle_tuple)(volume_rng(11, 5))
-    today = generator_for(1, 16, float(lo), float(hi), float(step))(volume_rng(11, 5))
+    today = range_generator(1, 16, float(lo), float(hi), float(step))(volume_rng(11, 5))
     assert made.tobytes() == today.tobytes()
 
 
@@ -318,15 +319,18 @@ def test_schemes_are_frozen_hashable_and_picklable(files):
 @given(st.sets(st.integers(1, 400), min_size=1, max_size=60))
 def test_exclude_list_round_trips(numbers):
     text = format_view_list(numbers)
-    assert parse_exclude(text) == tuple(sorted(numbers))
-    assert parse_exclude(text.replace(",", " ")) == tuple(sorted(numbers))
+    assert parse_exclude(text, 400) == tuple(sorted(numbers))
+    assert parse_exclude(text.replace(",", " "), 400) == tuple(sorted(numbers))
+    if max(numbers) > 1:  # one view fewer in the file: the highest number is named
+        with pytest.raises(ValueError, match=f"names view {max(numbers)}, but the file has"):
+            parse_exclude(text, max(numbers) - 1)
 
 
 @given(st.lists(st.tuples(st.integers(1, 200), st.integers(0, 20)), min_size=1, max_size=20))
 def test_exclude_ranges_cover_exactly_their_views(pairs):
     text = ",".join(f"{a}-{a + d}" if d else str(a) for a, d in pairs)
     expected = sorted({v for a, d in pairs for v in range(a, a + d + 1)})
-    assert list(parse_exclude(text)) == expected
+    assert list(parse_exclude(text, 220)) == expected
 
 
 angle_sets = st.lists(
@@ -406,17 +410,17 @@ def test_asymmetric_scheme_puts_the_wedge_on_the_stated_side(files, invert):
 def test_generator_for_scheme_is_cached_per_scheme_and_matches_todays_range(files):
     aln = read_tilt_file(files["aln"])
     again = read_tilt_file(files["aln"])
-    assert generator_for_scheme(1, 16, aln) is generator_for_scheme(1, 16, again)
-    assert generator_for_scheme(1, 16, aln) is not generator_for_scheme(2, 16, aln)
+    assert scheme_generator(1, 16, aln) is scheme_generator(1, 16, again)
+    assert scheme_generator(1, 16, aln) is not scheme_generator(2, 16, aln)
     # mode 2 of a file: the continuous wedge of the used views
-    wedge = generator_for_scheme(2, 16, aln)
+    wedge = scheme_generator(2, 16, aln)
     assert (wedge.minangle, wedge.maxangle) == (aln.minangle, aln.maxangle) == (-45.0, 66.0)
-    # a regular range is today's generator, mode 2 wedge included where max is off the grid
-    for mode in (1, 2):
-        scheme = regular_scheme(-40, 56, 7)
-        assert generator_for_scheme(mode, 16, scheme) is generator_for(mode, 16, -40.0, 56.0, 7.0)
-    assert regular_scheme(-40, 56, 7).wedge_range == (-40.0, 56.0)
-    assert regular_scheme(-40, 56, 7).maxangle == 51.0
+    # mode 2 of a range keeps its whole [minangle, maxangle], a scheme its used views' range
+    scheme = regular_scheme(-40, 56, 7)  # views -40 .. 51
+    assert scheme.maxangle == 51.0
+    assert scheme_generator(2, 16, scheme) is range_generator(2, 16, -40.0, 51.0, 7.0)
+    wide = range_generator(2, 16, -40.0, 56.0, 7.0)
+    assert (wide.minangle, wide.maxangle) == (-40.0, 56.0)
 
 
 def test_mixture_volumes_are_those_of_each_scheme_alone(files):
@@ -426,17 +430,28 @@ def test_mixture_volumes_are_those_of_each_scheme_alone(files):
     seed = 99
     for i in range(6):
         scheme = schemes[i % 3]
-        mixed = generator_for_scheme(1, 16, scheme)(volume_rng(seed, i))
+        mixed = scheme_generator(1, 16, scheme)(volume_rng(seed, i))
         alone = BackProjection(16, scheme.angle_tuple)(volume_rng(seed, i))
         assert mixed.tobytes() == alone.tobytes()
 
 
-def test_operator_bytes_bounds_the_real_operator(files):
+@pytest.mark.parametrize(("mode", "filtering"), [(1, {}), (1, {"filter": "ramp"}), (2, {})])
+def test_cached_bytes_count_what_the_generator_holds(files, mode, filtering):
     scheme = read_tilt_file(files["aln"])
-    op = generator_for_scheme(1, 24, scheme)._op
-    real = op.data.nbytes + op.indices.nbytes + op.indptr.nbytes
-    # exact with scipy's int64 indices; an upper bound should scipy ever keep int32 ones
-    assert real <= scheme.operator_bytes(24) <= 1.5 * real
+    source = NoiseSource(24, mode=mode, tilt_schemes=(scheme,), seed=1, **filtering)
+    g = source.generator(0)
+    g(volume_rng(1, 0))  # its scratch arrays exist once a volume is made
+    arrays = [v for v in vars(g).values() if isinstance(v, np.ndarray)]
+    for local in [v for v in vars(g).values() if isinstance(v, threading.local)]:
+        arrays += [a for a in vars(local).values() if isinstance(a, np.ndarray)]
+    op = getattr(g, "_op", None)
+    held = sum(a.nbytes for a in arrays)
+    if op is not None:
+        held += op.data.nbytes + op.indices.nbytes + op.indptr.nbytes
+    assert held <= source.cached_bytes() <= 1.1 * held
+    # a mixture counts each distinct scheme once
+    twice = NoiseSource(24, mode=mode, tilt_schemes=(scheme, scheme), seed=1, **filtering)
+    assert twice.cached_bytes() == source.cached_bytes()
 
 
 # --------------------------------------------------------------------------- wiring

@@ -16,8 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mwr_dask.noise.generators import BackProjection, volume_rng
-from mwr_dask.noise.schemes import read_tilt_file
+from mwr_dask.noise.generators import BackProjection
+from mwr_dask.noise.normals import volume_rng
+from mwr_dask.noise.tiltfiles import read_tilt_file
 from tests import tiltfixtures as tf
 from tests.spectra import kxkz_power
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Annotated
 
 import typer
@@ -365,102 +364,28 @@ def generate_noise(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
 ) -> None:
     """Write NUMBER_VOLUME missing-wedge noise volumes of CUBESIZE^3 voxels as MRC files."""
-    from mwr_dask.noise.source import NoiseSource, validate
-
-    range_given = [
-        f"--{name}"
-        for name, value in (
-            ("minangle", minangle),
-            ("maxangle", maxangle),
-            ("anglestep", anglestep),
-        )
-        if value is not None
-    ]
-    fields = {
-        "cubesize": cubesize,
-        "mode": mode,
-        "minangle": -60.0 if minangle is None else minangle,
-        "maxangle": 60.0 if maxangle is None else maxangle,
-        "anglestep": 2.0 if anglestep is None else anglestep,
-        "seed": seed,
-        "voxel_size": voxel_size,
-        "filter": filter,
-        "radial": radial,
-        "sirt_iterations": sirt_iterations,
-    }
-    if spectrum is not None:
-        if tilt_file or exclude is not None or invert_tilts:
-            raise fail("--spectrum defines the noise: --tilt-file, --exclude and --invert-tilts"
-                       " cannot be given with it.")  # fmt: skip
-        measured_fields(ctx, spectrum, fields)
-    # checks that need no heavy module first: usage errors answer at once
-    errors = tilt_file_problems(tilt_file or [], range_given, exclude, invert_tilts)
-    # None draws a fresh seed in NoiseSource; any seed below 2^128 validates alike
-    checked = {**fields, "seed": 0 if seed is None else seed}
-    errors += validate(SimpleNamespace(**checked), number_volume, start)
-    errors += cluster_option_problems(
-        ncpus, scheduler, scheduler_file, connect_timeout, worker_timeout
-    )
-    if retries < 0:
-        errors.append(f"--retries must be 0 or more, not {retries}.")
-    errors += batch_flag_problems(ctx.params)
-    if output_folder.exists() and not output_folder.is_dir():
-        errors.append(f"{output_folder} exists and is not a folder.")
+    given = ctx.params
+    errors = usage_problems(ctx)
+    source, problems = build_source(ctx)
+    errors += problems
+    if source is not None:
+        errors += source.run_problems(number_volume, start)
     if errors:
         raise fail(" ".join(errors))
-    if tilt_file:
-        fields["tilt_schemes"] = read_schemes(tilt_file, exclude, invert_tilts)
-    source = NoiseSource(**fields)
     if mode == 2 and not quiet:
         for scheme in source.tilt_schemes:
             if scheme.gap_note is not None:
                 typer.echo(f"mwr-dask: note: {scheme.gap_note}.", err=True)
-
-    from mwr_dask.parallel.clusters import UsageError, make_cluster
-
-    hpc = batch_cluster(ctx.params, output_folder, errors)
-    if ncpus is not None and hpc is None and not (scheduler or scheduler_file):
-        from mwr_dask.parallel.cores import local_workers
-
-        ncpus, warning = local_workers(ncpus)  # no more workers than usable cores
-        if warning and not quiet:
-            typer.echo(warning, err=True)
-    if not errors:
-        try:
-            options = make_cluster(
-                scheduler=scheduler,
-                scheduler_file=scheduler_file,
-                ncpus=ncpus,
-                dashboard_address=dashboard_address if dashboard else None,
-                connect_timeout=connect_timeout,
-                batch=hpc,
-            )
-        except UsageError as err:
-            errors.append(str(err))
-        else:
-            errors += options.memory_problems(source)
-    if errors:
-        raise fail(" ".join(errors))
+    options = cluster_of(given, output_folder, source, quiet)
     folder = output_folder.absolute()
     if dry_run:
-        show_plan(
-            folder, source, start, number_volume, options, adopt_seed=seed is None, force=force
-        )
+        show_plan(folder, source, start, number_volume, options, adopt_seed=seed is None,
+                  force=force)  # fmt: skip
     run_and_report(
-        folder,
-        source,
-        start,
-        number_volume,
-        options,
-        adopt_seed=seed is None,
-        quiet=quiet,
-        overwrite=overwrite,
-        verify=verify,
-        force=force,
-        fsync=fsync,
-        retries=retries,
+        folder, source, start, number_volume, options, adopt_seed=seed is None, quiet=quiet,
+        overwrite=overwrite, verify=verify, force=force, fsync=fsync, retries=retries,
         worker_timeout=worker_timeout,
-    )
+    )  # fmt: skip
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -469,60 +394,90 @@ def _given(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
-def measured_fields(ctx: typer.Context, spectrum: Path, fields: dict) -> None:
-    """Check --spectrum against the geometry options and put its reference in ``fields``.
-
-    The voxel size defaults to the spectrum's (the halves'). Exits 2 on a usage error or an
-    unreadable spectrum.
-    """
-    geometry = [f"--{name}" for name in ("mode", "minangle", "maxangle", "anglestep")]
-    given = [flag for flag in geometry if _given(ctx, flag[2:])]
-    if given:
-        raise fail(f"--spectrum defines the noise: {', '.join(given)} cannot be given with it.")
-    from mwr_dask.files.mrc import read_header
-    from mwr_dask.noise.measured import MeasureError, spectrum_noise
-
-    try:
-        fields["spectrum"] = spectrum_noise(spectrum)
-        header_voxel = read_header(spectrum).voxel_size
-    except (MeasureError, OSError, ValueError) as err:
-        raise fail(str(err)) from None
-    fields["mode"] = 3
-    if not _given(ctx, "voxel_size") and header_voxel > 0:
-        fields["voxel_size"] = float(f"{header_voxel:.6g}")  # float32 in the header
-
-
-def tilt_file_problems(
-    tilt_files: list[Path], range_given: list[str], exclude: str | None, invert: bool
-) -> list[str]:
-    """Usage problems of --tilt-file, --exclude and --invert-tilts, one sentence each."""
-    if not tilt_files:
-        alone = [flag for flag, on in (("--exclude", exclude), ("--invert-tilts", invert)) if on]
-        return (
-            [f"{' and '.join(alone)} need{'s' * (len(alone) == 1)} --tilt-file."] if alone else []
-        )
+def usage_problems(ctx: typer.Context) -> list[str]:
+    """Options that cannot work together, found without reading any file, one sentence each."""
+    p = ctx.params
     errors = []
-    if range_given:
+    geometry = [f"--{n}" for n in ("mode", "minangle", "maxangle", "anglestep") if _given(ctx, n)]
+    tilt_given = [f for f, on in (("--tilt-file", p["tilt_file"]), ("--exclude",
+                  p["exclude"] is not None), ("--invert-tilts", p["invert_tilts"])) if on]  # fmt: skip
+    if p["spectrum"] is not None and geometry + tilt_given:
         errors.append(
-            f"give --tilt-file or {'/'.join(range_given)}, not both: the tilt file replaces the"
-            " regular range."
+            f"--spectrum defines the noise: {', '.join(geometry + tilt_given)} cannot be given"
+            " with it."
         )
-    if exclude is not None and len(tilt_files) > 1:
-        errors.append(
-            f"--exclude applies to a single --tilt-file, not to {len(tilt_files)}: the view"
-            " numbers of different files differ."
-        )
+    elif p["tilt_file"]:
+        ranges = [flag for flag in geometry if flag != "--mode"]
+        if ranges:
+            errors.append(
+                f"give --tilt-file or {'/'.join(ranges)}, not both: the tilt file replaces the"
+                " regular range."
+            )
+        if p["exclude"] is not None and len(p["tilt_file"]) > 1:
+            errors.append(
+                f"--exclude applies to a single --tilt-file, not to {len(p['tilt_file'])}: the"
+                " view numbers of different files differ."
+            )
+    elif tilt_given:
+        errors.append(f"{' and '.join(tilt_given)} need{'s' * (len(tilt_given) == 1)} --tilt-file.")
+    errors += cluster_option_problems(
+        p["ncpus"], p["scheduler"], p["scheduler_file"], p["connect_timeout"], p["worker_timeout"]
+    )
+    if p["retries"] < 0:
+        errors.append(f"--retries must be 0 or more, not {p['retries']}.")
+    errors += batch_flag_problems(p)
+    if p["output_folder"].exists() and not p["output_folder"].is_dir():
+        errors.append(f"{p['output_folder']} exists and is not a folder.")
     return errors
 
 
-def read_schemes(tilt_files: list[Path], exclude: str | None, invert: bool) -> tuple:
-    """Read every --tilt-file; a problem ends the command with its one sentence (exit 2)."""
-    from mwr_dask.noise.schemes import TiltSchemeError, read_tilt_file
+def build_source(ctx: typer.Context):
+    """Read the tilt files or the spectrum and make the NoiseSource of the options.
 
+    Returns the source (None if it cannot be made) and the problems, one sentence each.
+    Without ``--seed`` the source draws a fresh seed (the run keeps a folder's own instead).
+    """
+    from mwr_dask.noise.source import NoiseSource
+
+    p = ctx.params
+    fields = {
+        "cubesize": p["cubesize"],
+        "mode": p["mode"],
+        "seed": p["seed"],
+        "voxel_size": p["voxel_size"],
+        "filter": p["filter"],
+        "radial": p["radial"],
+        "sirt_iterations": p["sirt_iterations"],
+    }
+    for name, default in (("minangle", -60.0), ("maxangle", 60.0), ("anglestep", 2.0)):
+        fields[name] = default if p[name] is None else p[name]
     try:
-        return tuple(read_tilt_file(path, exclude=exclude, invert=invert) for path in tilt_files)
-    except TiltSchemeError as err:
-        raise fail(str(err)) from None
+        if p["spectrum"] is not None:
+            fields.update(spectrum_fields(p["spectrum"], keep_voxel=_given(ctx, "voxel_size")))
+        elif p["tilt_file"]:
+            fields["tilt_schemes"] = read_schemes(p["tilt_file"], p["exclude"], p["invert_tilts"])
+        return NoiseSource(**fields), []
+    except (ValueError, OSError) as err:  # TiltSchemeError and MeasureError are ValueErrors
+        return None, [str(err) if str(err).endswith(".") else f"{err}."]
+
+
+def spectrum_fields(path: Path, *, keep_voxel: bool) -> dict:
+    """``spectrum`` and ``mode`` fields of a spectrum file; the voxel size its header gives."""
+    from mwr_dask.files.mrc import read_header
+    from mwr_dask.noise.measured import spectrum_noise
+
+    fields = {"spectrum": spectrum_noise(path), "mode": 3}
+    header_voxel = read_header(path).voxel_size
+    if not keep_voxel and header_voxel > 0:
+        fields["voxel_size"] = float(f"{header_voxel:.6g}")  # float32 in the header
+    return fields
+
+
+def read_schemes(tilt_files: list[Path], exclude: str | None, invert: bool) -> tuple:
+    """Read every --tilt-file (TiltSchemeError names the file and the line)."""
+    from mwr_dask.noise.tiltfiles import read_tilt_file
+
+    return tuple(read_tilt_file(path, exclude=exclude, invert=invert) for path in tilt_files)
 
 
 def batch_flag_problems(values: dict) -> list[str]:
@@ -537,6 +492,38 @@ def batch_flag_problems(values: dict) -> list[str]:
     if values["ncpus"] is not None:
         errors.append("--ncpus sets the local cluster; with --cluster give --jobs, --cores.")
     return errors
+
+
+def cluster_of(values: dict, output_folder: Path, source, quiet: bool):
+    """Return the cluster the options describe, checked against a volume's memory (exit 2)."""
+    from mwr_dask.parallel.clusters import UsageError, make_cluster
+
+    errors: list[str] = []
+    hpc = batch_cluster(values, output_folder, errors)
+    ncpus = values["ncpus"]
+    if ncpus is not None and hpc is None and not (values["scheduler"] or values["scheduler_file"]):
+        from mwr_dask.parallel.cores import local_workers
+
+        ncpus, warning = local_workers(ncpus)  # no more workers than usable cores
+        if warning and not quiet:
+            typer.echo(warning, err=True)
+    if not errors:
+        try:
+            options = make_cluster(
+                scheduler=values["scheduler"],
+                scheduler_file=values["scheduler_file"],
+                ncpus=ncpus,
+                dashboard_address=values["dashboard_address"] if values["dashboard"] else None,
+                connect_timeout=values["connect_timeout"],
+                batch=hpc,
+            )
+        except UsageError as err:
+            errors.append(str(err))
+        else:
+            errors += options.memory_problems(source)
+    if errors:
+        raise fail(" ".join(errors))
+    return options
 
 
 def batch_cluster(values: dict, output_folder: Path, errors: list[str]):
@@ -563,6 +550,7 @@ def batch_cluster(values: dict, output_folder: Path, errors: list[str]):
 def show_plan(folder: Path, source, start: int, count: int, options, *, adopt_seed, force):
     """Print what a run would do (``--dry-run``) and exit 0."""
     from mwr_dask.files.folder import FolderError
+    from mwr_dask.noise.generators import cost_note
     from mwr_dask.parallel.plan import describe_plan
     from mwr_dask.parallel.run import plan_source
 
@@ -570,8 +558,6 @@ def show_plan(folder: Path, source, start: int, count: int, options, *, adopt_se
         source, existing = plan_source(folder, source, adopt_seed=adopt_seed, force=force)
     except FolderError as err:
         raise fail(str(err)) from None
-    from mwr_dask.noise.generators import cost_note
-
     fresh = adopt_seed and existing.recorded is None
     typer.echo(
         describe_plan(source, start, count, folder, existing.indices, options, fresh_seed=fresh)
@@ -582,13 +568,12 @@ def show_plan(folder: Path, source, start: int, count: int, options, *, adopt_se
     if source.tilt_schemes:
         for scheme in source.tilt_schemes:
             typer.echo(scheme.describe())
-        unique = {s.angle_tuple: s for s in source.tilt_schemes}.values()  # shared operators
-        cached = sum(s.cached_bytes(source.mode, source.cubesize) for s in unique)
         k = len(source.tilt_schemes)
         typer.echo(
-            f"Cached per worker: {cached / 2**20:.1f} MiB for the {k} scheme{'s' * (k != 1)}"
-            f" (mode {source.mode}: {'operators' if source.mode == 1 else 'masks'} and scratch,"
-            " built once per scheme on first use)"
+            f"Cached per worker: {source.cached_bytes() / 2**20:.1f} MiB for the {k}"
+            f" scheme{'s' * (k != 1)} (mode {source.mode}:"
+            f" {'operators' if source.mode == 1 else 'masks'} and scratch, built once per"
+            " scheme on first use)"
         )
     raise typer.Exit(0)
 

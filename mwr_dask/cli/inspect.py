@@ -216,7 +216,8 @@ def inspect_tomogram(path: Path, tilt_file: Path | None, json_output: bool) -> N
 
     scheme = None
     if tilt_file is not None:
-        from mwr_dask.noise.schemes import TiltSchemeError, read_tilt_file
+        from mwr_dask.noise.schemes import TiltSchemeError
+        from mwr_dask.noise.tiltfiles import read_tilt_file
 
         try:
             scheme = read_tilt_file(tilt_file)

@@ -128,7 +128,7 @@ def conflicts(recorded: NoiseSource, wanted: NoiseSource, recorded_schemes: str 
     spectra = [p.spectrum.digest if p.spectrum is not None else None for p in (recorded, wanted)]
     if recorded.mode == wanted.mode == 3 and spectra[0] != spectra[1]:
         out.append(f"spectrum {spectra[1]} (folder has {spectra[0]})")
-    wanted_schemes = getattr(wanted, "schemes_record", "")
+    wanted_schemes = wanted.schemes_record
     if recorded.mode == 3 or wanted.mode == 3:
         pass  # a measured spectrum has no tilts
     elif recorded_schemes or wanted_schemes:

@@ -15,6 +15,12 @@ _LN2 = 0.6931471805599453  # nearest double to log(2)
 _PI = math.pi  # a constant, the same everywhere
 
 
+def shortest(value: float) -> str:
+    """Shortest text that reads back as exactly ``value`` (integers without a point)."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
 def _poly(x: float, coefficients: list[float]) -> float:
     """Horner evaluation of ``sum c_k x^k`` (coefficients from the highest power down)."""
     total = 0.0

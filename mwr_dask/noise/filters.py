@@ -31,13 +31,12 @@ Filters (see docs/filters.md for the sources and what is reproduced exactly):
 
 from __future__ import annotations
 
+import functools
 import math
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mwr_dask.noise import exactmath
-from mwr_dask.noise.source import _num
 
 if TYPE_CHECKING:
     import numpy as np
@@ -101,7 +100,7 @@ class FilterSpec:
         """Text recording the filter, e.g. ``filter=imod radial=0.35,0.035`` (<= 80 chars)."""
         out = f"filter={self.name}"
         if self.cutoff is not None:
-            out += f" radial={_num(self.cutoff)},{_num(self.falloff)}"
+            out += f" radial={exactmath.shortest(self.cutoff)},{exactmath.shortest(self.falloff)}"
         if self.sirt_iterations is not None:
             out += f" sirt={self.sirt_iterations}"
         return out
@@ -112,18 +111,14 @@ class FilterSpec:
             return "unfiltered back-projection"
         text = f"{self.name} filter"
         if self.cutoff is not None:
-            text += f", radial cutoff {_num(self.cutoff)}, fall-off sigma {_num(self.falloff)}"
+            cutoff, sigma = exactmath.shortest(self.cutoff), exactmath.shortest(self.falloff)
+            text += f", radial cutoff {cutoff}, fall-off sigma {sigma}"
         if self.sirt_iterations is not None:
             text += f", {self.sirt_iterations} SIRT-like iterations"
         return text
 
 
 NO_FILTER = FilterSpec()
-
-_LABEL = re.compile(
-    r"filter=(?P<name>[a-z-]+)(?: radial=(?P<cutoff>[^,\s]+),(?P<falloff>\S+))?"
-    r"(?: sirt=(?P<sirt>\d+))?"
-)
 
 
 def filter_problems(
@@ -172,6 +167,7 @@ def filter_problems(
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def make_filter(
     name: str = "none",
     radial: tuple[float, float] | None = None,
@@ -195,21 +191,6 @@ def make_filter(
     return FilterSpec(
         name, cutoff, falloff, None if sirt_iterations is None else int(sirt_iterations)
     )
-
-
-def filter_from_label(text: str) -> FilterSpec | None:
-    """Read a :meth:`FilterSpec.label` back from a header label; None if there is none."""
-    match = _LABEL.search(text)
-    if match is None or match.group("name") not in FILTERS:
-        return None
-    radial = None
-    if match.group("cutoff") is not None:
-        radial = (float(match.group("cutoff")), float(match.group("falloff")))
-    sirt = match.group("sirt")
-    try:
-        return make_filter(match.group("name"), radial, None if sirt is None else int(sirt))
-    except ValueError:
-        return None
 
 
 def imod_view_weights(angles: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Both generators return float32 cubes of axes (z, y, x) with mean 0 and standard deviation 1.
 What depends only on the geometry (the back-projection operator, the wedge mask) is built
-once per process and cached (:func:`generator_for`); a volume then costs one draw of random
+once per process and cached (:func:`backprojection`, :func:`wedge_filter`); a volume then costs one draw of random
 numbers and one linear map. Scratch arrays (the projections, the spectrum) are kept per thread
 and reused, so that a volume allocates little more than the array it returns.
 
@@ -21,12 +21,11 @@ Mode 2, wedge filter
     distribution of the Fourier transform of real white noise (real and imaginary parts
     independent, the self-conjugate planes kx = 0 and kx = n/2 handled by the inverse real FFT).
 
-Gaussian numbers come from :func:`standard_normal`: the raw words of the volume's stream
-through a Box-Muller transform made only of IEEE-exact operations (polynomial logarithm and
-sine), about twice as fast as numpy's float32 ziggurat. Every step (normals, normalisation by
-pairwise sums, tilt cosines by :func:`cos_sin_degrees`, scipy's sparse product and FFT) gives
-the same bits on every x86-64 CPU for the same numpy and scipy versions: no numpy log, sin or
-cos (SIMD code chosen per CPU), no libm, no BLAS.
+Gaussian numbers come from :func:`mwr_dask.noise.normals.standard_normal`. Every step
+(normals, normalisation by pairwise sums, tilt cosines by
+:func:`mwr_dask.noise.exactmath.cos_sin_degrees`, scipy's sparse product and FFT) gives the
+same bits on every x86-64 CPU for the same numpy and scipy versions: no numpy log, sin or cos
+(SIMD code chosen per CPU), no libm, no BLAS.
 """
 
 from __future__ import annotations
@@ -41,191 +40,8 @@ import scipy.sparse
 
 from mwr_dask.noise.exactmath import cos_sin_degrees
 from mwr_dask.noise.filters import NO_FILTER, FilterSpec, response
-from mwr_dask.noise.geometry import measured_2d, tilt_angles
-
-#: The bit generator behind every volume; changing it changes every volume of every seed.
-BIT_GENERATOR = np.random.SFC64
-
-
-def volume_rng(seed: int, index: int) -> np.random.Generator:
-    """Random generator of volume ``index`` under ``seed``.
-
-    The stream is ``SFC64(SeedSequence(seed, spawn_key=(index,)))``: a pure function of
-    (seed, index), independent of workers, partitions and runs, and statistically independent
-    between indices.
-    """
-    return np.random.Generator(BIT_GENERATOR(np.random.SeedSequence(seed, spawn_key=(index,))))
-
-
-# Box-Muller from IEEE-exact operations only. Coefficients: minimax fits (relative error
-# 7e-10 for atanh(s)/s on s^2 <= 0.0295, 3e-9 for sin(pi v / 4) / v on v^2 <= 1), rounded to
-# float32. Integer operations, integer -> float32 conversion, +, -, *, / and sqrt are correctly
-# rounded by IEEE 754 on every instruction set, so these numbers have the same bits on every
-# x86-64 CPU; numpy's log, sin and cos (SIMD code chosen per CPU) and libm's do not.
-_ATANH = (1.0, 0.3333340883255005, 0.1998739391565323, 0.14962923526763916)
-_SIN = (0.7853981852531433, -0.08074543625116348, 0.00249000103212893, -3.59504520019982e-05)
-#: Row 0: -ln(m) = s * P0(s**2), s = (m - 1) / (m + 1); row 1: sin(pi w / 2) = w * P1(w**2)
-#: for w = v / 2 in [-1/2, 1/2) (the sine's coefficients times 2 * 4**i: exact).
-_POLY = np.array(
-    [
-        [np.float32(-2.0 * c) for c in _ATANH],
-        [np.float32(c) * np.float32(2 * 4**i) for i, c in enumerate(_SIN)],
-    ],
-    dtype=np.float32,
-).T[:, :, None]
-_SQRT_HALF_BITS = 0x3F3504F3  # float32 bits of sqrt(1/2), rounded down
-_K = (
-    np.uint32(1),
-    np.uint32(31),
-    np.uint32(9),
-    np.uint32(0x3F800000),  # float32 bits of 1.0
-    np.array(_SQRT_HALF_BITS + (32 << 23), dtype=np.int32),
-    np.array(23, dtype=np.int32),
-    np.array(0x7FFFFF, dtype=np.int32),
-    np.array(_SQRT_HALF_BITS, dtype=np.int32),
-    np.array(1.0, dtype=np.float32),
-    np.array(1.5, dtype=np.float32),
-    np.array(-np.log(2.0), dtype=np.float32),
-)
-#: Pairs of numbers transformed per step: the scratch arrays of a step stay in the L2 cache.
-_CHUNK = 16384
-_normal_local = threading.local()
-
-
-def _scratch_views(n: int) -> tuple:
-    """Scratch arrays of this thread for ``n`` pairs, with the typed views the steps use."""
-    cache = getattr(_normal_local, "views", None)
-    if cache is None:
-        cache = _normal_local.views = {}
-    views = cache.get(n)
-    if views is None:
-        f, g, h = (np.empty((2, n), dtype=np.float32) for _ in range(3))
-        u = np.empty((2, n), dtype=np.uint32)
-        views = cache[n] = (f, g, h, u, f[0].view(np.int32), u[0].view(np.int32), u[1])
-    return views
-
-
-def _pairs(words: np.ndarray, out: np.ndarray) -> None:
-    """Turn random 32-bit words (2, n) into n normal pairs, ``out[0]`` and ``out[1]``.
-
-    Row 0 of ``words`` gives the radius, row 1 the angle; both rows are overwritten. Radius:
-    ``u = k 2**-32`` with k the odd number ``w0 | 1`` (u in (0, 1), never 0),
-    ``r = sqrt(-2 ln u)``; ln u from the float32 exponent and mantissa of k and a polynomial.
-    Angle: ``phi = pi/4 + pi/2 w``, w uniform on [-1/2, 1/2) from the top 23 bits of w1 (as
-    the mantissa of a float in [1, 2), minus 1.5); ``(cos phi, sin phi) = (c - s, c + s) /
-    sqrt(2)`` with ``s = sin(pi w / 2)`` and ``c = sqrt(1 - s**2)``: the first quadrant.
-    Bit 0 of w0 (the sign of r: a half turn) and bit 0 of w1 (the sign of the first number: a
-    mirror) spread the pairs over all four. Steps that both rows take are one call each.
-    """
-    f, g, h, u, fi0, ui0, sign_x = _scratch_views(words.shape[1])
-    one_u, k31, k9, one_bits, offset, k23, mantissa_bits, sqrt_half, one, half3, minus_ln2 = _K
-    w0, w1 = words
-    f0, f1 = f
-    np.left_shift(words, k31, u)  # the two sign bits
-    # radius: k = 2**e * m with m in [sqrt(1/2), sqrt(2)); -ln u = (32 - e) ln 2 - ln m
-    np.bitwise_or(w0, one_u, w0)
-    np.copyto(f0, w0, casting="unsafe")  # k, correctly rounded
-    i0 = w0.view(np.int32)
-    np.subtract(fi0, offset, fi0)
-    np.right_shift(fi0, k23, i0)  # e - 32
-    np.bitwise_and(fi0, mantissa_bits, fi0)
-    np.add(fi0, sqrt_half, fi0)  # m
-    np.add(f0, one, g[0])
-    np.subtract(f0, one, f0)
-    np.divide(f0, g[0], f0)  # s = (m - 1) / (m + 1)
-    # angle: w = 1.xxx - 1.5 from 23 random mantissa bits
-    np.right_shift(w1, k9, w1)
-    np.bitwise_or(w1, one_bits, w1)
-    np.subtract(w1.view(np.float32), half3, f1)
-    # both polynomials at once (Horner)
-    np.multiply(f, f, g)
-    np.multiply(g, _POLY[3], h)
-    for i in (2, 1, 0):
-        np.add(h, _POLY[i], h)
-        np.multiply(h, g if i else f, h)
-    h0, h1 = h  # -ln m, s
-    np.copyto(f0, i0, casting="unsafe")
-    np.multiply(f0, minus_ln2, f0)
-    np.add(f0, h0, f0)  # -ln u = r**2 / 2
-    np.multiply(h1, h1, f1)
-    np.subtract(one, f1, f1)
-    np.sqrt(f, f)  # r / sqrt(2); c = sqrt(1 - s**2) >= sqrt(1/2)
-    np.bitwise_xor(fi0, ui0, fi0)  # r signed
-    x, y = out
-    np.subtract(f1, h1, x)
-    np.add(f1, h1, y)
-    xu = x.view(np.uint32)
-    np.bitwise_xor(xu, sign_x, xu)
-    np.multiply(out, f0, out)
-
-
-def standard_normal(rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
-    """Fill ``out`` with independent standard normal numbers, the same bits on every CPU.
-
-    Box-Muller transform of the raw output of ``rng``'s bit generator, 64 random bits per
-    pair of numbers: read as ``2 * npairs`` 32-bit words, the first half give the radii and
-    the second half the angles (:func:`_pairs`). Only operations that IEEE 754 rounds
-    exactly are used (integer bit operations, integer to float32 conversion, +, -, *, /,
-    sqrt), with polynomials for the logarithm and the sine, so the result does not depend on
-    the instruction set numpy picks at run time, nor on libm. Against the exact transform of
-    the same bits (float64), the numbers are within 7e-7 (a few float32 ulps above 0.5 in
-    size), and within 5e-6 for the 0.1 % of pairs with ``r < 0.05``, whose uniform, close to
-    1, is rounded to float32 first. The tails end at ``sqrt(2 * 32 * ln 2) = 6.66`` (32-bit
-    uniforms). The first half of ``out`` holds the ``r cos(phi)`` of each pair, the second
-    half the ``r sin(phi)``.
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-        Source of the random words (``rng.bit_generator.random_raw``).
-    out : numpy.ndarray
-        C-contiguous float32 array with an even number of elements; overwritten.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``out``.
-    """
-    flat = out.reshape(-1)
-    half = flat.size // 2
-    if flat.size != 2 * half:
-        raise ValueError("standard_normal needs an even number of elements")
-    words = rng.bit_generator.random_raw(half).view(np.uint32).reshape(2, half)
-    pairs = flat.reshape(2, half)
-    for start in range(0, half, _CHUNK):
-        stop = min(start + _CHUNK, half)
-        _pairs(words[:, start:stop], pairs[:, start:stop])
-    return out
-
-
-def _scratch(local: threading.local, name: str, shape: tuple, dtype, *, zero: bool = False):
-    """Scratch array ``name`` of this thread, created on first use and reused afterwards."""
-    array = getattr(local, name, None)
-    if array is None:
-        array = (np.zeros if zero else np.empty)(shape, dtype=dtype)
-        setattr(local, name, array)
-    return array
-
-
-def normalize(volume: np.ndarray) -> tuple[float, float]:
-    """Shift and scale ``volume`` in place to mean 0 and standard deviation 1.
-
-    The mean is numpy's pairwise float32 sum, the sum of squares ``numpy.einsum``'s: both a
-    fixed order of additions in code that numpy builds for the baseline instruction set only,
-    so the same bits on every CPU (BLAS, whose kernels differ between CPUs, is not used).
-
-    Returns
-    -------
-    tuple of float
-        The mean and standard deviation before normalisation.
-    """
-    flat = volume.reshape(-1)
-    mean = float(np.add.reduce(flat)) / flat.size
-    flat -= np.float32(mean)
-    std = float(np.sqrt(float(np.einsum("i,i->", flat, flat)) / flat.size))
-    if std > 0:
-        flat *= np.float32(1.0 / std)
-    return mean, std
+from mwr_dask.noise.geometry import measured_2d
+from mwr_dask.noise.normals import normalize, scratch, standard_normal
 
 
 def backprojection_operator(n: int, angles: np.ndarray) -> tuple[scipy.sparse.csr_array, list]:
@@ -251,20 +67,21 @@ def backprojection_operator(n: int, angles: np.ndarray) -> tuple[scipy.sparse.cs
     c = (n - 1) / 2.0
     z, x = np.meshgrid(np.arange(n) - c, np.arange(n) - c, indexing="ij")
     z, x = z.ravel(), x.ravel()
-    rows, cols, vals, widths = [], [], [], []
+    angles = np.asarray(angles, dtype=np.float64).tolist()
+    widths = detector_widths(n, angles)
+    rows, cols, vals = [], [], []
     offset = 0
     row_index = np.arange(n * n)
-    for angle in np.asarray(angles, dtype=np.float64).tolist():
+    for angle, width in zip(angles, widths, strict=True):
         cos, sin = cos_sin_degrees(angle)
-        half = int(np.ceil(c * (abs(cos) + abs(sin)) - 1e-9))
+        half = (width - 2) // 2
         t = x * cos - z * sin + half  # in [0, 2 * half]
         u0 = np.clip(np.floor(t).astype(np.int64), 0, 2 * half)
         w = t - u0
         rows += [row_index, row_index]
         cols += [offset + u0, offset + u0 + 1]
         vals += [1.0 - w, w]
-        widths.append(2 * half + 2)
-        offset += 2 * half + 2
+        offset += width
     op = scipy.sparse.coo_array(
         (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
         shape=(n * n, offset),
@@ -273,7 +90,7 @@ def backprojection_operator(n: int, angles: np.ndarray) -> tuple[scipy.sparse.cs
     op.sort_indices()
     if op.nnz < 2**31 and offset < 2**31:
         # scipy keeps int64 indices from the COO input: int32 takes a third less memory (the
-        # operator is 8 bytes per tap, as peak_bytes counts) and gives the same products
+        # operator is 8 bytes per tap, as generator_bytes counts) and gives the same products
         op.indices = op.indices.astype(np.int32)
         op.indptr = op.indptr.astype(np.int32)
     return op, widths
@@ -299,7 +116,7 @@ class BackProjection:
         object.__setattr__(self, "_bins", int(sum(widths)))
         object.__setattr__(self, "_local", threading.local())
         if not self.filter.is_none:
-            length = scipy.fft.next_fast_len(2 * max(widths), real=True)
+            length = padded_length(widths)
             starts = np.arange(len(widths)) * length
             # column of the padded (n, n_views * length) buffer that holds each stacked bin
             cols = np.concatenate([s + np.arange(w) for s, w in zip(starts, widths, strict=True)])
@@ -319,7 +136,7 @@ class BackProjection:
         """
         n, views, length = self.n, len(self.angles), self.padded_length
         # pad columns are zeros that are never written, so the buffer is reused as it is
-        padded = _scratch(self._local, "padded", (n, views * length), np.float32, zero=True)
+        padded = scratch(self._local, "padded", (n, views * length), np.float32, zero=True)
         padded[:, self._cols] = stacked.T
         spec = scipy.fft.rfft(padded.reshape(n, views, length), axis=-1, workers=1)
         spec *= self._weights  # complex64 x complex64: no casting in the loop
@@ -344,7 +161,7 @@ class BackProjection:
 
     def __call__(self, rng: np.random.Generator) -> np.ndarray:
         """One normalised noise volume, float32 (z, y, x)."""
-        stacked = _scratch(self._local, "stacked", (self._bins, self.n), np.float32)
+        stacked = scratch(self._local, "stacked", (self._bins, self.n), np.float32)
         self.projections(rng, stacked)
         if not self.filter.is_none:
             self.filter_projections(stacked)
@@ -376,8 +193,8 @@ class WedgeFilter:
         """One normalised noise volume, float32 (z, y, x)."""
         n = self.n
         # zeros where the mask is 0 are never written, so the spectrum is reused as it is
-        spec = _scratch(self._local, "spec", self._mask.shape, np.complex64, zero=True)
-        draws = _scratch(self._local, "draws", (self._measured, 2), np.float32)
+        spec = scratch(self._local, "spec", self._mask.shape, np.complex64, zero=True)
+        draws = scratch(self._local, "draws", (self._measured, 2), np.float32)
         spec[self._mask] = standard_normal(rng, draws).view(np.complex64)[:, 0]
         spec[:, :, self._self_conjugate] *= np.float32(np.sqrt(2.0))
         volume = scipy.fft.irfftn(spec, s=(n, n), axes=(0, 2), workers=1)  # spec is kept
@@ -385,91 +202,100 @@ class WedgeFilter:
         return volume
 
 
-@functools.lru_cache(maxsize=8)
-def generator_for(
-    mode: int,
-    n: int,
-    minangle: float,
-    maxangle: float,
-    anglestep: float,
-    filter: FilterSpec = NO_FILTER,
-):
-    """Return the cached generator of a geometry (built once per process).
+@functools.cache
+def backprojection(n: int, angles: tuple[float, ...], filter: FilterSpec = NO_FILTER):
+    """Return the mode-1 generator of ``angles`` (degrees), built once per process and cached.
 
-    Parameters
-    ----------
-    mode : int
-        1 = back-projection, 2 = wedge filter.
-    n : int
-        Cube side, voxels.
-    minangle, maxangle, anglestep : float
-        Tilt range and step, degrees (the step is used by mode 1 only).
-    filter : FilterSpec
-        Reconstruction filter of mode 1 (:mod:`mwr_dask.noise.filters`); mode 2 takes none.
+    The cache is unbounded, so that a mixture of schemes used in turn never rebuilds an
+    operator (its memory: :func:`generator_bytes` per distinct angle list).
     """
-    if mode == 1:
-        angles = tuple(tilt_angles(minangle, maxangle, anglestep).tolist())
-        return BackProjection(n, angles, filter)
+    return BackProjection(n, angles, filter)
+
+
+@functools.cache
+def wedge_filter(n: int, minangle: float, maxangle: float):
+    """Return the mode-2 generator of the range [minangle, maxangle], cached per process."""
+    return WedgeFilter(n, minangle, maxangle)
+
+
+def detector_widths(n: int, angles) -> list[int]:
+    """Detector bins of each tilt's projection for cubes of side ``n`` (see the operator)."""
+    c = (n - 1) / 2.0
+    widths = []
+    for angle in angles:
+        cos, sin = cos_sin_degrees(float(angle))
+        widths.append(2 * int(np.ceil(c * (abs(cos) + abs(sin)) - 1e-9)) + 2)
+    return widths
+
+
+def padded_length(widths: list[int]) -> int:
+    """FFT length of a filtered mode 1: at least twice the widest projection, fast for scipy."""
+    return scipy.fft.next_fast_len(2 * max(widths), real=True)
+
+
+def generator_bytes(mode: int, n: int, angles=(), *, filtered: bool = False) -> tuple[int, int]:
+    """Memory of one cached generator: what it keeps, and what one volume adds while made.
+
+    Mode 1 (``angles``: the tilts) keeps the CSR operator (two linear-interpolation taps per
+    tilt and voxel column, each a float32 value and an int32 column index, and int32 row
+    pointers) and the scratch projections (float32, detector bins x n); filtered, also the
+    padded projections (float32), their column map and the weights, and a volume adds their
+    spectrum (complex64) and the inverse transform (float32). Mode 2 (``angles``: the range)
+    keeps the mask (bool), the complex64 half spectrum and the float32 draws over
+    (n, n, n // 2 + 1). Mode 3 keeps the float32 amplitude and the draws over the same half
+    spectrum. A volume's own arrays (3 float32 cubes) are :func:`peak_bytes`'s.
+
+    Returns
+    -------
+    kept, in_flight : int
+        Bytes.
+    """
+    half = n * n * (n // 2 + 1)
     if mode == 2:
-        return WedgeFilter(n, minangle, maxangle)
-    raise ValueError(f"mode must be 1 or 2, not {mode}")
+        measured = int(measured_2d(n, angles[0], angles[-1])[:, : n // 2 + 1].sum()) * n
+        return half * (1 + 8) + 8 * measured, 0
+    if mode != 1:
+        return half * (4 + 8), 0
+    widths = detector_widths(n, angles)
+    bins, views = sum(widths), len(widths)
+    kept = 2 * views * n * n * 8 + (n * n + 1) * 4 + 4 * bins * n
+    if not filtered:
+        return kept, 0
+    length = padded_length(widths)
+    spectrum = views * (length // 2 + 1)
+    kept += 4 * n * views * length + 8 * bins + 8 * spectrum
+    return kept, 8 * n * spectrum + 4 * n * views * length
 
 
-#: Prime factors of the cube side from which scipy's FFT makes mode 2 noticeably slower.
-SLOW_FFT_FACTOR = 29
+#: Memory of a worker process itself (Python, numpy, scipy, Dask), bytes.
+PROCESS_BYTES = 200 * 2**20
 
 
-def largest_prime_factor(n: int) -> int:
-    """Largest prime factor of ``n >= 1`` (1 for 1, ``n`` itself when prime)."""
-    factor, largest = 2, 1
-    while factor * factor <= n:
-        while n % factor == 0:
-            largest, n = factor, n // factor
-        factor += 1
-    return max(largest, n)
+def peak_bytes(kept: int, in_flight: int, n: int) -> int:
+    """Peak memory of a worker whose generators keep ``kept`` bytes, making one volume, bytes.
+
+    Adds the process itself, what the volume's generator adds while it works (``in_flight``)
+    and the arrays of the volume: the product or spectrum, the volume and its copy for the
+    file (3 float32 cubes).
+    """
+    return PROCESS_BYTES + kept + in_flight + 3 * 4 * n**3
 
 
 def cost_note(cubesize: int, mode: int) -> str | None:
     """One line on the extra cost of a cube side that the FFT handles slowly, else None.
 
-    Mode 2 transforms along axes of length ``cubesize``; scipy's FFT is fastest for sizes made
-    of small primes and slower for a large prime factor (it then takes Bluestein's or a generic
-    algorithm). Measured per voxel against 96³ (docs/usage.md): factors 29-53 about 1.4-1.7
-    times, primes 67-127 about 2.2-2.4 times. Mode 1 transforms (with a filter) only at a fast
-    padded length.
+    Mode 2 transforms along axes of length ``cubesize``; scipy's FFT is fastest for lengths
+    of small prime factors (:func:`scipy.fft.next_fast_len`). Measured per voxel against
+    neighbouring fast lengths (docs/usage.md): a prime side about 2.2-2.4 times, a factor of
+    29-53 about 1.4-1.7 times, factors of 13-17 within 5 %. Mode 1 transforms (with a filter)
+    only at a fast padded length.
     """
-    if mode != 2:
+    if mode != 2 or scipy.fft.next_fast_len(cubesize) == cubesize:
         return None
-    factor = largest_prime_factor(cubesize)
-    if factor < SLOW_FFT_FACTOR:
-        return None
-    below = next(m for m in range(cubesize - 1, 0, -1) if largest_prime_factor(m) <= 7)
-    above = next(m for m in range(cubesize + 1, 2 * cubesize + 2) if largest_prime_factor(m) <= 7)
-    kind = "is prime" if factor == cubesize else f"has the prime factor {factor}"
-    times = "2.2-2.4" if factor >= 60 else "1.4-1.7"
+    below = scipy.fft.prev_fast_len(cubesize)
+    above = scipy.fft.next_fast_len(cubesize)
     return (
-        f"Note: {cubesize} {kind}, a slow length for the FFT of mode 2: expect about {times}"
-        f" times the time per voxel of {below}³ or {above}³ (sizes of small prime factors)."
+        f"Note: {cubesize} is not a fast length for the FFT of mode 2: expect up to about 2.4"
+        f" times the time per voxel of {below}^3 or {above}^3 (fast lengths; measured: a prime"
+        " side 2.2-2.4 times, a factor of 29-53 1.4-1.7 times)."
     )
-
-
-def peak_bytes(mode: int, n: int, ntilts: int, *, filtered: bool = False) -> int:
-    """Estimated peak memory of generating and writing one volume, bytes.
-
-    Counts the arrays alive at once (geometry cached per process included) plus 200 MiB for
-    the worker process itself: mode 1 holds the operator (two float32 taps and int32
-    indices per tilt and voxel column), the projections, the product and its transpose;
-    mode 2 the half spectrum (complex64), the draws and the output. A filtered mode 1
-    (``filtered``) adds the padded projections, their spectrum and the inverse transform
-    (padded length about twice the widest projection).
-    """
-    base = 200 * 2**20
-    if mode == 1:
-        operator = 2 * ntilts * n * n * 8 + 8 * n * n
-        projections = ntilts * (int(1.42 * n) + 4) * n * 4
-        padded = 0
-        if filtered:
-            length = 2 * (int(1.42 * n) + 4) + 8  # next fast length of twice the widest
-            padded = ntilts * length * n * 4 * 2 + ntilts * (length // 2 + 1) * n * 8
-        return base + operator + projections + padded + 3 * 4 * n**3
-    return base + 8 * n * n * (n // 2 + 1) * 2 + 3 * 4 * n**3

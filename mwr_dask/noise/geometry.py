@@ -75,27 +75,3 @@ def measured_2d(n: int, minangle: float, maxangle: float) -> np.ndarray:
     # negative), so keep a point only where it and its mirror point -k are both measured.
     neg = (-np.arange(n)) % n
     return inside & inside[np.ix_(neg, neg)]
-
-
-def wedge_mask(n: int, minangle: float, maxangle: float, *, rfft: bool = True) -> np.ndarray:
-    """Binary 3-D missing-wedge mask (1 = measured, 0 = missing).
-
-    Parameters
-    ----------
-    n : int
-        Cube side, voxels.
-    minangle, maxangle : float
-        Tilt range, degrees.
-    rfft : bool
-        If True, the shape is (n, n, n // 2 + 1) as ``numpy.fft.rfftn`` of a (z, y, x) cube
-        returns; otherwise (n, n, n), the full ``fftn`` layout.
-
-    Returns
-    -------
-    numpy.ndarray
-        Boolean mask over (kz, ky, kx); it does not depend on ky.
-    """
-    m2 = measured_2d(n, minangle, maxangle)
-    if rfft:
-        m2 = m2[:, : n // 2 + 1]
-    return np.broadcast_to(m2[:, None, :], (n, n, m2.shape[1])).copy()

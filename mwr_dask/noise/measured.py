@@ -71,7 +71,7 @@ import numpy as np
 import scipy.fft
 
 from mwr_dask import __version__
-from mwr_dask.noise.generators import normalize, standard_normal
+from mwr_dask.noise.normals import normalize, standard_normal
 
 #: Most cubes used by default, and fewest accepted (relative error per Fourier pixel 5 %, 25 %).
 MAX_CUBES = 400

@@ -1,37 +1,39 @@
-"""The noise as a library: :class:`NoiseSource`, a pure function from an index to a volume.
+"""The noise as a library: :class:`NoiseSource`, the one parameter object of every run.
 
 A :class:`NoiseSource` holds everything that defines the noise (cube size, mode, tilts, seed,
-voxel size). ``source.volume(i)`` (or ``source[i]``) returns exactly the data that
-``mwr-dask generate-noise`` writes to ``n_<i>.mrc`` with the same parameters, on any machine,
-in any process. The source is a small frozen dataclass: it pickles to a few hundred bytes, so
-it travels cheaply to Dask workers and to PyTorch ``DataLoader`` workers; the operators a
-volume needs (the back-projection matrix, the wedge mask) are built once per process, on
-first use, and cached there (:func:`mwr_dask.noise.generators.generator_for`), never pickled.
+voxel size, filter, measured spectrum), checked once when it is made. ``source.volume(i)`` (or
+``source[i]``) returns exactly the data that ``mwr-dask generate-noise`` writes to
+``n_<i>.mrc`` with the same parameters, on any machine, in any process; ``source.labels(i)``
+its provenance, as the file's header records it, and :func:`source_from_labels` reads it back.
 
-Views of a source:
+The source is a small frozen dataclass: it pickles to a few hundred bytes, so it travels
+cheaply to Dask workers and to PyTorch ``DataLoader`` workers; the generators a volume needs
+(the back-projection operator, the wedge mask) are built once per process, on first use, and
+cached there (:mod:`mwr_dask.noise.generators`), never pickled. :meth:`NoiseSource.take` gives
+a sequence of volumes (a map-style dataset for PyTorch, without importing torch).
 
-- :meth:`NoiseSource.take`: a sequence of ``count`` volumes (``len``, indexing, slicing), a
-  map-style dataset for PyTorch without importing torch;
-- :func:`mwr_dask.to_dask` (the Dask layer, :mod:`mwr_dask.parallel.arrays`): a lazy
-  ``dask.array`` of shape (count, n, n, n).
-
-Nothing here imports Dask, numpy or scipy at import time: they are imported when a volume or
-an array is first asked for.
+Nothing here imports numpy or scipy at import time: they are imported when a volume is first
+asked for, so that the command line validates its options at once.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import numbers
+import operator
+import os
 import re
 import secrets
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from mwr_dask import __version__
+from mwr_dask.noise.exactmath import shortest
+from mwr_dask.noise.filters import FilterSpec, filter_problems, make_filter
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,6 +41,19 @@ if TYPE_CHECKING:
     from mwr_dask.noise.schemes import TiltScheme
 
 MODES = {1: "back-projection", 2: "wedge filter", 3: "measured spectrum"}
+#: Names of output volumes; nothing else is ever written to the output folder.
+NAME_PATTERN = re.compile(r"^n_(\d{5,})\.mrc$")
+#: Seeds are below 2^128 (what ``SeedSequence().entropy`` draws): the label keeps 80 characters.
+SEED_LIMIT = 2**128
+#: Most tilts of a regular range in mode 1 (a 0.012 degree step over 120 degrees); real series
+#: have ~60 (tilt files: :data:`mwr_dask.noise.schemes.MAX_VIEWS` views per file).
+MAX_TILTS = 10_000
+#: Longest MRC header label, characters (the format's fixed field).
+LABEL_CHARS = 80
+#: Smallest normal and largest float32 (the MRC header's cell sizes are float32).
+F32_TINY, F32_MAX = 2.0**-126, (2 - 2.0**-23) * 2.0**127
+#: Tolerance of :func:`mwr_dask.noise.geometry.tilt_angles` on the last tilt, degrees.
+_TILT_EPS = 1e-6
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,15 +67,14 @@ def numerics_label() -> str:
     return f"numpy={version('numpy')} scipy={version('scipy')}"
 
 
-def _num(value: float) -> str:
-    """Shortest text that reads back as exactly ``value`` (integers without a point)."""
-    value = float(value)
-    return str(int(value)) if value.is_integer() else repr(value)
-
-
 def fresh_seed() -> int:
     """Draw a new random root seed: 128 bits from the operating system."""
     return secrets.randbits(128)
+
+
+def volume_name(index: int) -> str:
+    """File name of volume ``index``: ``n_{index:05d}.mrc``."""
+    return f"n_{index:05d}.mrc"
 
 
 @dataclass(frozen=True)
@@ -82,26 +96,29 @@ class NoiseSource:
     voxel_size : float
         Voxel size written to the MRC header, angstroms (it does not change the data).
     tilt_schemes : tuple of TiltScheme
-        Tilt schemes read from the dataset's tilt files (:mod:`mwr_dask.noise.schemes`). Empty:
-        the regular range above. Otherwise they replace it: volume i uses scheme
+        Tilt schemes read from the dataset's tilt files (:mod:`mwr_dask.noise.tiltfiles`).
+        Empty: the regular range above. Otherwise they replace it: volume i uses scheme
         ``i mod len(tilt_schemes)`` and is byte-identical to volume i of a source with that
         scheme alone and the same seed (mode 1 back-projects exactly its used angles, mode 2
         uses the wedge of their continuous range).
     spectrum : SpectrumNoise, path or None
         A measured noise spectrum (``mwr-dask measure-noise``): its file, or the small
-        reference (path + digest) :class:`mwr_dask.noise.measured.SpectrumNoise`. Volume i is then
-        Gaussian noise with exactly that spectrum, the mode is 3 and the tilt fields are not
-        used; ``cubesize`` must equal the spectrum's cube. The array is read once per
+        reference (path + digest) :class:`mwr_dask.noise.measured.SpectrumNoise`. Volume i is
+        then Gaussian noise with exactly that spectrum, the mode is 3 and the tilt fields are
+        not used; ``cubesize`` must equal the spectrum's cube. The array is read once per
         process, never pickled with the source.
     filter : str
-        Mode 1's reconstruction filter (:mod:`mwr_dask.noise.filters`): ``none`` (the unfiltered
-        back-projection), ``ramp``, ``shepp-logan``, ``cosine``, ``hamming``, ``hann``,
-        ``imod``, ``sirt-like``, ``aretomo``.
+        Mode 1's reconstruction filter (:mod:`mwr_dask.noise.filters`): ``none`` (the
+        unfiltered back-projection), ``ramp``, ``shepp-logan``, ``cosine``, ``hamming``,
+        ``hann``, ``imod``, ``sirt-like``, ``aretomo``.
     radial : tuple of float or None
         ``imod`` and ``sirt-like`` only: radial cutoff and Gaussian sigma of the fall-off,
         cycles/pixel; None takes IMOD's default (0.35, 0.035), recorded as such.
     sirt_iterations : int or None
         ``sirt-like`` only: IMOD's ``FakeSIRTiterations``; None takes 10, recorded as such.
+
+    Integer fields take Python or numpy integers (not ``bool``, not floats such as ``16.0``);
+    angle and size fields take any real number and keep it as a float.
 
     Raises
     ------
@@ -134,61 +151,100 @@ class NoiseSource:
     sirt_iterations: int | None = None
 
     def __post_init__(self) -> None:
+        set_field = functools.partial(object.__setattr__, self)
+        for name, value in _typed_fields(self).items():
+            set_field(name, value)
         if self.seed is None:
-            object.__setattr__(self, "seed", fresh_seed())
-        if self.tilt_schemes:
-            from mwr_dask.noise.schemes import TiltScheme
-
-            schemes = tuple(self.tilt_schemes)
-            if not all(isinstance(s, TiltScheme) for s in schemes):
-                raise ValueError("tilt_schemes must hold TiltScheme objects (read_tilt_file).")
-            object.__setattr__(self, "tilt_schemes", schemes)
+            set_field("seed", fresh_seed())
         if self.spectrum is not None:
             from mwr_dask.noise.measured import SpectrumNoise, spectrum_noise
 
-            if self.tilt_schemes:
-                raise ValueError("a measured spectrum (mode 3) takes no tilt schemes.")
             if not isinstance(self.spectrum, SpectrumNoise):
-                object.__setattr__(self, "spectrum", spectrum_noise(Path(self.spectrum)))
-            object.__setattr__(self, "mode", 3)
-        problems = source_problems(self)
+                set_field("spectrum", spectrum_noise(Path(self.spectrum)))
+            set_field("mode", 3)
+        problems = self.problems()
         if problems:
             raise ValueError(" ".join(problems))
         if self.filter != "none":  # record the defaults the filter takes
             spec = self.filter_spec
             if spec.cutoff is not None:
-                object.__setattr__(self, "radial", (spec.cutoff, spec.falloff))
-            object.__setattr__(self, "sirt_iterations", spec.sirt_iterations)
+                set_field("radial", (spec.cutoff, spec.falloff))
+            set_field("sirt_iterations", spec.sirt_iterations)
 
-    @property
-    def filter_spec(self):
-        """The reconstruction filter as a :class:`mwr_dask.noise.filters.FilterSpec`."""
-        from mwr_dask.noise.filters import make_filter
+    # ------------------------------------------------------------------ validation
 
-        radial = None if self.radial is None else tuple(float(v) for v in self.radial)
-        return make_filter(self.filter, radial, self.sirt_iterations)
+    def problems(self) -> list[str]:
+        """Why these parameters cannot make volumes, one sentence each (empty when they can)."""
+        errors = []
+        if self.cubesize < 2:
+            errors.append(f"CUBESIZE must be at least 2 voxels, not {self.cubesize}.")
+        if self.spectrum is not None:
+            if self.tilt_schemes:
+                errors.append("a measured spectrum (mode 3) takes no tilt schemes.")
+            if self.spectrum.path and self.spectrum.n != self.cubesize:
+                errors.append(
+                    f"CUBESIZE ({self.cubesize}) must equal the cube of the spectrum"
+                    f" {self.spectrum.path} ({self.spectrum.n})."
+                )
+        elif self.mode not in (1, 2):
+            errors.append(
+                f"--mode must be 1 (back-projection) or 2 (wedge filter), not {self.mode}."
+            )
+        errors += _range_problems(self.minangle, self.maxangle, self.anglestep, self.mode)
+        errors += _voxel_problems(self.voxel_size, self.cubesize)
+        if not 0 <= self.seed < SEED_LIMIT:
+            errors.append(f"--seed must be 0 or more and less than 2^128, not {self.seed}.")
+        errors += filter_problems(self.filter, self.radial, self.sirt_iterations, self.mode)
+        if not errors:  # the labels of a valid source only: their numbers are all sane by now
+            errors += self.label_problems(0)
+        return errors
+
+    def run_problems(self, count: int, start: int = 0) -> list[str]:
+        """Why volumes ``start .. start + count - 1`` cannot be written, one sentence each.
+
+        Whole numbers, at least one volume, ``start`` at least 0, and header labels of at
+        most 80 characters up to the last index (:meth:`label_problems`).
+        """
+        errors = []
+        for name, value, least in (("NUMBER_VOLUME", count, "at least 1"), ("--start", start,
+                                   "0 or more")):  # fmt: skip
+            if not _is_int(value):
+                errors.append(f"{name} must be a whole number, not {value!r}.")
+            elif value < (1 if name == "NUMBER_VOLUME" else 0):
+                errors.append(f"{name} must be {least}, not {value}.")
+        return errors or self.label_problems(start + count - 1)
+
+    def label_problems(self, last_index: int) -> list[str]:
+        """Labels that the MRC header cannot hold (over 80 characters or not ASCII).
+
+        The longest labels are those of the last index with the largest seed a run can get,
+        so checking them checks every volume up to ``last_index``.
+        """
+        for label in self._labels(last_index, SEED_LIMIT - 1):
+            if len(label) > LABEL_CHARS or not (label.isascii() and label.isprintable()):
+                return [
+                    f"the header label {label[:100]!r} of volume {last_index} is {len(label)}"
+                    f" characters, more than the {LABEL_CHARS} an MRC header holds: give the"
+                    " angles and the voxel size with fewer digits, or a smaller --start."
+                ]
+        return []
 
     # ------------------------------------------------------------------ description
+
+    @property
+    def filter_spec(self) -> FilterSpec:
+        """The reconstruction filter as a :class:`mwr_dask.noise.filters.FilterSpec`."""
+        return make_filter(self.filter, self.radial, self.sirt_iterations)
 
     @property
     def volume_bytes(self) -> int:
         """Bytes of one volume file (1024-byte header + float32 data)."""
         return 1024 + 4 * self.cubesize**3
 
-    def peak_bytes(self) -> int:
-        """Estimated peak memory of a worker making and writing volumes of this source, bytes.
-
-        See :func:`mwr_dask.noise.generators.peak_bytes` (mode 3: that of mode 2's arrays).
-        """
-        from mwr_dask.noise.generators import peak_bytes
-
-        filtered = self.filter != "none"
-        return peak_bytes(self.mode, self.cubesize, tilt_count(self), filtered=filtered)
-
     @property
     def tilt(self) -> str:
         """Tilt range as ``min:max:step``, degrees."""
-        return f"{_num(self.minangle)}:{_num(self.maxangle)}:{_num(self.anglestep)}"
+        return f"{shortest(self.minangle)}:{shortest(self.maxangle)}:{shortest(self.anglestep)}"
 
     @property
     def schemes_record(self) -> str:
@@ -206,6 +262,20 @@ class NoiseSource:
             return None
         return self.tilt_schemes[index % len(self.tilt_schemes)]
 
+    def tilts(self, index: int) -> tuple[float, ...]:
+        """Tilt angles of volume ``index``, degrees, ascending: its scheme's, or the range's."""
+        scheme = self.scheme_of(index)
+        if scheme is not None:
+            return scheme.angle_tuple
+        return _range_tilts(self.minangle, self.maxangle, self.anglestep)
+
+    def wedge(self, index: int) -> tuple[float, float]:
+        """Tilt range of volume ``index``'s continuous wedge (mode 2), degrees."""
+        scheme = self.scheme_of(index)
+        if scheme is not None:
+            return scheme.minangle, scheme.maxangle
+        return self.minangle, self.maxangle
+
     def labels(self, index: int) -> list[str]:
         """MRC header labels recording the provenance of volume ``index`` (<= 80 chars each).
 
@@ -215,28 +285,26 @@ class NoiseSource:
         adds a last label, e.g. ``filter=imod radial=0.35,0.035``; without one the labels are
         those of folders made before filters existed.
         """
+        return self._labels(index, self.seed)
+
+    def _labels(self, index: int, seed: int) -> list[str]:
+        head = f"mwr-dask {__version__} mode={self.mode} cube={self.cubesize}"
+        second = f"seed={seed} voxel={shortest(self.voxel_size)}"
         if self.spectrum is not None:
             name = Path(self.spectrum.path).name if self.spectrum.path else "?"
             return [
-                f"mwr-dask {__version__} mode=3 cube={self.cubesize}"
-                f" spectrum={self.spectrum.digest} index={index}",
-                f"seed={self.seed} voxel={_num(self.voxel_size)}",
+                f"{head} spectrum={self.spectrum.digest} index={index}",
+                second,
                 numerics_label(),
                 f"spectrum-file={name}"[:80],
             ]
         if not self.tilt_schemes:
-            labels = [
-                f"mwr-dask {__version__} mode={self.mode} cube={self.cubesize} tilt={self.tilt}"
-                f" index={index}",
-                f"seed={self.seed} voxel={_num(self.voxel_size)}",
-                numerics_label(),
-            ]
+            labels = [f"{head} tilt={self.tilt} index={index}", second, numerics_label()]
         else:
             k = len(self.tilt_schemes)
             labels = [
-                f"mwr-dask {__version__} mode={self.mode} cube={self.cubesize}"
-                f" schemes={self.schemes_record} index={index}",
-                f"seed={self.seed} voxel={_num(self.voxel_size)}",
+                f"{head} schemes={self.schemes_record} index={index}",
+                second,
                 f"scheme={index % k + 1}/{k} {self.scheme_of(index).label}",
                 numerics_label(),
             ]
@@ -262,8 +330,7 @@ class NoiseSource:
         else:
             tilts = f"tilts {self.tilt} deg"
         text = (
-            f"mode {self.mode} ({MODES.get(self.mode, '?')}), {self.cubesize}^3 voxels,"
-            f" {tilts}, seed {seed}"
+            f"mode {self.mode} ({MODES[self.mode]}), {self.cubesize}^3 voxels, {tilts}, seed {seed}"
         )
         if self.filter != "none":
             text += f", {self.filter_spec.describe()}"
@@ -272,6 +339,41 @@ class NoiseSource:
     def as_dict(self) -> dict:
         """Plain dictionary of the fields."""
         return asdict(self)
+
+    # ------------------------------------------------------------------ memory
+
+    def _generator_bytes(self) -> list[tuple[int, int]]:
+        """(kept, in-flight) bytes of each distinct generator of this source."""
+        from mwr_dask.noise.generators import generator_bytes
+
+        n = self.cubesize
+        if self.spectrum is not None:
+            return [generator_bytes(3, n)]
+        count = max(len(self.tilt_schemes), 1)
+        if self.mode == 2:
+            return [generator_bytes(2, n, w) for w in {self.wedge(i) for i in range(count)}]
+        filtered = self.filter != "none"
+        tilts = {self.tilts(i) for i in range(count)}
+        return [generator_bytes(1, n, t, filtered=filtered) for t in tilts]
+
+    def cached_bytes(self) -> int:
+        """Memory a worker keeps for this source's generators once it made every kind, bytes.
+
+        One generator per distinct geometry (tilt list in mode 1, wedge in mode 2): see
+        :func:`mwr_dask.noise.generators.generator_bytes`.
+        """
+        return sum(kept for kept, _ in self._generator_bytes())
+
+    def peak_bytes(self) -> int:
+        """Estimated peak memory of a worker making and writing volumes of this source, bytes.
+
+        See :func:`mwr_dask.noise.generators.peak_bytes`.
+        """
+        from mwr_dask.noise.generators import peak_bytes
+
+        sizes = self._generator_bytes()
+        kept = sum(k for k, _ in sizes)
+        return peak_bytes(kept, max(f for _, f in sizes), self.cubesize)
 
     # ------------------------------------------------------------------ volumes
 
@@ -282,19 +384,11 @@ class NoiseSource:
         """
         if self.spectrum is not None:
             return self.spectrum  # its amplitude is read once per process and cached
-        if self.tilt_schemes:
-            from mwr_dask.noise.schemes import generator_for_scheme
+        from mwr_dask.noise.generators import backprojection, wedge_filter
 
-            scheme = self.scheme_of(index)
-            if self.filter == "none":
-                return generator_for_scheme(self.mode, self.cubesize, scheme)
-            return generator_for_scheme(self.mode, self.cubesize, scheme, self.filter_spec)
-        from mwr_dask.noise.generators import generator_for
-
-        args = (self.mode, self.cubesize, self.minangle, self.maxangle, self.anglestep)
-        if self.filter == "none":
-            return generator_for(*args)
-        return generator_for(*args, self.filter_spec)
+        if self.mode == 2:
+            return wedge_filter(self.cubesize, *self.wedge(index))
+        return backprojection(self.cubesize, self.tilts(index), self.filter_spec)
 
     def volume(self, index: int) -> np.ndarray:
         """Volume ``index``: float32, axes (z, y, x), mean 0 and standard deviation 1.
@@ -308,10 +402,10 @@ class NoiseSource:
         TypeError
             ``index`` is not an integer.
         """
-        index = _as_index(index)
+        index = operator.index(index)
         if index < 0:
             raise IndexError(f"volume indices start at 0, not {index}")
-        from mwr_dask.noise.generators import volume_rng
+        from mwr_dask.noise.normals import volume_rng
 
         return self.generator(index)(volume_rng(self.seed, index))
 
@@ -325,14 +419,7 @@ class NoiseSource:
         Item k is ``source.volume(start + k)``, computed when asked for. A PyTorch
         ``DataLoader`` accepts it as a map-style dataset.
         """
-        return NoiseVolumes(self, _as_index(count), _as_index(start))
-
-
-def _as_index(value) -> int:
-    """``value`` as a Python int (numpy integers included); TypeError otherwise."""
-    import operator
-
-    return operator.index(value)
+        return NoiseVolumes(self, operator.index(count), operator.index(start))
 
 
 class NoiseVolumes(Sequence):
@@ -361,7 +448,7 @@ class NoiseVolumes(Sequence):
             if step != 1:
                 raise ValueError("NoiseVolumes slices take step 1 only")
             return NoiseVolumes(self.source, max(hi - lo, 0), self.start + lo)
-        k = _as_index(k)
+        k = operator.index(k)
         if k < 0:
             k += self.count
         if not 0 <= k < self.count:
@@ -376,25 +463,129 @@ class NoiseVolumes(Sequence):
         return f"NoiseVolumes({self.source!r}, count={self.count}, start={self.start})"
 
 
-# ---------------------------------------------------------------- validation and labels
-
-#: Names of output volumes; nothing else is ever written to the output folder.
-NAME_PATTERN = re.compile(r"^n_(\d{5,})\.mrc$")
-#: Seeds are below 2^128 (what ``SeedSequence().entropy`` draws): the label keeps 80 characters.
-SEED_LIMIT = 2**128
-#: Most tilts of a mode-1 series (a 0.012 degree step over 120 degrees); real series have ~60.
-MAX_TILTS = 10_000
-#: Longest MRC header label, characters (the format's fixed field).
-LABEL_CHARS = 80
-#: Smallest normal and largest float32 (the MRC header's cell sizes are float32).
-F32_TINY, F32_MAX = 2.0**-126, (2 - 2.0**-23) * 2.0**127
-#: Tolerance of :func:`mwr_dask.noise.geometry.tilt_angles` on the last tilt, degrees.
-_TILT_EPS = 1e-6
+# -------------------------------------------------------------------- fields and their checks
 
 
-def volume_name(index: int) -> str:
-    """File name of volume ``index``: ``n_{index:05d}.mrc``."""
-    return f"n_{index:05d}.mrc"
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _typed_fields(source: NoiseSource) -> dict[str, Any]:
+    """Return the fields of ``source`` as Python ints, floats, tuples; ValueError if mistyped.
+
+    ``bool`` is not a number here, and ``16.0`` is not a cube size: one sentence each.
+    """
+    out: dict[str, Any] = {}
+    errors = []
+    for name in ("cubesize", "mode", "seed", "sirt_iterations"):
+        value = getattr(source, name)
+        if value is None and name in ("seed", "sirt_iterations"):
+            continue
+        if _is_int(value):
+            out[name] = int(value)
+        else:
+            errors.append(f"{name} must be a whole number, not {value!r}.")
+    for name in ("minangle", "maxangle", "anglestep", "voxel_size"):
+        value = getattr(source, name)
+        if _is_real(value):
+            out[name] = float(value)
+        else:
+            errors.append(f"{name} must be a number, not {value!r}.")
+    if not isinstance(source.filter, str):
+        errors.append(f"filter must be a name such as 'ramp', not {source.filter!r}.")
+    if source.radial is not None:
+        pair = tuple(source.radial) if isinstance(source.radial, Sequence) else ()
+        if len(pair) == 2 and all(_is_real(v) for v in pair):
+            out["radial"] = tuple(float(v) for v in pair)
+        else:
+            errors.append(f"radial must be two numbers (cutoff, falloff), not {source.radial!r}.")
+    schemes = source.tilt_schemes
+    if schemes:
+        from mwr_dask.noise.schemes import TiltScheme
+
+        if isinstance(schemes, TiltScheme) or not all(isinstance(s, TiltScheme) for s in schemes):
+            errors.append("tilt_schemes must hold TiltScheme objects (read_tilt_file).")
+        else:
+            out["tilt_schemes"] = tuple(schemes)
+    spectrum = source.spectrum
+    if spectrum is not None and not isinstance(spectrum, str | os.PathLike):
+        from mwr_dask.noise.measured import SpectrumNoise
+
+        if not isinstance(spectrum, SpectrumNoise):
+            errors.append(f"spectrum must be a spectrum file, not {spectrum!r}.")
+    if errors:
+        raise ValueError(" ".join(errors))
+    return out
+
+
+def _range_problems(lo: float, hi: float, step: float, mode: int) -> list[str]:
+    """Problems of the regular tilt range, one sentence each."""
+    errors = []
+    for name, value in (("--minangle", lo), ("--maxangle", hi)):
+        if not -90.0 < value < 90.0:
+            errors.append(f"{name} must lie strictly between -90 and 90 degrees, not {value:g}.")
+    if lo >= hi:
+        errors.append(f"--minangle ({lo:g}) must be smaller than --maxangle ({hi:g}).")
+    elif not (math.isfinite(step) and step > 0):
+        errors.append(f"--anglestep must be positive and finite, not {step:g}.")
+    elif mode == 1 and step > hi - lo:
+        errors.append(
+            f"--anglestep ({step:g}) is wider than the tilt range {lo:g}..{hi:g}:"
+            " back-projection needs at least two tilts."
+        )
+    elif mode == 1 and (hi - lo) / step + _TILT_EPS >= MAX_TILTS:  # floor(...) + 1 tilts
+        errors.append(
+            f"--anglestep {step:g} makes more than {MAX_TILTS:,} tilts over {lo:g}..{hi:g};"
+            " give a coarser step."
+        )
+    return errors
+
+
+def _voxel_problems(voxel: float, n: int) -> list[str]:
+    """Why the header cannot store the voxel size (float32 cell of ``n`` voxels), if it cannot."""
+    if not (math.isfinite(voxel) and voxel > 0):
+        return [f"--voxel-size must be positive and finite, not {voxel:g}."]
+    cell = _float32(voxel * max(n, 1))
+    if not (F32_TINY <= cell < math.inf and _float32(cell / max(n, 1)) > 0):
+        return [
+            f"--voxel-size {voxel:g} cannot be stored in the MRC header (float32: the cell of"
+            f" {n} voxels must lie between {F32_TINY:.3g} and {F32_MAX:.3g} angstroms)."
+        ]
+    return []
+
+
+def _float32(value: float) -> float:
+    """``value`` rounded to float32 (inf beyond its range), without numpy."""
+    try:
+        return struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+@functools.lru_cache(maxsize=64)
+def _range_tilts(lo: float, hi: float, step: float) -> tuple[float, ...]:
+    from mwr_dask.noise.geometry import tilt_angles
+
+    return tuple(tilt_angles(lo, hi, step).tolist())
+
+
+def tilts_of(source: NoiseSource) -> np.ndarray:
+    """Tilt angles of ``source``, degrees; with tilt schemes, those of every scheme together.
+
+    (What a worker's cached mode-1 operators hold: one per distinct scheme.)
+    """
+    import numpy as np
+
+    count = max(len(source.tilt_schemes), 1)
+    unique = dict.fromkeys(source.tilts(i) for i in range(count))
+    return np.concatenate([np.asarray(t, dtype=np.float64) for t in unique])
+
+
+# -------------------------------------------------------------------- reading labels back
 
 
 def parse_labels(labels: list[str]) -> dict[str, str]:
@@ -416,211 +607,38 @@ def source_from_labels(labels: list[str]) -> NoiseSource | None:
 
     A volume made from a tilt scheme records its scheme's range and number of views, not its
     angles: the source returned then has that range and the mean step (what ``inspect``
-    compares with), and ``schemes`` of :func:`parse_labels` names the whole mixture.
+    compares with), and ``schemes`` of :func:`parse_labels` names the whole mixture. A
+    measured spectrum is known by its digest only (no path).
     """
     kv = parse_labels(labels)
-    if "spectrum" in kv:
-        return _measured_from_labels(kv)
     try:
+        common = {
+            "cubesize": int(kv["cube"]),
+            "seed": int(kv["seed"]),
+            "voxel_size": float(kv.get("voxel", "1")),
+        }
+        if "spectrum" in kv:
+            from mwr_dask.noise.measured import SpectrumNoise
+
+            return NoiseSource(**common, spectrum=SpectrumNoise("", kv["spectrum"]))
         radial = None
         if "radial" in kv:
             cutoff, falloff = (float(v) for v in kv["radial"].split(","))
             radial = (cutoff, falloff)
-        filtering = {
-            "filter": kv.get("filter", "none"),
-            "radial": radial,
-            "sirt_iterations": int(kv["sirt"]) if "sirt" in kv else None,
-        }
         if "schemes" in kv and "tilt" not in kv:
             lo, hi = (float(v) for v in kv["tilts"].split(".."))
-            views = int(kv["n"])
-            return NoiseSource(
-                cubesize=int(kv["cube"]),
-                mode=int(kv["mode"]),
-                minangle=lo,
-                maxangle=hi,
-                anglestep=(hi - lo) / max(views - 1, 1),
-                seed=int(kv["seed"]),
-                voxel_size=float(kv.get("voxel", "1")),
-                **filtering,
-            )
-        lo, hi, step = (float(v) for v in kv["tilt"].split(":"))
+            step = (hi - lo) / max(int(kv["n"]) - 1, 1)
+        else:
+            lo, hi, step = (float(v) for v in kv["tilt"].split(":"))
         return NoiseSource(
-            cubesize=int(kv["cube"]),
+            **common,
             mode=int(kv["mode"]),
             minangle=lo,
             maxangle=hi,
             anglestep=step,
-            seed=int(kv["seed"]),
-            voxel_size=float(kv.get("voxel", "1")),
-            **filtering,
+            filter=kv.get("filter", "none"),
+            radial=radial,
+            sirt_iterations=int(kv["sirt"]) if "sirt" in kv else None,
         )
     except (KeyError, ValueError):
         return None
-
-
-def _measured_from_labels(kv: dict[str, str]) -> NoiseSource | None:
-    """Rebuild a mode-3 source from its labels: the spectrum known by its digest (no path)."""
-    from mwr_dask.noise.measured import SpectrumNoise
-
-    try:
-        return NoiseSource(
-            cubesize=int(kv["cube"]),
-            seed=int(kv["seed"]),
-            voxel_size=float(kv.get("voxel", "1")),
-            spectrum=SpectrumNoise("", kv["spectrum"]),
-        )
-    except (KeyError, ValueError):
-        return None
-
-
-def tilt_count(params: NoiseSource) -> int:
-    """Count the tilts of ``params`` (as :func:`tilts_of` makes them) without making them.
-
-    Returns ``MAX_TILTS + 1`` for any step so fine that the count exceeds :data:`MAX_TILTS`
-    (or is not finite), so that the caller never builds such an array.
-    """
-    schemes = getattr(params, "tilt_schemes", ())
-    if schemes:  # the views of each distinct scheme (one cached operator each)
-        return sum(len(s.angles) for s in {s.angle_tuple: s for s in schemes}.values())
-    span = params.maxangle - params.minangle
-    ratio = span / params.anglestep if params.anglestep > 0 else math.inf  # inf on overflow
-    if not math.isfinite(ratio) or ratio > MAX_TILTS:
-        return MAX_TILTS + 1
-    return math.floor(ratio + _TILT_EPS) + 1
-
-
-def _cell_problem(p: NoiseSource) -> str | None:
-    """Why the header cannot store the voxel size of ``p`` (float32 cell), or None."""
-    if not (math.isfinite(p.voxel_size) and p.voxel_size > 0):
-        return f"--voxel-size must be positive and finite, not {p.voxel_size:g}."
-    cell = _float32(p.voxel_size * max(p.cubesize, 1))
-    if not (F32_TINY <= cell < math.inf and _float32(cell / max(p.cubesize, 1)) > 0):
-        return (
-            f"--voxel-size {p.voxel_size:g} cannot be stored in the MRC header (float32: the"
-            f" cell of {p.cubesize} voxels must lie between {F32_TINY:.3g} and"
-            f" {F32_MAX:.3g} angstroms)."
-        )
-    return None
-
-
-def _float32(value: float) -> float:
-    """``value`` rounded to float32 (inf beyond its range), without numpy."""
-    try:
-        return struct.unpack("<f", struct.pack("<f", value))[0]
-    except OverflowError:
-        return math.copysign(math.inf, value)
-
-
-def _unchecked(params, **changes) -> NoiseSource:
-    """Make a NoiseSource of the fields of ``params`` (any object with them) and ``changes``.
-
-    Not validated (validation itself builds it, to make the labels with NoiseSource's own
-    code).
-    """
-    source = object.__new__(NoiseSource)
-    for f in fields(NoiseSource):
-        default = None if f.default is MISSING else f.default
-        object.__setattr__(source, f.name, changes.get(f.name, getattr(params, f.name, default)))
-    return source
-
-
-def label_problems(params: NoiseSource, last_index: int) -> list[str]:
-    """Labels of the run that the MRC header cannot hold (over 80 characters or not ASCII).
-
-    The longest labels are those of the last index with the largest seed a run can get, so
-    checking them checks every volume of the run.
-    """
-    worst = _unchecked(params, seed=SEED_LIMIT - 1)
-    out = []
-    for label in worst.labels(last_index):
-        if len(label) > LABEL_CHARS or not (label.isascii() and label.isprintable()):
-            out.append(
-                f"the header label {label!r} of the last volume is {len(label)} characters,"
-                f" more than the {LABEL_CHARS} an MRC header holds: give the angles and the"
-                " voxel size with fewer digits, or a smaller --start."
-            )
-            break
-    return out
-
-
-def validate(params: NoiseSource, number_volume: int, start: int) -> list[str]:
-    """Problems with the requested run, one sentence each (empty when all is well).
-
-    Everything that a worker would later trip over is checked here: finite numbers, a tilt
-    count that can be built, a voxel size that the float32 header stores, seeds below 2^128,
-    and header labels of at most 80 characters for every index of the run.
-    """
-    p = params
-    errors = []
-    if number_volume < 1:
-        errors.append(f"NUMBER_VOLUME must be at least 1, not {number_volume}.")
-    if p.cubesize < 2:
-        errors.append(f"CUBESIZE must be at least 2 voxels, not {p.cubesize}.")
-    if start < 0:
-        errors.append(f"--start must be 0 or more, not {start}.")
-    spectrum = getattr(p, "spectrum", None)
-    if spectrum is not None:
-        if spectrum.path and spectrum.n != p.cubesize:
-            errors.append(
-                f"CUBESIZE ({p.cubesize}) must equal the cube of the spectrum"
-                f" {spectrum.path} ({spectrum.n})."
-            )
-    elif p.mode not in (1, 2):
-        errors.append(f"--mode must be 1 (back-projection) or 2 (wedge filter), not {p.mode}.")
-    for name, value in (("--minangle", p.minangle), ("--maxangle", p.maxangle)):
-        if not -90.0 < value < 90.0:
-            errors.append(f"{name} must lie strictly between -90 and 90 degrees, not {value:g}.")
-    if p.minangle >= p.maxangle:
-        errors.append(
-            f"--minangle ({p.minangle:g}) must be smaller than --maxangle ({p.maxangle:g})."
-        )
-    elif not (math.isfinite(p.anglestep) and p.anglestep > 0):
-        errors.append(f"--anglestep must be positive and finite, not {p.anglestep:g}.")
-    elif p.mode == 1 and p.anglestep > p.maxangle - p.minangle:
-        errors.append(
-            f"--anglestep ({p.anglestep:g}) is wider than the tilt range"
-            f" {p.minangle:g}..{p.maxangle:g}: back-projection needs at least two tilts."
-        )
-    elif p.mode == 1 and tilt_count(p) > MAX_TILTS:
-        errors.append(
-            f"--anglestep {p.anglestep:g} makes more than {MAX_TILTS:,} tilts over"
-            f" {p.minangle:g}..{p.maxangle:g}; give a coarser step."
-        )
-    problem = _cell_problem(p)
-    if problem:
-        errors.append(problem)
-    if p.seed < 0 or p.seed >= SEED_LIMIT:
-        errors.append(f"--seed must be 0 or more and less than 2^128, not {p.seed}.")
-    from mwr_dask.noise.filters import filter_problems
-
-    errors += filter_problems(
-        getattr(p, "filter", "none"),
-        getattr(p, "radial", None),
-        getattr(p, "sirt_iterations", None),
-        3 if spectrum is not None else p.mode,
-    )
-    if not errors:  # labels of a valid run only: their numbers are all sane by now
-        errors += label_problems(p, start + number_volume - 1)
-    return errors
-
-
-def source_problems(source) -> list[str]:
-    """Problems with the parameters of a source alone (no count or start), one sentence each."""
-    return validate(source, 1, 0)
-
-
-def tilts_of(params: NoiseSource):
-    """Tilt angles of ``params``, degrees; with tilt schemes, those of every scheme together.
-
-    (What a worker's cached mode-1 operators hold: one per scheme.)
-    """
-    from mwr_dask.noise.geometry import tilt_angles
-
-    schemes = getattr(params, "tilt_schemes", ())
-    if schemes:
-        import numpy as np
-
-        unique = {s.angle_tuple: s for s in schemes}.values()  # equal schemes share one
-        return np.concatenate([s.angles for s in unique])
-    return tilt_angles(params.minangle, params.maxangle, params.anglestep)
