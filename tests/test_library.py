@@ -232,4 +232,6 @@ def test_api_doc_examples_run(tmp_path):
             timeout=300,
         )  # fmt: skip
         assert proc.returncode == 0, f"{block}\n{proc.stderr}"
-        assert "Warning" not in proc.stderr, f"{block}\n{proc.stderr}"
+        # no warning but Dask's note that another program holds the dashboard's port 8787
+        warned = re.findall(r"\w+Warning: .*", proc.stderr)
+        assert [w for w in warned if "is already in use" not in w] == [], proc.stderr
