@@ -9,7 +9,7 @@ hashed there and compared here.
 
 A generator added later (filtered back-projection, tilt-file schemes, measured spectra) is one
 more entry in ``GENERATORS``: a name and a Python expression, evaluated in the subprocess with
-``generator_for``, ``np``, ``tiltscheme``, an uneven scheme, filters and a spectrum-file
+``range_generator``, ``scheme_generator`` (tests.helpers), an uneven scheme and a spectrum-file
 maker in scope, that gives a callable ``rng -> float32 volume``.
 """
 
@@ -35,12 +35,12 @@ GENERATORS = [
     ("mode 1, 27, -45..55 step 2.5", "range_generator(1, 27, -45.0, 55.0, 2.5)"),
     ("mode 2, 24, -60..60", "range_generator(2, 24, -60.0, 60.0, 2.0)"),
     ("mode 2, 31 (prime), -50..65", "range_generator(2, 31, -50.0, 65.0, 2.0)"),
-    ("mode 1 imod filter, 24", "range_generator(1, 24, -60.0, 60.0, 3.0, filter=imod)"),
-    ("mode 1 ramp filter, 25", "range_generator(1, 25, -54.0, 60.0, 2.0, filter=ramp)"),
-    ("mode 1 hamming filter, 24", "range_generator(1, 24, -60.0, 60.0, 3.0, filter=hamming)"),
-    ("mode 1 aretomo filter, 24", "range_generator(1, 24, -50.0, 64.0, 3.0, filter=aretomo)"),
+    ("mode 1 imod filter, 24", "range_generator(1, 24, -60.0, 60.0, 3.0, filter='imod')"),
+    ("mode 1 ramp filter, 25", "range_generator(1, 25, -54.0, 60.0, 2.0, filter='ramp')"),
+    ("mode 1 hamming filter, 24", "range_generator(1, 24, -60.0, 60.0, 3.0, filter='hamming')"),
+    ("mode 1 aretomo filter, 24", "range_generator(1, 24, -50.0, 64.0, 3.0, filter='aretomo')"),
     ("tilt scheme with gaps, 26", "scheme_generator(1, 26, uneven)"),
-    ("tilt scheme, sirt-like, 24", "scheme_generator(1, 24, uneven, sirt)"),
+    ("tilt scheme, sirt-like, 24", "scheme_generator(1, 24, uneven, filter='sirt-like')"),
     ("tilt scheme, mode 2, 24", "scheme_generator(2, 24, uneven)"),
     ("measured spectrum, 20", "spectrum_generator(20)"),
 ]
@@ -55,10 +55,9 @@ _CHILD = textwrap.dedent(
     import hashlib, json, sys, tempfile
     from pathlib import Path
     import numpy as np
-    from mwr_dask.noise import filters
     from mwr_dask.noise import schemes as tiltscheme
     from mwr_dask.noise.normals import volume_rng
-    from .helpers import range_generator
+    from tests.helpers import range_generator, scheme_generator
     from mwr_dask.files.mrc import write_spectrum
     from mwr_dask.noise.measured import spectrum_noise
     from mwr_dask.files.mrc import write_volume
@@ -66,7 +65,7 @@ _CHILD = textwrap.dedent(
     # an uneven, asymmetric scheme with gaps (views excluded), as tilt files give
     ANGLES = [-48.0, -45.0, -42.0, -27.0, -24.0, -3.0, 0.0, 3.5, 30.0, 33.0, 57.0, 66.0]
     uneven = tiltscheme.TiltScheme(
-        tuple(tiltscheme.View(i + 1, a) for i, a in enumerate(ANGLES))
+        tuple(tiltscheme.View(i + 1, a) for i, a in enumerate(ANGLES)), source="uneven.tlt"
     )
 
     def spectrum_generator(n):
@@ -91,15 +90,9 @@ _CHILD = textwrap.dedent(
     with tempfile.TemporaryDirectory() as tmp:
         for name, expr in entries:
             scope = {
-                "generator_for": generator_for,
-                "np": np,
-                "tiltscheme": tiltscheme,
+                "range_generator": range_generator,
+                "scheme_generator": scheme_generator,
                 "uneven": uneven,
-                "imod": filters.make_filter("imod"),
-                "ramp": filters.make_filter("ramp"),
-                "hamming": filters.make_filter("hamming"),
-                "aretomo": filters.make_filter("aretomo"),
-                "sirt": filters.make_filter("sirt-like"),
                 "spectrum_generator": spectrum_generator,
             }
             gen = eval(expr, scope)
