@@ -80,13 +80,14 @@ def sizes_table(sizes: list[int], volumes: int) -> None:
             t0 = time.thread_time()
             gens[n](new.volume_rng(1, i))
             times[n].append(time.thread_time() - t0)
-    print("| cube | largest prime factor | mode 2, ms per volume | per voxel, against the first |")
+    print("| cube | fast FFT length | mode 2, ms per volume | per voxel, against the first |")
     print("|---|---|---|---|")
     base = median(times[sizes[0]]) / sizes[0] ** 3
     for n in sizes:
         per = median(times[n])
         print(
-            f"| {n}³ | {scipy.fft.next_fast_len(n) == n} | {1e3 * per:.1f} | {per / n**3 / base:.2f} |"
+            f"| {n}³ | {scipy.fft.next_fast_len(n) == n} | {1e3 * per:.1f} |"
+            f" {per / n**3 / base:.2f} |"
         )
 
 

@@ -1,11 +1,13 @@
 """Draw docs/img/filters.png: measured radial power profile of each filter beside its model.
 
 For each filter, ``--volumes`` normalised mode-1 volumes are generated with the real generator
-(seed 1, indices 0..), their (kz, kx) power is summed with ``mwr_dask.inspection.spectrum.slice_power``
+(seed 1, indices 0..), their (kz, kx) power is summed with
+``mwr_dask.inspection.spectrum.slice_power``
 (what ``mwr-dask inspect`` measures) and averaged per radial shell over the measured region
 (tilts inside the range, 5 degrees from its edges). Each panel draws the measured profile with
-the model |W|^2 / |k| (:func:`mwr_dask.noise.filters.expected_profile`) and the measured unfiltered
-profile times |W|^2 (:func:`mwr_dask.noise.filters.expected_power_ratio`), both scaled to the measured
+the model |W|^2 / |k| (:func:`mwr_dask.inspection.filtered.expected_profile`) and the measured
+unfiltered profile times |W|^2 (:func:`mwr_dask.inspection.filtered.expected_power_ratio`), both
+scaled to the measured
 one (least squares in log over shells 3 .. 0.3 n). Also prints the log-log slope of each
 measured profile between shells 4 and 0.4 n.
 

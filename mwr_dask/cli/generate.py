@@ -1,4 +1,4 @@
-"""``mwr-dask generate-noise``: parse, validate, call :func:`mwr_dask.parallel.run.generate`, report.
+"""``mwr-dask generate-noise``: parse, build the NoiseSource, run, report.
 
 Heavy modules (numpy, Dask) are imported inside the command, so that ``--help`` and usage
 errors answer at once.
@@ -399,8 +399,12 @@ def usage_problems(ctx: typer.Context) -> list[str]:
     p = ctx.params
     errors = []
     geometry = [f"--{n}" for n in ("mode", "minangle", "maxangle", "anglestep") if _given(ctx, n)]
-    tilt_given = [f for f, on in (("--tilt-file", p["tilt_file"]), ("--exclude",
-                  p["exclude"] is not None), ("--invert-tilts", p["invert_tilts"])) if on]  # fmt: skip
+    tilt_flags = (
+        ("--tilt-file", p["tilt_file"]),
+        ("--exclude", p["exclude"] is not None),
+        ("--invert-tilts", p["invert_tilts"]),
+    )
+    tilt_given = [flag for flag, on in tilt_flags if on]
     if p["spectrum"] is not None and geometry + tilt_given:
         errors.append(
             f"--spectrum defines the noise: {', '.join(geometry + tilt_given)} cannot be given"
@@ -579,7 +583,7 @@ def show_plan(folder: Path, source, start: int, count: int, options, *, adopt_se
 
 
 def run_and_report(folder: Path, source, start: int, count: int, options, *, quiet, **run):
-    """Run :func:`mwr_dask.parallel.run.generate` with progress, and report; exit 1 if a volume failed."""
+    """Run :func:`mwr_dask.parallel.run.generate` with progress and report; exit 1 on failures."""
     from mwr_dask.cli.progress import Progress
     from mwr_dask.cli.signals import Interrupted, signals_raise
     from mwr_dask.files.folder import FolderError
