@@ -3,8 +3,9 @@
 Both generators return float32 cubes of axes (z, y, x) with mean 0 and standard deviation 1.
 What depends only on the geometry (the back-projection operator, the wedge mask) is built
 once per process and cached (:func:`backprojection`, :func:`wedge_filter`); a volume then
-costs one draw of random numbers and one linear map. Scratch arrays (the projections, the spectrum) are kept per thread
-and reused, so that a volume allocates little more than the array it returns.
+costs one draw of random numbers and one linear map. Scratch arrays (the projections, the
+spectrum) are kept per thread and reused, so that a volume allocates little more than the
+array it returns.
 
 Mode 1, back-projection
     For each tilt an independent 2-D white-noise image p(y, t), Gaussian, wide enough that every
