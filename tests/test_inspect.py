@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from mwr_dask.cli import app
 from mwr_dask.files.mrc import state_dir
-from mwr_dask.inspection import FileRecord, inspect_folder, reduce_folder, workers_missing_folder
+from mwr_dask.inspection import FileRecord, inspect_folder, workers_missing_folder
 from mwr_dask.inspection.duplicates import correlated_pairs, shared_value_pairs
 from mwr_dask.inspection.reading import value_sketch
-from mwr_dask.inspection.rules import compare_spectrum, index_gaps, pooled_moments
+from mwr_dask.inspection.rules import spectrum_findings
 from mwr_dask.inspection.spectrum import analyse, circular_gap, fit_arc, full_plane, slice_power
 from mwr_dask.noise.geometry import measured_2d
 from mwr_dask.noise.normals import volume_rng
@@ -139,7 +139,7 @@ def test_swapped_axes_put_the_beam_in_the_measured_region():
     lo, hi = sp.tilt_range
     assert lo < -90 or hi > 90  # the measured arc holds the direction +-90 (kz)
     assert (lo, hi) == pytest.approx((-150, -30), abs=1.5)
-    problems = compare_spectrum(sp, NoiseSource(cubesize=n, mode=2))
+    problems = spectrum_findings(sp, NoiseSource(cubesize=n, mode=2)).problems
     assert any("beam direction kz" in p for p in problems)
     assert any("disagrees with the labels" in p for p in problems)
 
@@ -148,7 +148,7 @@ def test_white_noise_has_no_wedge():
     vols = np.random.default_rng(3).standard_normal((6, 24, 24, 24)).astype(np.float32)
     sp = analyse(sum(slice_power(v) for v in vols), 24, 6)
     assert not sp.wedge_found and sp.tilt_range is None
-    assert any("no missing wedge" in p for p in compare_spectrum(sp, None))
+    assert any("no missing wedge" in p for p in spectrum_findings(sp, None).problems)
 
 
 def test_fit_arc_across_plus_minus_90():
@@ -165,11 +165,11 @@ def test_fit_arc_across_plus_minus_90():
 def test_labels_that_disagree_with_the_spectrum_are_a_problem(client, folders):
     sp = inspect_folder(folders[2, -40.0, 56.0], client).spectrum
     truth = NoiseSource(cubesize=N, mode=2, minangle=-40, maxangle=56)
-    assert compare_spectrum(sp, truth) == []
+    assert spectrum_findings(sp, truth).problems == []
     flipped = NoiseSource(cubesize=N, mode=2, minangle=-56, maxangle=40)  # mirrored range
-    assert any("disagrees with the labels" in p for p in compare_spectrum(sp, flipped))
+    assert any("disagrees with the labels" in p for p in spectrum_findings(sp, flipped).problems)
     other_mode = NoiseSource(cubesize=N, mode=1, minangle=-40, maxangle=56)
-    assert any("looks like mode 2" in p for p in compare_spectrum(sp, other_mode))
+    assert any("looks like mode 2" in p for p in spectrum_findings(sp, other_mode).problems)
 
 
 # ----------------------------------------------------------------------------- the files
@@ -223,51 +223,6 @@ def test_correlated_pairs_on_samples():
     # beyond max_volumes, a sample of the volumes: the pair may or may not be in it
     pairs, compared = correlated_pairs(recs, max_volumes=100)
     assert compared == 100 and all((i, j) == (3, 7) for i, j, _ in pairs)
-
-
-def record(index, params, **kw):
-    """A healthy record of volume ``index`` labelled with ``params``."""
-    base = dict(
-        shape=(16, 16, 16),
-        dtype="float32",
-        mrc_mode=2,
-        voxel_size=1.0,
-        labels=params.labels(index) if params else [],
-        digest=f"d{index}",
-        count=16**3,
-        mean=0.0,
-        m2=16.0**3,
-    )
-    return FileRecord(name=f"n_{index:05d}.mrc", index=index, **{**base, **kw})
-
-
-def test_folder_rules_without_reading_files(tmp_path):
-    p = NoiseSource(cubesize=16, mode=2, minangle=-60, maxangle=60, seed=3)
-    ok = reduce_folder(tmp_path, [record(i, p) for i in (0, 1, 2, 5)], [], {})
-    assert ok.ok, ok.problems  # a gap is a warning, not a problem
-    assert any("2 indices are missing" in w and "3..4" in w for w in ok.warnings)
-    # mode 2 ignores the step: volumes differing only there agree
-    step = NoiseSource(**{**p.as_dict(), "anglestep": 3.0})
-    assert reduce_folder(tmp_path, [record(0, p), record(1, step)], [], {}).ok
-    seed = NoiseSource(**{**p.as_dict(), "seed": 4})
-    mixed = reduce_folder(tmp_path, [record(0, p), record(1, p), record(2, seed)], [], {})
-    assert any("1 volume records other parameters" in x and "seed 4" in x for x in mixed.problems)
-    stray = reduce_folder(tmp_path, [record(0, p)], ["notes.txt", "sub"], {})
-    assert any("2 entries are not n_*.mrc volumes" in x for x in stray.problems)
-    odd = [record(0, p), record(1, p, shape=(16, 16, 12)), record(2, p, voxel_size=2.0)]
-    odd.append(record(3, p, labels=[]))
-    bad = reduce_folder(tmp_path, odd, [], {})
-    assert "shape 16x16x12, not 16x16x16" in bad.summary["broken"]["n_00001.mrc"]
-    assert "voxel size 1, the header 2" in bad.summary["broken"]["n_00002.mrc"]
-    assert any("1 volume carries no mwr-dask labels: n_00003.mrc" in x for x in bad.problems)
-
-
-def test_small_helpers():
-    assert index_gaps([0, 1, 2, 5, 9, 10]) == [(3, 4), (6, 8)]
-    a = FileRecord("a", 0, count=4, mean=1.0, m2=2.0)
-    b = FileRecord("b", 1, count=4, mean=3.0, m2=2.0)
-    mean, std = pooled_moments([a, b])
-    assert mean == pytest.approx(2.0) and std == pytest.approx(np.sqrt((4 + 8) / 8))
 
 
 # ----------------------------------------------------------------------------- the command

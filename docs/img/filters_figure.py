@@ -2,14 +2,13 @@
 
 For each filter, ``--volumes`` normalised mode-1 volumes are generated with the real generator
 (seed 1, indices 0..), their (kz, kx) power is summed with
-``mwr_dask.inspection.spectrum.slice_power``
-(what ``mwr-dask inspect`` measures) and averaged per radial shell over the measured region
-(tilts inside the range, 5 degrees from its edges). Each panel draws the measured profile with
-the model |W|^2 / |k| (:func:`mwr_dask.inspection.filtered.expected_profile`) and the measured
-unfiltered profile times |W|^2 (:func:`mwr_dask.inspection.filtered.expected_power_ratio`), both
-scaled to the measured
-one (least squares in log over shells 3 .. 0.3 n). Also prints the log-log slope of each
-measured profile between shells 4 and 0.4 n.
+``mwr_dask.inspection.spectrum.slice_power`` (what ``mwr-dask inspect`` measures) and averaged
+per radial shell over the measured region (tilts inside the range, 5 degrees from its edges).
+Each panel draws the measured profile with the model |W|^2 / |k| (unfiltered back-projection
+falls like 1 / |k|; the roll-off of linear interpolation left out) and the measured unfiltered
+profile times |W|^2 (:func:`mwr_dask.inspection.filtered.expected_power_ratio`), both scaled to
+the measured one (least squares in log over shells 3 .. 0.3 n). Also prints the log-log slope
+of each measured profile between shells 4 and 0.4 n.
 
     python3 docs/img/filters_figure.py --cube 64 --volumes 8
 """
@@ -25,12 +24,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mwr_dask.inspection.filtered import expected_power_ratio, expected_profile
+from mwr_dask.inspection.filtered import expected_power_ratio
 from mwr_dask.inspection.spectrum import full_plane, polar, shell_index, slice_power
 from mwr_dask.noise.filters import FILTERS, make_filter
 from mwr_dask.noise.generators import BackProjection
-from mwr_dask.noise.geometry import tilt_angles
 from mwr_dask.noise.normals import volume_rng
+from mwr_dask.noise.geometry import tilt_angles
 
 
 def measured_profile(n: int, angles: np.ndarray, name: str, volumes: int) -> np.ndarray:
@@ -78,7 +77,9 @@ def main() -> None:
         data = profiles[name]
         slope = np.polyfit(np.log(k[slope_use]), np.log(data[slope_use]), 1)[0]
         print(f"{name:12s} {slope:+.2f}")
-        ideal = fit_scale(expected_profile(spec, kf, angles), data, use)
+        with np.errstate(divide="ignore", invalid="ignore"):  # |W|^2 / |k|, inf at k = 0
+            model = expected_power_ratio(spec, kf, angles) / kf
+        ideal = fit_scale(model, data, use)
         based = fit_scale(profiles["none"] * expected_power_ratio(spec, kf, angles), data, use)
         ax.loglog(k[1:], data[1:], "o", ms=3, color="k", label="measured")
         ax.loglog(k[1:], ideal[1:], "--", color="tab:blue", label="|W|² / |k|")

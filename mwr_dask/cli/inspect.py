@@ -1,4 +1,4 @@
-"""``mwr-dask inspect``: check a noise folder."""
+"""``mwr-dask inspect``: check a noise folder, or estimate one tomogram's tilt range."""
 
 from __future__ import annotations
 
@@ -78,45 +78,17 @@ def inspect(
     errors = cluster_option_problems(
         ncpus, scheduler, scheduler_file, connect_timeout, worker_timeout
     )
-    if tilt_file is not None:
-        errors.append("--tilt-file applies to a tomogram (an MRC file), not to a noise folder.")
-    if not folder.exists():
-        errors.append(f"{folder} does not exist.")
-    elif not folder.is_dir():
-        errors.append(f"{folder} is not a folder.")
-    elif not os.access(folder, os.R_OK | os.X_OK):
-        errors.append(f"{folder} is not readable.")
-    errors += plot_problems(plot)
-    if plot is not None and plot.absolute().parent.is_dir():
-        from mwr_dask.inspection.plot import inside
-
-        if folder.is_dir() and inside(plot, folder):
-            errors.append(
-                f"--plot {plot} lies inside the noise folder {folder}, where training would"
-                " open it as a volume: write it elsewhere."
-            )
-    inputs = {}
-    if spectrum is not None and not errors:
-        from mwr_dask.noise.measured import MeasureError, read_spectrum
-
-        try:
-            array, digest = read_spectrum(spectrum)
-        except MeasureError as err:
-            errors.append(str(err))
-        else:
-            inputs["spectrum"] = {"array": array, "digest": digest, "name": spectrum.name}
+    errors += folder_problems(folder, tilt_file, plot)
+    inputs = {} if errors else read_inputs(spectrum, errors)
     if errors:
         raise fail(" ".join(errors))
     if ncpus is not None and not (scheduler or scheduler_file):
         ncpus, warning = local_workers(ncpus)  # no more workers than usable cores
         if warning:
             typer.echo(warning, err=True)
-    # no dashboard: a short read-only run (a remote cluster keeps its own)
-    from mwr_dask.cli.progress import Progress
-    from mwr_dask.cli.signals import Interrupted, signals_raise
-    from mwr_dask.parallel.clusters import ClusterError, UsageError, make_cluster, wait_for_workers
+    from mwr_dask.parallel.clusters import UsageError, make_cluster
 
-    try:
+    try:  # no dashboard: a short read-only run (a remote cluster keeps its own)
         options = make_cluster(
             scheduler=scheduler,
             scheduler_file=scheduler_file,
@@ -126,20 +98,88 @@ def inspect(
         )
     except UsageError as err:
         raise fail(str(err)) from None
+    t0 = time.perf_counter()
+    report, threads = run_on_cluster(
+        folder.absolute(), options, worker_timeout, json_output, inputs
+    )
+    wall = time.perf_counter() - t0
+    drawn = write_plot(plot, report)
+    if json_output:
+        from mwr_dask.inspection import render_json
+
+        plotted = str(plot) if drawn else None
+        typer.echo(
+            render_json(report, seconds=round(wall, 3), worker_threads=threads, plot=plotted)
+        )
+    else:
+        from mwr_dask.inspection import render_text
+        from mwr_dask.inspection.words import plural
+
+        timing = (
+            f"{plural(report.summary['count'], 'volume')} read in {wall:.1f} s by"
+            f" {plural(threads, 'worker thread')} of"
+            f" {'a remote' if options.remote else 'a local'} cluster (its start included)"
+        )
+        typer.echo(render_text(report, timing + (f"; plot written to {plot}" if drawn else "")))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def folder_problems(folder: Path, tilt_file: Path | None, plot: Path | None) -> list[str]:
+    """Usage errors of ``inspect FOLDER``, one sentence each."""
+    errors = []
+    if tilt_file is not None:
+        errors.append("--tilt-file applies to a tomogram (an MRC file), not to a noise folder.")
+    if not folder.exists():
+        errors.append(f"{folder} does not exist.")
+    elif not folder.is_dir():
+        errors.append(f"{folder} is not a folder.")
+    elif not os.access(folder, os.R_OK | os.X_OK):
+        errors.append(f"{folder} is not readable.")
+    errors += plot_problems(plot)
+    if plot is not None and folder.is_dir():
+        from mwr_dask.inspection.plot import inside
+
+        if inside(plot, folder):
+            errors.append(
+                f"--plot {plot} lies inside the noise folder {folder}, where training would"
+                " open it as a volume: write it elsewhere."
+            )
+    return errors
+
+
+def read_inputs(spectrum: Path | None, errors: list[str]) -> dict:
+    """Read what the folder is compared with (``--spectrum``); problems go to ``errors``."""
+    if spectrum is None:
+        return {}
+    from mwr_dask.noise.measured import MeasureError, read_spectrum
+
+    try:
+        array, digest = read_spectrum(spectrum)
+    except MeasureError as err:
+        errors.append(str(err))
+        return {}
+    return {"spectrum": {"array": array, "digest": digest, "name": spectrum.name}}
+
+
+def run_on_cluster(folder: Path, options, worker_timeout: float, quiet: bool, inputs: dict):
+    """Inspect ``folder`` on the cluster of ``options``: (the report, worker threads)."""
+    from mwr_dask.cli.progress import Progress
+    from mwr_dask.cli.signals import Interrupted, signals_raise
+    from mwr_dask.inspection import inspect_folder, workers_missing_folder
+    from mwr_dask.parallel.clusters import ClusterError, wait_for_workers
 
     def warn(line: str) -> None:
         typer.echo(f"mwr-dask: warning: {line}", err=True)
 
-    from mwr_dask.inspection import (
-        inspect_folder,
-        render_json,
-        render_text,
-        workers_missing_folder,
-    )
-    from mwr_dask.inspection.words import plural
+    bar: list[Progress] = []
 
-    folder = folder.absolute()
-    t0 = time.perf_counter()
+    def progress(done: int, total: int) -> None:
+        if not bar:  # created when reading starts, after the cluster is up
+            bar.append(Progress(total, quiet=quiet or not total, stream=sys.stderr))
+        if done:
+            bar[0].update(done)
+
     try:
         with signals_raise(), options.client(warn=warn) as client:
             threads = wait_for_workers(client, worker_timeout)
@@ -152,14 +192,8 @@ def inspect(
                         + ". Workers need the same versions as this client and the folder at"
                         " the same path."
                     )
-            count = len(list_volumes(folder))
-            progress = Progress(count, quiet=json_output or not count, stream=sys.stderr)
             report = inspect_folder(
-                folder,
-                client,
-                workers=threads,
-                on_progress=lambda done, _: progress.update(done),
-                inputs=inputs,
+                folder, client, workers=threads, on_progress=progress, inputs=inputs
             )
     except Interrupted as stop:
         raise fail(f"stopped by {stop}.", stop.exit_code) from None
@@ -167,41 +201,23 @@ def inspect(
         raise fail(str(err), 1) from None
     except OSError as err:
         raise fail(f"cannot read {err.filename or folder}: {err.strerror or err}.") from None
-    wall = time.perf_counter() - t0
-    from mwr_dask.inspection.plot import can_plot
-
-    drawn = plot is not None and can_plot(report)
-    if plot is not None:
-        if not drawn:
-            typer.echo("mwr-dask: warning: no spectrum analysed, no plot written.", err=True)
-        else:
-            from mwr_dask.inspection.plot import plot_report
-
-            try:
-                plot_report(report, plot)
-            except OSError as err:
-                raise fail(f"cannot write {plot}: {err.strerror or err}.") from None
-    if json_output:
-        extra = {"seconds": round(wall, 3), "worker_threads": threads}
-        typer.echo(render_json(report, **extra, plot=str(plot) if drawn else None))
-    else:
-        where = "a remote cluster" if options.remote else "a local cluster"
-        timing = (
-            f"{plural(report.summary['count'], 'volume')} read in {wall:.1f} s by"
-            f" {plural(threads, 'worker thread')} of {where} (its start included)"
-        )
-        if drawn:
-            timing += f"; plot written to {plot}"
-        typer.echo(render_text(report, timing))
-    if not report.ok:
-        raise typer.Exit(1)
+    return report, threads
 
 
-def list_volumes(folder: Path) -> list[str]:
-    """Names of the ``n_*.mrc`` files of ``folder`` (for the progress total)."""
-    from mwr_dask.inspection import list_folder
+def write_plot(plot: Path | None, report) -> bool:
+    """Draw the report's spectrum into ``plot``; False when there is none to draw."""
+    if plot is None:
+        return False
+    from mwr_dask.inspection.plot import can_plot, plot_report
 
-    return list_folder(folder)[0]
+    if not can_plot(report):
+        typer.echo("mwr-dask: warning: no spectrum analysed, no plot written.", err=True)
+        return False
+    try:
+        plot_report(report, plot)
+    except OSError as err:
+        raise fail(f"cannot write {plot}: {err.strerror or err}.") from None
+    return True
 
 
 def inspect_tomogram(path: Path, tilt_file: Path | None, json_output: bool) -> None:
@@ -212,7 +228,7 @@ def inspect_tomogram(path: Path, tilt_file: Path | None, json_output: bool) -> N
     """
     import json
 
-    from mwr_dask.inspection.tomogram import compare_with_scheme, tomogram_spectrum
+    from mwr_dask.inspection.tomogram import tomogram_spectrum
 
     scheme = None
     if tilt_file is not None:
@@ -229,10 +245,20 @@ def inspect_tomogram(path: Path, tilt_file: Path | None, json_output: bool) -> N
         raise fail(f"{path} is not a folder, and not a tomogram to inspect: {err}.") from None
     except OSError as err:
         raise fail(f"cannot read {path}: {err.strerror or err}.") from None
+    ok, lines, out = tomogram_report(result, scheme, tilt_file)
+    typer.echo(json.dumps({**out, "ok": ok}, indent=2) if json_output else "\n".join(lines))
+    if not ok:
+        raise typer.Exit(1)
+
+
+def tomogram_report(result, scheme, tilt_file: Path | None) -> tuple[bool, list[str], dict]:
+    """Whether a tomogram passes, its report's lines for people, and its JSON-ready numbers."""
+    from mwr_dask.inspection.tomogram import compare_with_scheme
+
     a = result.analysis
     nz, ny, nx = result.shape
     out: dict = {
-        "tomogram": str(path),
+        "tomogram": result.path,
         "shape_zyx": list(result.shape),
         "grid": result.side,
         "blocks": result.blocks,
@@ -240,45 +266,37 @@ def inspect_tomogram(path: Path, tilt_file: Path | None, json_output: bool) -> N
         "tilt_file": None,
     }
     lines = [
-        f"Tomogram    {path}, {nz} x {ny} x {nx} voxels (z, y, x)",
+        f"Tomogram    {result.path}, {nz} x {ny} x {nx} voxels (z, y, x)",
         f"Spectrum    {result.blocks} blocks of {result.side} x {min(ny, 32)} x {result.side}"
         f" (z, y, x; Hann window in z and x) averaged, radii {a.band[0]:.1f}..{a.band[1]:.1f}",
     ]
-    ok = a.wedge_found and a.limit is None
     if a.limit is not None:
-        lines.append(f"problem: {a.limit}.")
-    elif not a.wedge_found:
-        lines.append(
-            "problem: no missing wedge in the kx-kz plane (is the tilt axis y and the beam z,"
-            " as IsoNet reads the volume?)."
+        return False, [*lines, f"problem: {a.limit}."], out
+    if not a.wedge_found:
+        return False, [*lines, "problem: no missing wedge in the kx-kz plane (is the tilt axis y"
+                       " and the beam z, as IsoNet reads the volume?)."], out  # fmt: skip
+    (lo, hi), (u_lo, u_hi) = a.tilt_range, a.tilt_uncertainty
+    lines.append(
+        f"  tilt range  {lo:.1f} .. {hi:.1f} deg (resolution {u_lo:.1f}, {u_hi:.1f}) in"
+        " mwr-dask's geometry (docs/concepts.md): the range its noise should have"
+    )
+    if scheme is None:
+        return True, lines, out
+    cmp = compare_with_scheme((lo, hi), scheme)
+    out["tilt_file"] = {"path": str(tilt_file), "label": scheme.label, **cmp}
+    lines.append(
+        f"Tilt file   {tilt_file}: {scheme.minangle:g} .. {scheme.maxangle:g} deg as"
+        f" read (edges off by {cmp['off']:g} deg), {-scheme.maxangle:g} .."
+        f" {-scheme.minangle:g} inverted (off by {cmp['off_inverted']:g} deg)"
+    )
+    if cmp["better"] == "as read":
+        return (
+            True,
+            [*lines, "OK: the tilt file as read puts the wedge where the tomogram has it."],
+            out,
         )
-    else:
-        lo, hi = a.tilt_range
-        u_lo, u_hi = a.tilt_uncertainty
-        lines.append(
-            f"  tilt range  {lo:.1f} .. {hi:.1f} deg (resolution {u_lo:.1f}, {u_hi:.1f}) in"
-            " mwr-dask's geometry (docs/concepts.md): the range its noise should have"
-        )
-        if scheme is not None:
-            cmp = compare_with_scheme((lo, hi), scheme)
-            out["tilt_file"] = {"path": str(tilt_file), "label": scheme.label, **cmp}
-            lines.append(
-                f"Tilt file   {tilt_file}: {scheme.minangle:g} .. {scheme.maxangle:g} deg as"
-                f" read (edges off by {cmp['off']:g} deg), {-scheme.maxangle:g} .."
-                f" {-scheme.minangle:g} inverted (off by {cmp['off_inverted']:g} deg)"
-            )
-            if cmp["better"] == "as read":
-                lines.append("OK: the tilt file as read puts the wedge where the tomogram has it.")
-            else:
-                ok = False
-                lines.append(
-                    "problem: the tilt file puts the wedge on the other side: generate the"
-                    " noise with --invert-tilts."
-                )
-    if json_output:
-        out["ok"] = bool(ok)
-        typer.echo(json.dumps(out, indent=2))
-    else:
-        typer.echo("\n".join(lines))
-    if not ok:
-        raise typer.Exit(1)
+    lines.append(
+        "problem: the tilt file puts the wedge on the other side: generate the noise with"
+        " --invert-tilts."
+    )
+    return False, lines, out

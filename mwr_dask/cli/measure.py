@@ -72,8 +72,38 @@ def measure_noise(
     even and odd tilts): their difference then holds noise only. Write noise volumes with
     this spectrum with 'mwr-dask generate-noise OUT COUNT N --spectrum SPECTRUM'.
     """
-    from mwr_dask.files.mrc import write_spectrum
-    from mwr_dask.inspection.measured import plot_spectrum
+    from mwr_dask.noise import measured as m
+    from mwr_dask.parallel.cores import usable_cores
+
+    errors = usage_problems(even, odd, spectrum, cubesize, mask, cubes, seed, plot)
+    if errors:
+        raise fail(" ".join(errors))
+    try:
+        result = m.measure_noise(
+            even, odd, cubesize, mask_path=mask, cubes=cubes, seed=seed, workers=usable_cores()
+        )
+    except m.MeasureError as err:
+        raise fail(str(err)) from None
+    for note in result.warnings:
+        typer.echo(f"mwr-dask: warning: {note}", err=True)
+    digest = write_outputs(result, spectrum, plot)
+    if not quiet:
+        typer.echo(describe(result, spectrum, digest))
+        if plot is not None:
+            typer.echo(f"Plot written to {plot}")
+
+
+def usage_problems(
+    even: Path,
+    odd: Path,
+    spectrum: Path,
+    cubesize: int,
+    mask: Path | None,
+    cubes: int | None,
+    seed: int,
+    plot: Path | None = None,
+) -> list[str]:
+    """Usage errors of ``measure-noise``, one sentence each."""
     from mwr_dask.noise import measured as m
 
     errors = []
@@ -95,36 +125,29 @@ def measure_noise(
         p is not None and p.is_file() and p.samefile(out) for p in (even, odd, mask)
     ):
         errors.append(f"SPECTRUM {spectrum} is one of the inputs.")
-    errors += plot_problems(plot)
-    if errors:
-        raise fail(" ".join(errors))
+    return errors + plot_problems(plot)
 
-    try:
-        result = m.measure_noise(
-            even,
-            odd,
-            cubesize,
-            mask_path=mask,
-            cubes=cubes,
-            seed=seed,
-            workers=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1,
-        )
-    except m.MeasureError as err:
-        raise fail(str(err)) from None
-    for note in result.warnings:
-        typer.echo(f"mwr-dask: warning: {note}", err=True)
+
+def write_outputs(result, spectrum: Path, plot: Path | None) -> str:
+    """Write the spectrum file (and the plot) of ``result``; return the spectrum's digest.
+
+    The plot is drawn first and renamed into place after the spectrum: nothing is left on
+    error.
+    """
+    from mwr_dask.files.mrc import write_spectrum
+    from mwr_dask.inspection.measured import plot_spectrum
 
     plot_tmp = None
     try:
         if plot is not None:
-            # drawn first, renamed into place after the spectrum: nothing is left on error
             plot_tmp = plot.absolute().parent / f".{plot.name}.{uuid.uuid4().hex[:8]}.tmp"
             plot_spectrum(
                 result.spectrum,
                 plot_tmp,
                 f"{spectrum.name}: noise of {result.odd.name} - {result.even.name},"
-                f" {result.cubes} cubes of {cubesize}^3",
+                f" {result.cubes} cubes of {result.cubesize}^3",
             )
+        out = spectrum.absolute()
         digest = write_spectrum(out, result.spectrum, result.labels(), result.voxel_size)
         if plot_tmp is not None:
             os.replace(plot_tmp, plot)
@@ -134,10 +157,7 @@ def measure_noise(
     finally:
         if plot_tmp is not None:
             plot_tmp.unlink(missing_ok=True)
-    if not quiet:
-        typer.echo(describe(result, spectrum, digest))
-        if plot is not None:
-            typer.echo(f"Plot written to {plot}")
+    return digest
 
 
 def describe(result, path: Path, digest: str) -> str:

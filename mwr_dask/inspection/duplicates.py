@@ -10,6 +10,7 @@ passes (the orchestration reads the two files; tests pass anything).
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
@@ -92,19 +93,8 @@ def shared_value_pairs(
     union found in both; f = 2J / (1 + J) is the fraction of each volume found in the other
     (equal sizes).
     """
-    holders = defaultdict(list)
-    for i, r in enumerate(records):
-        if r.sketch is not None:
-            for h in r.sketch.tolist():
-                holders[h].append(i)
-    common = Counter()
-    for owners in holders.values():
-        if 1 < len(owners) <= 64:
-            for a in range(len(owners)):
-                for b in range(a + 1, len(owners)):
-                    common[owners[a], owners[b]] += 1
     out = []
-    for (i, j), shared in common.items():
+    for (i, j), shared in _shared_hashes(records).items():
         if shared < SKETCH_MIN_SHARED:  # chance collisions of the 32-bit hash
             continue
         si, sj = records[i].sketch, records[j].sketch
@@ -116,6 +106,22 @@ def shared_value_pairs(
         if f >= threshold:
             out.append((i, j, float(f)))
     return sorted(out)
+
+
+def _shared_hashes(records: list[FileRecord]) -> Counter:
+    """How many sketch hashes each pair (i, j), i < j, of ``records`` shares.
+
+    Hashes held by more than 64 volumes (constant runs, say) are left out.
+    """
+    holders = defaultdict(list)
+    for i, r in enumerate(records):
+        for h in [] if r.sketch is None else r.sketch.tolist():
+            holders[h].append(i)
+    common = Counter()
+    for owners in holders.values():
+        if 1 < len(owners) <= 64:
+            common.update(itertools.combinations(owners, 2))
+    return common
 
 
 def near_duplicates(

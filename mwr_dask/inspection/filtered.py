@@ -40,18 +40,6 @@ def expected_power_ratio(spec: FilterSpec, k: np.ndarray, angles: np.ndarray) ->
     return np.mean(w**2, axis=0).reshape(k.shape)
 
 
-def expected_profile(spec: FilterSpec, k: np.ndarray, angles: np.ndarray) -> np.ndarray:
-    """Model radial power profile of filtered back-projected noise: ratio / k (arbitrary scale).
-
-    Unfiltered back-projection puts the same power on each central plane, so its density in the
-    (kz, kx) plane falls like 1 / k; the filter multiplies it by :func:`expected_power_ratio`.
-    The roll-off of linear interpolation (measured: a further ``k^-0.5`` or so) is left out.
-    """
-    k = np.asarray(k, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return expected_power_ratio(spec, k, angles) / k
-
-
 def unfiltered_profile(
     profile: np.ndarray,
     k: np.ndarray,
@@ -122,7 +110,7 @@ def direction_power(spec: FilterSpec, angles: np.ndarray, tilt: np.ndarray) -> n
 def analyse_filtered(
     half_sum: np.ndarray, n: int, volumes: int, spec: FilterSpec, angles: np.ndarray
 ):
-    """:func:`mwr_dask.inspection.spectrum.analyse` of a filtered mode-1 folder, the filter divided out.
+    """:func:`~.spectrum.analyse` of a filtered mode-1 folder, the filter divided out.
 
     Before the analysis the summed (kz, kx) spectrum is divided by :func:`direction_power`
     (the per-view factors, which would otherwise move the estimated tilt range inwards); after
@@ -133,7 +121,7 @@ def analyse_filtered(
     Parameters
     ----------
     half_sum : numpy.ndarray
-        Sum of :func:`mwr_dask.inspection.spectrum.slice_power` over the volumes, shape (n, n // 2 + 1).
+        Sum of :func:`~.spectrum.slice_power` over the volumes, shape (n, n // 2 + 1).
     n : int
         Cube side.
     volumes : int

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mwr_dask.inspection.spectrum import full_plane, polar, shell_index
+
 # ---------------------------------------------------------------------------------------------
 # a folder against its spectrum
 
@@ -22,7 +24,7 @@ COMPARE_SLACK = 0.05
 
 
 def slice_expectation(spectrum: np.ndarray) -> np.ndarray:
-    """Return what :func:`mwr_dask.inspection.spectrum.slice_power` of noise with ``spectrum`` averages to.
+    """Return what :func:`~.spectrum.slice_power` of noise with ``spectrum`` averages to.
 
     The sum over y of the (kz, kx) slice periodograms, normalised by the volume's variance,
     is the mean over ky of the 3-D spectrum (Parseval along y), in the half-plane ``rfft``
@@ -34,17 +36,17 @@ def slice_expectation(spectrum: np.ndarray) -> np.ndarray:
 def compare_slice_spectra(total: np.ndarray, count: int, spectrum: np.ndarray) -> dict:
     """Compare a folder's summed slice spectra with a measured spectrum, bin by bin.
 
-    Bins of the (kz, kx) plane: radial shells 2 Fourier pixels wide from radius 2 to 0.45 n,
-    by 15 degrees of direction. In each, the ratio of the folder's mean power to the
-    spectrum's, and its standard deviation if the folder's volumes are noise with that
-    spectrum: each pixel of the average of ``count`` volumes sums n y-slices, so a bin of B
-    pixels (B / 2 independent, Hermitian pairs) has a relative error of
+    Bins of the (kz, kx) plane: pairs of radial shells (:func:`~.spectrum.shell_index`) from
+    shell 2 to radius 0.45 n, by 15 degrees of direction. In each, the ratio of the folder's
+    mean power to the spectrum's, and its standard deviation if the folder's volumes are
+    noise with that spectrum: each pixel of the average of ``count`` volumes sums n y-slices,
+    so a bin of B pixels (B / 2 independent, Hermitian pairs) has a relative error of
     ``1 / sqrt(count * n * B / 2)``.
 
     Parameters
     ----------
     total : numpy.ndarray
-        Sum of :func:`mwr_dask.inspection.spectrum.slice_power` over ``count`` volumes, (n, n // 2 + 1).
+        Sum of :func:`~.spectrum.slice_power` over ``count`` volumes, (n, n // 2 + 1).
     count : int
         Volumes summed.
     spectrum : numpy.ndarray
@@ -57,33 +59,33 @@ def compare_slice_spectra(total: np.ndarray, count: int, spectrum: np.ndarray) -
         ``worst_bin`` ([radius, direction degrees, ratio]), ``log_rms`` (root mean square of
         the natural log of the ratios), ``bins`` (number compared).
     """
-    from mwr_dask.inspection.spectrum import full_plane, polar
-
     n = spectrum.shape[0]
     got = full_plane(np.asarray(total, dtype=np.float64) / max(count, 1), n)
     want = full_plane(slice_expectation(spectrum.astype(np.float64)), n)
     r, phi = polar(n)
-    worst, worst_bin, logs = 0.0, None, []
-    agrees = True
-    for r0 in np.arange(2.0, 0.45 * n - 1.0, 2.0):
-        for p0 in range(-90, 90, 15):
-            sel = (r >= r0) & (r < r0 + 2) & (phi > p0) & (phi <= p0 + 15)
-            if sel.sum() < 2 or want[sel].mean() <= 1e-6 * want.mean():
-                continue
-            ratio = float(got[sel].mean() / want[sel].mean())
-            sigma = 1.0 / math.sqrt(max(count, 1) * n * sel.sum() / 2)
-            off = abs(ratio - 1.0) / sigma
-            logs.append(math.log(max(ratio, 1e-3)))  # an empty bin counts as 1e-3
-            if abs(ratio - 1.0) > COMPARE_SIGMAS * sigma + COMPARE_SLACK:
-                agrees = False
-            if off > worst:
-                worst, worst_bin = off, [float(r0 + 1), float(p0 + 7.5), ratio]
+    ring = shell_index(r) // 2
+    sector = np.minimum(np.floor((phi + 90.0) / 15.0).astype(int), 11)
+    use = (ring >= 1) & (2 * ring < 0.45 * n - 1.0)
+    key = (ring * 12 + sector)[use]
+    pixels = np.bincount(key)
+    sums_got, sums_want = np.bincount(key, got[use]), np.bincount(key, want[use])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        level = sums_want / pixels
+    bins = np.flatnonzero((pixels >= 2) & (level > 1e-6 * want.mean()))
+    ratio = sums_got[bins] / sums_want[bins]
+    sigma = 1.0 / np.sqrt(max(count, 1) * n * pixels[bins] / 2)
+    off = np.abs(ratio - 1.0) / sigma
+    logs = np.log(np.maximum(ratio, 1e-3))  # an empty bin counts as 1e-3
+    worst = None
+    if bins.size:  # radius and direction at the bin's centre
+        j = int(np.argmax(off))
+        worst = [2.0 * (bins[j] // 12) + 0.5, 15.0 * (bins[j] % 12) - 82.5, float(ratio[j])]
     return {
-        "agrees": agrees,
-        "worst_sigmas": worst,
-        "worst_bin": worst_bin,
-        "log_rms": float(np.sqrt(np.mean(np.square(logs)))) if logs else None,
-        "bins": len(logs),
+        "agrees": bool(np.all(np.abs(ratio - 1.0) <= COMPARE_SIGMAS * sigma + COMPARE_SLACK)),
+        "worst_sigmas": float(off.max()) if bins.size else 0.0,
+        "worst_bin": worst,
+        "log_rms": float(np.sqrt(np.mean(np.square(logs)))) if bins.size else None,
+        "bins": int(bins.size),
     }
 
 
@@ -91,31 +93,22 @@ def compare_slice_spectra(total: np.ndarray, count: int, spectrum: np.ndarray) -
 # views
 
 
-def radial_profile(spectrum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean power per integer radius (Fourier pixels) of a fftshifted spectrum, 1..N/2."""
-    n = spectrum.shape[0]
-    k = np.arange(n) - n // 2
-    r = np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2)
-    shell = np.rint(r).astype(np.int64).ravel()
-    top = n // 2
-    sums = np.bincount(shell, weights=spectrum.ravel().astype(np.float64), minlength=top + 1)
-    counts = np.bincount(shell, minlength=top + 1)
-    radii = np.arange(1, top + 1)
-    return radii, sums[radii] / np.maximum(counts[radii], 1)
-
-
 def axis_profiles(spectrum: np.ndarray, cone_deg: float = 20.0) -> dict[str, np.ndarray]:
-    """Mean power per integer radius within ``cone_deg`` of each axis: keys kz, ky, kx."""
+    """Return the mean power per radial shell, radii 1..N/2, overall and near each axis.
+
+    Shells of :func:`~.spectrum.shell_index`; keys ``all``, and ``kz``, ``ky``, ``kx`` for the
+    directions within ``cone_deg`` of each axis.
+    """
     n = spectrum.shape[0]
     k = (np.arange(n) - n // 2).astype(np.float64)
     kz, ky, kx = np.meshgrid(k, k, k, indexing="ij")
     r = np.sqrt(kz**2 + ky**2 + kx**2)
-    shell = np.rint(r).astype(np.int64)
+    shell = shell_index(r)
     cos_cone = math.cos(math.radians(cone_deg))
     radii = np.arange(1, n // 2 + 1)
     out = {}
-    for name, comp in (("kz", kz), ("ky", ky), ("kx", kx)):
-        sel = np.abs(comp) >= cos_cone * np.maximum(r, 1e-9)
+    for name, comp in (("all", r), ("kz", kz), ("ky", ky), ("kx", kx)):
+        sel = np.abs(comp) >= cos_cone * np.maximum(r, 1e-9) if name != "all" else r >= 0
         s = np.bincount(shell[sel], weights=spectrum[sel].astype(np.float64), minlength=n)
         c = np.bincount(shell[sel], minlength=n)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -170,11 +163,10 @@ def plot_spectrum(spectrum: np.ndarray, path: Path, title: str) -> None:
         ax.set_ylabel(f"{ylabel} (Fourier pixels)")
         ax.set_title(f"log10 power, {name}", fontsize=10)
         fig.colorbar(im, ax=ax, shrink=0.8)
-    radii, prof = radial_profile(spectrum)
-    ax_rad.loglog(radii, prof, "k-", lw=2, label="all directions")
-    for (name, values), style in zip(
-        axis_profiles(spectrum).items(), ("C0--", "C1-.", "C2:"), strict=True
-    ):
+    profiles = axis_profiles(spectrum)
+    radii = np.arange(1, n // 2 + 1)
+    ax_rad.loglog(radii, profiles.pop("all"), "k-", lw=2, label="all directions")
+    for (name, values), style in zip(profiles.items(), ("C0--", "C1-.", "C2:"), strict=True):
         ax_rad.loglog(radii, values, style, label=f"within 20 deg of {name}")
     ax_rad.set_xlabel("|k| (Fourier pixels)")
     ax_rad.set_ylabel("power (mean 1 over the cube)")

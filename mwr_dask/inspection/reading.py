@@ -1,10 +1,11 @@
 """The worker side of ``inspect``: open, validate, hash, moments, sample, sketch, spectrum.
 
-Each file is opened only when it is a regular file (a FIFO or a device named ``n_*.mrc`` is
-reported, never opened), and its data are read only when the header's size agrees with the
-file's and the volume fits the memory a worker may use: a header claiming a huge volume is
-reported, not allocated. A partition sends back small :class:`~.records.FileRecord` objects
-and one summed spectrum per cube side, never a volume.
+Files are opened as :mod:`mwr_dask.files.mrc` opens them: only regular files, never through
+a symbolic link (a FIFO or a device named ``n_*.mrc`` is reported, never opened). Their data
+are read only when the header's sizes agree with the file's and the volume fits the memory a
+worker may use: a header claiming a huge volume or extended header is reported, not
+allocated. A partition sends back small :class:`~.records.FileRecord` objects and one summed
+spectrum per cube side, never a volume.
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ import functools
 import hashlib
 import io
 import os
-import stat
 import warnings
+from pathlib import Path
 
-import mrcfile
 import numpy as np
-from mrcfile.dtypes import HEADER_DTYPE
 from mrcfile.mrcinterpreter import MrcInterpreter
 
-from mwr_dask.files.mrc import HEADER_BYTES
+from mwr_dask.files.mrc import HEADER_BYTES, file_kind, open_regular, parse_header
 from mwr_dask.inspection.records import FileRecord, is_cube, scheme_key
 from mwr_dask.inspection.spectrum import slice_power
+from mwr_dask.noise.measured import mrc_extent
 from mwr_dask.noise.source import NAME_PATTERN
 
 #: Voxels sampled (same positions in every volume of a shape) for the near-duplicate check.
@@ -36,8 +36,8 @@ READ_COPIES = 5
 #: Share of a worker's memory limit one volume's checks may use (Dask's nanny pauses a worker
 #: at 80% of its limit and kills it at 95%; other tasks and the interpreter need the rest).
 READ_SHARE = 0.6
-#: Fallback memory, bytes, when neither Dask nor psutil can tell (1 GiB).
-DEFAULT_MEMORY = 2**30
+#: Magic numbers of the compressed files mrcfile.open would decompress.
+COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"))
 
 
 @functools.lru_cache(maxsize=8)
@@ -76,120 +76,54 @@ def value_sketch(data: np.ndarray, k: int = SKETCH_SIZE) -> np.ndarray:
     return np.unique(smallest)[:k]
 
 
-def memory_limit() -> int:
-    """Bytes this process may use: the Dask worker's memory limit, else the machine's memory."""
-    try:
-        from distributed import get_worker
-
-        limit = get_worker().memory_manager.memory_limit
-        if limit:
-            return int(limit)
-    except (ImportError, ValueError, AttributeError):
-        pass
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().total)
-    except ImportError:  # pragma: no cover - psutil comes with distributed
-        return DEFAULT_MEMORY
-
-
 def read_limit(memory: int | None = None) -> int:
-    """Largest data block, bytes, that the checks of one volume may read into ``memory``."""
-    return int((memory_limit() if memory is None else memory) * READ_SHARE / READ_COPIES)
+    """Largest data block, bytes, that the checks of one volume may read into ``memory``.
 
-
-#: Magic numbers of the compressed files mrcfile.open would decompress.
-_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"))
-
-_KINDS = (
-    (stat.S_ISDIR, "a folder"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
-def file_kind(mode: int) -> str:
-    """Say what a non-regular file is, in words (``a FIFO``)."""
-    return next((word for test, word in _KINDS if test(mode)), "not a regular file")
-
-
-def open_regular(path: str):
-    """Open ``path`` for reading only if it is a regular file (after following symlinks).
-
-    Returns
-    -------
-    file or str
-        A binary file object, or one phrase saying why the path was not opened.
+    ``memory``: the worker's memory limit, bytes; None takes the machine's memory.
     """
-    try:
-        st = os.stat(path)
-    except OSError as err:
-        return f"unreadable: {err.strerror or err}"
-    if not stat.S_ISREG(st.st_mode):
-        return f"{file_kind(st.st_mode)}, not a regular file"
-    # O_NONBLOCK: if the entry became a FIFO since, opening it does not wait for a writer
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-    try:
-        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
-    except OSError as err:
-        return f"unreadable: {err.strerror or err}"
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        return f"{file_kind(st.st_mode)}, not a regular file"
-    if flags & getattr(os, "O_NONBLOCK", 0):
-        os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
+    if not memory:
+        import psutil  # comes with distributed
+
+        memory = psutil.virtual_memory().total
+    return int(memory * READ_SHARE / READ_COPIES)
 
 
-def _header_fields(raw: bytes) -> np.record | None:
-    """Parse the 1024-byte MRC header in its own byte order (None when too short)."""
-    if len(raw) < HEADER_BYTES:
-        return None
-    header = np.frombuffer(raw[:HEADER_BYTES], dtype=HEADER_DTYPE).view(np.recarray)[0]
-    try:
-        order = mrcfile.utils.byte_order_from_machine_stamp(header.machst)
-    except ValueError:
-        order = "<"
-    dtype = HEADER_DTYPE.newbyteorder(order)
-    return np.frombuffer(raw[:HEADER_BYTES], dtype=dtype).view(np.recarray)[0]
-
-
-def _size_problem(header: np.record, size: int, limit: int) -> str | None:
+def _size_problem(shape: tuple[int, ...], mode: int, nsymbt: int, size: int, limit: int):
     """Why the data block of this header should not be read (None: read it).
 
-    A data block longer than the file (a truncated file, or a header claiming a huge volume)
-    is reported without allocating it, and so is one larger than ``limit`` bytes.
+    A data block longer than the file (a truncated file, or a header claiming a huge volume
+    or extended header) is reported without allocating it, and so is one larger than
+    ``limit`` bytes.
     """
-    dims = [int(header.nx), int(header.ny), int(header.nz)]
     try:
-        itemsize = mrcfile.utils.dtype_from_mode(header.mode).itemsize
-    except ValueError:
-        return f"unknown MRC data mode {int(header.mode)}"
-    if min(dims) < 0:
-        return None  # mrcfile reports it
-    data_bytes = dims[0] * dims[1] * dims[2] * itemsize
-    expected = HEADER_BYTES + max(int(header.nsymbt), 0) + data_bytes
-    if size < expected:
-        return f"truncated: {size} of {expected} bytes"
+        extent = mrc_extent(shape, mode, nsymbt)
+    except ValueError as err:
+        return str(err)
+    if size < extent:
+        return f"truncated: {size} of {extent} bytes"
+    data_bytes = extent - HEADER_BYTES - nsymbt
     if data_bytes > limit:
+        z, y, x = shape
         return (
-            f"too large to check: the header gives {dims[2]}x{dims[1]}x{dims[0]} voxels"
+            f"too large to check: the header gives {z}x{y}x{x} voxels"
             f" ({data_bytes / 2**30:.3g} GiB), more than the {limit / 2**30:.3g} GiB"
             " one volume may take on a worker"
         )
     return None
 
 
-def _fill_from_header(rec: FileRecord, h) -> None:
-    """Shape, mode, voxel size and labels of a record from an MRC header."""
-    rec.shape = (int(h.nz), int(h.ny), int(h.nx))
-    rec.mrc_mode = int(h.mode)
-    nlabl = min(max(int(h.nlabl), 0), 10)
-    rec.labels = [bytes(lab).decode("ascii", "replace").strip() for lab in h.label[:nlabl]]
+def _open(path: str, rec: FileRecord):
+    """Open ``path`` for reading, or return None with ``rec.error`` saying why not."""
+    try:
+        return os.fdopen(open_regular(Path(path)), "rb")
+    except ValueError:  # not a regular file (changed since the folder was listed)
+        try:
+            rec.error = f"{file_kind(os.lstat(path).st_mode)}, not a regular file"
+        except OSError as err:
+            rec.error = f"unreadable: {err.strerror or err}"
+    except OSError as err:
+        rec.error = f"unreadable: {err.strerror or err}"
+    return None
 
 
 def read_volume(path: str, limit: int | None = None) -> tuple[FileRecord, np.ndarray | None]:
@@ -212,75 +146,61 @@ def read_volume(path: str, limit: int | None = None) -> tuple[FileRecord, np.nda
     name = os.path.basename(path)
     match = NAME_PATTERN.match(name)
     rec = FileRecord(name=name, index=int(match.group(1)) if match else -1)
-    opened = open_regular(path)
-    if isinstance(opened, str):
-        rec.error = opened
+    f = _open(path, rec)
+    if f is None:
         return rec, None
     try:
-        with opened as f, warnings.catch_warnings():
+        with f, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            rec.size = os.fstat(f.fileno()).st_size
-            raw = f.read(HEADER_BYTES)
-            for magic, what in _COMPRESSED:
-                if raw.startswith(magic):
-                    rec.error = f"compressed ({what}): inspect reads uncompressed MRC files only"
-                    return rec, None
-            header = _header_fields(raw)
-            if header is not None:
-                _fill_from_header(rec, header)
-                rec.voxel_size = float(header.cella.x / header.mx) if header.mx else 0.0
-                why = _size_problem(header, rec.size, read_limit() if limit is None else limit)
-                if why is not None:
-                    rec.error = why
-                    return rec, None
-            f.seek(0)
-            mrc = MrcInterpreter(iostream=f, permissive=True)
-            h = mrc.header
-            _fill_from_header(rec, h)
-            rec.voxel_size = float(mrc.voxel_size.x)
-            report = io.StringIO()
-            valid = mrc.validate(print_file=report)
-            if mrc.data is not None:  # the check MrcFile.validate adds to the interpreter's
-                expected = h.nbytes + mrc.extended_header.nbytes + mrc.data.nbytes
-                if rec.size != expected:
-                    print(
-                        f"File is larger than expected. Actual size: {rec.size} bytes;"
-                        f" expected size: {expected} bytes (calculated from header)",
-                        file=report,
-                    )
-                    valid = False
-            if not valid:
-                rec.invalid = [line for line in report.getvalue().splitlines() if line]
-            if mrc.data is None:
-                rec.error = "unreadable: the data block cannot be read"
-                return rec, None
-            data = np.asarray(mrc.data)
+            return rec, _read(f, rec, read_limit() if limit is None else limit)
     except (OSError, ValueError) as err:
         rec.error = f"unreadable: {getattr(err, 'strerror', None) or err}"
-        return rec, None
     except Exception as err:  # mrcfile on garbage can fail in many ways
         rec.error = f"unreadable: {type(err).__name__}: {err}"
-        return rec, None
-    return rec, data
+    return rec, None
+
+
+def _read(f, rec: FileRecord, limit: int) -> np.ndarray | None:
+    """Header checks, mrcfile's validation and the data of the open file ``f``."""
+    rec.size = os.fstat(f.fileno()).st_size
+    raw = f.read(HEADER_BYTES)
+    for magic, what in COMPRESSED:
+        if raw.startswith(magic):
+            rec.error = f"compressed ({what}): inspect reads uncompressed MRC files only"
+            return None
+    if len(raw) == HEADER_BYTES:
+        h = parse_header(raw, rec.size)
+        rec.shape, rec.mrc_mode, rec.labels, rec.voxel_size = (
+            h.shape,
+            h.mode,
+            h.labels,
+            h.voxel_size,
+        )
+        rec.error = _size_problem(h.shape, h.mode, h.nsymbt, rec.size, limit)
+        if rec.error is not None:
+            return None
+    f.seek(0)
+    mrc = MrcInterpreter(iostream=f, permissive=True)
+    report = io.StringIO()
+    valid = mrc.validate(print_file=report)
+    if mrc.data is None:
+        rec.error = "unreadable: the data block cannot be read"
+        return None
+    expected = mrc.header.nbytes + mrc.extended_header.nbytes + mrc.data.nbytes
+    if rec.size != expected:  # the check MrcFile.validate adds to the interpreter's
+        print(
+            f"File is larger than expected. Actual size: {rec.size} bytes;"
+            f" expected size: {expected} bytes (calculated from header)",
+            file=report,
+        )
+        valid = False
+    if not valid:
+        rec.invalid = [line for line in report.getvalue().splitlines() if line]
+    return np.asarray(mrc.data)
 
 
 def inspect_file(path: str, limit: int | None = None) -> tuple[FileRecord, np.ndarray | None]:
-    """Read and check one volume file: :func:`read_volume`, then digest, moments and sketch.
-
-    Parameters
-    ----------
-    path : str
-        Path of an ``n_*.mrc`` file.
-    limit : int, optional
-        Largest data block to read, bytes; default :func:`read_limit`.
-
-    Returns
-    -------
-    record : FileRecord
-        Everything but the data.
-    data : numpy.ndarray or None
-        The volume, (z, y, x), when it could be read; None otherwise.
-    """
+    """:func:`read_volume`, then the digest, moments, sample and sketch of the data."""
     rec, data = read_volume(path, limit)
     if data is not None:
         _measure(rec, data)
@@ -310,19 +230,26 @@ def _measure(rec: FileRecord, data: np.ndarray) -> None:
         rec.sketch = value_sketch(values)
 
 
-def inspect_partition(paths: list[str]) -> dict:
+def inspect_partition(paths: list[str], memory: int | None = None) -> dict:
     """Inspect files on a worker: their records and the sum of their spectra per cube side.
+
+    Parameters
+    ----------
+    paths : list of str
+        The files.
+    memory : int, optional
+        The worker's memory limit, bytes (see :func:`read_limit`).
 
     Returns
     -------
     dict
         ``records``: list of :class:`~.records.FileRecord`; ``spectra``: {side: [sum of
-        :func:`~mwr_dask.inspection.spectrum.slice_power`, count]} over the readable, finite cubes;
-        ``scheme_spectra``: the same per (side, :func:`~.records.scheme_key`) over those of
-        them that name their tilt scheme (empty for folders made without ``--tilt-file``).
+        :func:`~mwr_dask.inspection.spectrum.slice_power`, count]} over the readable, finite
+        cubes; ``scheme_spectra``: the same per (side, :func:`~.records.scheme_key`) over those
+        of them that name their tilt scheme (empty for folders made without ``--tilt-file``).
     """
     records, spectra, schemes = [], {}, {}
-    limit = read_limit()
+    limit = read_limit(memory)
     for path in paths:
         rec, data = inspect_file(path, limit)
         records.append(rec)
@@ -337,11 +264,6 @@ def inspect_partition(paths: list[str]) -> dict:
                 acc[0] += power
                 acc[1] += 1
     return {"records": records, "spectra": spectra, "scheme_spectra": schemes}
-
-
-def inspect_chunks(chunks: list[list[str]]) -> list[dict]:
-    """:func:`inspect_partition` of a Dask bag partition (a list of lists of paths)."""
-    return [inspect_partition([p for chunk in chunks for p in chunk])]
 
 
 def full_correlation(a: str, b: str) -> float | None:

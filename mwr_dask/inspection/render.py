@@ -117,27 +117,9 @@ def _spectrum_lines(report: FolderReport) -> list[str]:
         f" {sp.band[0]:.1f}..{sp.band[1]:.1f} Fourier pixels"
     ]
     if sp.limit is not None:
-        lines.append("  not analysed     the cube is too small (below)")
-        return lines
-    if sp.wedge_found:
-        lo, hi = sp.tilt_range
-        u_lo, u_hi = sp.tilt_uncertainty
-        est = f"{lo:.1f} .. {hi:.1f} deg (resolution {u_lo:.1f}, {u_hi:.1f})"
-    else:
-        est = "no wedge found"
-    exp_t = ""
-    if e is not None and sp.wedge_found:
-        exp_t = f"  labels {e.minangle:g}..{e.maxangle:g}"
-        if info.get("tilt_range_agrees") is None:
-            exp_t += "  not compared (below)"
-        else:
-            lo_r, hi_r = info["expected_tilt_edges"]
-            if e.mode == 1:
-                exp_t += f" (edges in {_edge_range(lo_r)} and {_edge_range(hi_r)})"
-            exp_t += "  agrees" if info["tilt_range_agrees"] else "  DISAGREES"
-    elif e is not None and "tilt_range_agrees" in info:
-        exp_t = f"  labels {e.minangle:g}..{e.maxangle:g}  not resolved (below)"
-    lines.append(f"  tilt range       {est}{exp_t}")
+        return [*lines, "  not analysed     the cube is too small (below)"]
+    est = _estimate(info) if sp.wedge_found else "no wedge found"
+    lines.append(f"  tilt range       {est}{_tilt_verdict(info, e, sp.wedge_found)}")
     ratio = "n/a" if sp.wedge_ratio is None else f"{sp.wedge_ratio:.3g}"
     slope = "n/a" if sp.radial_slope is None else f"{sp.radial_slope:+.2f}"
     lines.append(f"  wedge/measured   {ratio}  (mode 2: 0; mode 1: a few %)")
@@ -150,14 +132,12 @@ def _spectrum_lines(report: FolderReport) -> list[str]:
     seen = "neither mode" if mode is None else f"mode {mode} ({MODES[mode]})"
     schemes = report.summary.get("scheme_spectra")
     if e is not None and schemes is not None:  # a tilt-file mixture: compared per scheme
-        lines.append(f"  looks like       {seen}  labels: mode {e.mode}  compared per scheme")
+        seen += f"  labels: mode {e.mode}  compared per scheme"
     elif e is not None:
-        verdict = "agrees" if info.get("mode_agrees") else "DISAGREES"
-        lines.append(f"  looks like       {seen}  labels: mode {e.mode}  {verdict}")
+        seen += f"  labels: mode {e.mode}  {'agrees' if info.get('mode_agrees') else 'DISAGREES'}"
     elif measured:
-        lines.append(f"  looks like       {seen}  labels: mode 3 (measured spectrum)")
-    else:
-        lines.append(f"  looks like       {seen}")
+        seen += "  labels: mode 3 (measured spectrum)"
+    lines.append(f"  looks like       {seen}")
     lines.extend(_scheme_lines(schemes or [], e))
     given = report.summary.get("spectrum_file")
     if given and "agrees" in given:
@@ -167,6 +147,27 @@ def _spectrum_lines(report: FolderReport) -> list[str]:
             f" worst {given['worst_sigmas']:.1f} sd  {verdict}"
         )
     return lines
+
+
+def _estimate(info: dict) -> str:
+    """``-60.2 .. 60.1 deg (resolution 0.2, 0.4)`` from a spectrum's JSON numbers."""
+    (lo, hi), (u_lo, u_hi) = info["tilt_range"], info["tilt_resolution"]
+    return f"{lo:.1f} .. {hi:.1f} deg (resolution {u_lo:.1f}, {u_hi:.1f})"
+
+
+def _tilt_verdict(info: dict, e, wedge_found: bool) -> str:
+    """Return the labels' range and whether the estimate agrees with it ('' without labels)."""
+    if e is None or not (wedge_found or "tilt_range_agrees" in info):
+        return ""
+    text = f"  labels {e.minangle:g}..{e.maxangle:g}"
+    if not wedge_found:
+        return text + "  not resolved (below)"
+    if info.get("tilt_range_agrees") is None:
+        return text + "  not compared (below)"
+    if e.mode == 1:
+        lo_r, hi_r = info["expected_tilt_edges"]
+        text += f" (edges in {_edge_range(lo_r)} and {_edge_range(hi_r)})"
+    return text + ("  agrees" if info["tilt_range_agrees"] else "  DISAGREES")
 
 
 def _scheme_lines(entries: list[dict], e) -> list[str]:
@@ -179,11 +180,7 @@ def _scheme_lines(entries: list[dict], e) -> list[str]:
         if info is None:
             lines.append(f"{head}{plural(g['volumes'], 'volume')}, too few  {labels}  not compared")
             continue
-        if info["tilt_range"] is None:
-            est = "no wedge found"
-        else:
-            (lo, hi), (u_lo, u_hi) = info["tilt_range"], info["tilt_resolution"]
-            est = f"{lo:.1f} .. {hi:.1f} deg (resolution {u_lo:.1f}, {u_hi:.1f})"
+        est = "no wedge found" if info["tilt_range"] is None else _estimate(info)
         verdict = info.get("tilt_range_agrees")
         if verdict is None:
             labels += "  not compared (below)"

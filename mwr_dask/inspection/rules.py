@@ -33,9 +33,11 @@ from mwr_dask.inspection.records import FileRecord, FolderReport, is_cube, schem
 from mwr_dask.inspection.spectrum import (
     MAX_TILT_GAP_PIXELS,
     MIN_WEDGE_PIXELS,
+    TILT_SLACK_DEG,
     SpectrumAnalysis,
     analyse,
     band_radii,
+    edge_offsets,
     expected_tilt_edges,
     tilt_gap_pixels,
     wedge_width_pixels,
@@ -43,8 +45,6 @@ from mwr_dask.inspection.spectrum import (
 from mwr_dask.inspection.words import LIST_NAMES, names_list, plural, shape_text
 from mwr_dask.noise.source import MODES, NoiseSource, parse_labels, source_from_labels
 
-#: Slack (degrees) on top of an edge's resolution when comparing tilt ranges with the labels.
-TILT_SLACK_DEG = 1.5
 #: Largest wedge ratio of a wedge filter (mode 2 has none: float32 rounding gives ~1e-14).
 MODE2_MAX_RATIO = 1e-3
 #: Largest |log-log slope| of a flat spectrum (mode 2).
@@ -226,19 +226,6 @@ def same_float(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
 
 
-def parse_index(labels: list[str]) -> int | None:
-    """Return the ``index=`` of mwr-dask labels, or None."""
-    for label in labels:
-        for token in label.split():
-            key, sep, value = token.partition("=")
-            if sep and key == "index":
-                try:
-                    return int(value)
-                except ValueError:
-                    return None
-    return None
-
-
 def index_gaps(indices: list[int]) -> list[tuple[int, int]]:
     """Missing runs ``(first, last)`` between the smallest and largest of ``indices``."""
     ordered = sorted(set(indices))
@@ -275,29 +262,31 @@ def file_reasons(
     cube : tuple of int or None
         The shape every volume of the folder should have.
     """
-    reasons = []
     if r.error is not None:
         return [r.error]
-    if r.shape != cube:
-        reasons.append(f"shape {shape_text(r.shape)}, not {shape_text(cube)}")
-    if r.dtype != "float32":
-        reasons.append(f"dtype {r.dtype} (MRC mode {r.mrc_mode}), not float32")
-    if r.nonfinite:
-        reasons.append(f"{r.nonfinite} NaN or infinite {'value' if r.nonfinite == 1 else 'values'}")
-    elif r.m2 == 0:
-        reasons.append("constant data")
-    if r.invalid:
-        reasons.append(f"fails mrcfile.validate: {r.invalid[0]}")
-    if labels is not None:
-        if labels.cubesize != r.shape[-1] and is_cube(r.shape):
-            reasons.append(f"its labels say cube {labels.cubesize}, the data are {r.shape[-1]}^3")
-        index = parse_index(r.labels)
-        if index is not None and index != r.index:
-            reasons.append(f"its labels say index {index} (a copy?)")
-        if r.voxel_size is not None and not same_float(labels.voxel_size, r.voxel_size):
-            reasons.append(
-                f"its labels say voxel size {labels.voxel_size:g}, the header {r.voxel_size:g}"
-            )
+    checks = (
+        (r.shape != cube, lambda: f"shape {shape_text(r.shape)}, not {shape_text(cube)}"),
+        (r.dtype != "float32", lambda: f"dtype {r.dtype} (MRC mode {r.mrc_mode}), not float32"),
+        (r.nonfinite > 0, lambda: plural(r.nonfinite, "NaN or infinite value")),
+        (r.nonfinite == 0 and r.m2 == 0, lambda: "constant data"),
+        (bool(r.invalid), lambda: f"fails mrcfile.validate: {r.invalid[0]}"),
+    )
+    reasons = [text() for bad, text in checks if bad]
+    return reasons if labels is None else reasons + _label_reasons(r, labels)
+
+
+def _label_reasons(r: FileRecord, labels: NoiseSource) -> list[str]:
+    """Where a file's own labels disagree with its data, name and header."""
+    reasons = []
+    if labels.cubesize != r.shape[-1] and is_cube(r.shape):
+        reasons.append(f"its labels say cube {labels.cubesize}, the data are {r.shape[-1]}^3")
+    index = parse_labels(r.labels).get("index", "")
+    if index.isdigit() and int(index) != r.index:
+        reasons.append(f"its labels say index {index} (a copy?)")
+    if r.voxel_size is not None and not same_float(labels.voxel_size, r.voxel_size):
+        reasons.append(
+            f"its labels say voxel size {labels.voxel_size:g}, the header {r.voxel_size:g}"
+        )
     return reasons
 
 
@@ -698,10 +687,10 @@ def spectrum_findings(
     """Compare the spectrum with the labels, within what the grid can resolve.
 
     The comparisons know their limits: a cube too small for the band of radii is not
-    analysed; mode 1 tilts further apart than :data:`~mwr_dask.inspection.spectrum.MAX_TILT_GAP_PIXELS`
-    show as separate lines, not an arc, so their range is not compared; a labelled wedge
-    narrower than :data:`~mwr_dask.inspection.spectrum.MIN_WEDGE_PIXELS` is not expected to show. Each
-    of these is a warning, not a problem.
+    analysed; mode 1 tilts further apart than :data:`~.spectrum.MAX_TILT_GAP_PIXELS` show as
+    separate lines, not an arc, so their range is not compared; a labelled wedge narrower
+    than :data:`~.spectrum.MIN_WEDGE_PIXELS` is not expected to show. Each of these is a
+    warning, not a problem.
 
     Parameters
     ----------
@@ -724,16 +713,45 @@ def spectrum_findings(
         out["looks_like_mode"] = None
         found.warnings.append(f"{s.limit}.")
         return found
-    n = s.n
-    visible, resolved = True, False
-    if expected is not None:
-        e = expected
-        width = wedge_width_pixels(n, e.mode, e.minangle, e.maxangle, e.anglestep)
-        visible = width >= MIN_WEDGE_PIXELS
-        resolved = e.mode == 1 and tilt_gap_pixels(n, e.anglestep) > MAX_TILT_GAP_PIXELS
-    mode = looks_like(s, visible)
+    e, width = expected, math.inf
+    if e is not None:
+        width = wedge_width_pixels(s.n, e.mode, e.minangle, e.maxangle, e.anglestep)
+    mode = looks_like(s, width >= MIN_WEDGE_PIXELS)
     out["looks_like_mode"] = mode
-    if not s.wedge_found and not visible:
+    if not _wedge_findings(s, width, found) or e is None:
+        return found
+    out["expected_tilt_edges"] = out["tilt_range_agrees"] = None
+    if s.wedge_found and e.mode == 1 and tilt_gap_pixels(s.n, e.anglestep) > MAX_TILT_GAP_PIXELS:
+        found.warnings.append(
+            f"tilts {e.anglestep:g} deg apart are {tilt_gap_pixels(s.n, e.anglestep):.1f}"
+            f" Fourier pixels apart at radius {band_radii(s.n)[0]:.1f} of {s.n}^3: the spectrum"
+            " shows them as separate lines, not one arc, and its tilt range is not compared"
+            " with the labels."
+        )
+    elif s.wedge_found and compare_tilts:
+        _compare_tilts(s, e, out, found)
+    if check_mode:
+        out["mode_agrees"] = mode == e.mode
+        if mode != e.mode:
+            seen = "neither mode" if mode is None else f"mode {mode} ({MODES[mode]})"
+            ratio = "n/a" if s.wedge_ratio is None else f"{s.wedge_ratio:.2g}"
+            slope = "n/a" if s.radial_slope is None else f"{s.radial_slope:.2f}"
+            found.problems.append(
+                f"the labels say mode {e.mode} ({MODES.get(e.mode, '?')}) but the spectrum"
+                f" looks like {seen}: wedge/measured power {ratio}, radial slope {slope}."
+            )
+    return found
+
+
+def _wedge_findings(s: SpectrumAnalysis, width: float, found: Found) -> bool:
+    """Whether the spectrum's wedge is where a wedge can be (False: nothing more to compare).
+
+    ``width``: the labels' wedge at the band's outer radius, Fourier pixels (inf without
+    labels). A wedge narrower than a pixel is not expected to show (a warning); no wedge
+    otherwise, and a measured region around the beam direction, are problems.
+    """
+    n = s.n
+    if not s.wedge_found and width < MIN_WEDGE_PIXELS:
         found.warnings.append(
             f"the labels' missing wedge is {width:.1f} Fourier pixels wide at radius"
             f" {band_radii(n)[1]:.1f} of {n}^3, narrower than the grid resolves: no wedge is"
@@ -744,70 +762,31 @@ def spectrum_findings(
             f"no missing wedge in the kx-kz plane: the power varies by a factor"
             f" {1 / max(s.contrast, 1e-300):.2f} with direction (is the tilt axis y?)."
         )
-        return found
-    else:
+        return False
+    elif s.tilt_range[1] > 90.0 or s.tilt_range[0] < -90.0:
         lo, hi = s.tilt_range
-        if hi > 90.0 or lo < -90.0:
-            found.problems.append(
-                f"the measured region contains the beam direction kz (tilts {lo:.1f}..{hi:.1f}):"
-                " the volumes' axes may be swapped; mwr-dask and IsoNet expect (z, y, x) with"
-                " the beam along z."
-            )
-    if expected is None:
-        return found
-    if s.wedge_found and resolved:
-        out["expected_tilt_edges"] = None
-        out["tilt_range_agrees"] = None
-        found.warnings.append(
-            f"tilts {expected.anglestep:g} deg apart are"
-            f" {tilt_gap_pixels(n, expected.anglestep):.1f} Fourier pixels apart at radius"
-            f" {band_radii(n)[0]:.1f} of {n}^3: the spectrum shows them as separate lines, not"
-            " one arc, and its tilt range is not compared with the labels."
-        )
-    elif s.wedge_found and compare_tilts:
-        _compare_tilts(s, expected, out, found)
-    else:
-        out["expected_tilt_edges"] = None
-        out["tilt_range_agrees"] = None
-    if not check_mode:
-        return found
-    out["mode_agrees"] = mode == expected.mode
-    if mode != expected.mode:
-        seen = "neither mode" if mode is None else f"mode {mode} ({MODES[mode]})"
-        ratio = "n/a" if s.wedge_ratio is None else f"{s.wedge_ratio:.2g}"
-        slope = "n/a" if s.radial_slope is None else f"{s.radial_slope:.2f}"
         found.problems.append(
-            f"the labels say mode {expected.mode} ({MODES.get(expected.mode, '?')}) but the"
-            f" spectrum looks like {seen}: wedge/measured power {ratio}, radial slope {slope}."
+            f"the measured region contains the beam direction kz (tilts {lo:.1f}..{hi:.1f}):"
+            " the volumes' axes may be swapped; mwr-dask and IsoNet expect (z, y, x) with"
+            " the beam along z."
         )
-    return found
+    return True
 
 
 def _compare_tilts(s: SpectrumAnalysis, expected: NoiseSource, out: dict, found: Found) -> None:
     """Compare the estimated tilt range with the edges the labels imply."""
-    lo, hi = s.tilt_range
-    lo_range, hi_range = expected_tilt_edges(
-        expected.mode, expected.minangle, expected.maxangle, expected.anglestep
-    )
-    u_lo, u_hi = s.tilt_uncertainty
-    off_lo = max(lo_range[0] - lo, lo - lo_range[1], 0.0)
-    off_hi = max(hi_range[0] - hi, hi - hi_range[1], 0.0)
-    tilt_ok = off_lo <= u_lo + TILT_SLACK_DEG and off_hi <= u_hi + TILT_SLACK_DEG
-    out["expected_tilt_edges"] = [list(lo_range), list(hi_range)]
+    e = expected
+    edges = expected_tilt_edges(e.mode, e.minangle, e.maxangle, e.anglestep)
+    tilt_ok = edge_offsets(s.tilt_range, s.tilt_uncertainty, edges)[0]
+    out["expected_tilt_edges"] = [list(edges[0]), list(edges[1])]
     out["tilt_range_agrees"] = bool(tilt_ok)
     if not tilt_ok:
+        (lo, hi), (u_lo, u_hi) = s.tilt_range, s.tilt_uncertainty
         found.problems.append(
             f"the spectrum's tilt range {lo:.1f}..{hi:.1f} deg disagrees with the labels'"
-            f" {expected.minangle:g}..{expected.maxangle:g} (edges expected within"
+            f" {e.minangle:g}..{e.maxangle:g} (edges expected within"
             f" {u_lo + TILT_SLACK_DEG:.1f} and {u_hi + TILT_SLACK_DEG:.1f} deg)."
         )
-
-
-def compare_spectrum(
-    s: SpectrumAnalysis, expected: NoiseSource | None, out: dict | None = None
-) -> list[str]:
-    """Return the problems of :func:`spectrum_findings` (the warnings left out)."""
-    return spectrum_findings(s, expected, out).problems
 
 
 # ----------------------------------------------------------------------------- the registry

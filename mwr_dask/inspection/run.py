@@ -1,53 +1,55 @@
 """``inspect`` on a Dask client: list the folder, read the volumes on the workers, apply rules.
 
-Data flow: :func:`list_folder` (here) names the ``n_*.mrc`` regular files and every other
-entry; partitions of paths go to the workers (:func:`~.reading.inspect_chunks`), which send
+Data flow: :func:`scan_folder` (here) names the ``n_*.mrc`` regular files and every other
+entry; lists of paths go to the workers (:func:`~.reading.inspect_partition`), which send
 back records and summed spectra; :func:`reduce_folder` turns them into :class:`~.rules.Facts`
 and runs the :data:`~.rules.RULES`. Only the near-duplicate confirmation reads two files here.
+The only module of ``inspection`` that uses distributed (the client it is given).
 """
 
 from __future__ import annotations
 
 import errno
+import math
 import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from mwr_dask.inspection.reading import file_kind, full_correlation, inspect_chunks
-from mwr_dask.inspection.reading import inspect_partition as inspect_partition
+from mwr_dask.files.mrc import file_kind
+from mwr_dask.inspection.reading import full_correlation, inspect_partition
 from mwr_dask.inspection.records import FileRecord, FolderReport
 from mwr_dask.inspection.rules import RULES, Facts, Rule, evaluate
 from mwr_dask.noise.source import NAME_PATTERN
 
+#: Partitions per worker at least (load balance at the end), and bytes of files per
+#: partition at most (steady progress), as for writing.
+PARTS_PER_WORKER = 4
+PART_BYTES = 64 * 2**20
+
 
 def entry_kind(entry: os.DirEntry) -> str | None:
-    """None for a regular file (a symlink to one included); else what the entry is.
+    """None for a regular file; else what the entry is, in words (``a FIFO``).
 
-    Never raises: a symbolic link loop, a dangling link or an entry that vanished is
-    described in words.
+    Symbolic links are never followed (as by ``generate-noise``): a link is ``a symbolic
+    link``, ``a symbolic link loop`` or ``a dangling symbolic link``. Never raises.
     """
     try:
-        st = entry.stat()  # follows symlinks
+        kind = file_kind(entry.stat(follow_symlinks=False).st_mode)
+        if kind == "a symbolic link":
+            os.stat(entry.path)
     except OSError as err:
         if err.errno == errno.ELOOP:
             return "a symbolic link loop"
         if err.errno == errno.ENOENT and entry.is_symlink():
             return "a dangling symbolic link"
         return f"unreadable: {err.strerror or err}"
-    return None if stat.S_ISREG(st.st_mode) else file_kind(st.st_mode)
-
-
-def list_folder(folder: Path) -> tuple[list[str], list[str]]:
-    """Names of the ``n_*.mrc`` regular files of ``folder`` and of every other entry, sorted."""
-    volumes, others, _ = scan_folder(folder)
-    return volumes, others
+    return None if kind == "file" else kind
 
 
 def scan_folder(folder: Path) -> tuple[list[str], list[str], dict[str, str]]:
-    """Like :func:`list_folder`, with what each odd entry is.
+    """Names of the ``n_*.mrc`` regular files of ``folder``, of every other entry, and kinds.
 
     Returns
     -------
@@ -156,45 +158,37 @@ def inspect_folder(
     workers : int, optional
         Worker threads to plan partitions for; default: the cluster's total.
     on_progress : callable, optional
-        Called with (files done, files) after each partition.
+        Called with (files done, files): once with 0 before reading, then after each partition.
     inputs : dict, optional
         Inputs for rules that compare the folder with something (``Facts.inputs``).
     rules : tuple of Rule
         The rules to apply, in order (default :data:`~.rules.RULES`).
     """
-    from mwr_dask.parallel.pipeline import partition_ranges
-
     folder = Path(folder).absolute()
     names, others, kinds = scan_folder(folder)
     paths = [str(folder / n) for n in names]
+    progress = on_progress or (lambda done, total: None)
+    progress(0, len(paths))
     results = []
     if paths and client is None:
         results = [inspect_partition(paths)]
+        progress(len(paths), len(paths))
     elif paths:
-        import dask.bag as db
         from distributed import as_completed
 
-        if workers is None:
-            workers = sum(client.nthreads().values()) or 1
-        probe = paths[:: max(1, len(paths) // 50)]
-        size = max(1, int(np.median([_size(p) for p in probe])))
-        ranges = partition_ranges(0, len(paths), workers, size)
-        chunks = [paths[r.start : r.stop] for r in ranges]
-        bag = db.from_sequence(chunks, npartitions=len(chunks)).map_partitions(inspect_chunks)
-        futures = client.compute(bag.to_delayed())
-        done = 0
+        futures = client.map(
+            inspect_partition, _chunks(paths, workers or sum(client.nthreads().values()) or 1),
+            memory=_memory_limit(client), pure=False,
+        )  # fmt: skip
         for future in as_completed(futures):
-            (part,) = future.result()
-            results.append(part)
-            done += len(part["records"])
+            results.append(future.result())
             future.release()
-            if on_progress is not None:
-                on_progress(done, len(paths))
+            progress(sum(len(part["records"]) for part in results), len(paths))
     records, spectra, schemes = [], {}, {}
     for part in results:
         records.extend(part["records"])
         _add_spectra(spectra, part["spectra"])
-        _add_spectra(schemes, part.get("scheme_spectra", {}))
+        _add_spectra(schemes, part["scheme_spectra"])
     return reduce_folder(
         folder,
         records,
@@ -205,6 +199,25 @@ def inspect_folder(
         inputs=inputs,
         rules=rules,
     )
+
+
+def _chunks(paths: list[str], workers: int) -> list[list[str]]:
+    """Split ``paths`` into contiguous chunks, never empty.
+
+    ``PARTS_PER_WORKER`` per worker at least, at most ``PART_BYTES`` of files each (by the
+    median size of a sample).
+    """
+    sizes = [_size(p) for p in paths[:: max(1, len(paths) // 50)]]
+    total = int(np.median(sizes)) * len(paths)
+    k = min(len(paths), max(PARTS_PER_WORKER * workers, math.ceil(total / PART_BYTES)))
+    return [paths[i * len(paths) // k : (i + 1) * len(paths) // k] for i in range(k)]
+
+
+def _memory_limit(client) -> int | None:
+    """Return the smallest memory limit of the client's workers, bytes (None: no limit)."""
+    workers = client.scheduler_info()["workers"].values()
+    limits = [w.get("memory_limit") or 0 for w in workers]
+    return min((x for x in limits if x > 0), default=None)
 
 
 def _add_spectra(into: dict, part: dict) -> None:
@@ -218,6 +231,6 @@ def _add_spectra(into: dict, part: dict) -> None:
 def _size(path: str) -> int:
     """Size of a file for planning partitions (0 if it vanished)."""
     try:
-        return os.stat(path).st_size
+        return os.lstat(path).st_size
     except OSError:
         return 0

@@ -46,6 +46,9 @@ MAX_TILT_GAP_PIXELS = 1.5
 #: than the grid resolves: mode 1 at 32^3 with -88:88:1 (0.7 pixel) shows none, -87:87:1
 #: (1.2 pixels) shows it.
 MIN_WEDGE_PIXELS = 1.0
+#: Slack (degrees) on top of an edge's resolution when comparing a tilt range with the one
+#: expected.
+TILT_SLACK_DEG = 1.5
 
 
 def slice_power(volume: np.ndarray) -> np.ndarray:
@@ -255,6 +258,8 @@ class SpectrumAnalysis:
         Volumes averaged.
     band : tuple of float
         Radii (Fourier pixels) used for the tilt range and the wedge ratio.
+    power : numpy.ndarray
+        The averaged power, (kz, kx) fftshifted, shape (n, n).
     wedge_found : bool
         Whether a clear two-level structure (a wedge) was found.
     tilt_range : tuple of float or None
@@ -271,8 +276,6 @@ class SpectrumAnalysis:
         Log-log slope of the measured region's power against |k|.
     slope_radii : tuple of int
         Shells used for the slope.
-    power : numpy.ndarray
-        The averaged power, (kz, kx) fftshifted, shape (n, n).
     profile_angle, profile : numpy.ndarray
         Angular profile of normalised power against tilt angle (``-direction``), degrees.
     radial_k, radial_measured, radial_missing : numpy.ndarray
@@ -284,20 +287,20 @@ class SpectrumAnalysis:
     n: int
     volumes: int
     band: tuple[float, float]
-    wedge_found: bool
-    tilt_range: tuple[float, float] | None
-    tilt_uncertainty: tuple[float, float] | None
-    measured_arc: tuple[float, float] | None
-    contrast: float
-    wedge_ratio: float | None
-    radial_slope: float | None
-    slope_radii: tuple[int, int]
     power: np.ndarray = field(repr=False)
-    profile_angle: np.ndarray = field(repr=False)
-    profile: np.ndarray = field(repr=False)
-    radial_k: np.ndarray = field(repr=False)
-    radial_measured: np.ndarray = field(repr=False)
-    radial_missing: np.ndarray = field(repr=False)
+    wedge_found: bool = False
+    tilt_range: tuple[float, float] | None = None
+    tilt_uncertainty: tuple[float, float] | None = None
+    measured_arc: tuple[float, float] | None = None
+    contrast: float = 1.0
+    wedge_ratio: float | None = None
+    radial_slope: float | None = None
+    slope_radii: tuple[int, int] = (0, 0)
+    profile_angle: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    profile: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    radial_k: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    radial_measured: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    radial_missing: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     limit: str | None = None
 
     def summary(self) -> dict:
@@ -336,17 +339,47 @@ def analyse(half_sum: np.ndarray, n: int, volumes: int) -> SpectrumAnalysis:
     p = full_plane(half_sum / max(volumes, 1), n)
     r, phi = polar(n)
     shells = shell_index(r)
-    r_lo, r_hi = band_radii(n)
-    band = (r >= r_lo) & (r <= r_hi)
-    upper = band & (np.arange(n)[:, None] >= n // 2)  # one of each pair k, -k (same power)
+    band = band_radii(n)
+    upper = (r >= band[0]) & (r <= band[1]) & (np.arange(n)[:, None] >= n // 2)  # k or -k
+    out = SpectrumAnalysis(n, volumes, (float(band[0]), float(band[1])), p)
     if upper.sum() < MIN_BAND_PIXELS:
-        return _unanalysed(p, n, volumes, (r_lo, r_hi), int(upper.sum()))
+        out.limit = (
+            f"{n}^3 is too small for the spectral checks: {int(upper.sum())} Fourier pixels"
+            f" between radii {band[0]:.1f} and {band[1]:.1f} (at least {MIN_BAND_PIXELS}"
+            " needed, from 8^3 on)"
+        )
+        return out
+    fit, norm = _fit_wedge(p, phi, shells, upper)
+    out.contrast = fit.low / fit.high if fit.high > 0 else 1.0
+    out.wedge_found = bool(out.contrast < NO_WEDGE_CONTRAST)
+    gap = circular_gap(phi, fit.lo, fit.hi)
+    measured = gap > _margin(fit.lo, fit.hi)
+    missing = gap < -_margin(fit.lo, fit.hi)
+    if out.wedge_found:
+        out.tilt_range = (-fit.hi, -fit.lo)
+        out.tilt_uncertainty = (fit.hi_unc, fit.lo_unc)
+        out.measured_arc = (fit.lo, fit.hi)
+        if (upper & measured).sum() >= 4 and (upper & missing).any():
+            norm = normalise_shells(p, shells, upper & measured)
+            out.wedge_ratio = float(
+                np.nanmean(norm[upper & missing]) / np.nanmean(norm[upper & measured])
+            )
+    else:
+        measured, missing = r >= 0, np.zeros_like(measured)
+    _radial(out, p, r, shells, measured, missing)
+    _angular_profile(out, phi, norm, upper)
+    return out
 
-    # pass 1: each shell divided by its mean (removes the radial fall-off whatever the wedge)
+
+def _fit_wedge(p, phi, shells, upper) -> tuple[ArcFit, np.ndarray]:
+    """Fit the arc to the power normalised per shell; return the fit and that power.
+
+    Pass 1 divides each shell by its mean (removing the radial fall-off whatever the wedge);
+    passes 2 and 3 by its mean inside the measured arc, away from the edges (or anywhere
+    inside the arc for the shells too small to have pixels there).
+    """
     norm = normalise_shells(p, shells, upper)
     fit = _fit(phi, norm, upper)
-    # pass 2: each shell divided by its mean inside the measured arc, away from the edges
-    # (or anywhere inside the arc for the shells too small to have pixels there)
     for _ in range(2):
         gap = circular_gap(phi, fit.lo, fit.hi)
         core = upper & (gap > _margin(fit.lo, fit.hi))
@@ -354,41 +387,33 @@ def analyse(half_sum: np.ndarray, n: int, volumes: int) -> SpectrumAnalysis:
             break
         norm = normalise_shells(p, shells, core, upper & (gap > 0))
         fit = _fit(phi, norm, upper)
-    lo, hi = fit.lo, fit.hi
-    contrast = fit.low / fit.high if fit.high > 0 else 1.0
-    found = bool(contrast < NO_WEDGE_CONTRAST)
+    return fit, norm
 
-    gap = circular_gap(phi, lo, hi)
-    measured = gap > _margin(lo, hi)
-    missing = gap < -_margin(lo, hi)
-    ratio = None
-    if found and (upper & measured).sum() >= 4 and (upper & missing).any():
-        norm = normalise_shells(p, shells, upper & measured)
-        ratio = float(np.nanmean(norm[upper & missing]) / np.nanmean(norm[upper & measured]))
 
-    kmax = int(np.floor(r_hi))
-    radial_k = np.arange(1, n // 2)
-    radial_measured = np.array(
-        [_mean(p[(shells == k) & (measured if found else r >= 0)]) for k in radial_k]
-    )
-    radial_missing = np.array(
-        [_mean(p[(shells == k) & missing]) if found else np.nan for k in radial_k]
-    )
-    # the slope against the mean radius of the pixels averaged (a shell's pixels in a narrow
-    # arc do not centre on its nominal radius)
+def _radial(out: SpectrumAnalysis, p, r, shells, measured, missing) -> None:
+    """Mean power per shell in the measured region and in the wedge, and the log-log slope.
+
+    The slope is fitted against the mean radius of the pixels averaged (a shell's pixels in a
+    narrow arc do not centre on its nominal radius).
+    """
+    n = out.n
+    out.radial_k = np.arange(1, n // 2)
+    out.radial_measured = np.array([_mean(p[(shells == k) & measured]) for k in out.radial_k])
+    out.radial_missing = np.array([_mean(p[(shells == k) & missing]) for k in out.radial_k])
+    kmax = int(np.floor(out.band[1]))
     k0 = min(4, max(2, kmax - 2))
     ks = np.arange(k0, kmax + 1)
-    region = measured if found else r >= 0
-    xs = np.array([_mean(r[(shells == k) & region]) for k in ks])
-    ys = radial_measured[ks - 1] if ks.size else np.array([])
-    slope = None
+    xs = np.array([_mean(r[(shells == k) & measured]) for k in ks])
+    ys = out.radial_measured[ks - 1] if ks.size else np.array([])
     good = np.isfinite(ys) & (ys > 0) & np.isfinite(xs)
     if good.sum() >= 2:
-        slope = float(np.polyfit(np.log(xs[good]), np.log(ys[good]), 1)[0])
+        out.radial_slope = float(np.polyfit(np.log(xs[good]), np.log(ys[good]), 1)[0])
+    out.slope_radii = (int(k0), int(kmax))
 
-    # angular profile for people: tilt angle theta = -direction, in bins of a few pixels each
-    per_bin = 4
-    nbins = int(np.clip(upper.sum() / per_bin, 36, 180))
+
+def _angular_profile(out: SpectrumAnalysis, phi, norm, upper) -> None:
+    """Normalised power against tilt angle theta = -direction, in bins of a few pixels each."""
+    nbins = int(np.clip(upper.sum() / 4, 36, 180))
     width = 180.0 / nbins
     use = upper & np.isfinite(norm)
     theta = -phi[use]
@@ -397,59 +422,8 @@ def analyse(half_sum: np.ndarray, n: int, volumes: int) -> SpectrumAnalysis:
     sums = np.bincount(idx, weights=norm[use], minlength=nbins)
     counts = np.bincount(idx, minlength=nbins)
     with np.errstate(divide="ignore", invalid="ignore"):
-        profile = sums / counts
-    profile_angle = -90.0 + width * (np.arange(nbins) + 0.5)
-
-    return SpectrumAnalysis(
-        n=n,
-        volumes=volumes,
-        band=(float(r_lo), float(r_hi)),
-        wedge_found=found,
-        tilt_range=(-hi, -lo) if found else None,
-        tilt_uncertainty=(fit.hi_unc, fit.lo_unc) if found else None,
-        measured_arc=(lo, hi) if found else None,
-        contrast=float(contrast),
-        wedge_ratio=ratio,
-        radial_slope=slope,
-        slope_radii=(int(k0), int(kmax)),
-        power=p,
-        profile_angle=profile_angle,
-        profile=profile,
-        radial_k=radial_k,
-        radial_measured=radial_measured,
-        radial_missing=radial_missing,
-    )
-
-
-def _unanalysed(
-    p: np.ndarray, n: int, volumes: int, band: tuple[float, float], pixels: int
-) -> SpectrumAnalysis:
-    """Return the analysis of a cube too small to hold the band of radii the estimates need."""
-    nothing = np.zeros(0)
-    return SpectrumAnalysis(
-        n=n,
-        volumes=volumes,
-        band=(float(band[0]), float(band[1])),
-        wedge_found=False,
-        tilt_range=None,
-        tilt_uncertainty=None,
-        measured_arc=None,
-        contrast=1.0,
-        wedge_ratio=None,
-        radial_slope=None,
-        slope_radii=(0, 0),
-        power=p,
-        profile_angle=nothing,
-        profile=nothing,
-        radial_k=nothing,
-        radial_measured=nothing,
-        radial_missing=nothing,
-        limit=(
-            f"{n}^3 is too small for the spectral checks: {pixels} Fourier pixels between"
-            f" radii {band[0]:.1f} and {band[1]:.1f} (at least {MIN_BAND_PIXELS} needed, from"
-            " 8^3 on)"
-        ),
-    )
+        out.profile = sums / counts
+    out.profile_angle = -90.0 + width * (np.arange(nbins) + 0.5)
 
 
 def tilt_gap_pixels(n: int, anglestep: float) -> float:
@@ -519,3 +493,31 @@ def expected_tilt_edges(
         first, last = float(tilts[0]), float(tilts[-1])
         return (first - anglestep / 2, first), (last, last + anglestep / 2)
     return (float(minangle), float(minangle)), (float(maxangle), float(maxangle))
+
+
+def edge_offsets(
+    estimate: tuple[float, float],
+    resolution: tuple[float, float],
+    edges: tuple[tuple[float, float], tuple[float, float]],
+) -> tuple[bool, float, float]:
+    """Whether an estimated tilt range agrees with the edges expected, and how far off it is.
+
+    Parameters
+    ----------
+    estimate, resolution : tuple of float
+        The estimated ``(minangle, maxangle)`` and each edge's resolution, degrees.
+    edges : tuple
+        ``((lowest, highest), (lowest, highest))``: where each edge should lie (see
+        :func:`expected_tilt_edges`).
+
+    Returns
+    -------
+    agrees : bool
+        Each edge within its resolution + :data:`TILT_SLACK_DEG` of its interval.
+    off_lo, off_hi : float
+        How far each edge lies outside its interval, degrees (0 inside).
+    """
+    (lo, hi), ((a0, a1), (b0, b1)) = estimate, edges
+    off_lo, off_hi = max(a0 - lo, lo - a1, 0.0), max(b0 - hi, hi - b1, 0.0)
+    agrees = off_lo <= resolution[0] + TILT_SLACK_DEG and off_hi <= resolution[1] + TILT_SLACK_DEG
+    return agrees, off_lo, off_hi

@@ -4,9 +4,9 @@ A tomogram (an MRC file read as IsoNet reads it: numpy (z, y, x), the beam along
 axis along y) is cut into blocks of n x ny_block x n voxels (n the smaller of its z and x sides,
 at most :data:`MAX_SIDE`), each tapered by a Hann window in z and x (so that the borders of the
 block do not spread power along the kx and kz axes), and the (kz, kx) power of every y-slice is
-averaged (:func:`mwr_dask.inspection.spectrum.slice_power`). The missing wedge does not depend on ky, so
-blocks of any height in y add up. :func:`mwr_dask.inspection.spectrum.analyse` then estimates the tilt
-range in the geometry of docs/concepts.md: the range a tilt scheme of this tomogram should have
+averaged (:func:`~.spectrum.slice_power`). The missing wedge does not depend on ky, so blocks of
+any height in y add up. :func:`~.spectrum.analyse` then estimates the tilt range in the
+geometry of docs/concepts.md: the range a tilt scheme of this tomogram should have
 (:attr:`mwr_dask.noise.schemes.TiltScheme.minangle` .. ``maxangle``). Pure numpy: no Dask.
 """
 

@@ -217,6 +217,27 @@ def spectrum_labels(
 # reading
 
 
+def mrc_extent(shape: tuple[int, ...], mode: int, nsymbt: int) -> int:
+    """Bytes of an MRC file whose header gives ``shape``, ``mode`` and ``nsymbt``.
+
+    The 1024-byte header, the extended header and the data. Compare it with the file's size
+    before mrcfile reads anything: mrcfile allocates the extended header a header claims (2 GiB
+    for a corrupt one) before it looks at the file.
+
+    Raises
+    ------
+    ValueError
+        Negative sizes, or a data mode mrcfile cannot read (one phrase).
+    """
+    if min(shape) < 0 or nsymbt < 0:
+        raise ValueError("the header gives negative sizes")
+    try:
+        itemsize = mrcfile.utils.dtype_from_mode(mode).itemsize
+    except ValueError:
+        raise ValueError(f"unknown MRC data mode {mode}") from None
+    return 1024 + nsymbt + math.prod(shape) * itemsize
+
+
 def open_volume(path: Path, what: str) -> tuple[np.ndarray, HalfInfo, list[str]]:
     """Memory-map an MRC volume read-only: (data (z, y, x), its description, warnings).
 
@@ -304,23 +325,16 @@ class _Blocks:
     structure: float  # rank correlation of local variances of ODD - EVEN and ODD + EVEN
 
 
-def _blocks(even: np.ndarray, odd: np.ndarray, mask: np.ndarray | None, n: int) -> _Blocks:
-    """Read the halves once, slab by slab, and judge blocks of side N/2.
+def _fine_sums(even, odd, mask, grid: list, f: int) -> dict:
+    """Sum d = odd - even, e, o, their squares, padding and mask over fine blocks of side f.
 
-    A block is good when it lies inside the mask and each of its fine blocks (side about 4)
-    varies in both halves, has at most ``FLAT_FRACTION`` of its voxels equal to their x
-    neighbour in either half (no padded or constant region), and a difference variance of at
-    least ``FINE_FRACTION`` of the median; and the block's difference variance is at least
-    ``MIN_VARIANCE_FRACTION`` of the median block's.
+    Read slab by slab (one row of blocks of side N/2), in float32.
     """
-    grid = [_grid(length, n) for length in even.shape]
     h = grid[0][0]
-    f = _fine_size(h)
     q = h // f
     (_, bz, sz), (_, by, sy), (_, bx, sx) = grid
-    fine_shape = (bz * q, by * q, bx * q)
     keys = ("d", "d2", "e2", "e", "o", "o2", "m", "ef", "of")
-    sums = {k: np.zeros(fine_shape) for k in keys}
+    sums = {k: np.zeros((bz * q, by * q, bx * q)) for k in keys}
     ys, xs = slice(sy, sy + by * h), slice(sx, sx + bx * h)
     for jz in range(bz):
         zs = slice(sz + jz * h, sz + (jz + 1) * h)
@@ -343,14 +357,29 @@ def _blocks(even: np.ndarray, odd: np.ndarray, mask: np.ndarray | None, n: int) 
         if mask is not None:
             inside = (np.asarray(mask[zs, ys, xs]) != 0).astype(np.float32)
             sums["m"][rows] = _block_sums(inside, f)
-    identical = bool(np.all(sums["d2"] == 0.0))
+    return sums
 
+
+def _blocks(even: np.ndarray, odd: np.ndarray, mask: np.ndarray | None, n: int) -> _Blocks:
+    """Read the halves once, slab by slab, and judge blocks of side N/2.
+
+    A block is good when it lies inside the mask and each of its fine blocks (side about 4)
+    varies in both halves, has at most ``FLAT_FRACTION`` of its voxels equal to
+    their x neighbour in either half (no padded or constant region), and a difference variance
+    of at least ``FINE_FRACTION`` of the median; and the block's difference variance is at
+    least ``MIN_VARIANCE_FRACTION`` of the median block's.
+    """
+    grid = [_grid(length, n) for length in even.shape]
+    h = grid[0][0]
+    f = _fine_size(h)
+    q = h // f
+    sums = _fine_sums(even, odd, mask, grid, f)
     count = float(f**3)
     var = {}
     for key in ("d", "e", "o"):
-        mean = sums[key] / count
-        var[key] = np.maximum(sums[f"{key}2"] / count - mean**2, 0.0)
-    inside = sums["m"] >= count if mask is not None else np.ones(fine_shape, bool)
+        var[key] = np.maximum(sums[f"{key}2"] / count - (sums[key] / count) ** 2, 0.0)
+    identical = bool(np.all(sums["d2"] == 0.0))
+    inside = sums["m"] >= count if mask is not None else np.ones(var["d"].shape, bool)
     fine_ok = inside & (sums["ef"] <= FLAT_FRACTION * count) & (sums["of"] <= FLAT_FRACTION * count)
     for key in ("e", "o", "d"):
         positive = var[key][inside & (var[key] > 0)]
@@ -408,16 +437,17 @@ def _cube_corners(blocks: _Blocks, shape: tuple[int, ...], n: int) -> np.ndarray
     return corners[fits].astype(np.int64)
 
 
-def hann_taper(n: int) -> np.ndarray:
-    """Periodic Hann taper ``sin^2(pi j / n)``, float64 of length n (its DFT has 3 taps)."""
-    return np.sin(np.pi * np.arange(n) / n) ** 2
-
-
 def taper_3d(n: int, taper: str = "hann") -> np.ndarray:
-    """Separable 3-D taper of a cube, float32 (n, n, n): Hann along each axis, or ones."""
+    """Separable 3-D taper of a cube, float32 (n, n, n): periodic Hann along each axis, or ones.
+
+    The periodic Hann window ``sin^2(pi j / n)`` (scipy's ``hann(n, sym=False)``) has a DFT of
+    3 taps.
+    """
     if taper not in TAPERS:
         raise ValueError(f"taper must be one of {TAPERS}, not {taper!r}")
-    w = hann_taper(n) if taper == "hann" else np.ones(n)
+    from scipy.signal.windows import hann
+
+    w = hann(n, sym=False) if taper == "hann" else np.ones(n)
     return (w[:, None, None] * w[None, :, None] * w[None, None, :]).astype(np.float32)
 
 
@@ -486,16 +516,35 @@ def estimate_spectrum(
     if cubes is not None and cubes < MIN_CUBES:
         raise MeasureError(f"at least {MIN_CUBES} cubes are needed, not {cubes}.")
     blocks = _blocks(even, odd, mask, n)
+    corners, usable = _choose_cubes(blocks, even.shape, n, cubes, seed, mask is not None)
+    power = _mean_power(odd, even, corners, np.float32(blocks.mean_d), n, taper, workers)
+    variance, signal_variance = _cube_variances(blocks, corners)
+    stats = {
+        "usable": usable,
+        "variance": variance,
+        "signal_variance": signal_variance,
+        "structure": blocks.structure,
+    }
+    return normalise_spectrum(half_to_full(power, n)), corners, stats
+
+
+def _choose_cubes(
+    blocks: _Blocks, shape: tuple[int, ...], n: int, cubes: int | None, seed: int, masked: bool
+) -> tuple[np.ndarray, int]:
+    """(z, y, x) corners of the cubes to average (all usable ones, or a seeded choice), usable.
+
+    Raises :class:`MeasureError` for halves that are the same, and for too few usable cubes.
+    """
     if blocks.identical:
         raise MeasureError(
             "the difference of the halves is zero (the same data twice?): give the even and"
             " the odd half tomograms."
         )
-    corners = _cube_corners(blocks, even.shape, n)
+    corners = _cube_corners(blocks, shape, n)
     usable = len(corners)
     wanted = min(usable, MAX_CUBES) if cubes is None else cubes
-    where = "inside the mask, " if mask is not None else ""
     if usable < max(wanted, MIN_CUBES):
+        where = "inside the mask, " if masked else ""
         raise MeasureError(
             f"too few usable cubes of {n}^3 voxels: {usable} fit {where}away from the borders"
             f" and from padded or constant regions, {max(wanted, MIN_CUBES)} are needed; give"
@@ -504,12 +553,18 @@ def estimate_spectrum(
     if usable > wanted:
         pick = np.random.default_rng(seed).choice(usable, size=wanted, replace=False)
         corners = corners[np.sort(pick)]
+    return corners, usable
 
+
+def _mean_power(odd, even, corners: np.ndarray, mean, n: int, taper: str, workers: int):
+    """Mean tapered power of the cubes of ``odd - even - mean``, ``rfftn`` layout, float64.
+
+    Divided by the sum of the squared taper: white noise of variance s^2 gives s^2.
+    """
     w = taper_3d(n, taper)
     w_power = float(np.dot(w.ravel().astype(np.float64), w.ravel().astype(np.float64)))
     acc = np.zeros((n, n, n // 2 + 1), dtype=np.float64)
     batch = np.empty((min(BATCH, len(corners)), n, n, n), dtype=np.float32)
-    mean = np.float32(blocks.mean_d)
     for first in range(0, len(corners), BATCH):
         chunk = corners[first : first + BATCH]
         b = batch[: len(chunk)]
@@ -522,16 +577,7 @@ def estimate_spectrum(
         p = np.square(f.real)
         p += np.square(f.imag)
         acc += p.sum(axis=0, dtype=np.float64)
-    half = acc / (len(corners) * w_power)
-    spectrum = half_to_full(half, n)
-    variance, signal_variance = _cube_variances(blocks, corners)
-    stats = {
-        "usable": usable,
-        "variance": variance,
-        "signal_variance": signal_variance,
-        "structure": blocks.structure,
-    }
-    return normalise_spectrum(spectrum), corners, stats
+    return acc / (len(corners) * w_power)
 
 
 def _cube_variances(blocks: _Blocks, corners: np.ndarray) -> tuple[float, float]:
