@@ -665,3 +665,24 @@ def test_inspect_one_tomogram_says_which_side_its_wedge_is_on(tmp_path, files):
     assert alone.returncode == 0 and "tilt range" in alone.stdout
     folder = cli("inspect", str(tmp_path), "--tilt-file", str(files["aln"]))
     assert folder.returncode == 2 and "applies to a tomogram" in folder.stderr
+
+
+@pytest.mark.parametrize("angles", [(-89.996, 0.0, 89.996), (0.001, 0.004), (-0.004, -0.001)])
+def test_labels_of_edge_schemes_read_back_as_their_folder(tmp_path, angles):
+    """Issue 21.12: a folder of such a scheme is resumed, not taken for foreign volumes."""
+    from mwr_dask.files.folder import resolve_params
+    from mwr_dask.files.mrc import write_volume
+
+    path = tmp_path / "edge.tlt"
+    path.write_text("\n".join(str(a) for a in angles) + "\n")
+    scheme = read_tilt_file(path)
+    source = NoiseSource(8, mode=2, tilt_schemes=(scheme,), seed=3)
+    recorded = source_from_labels(source.labels(0))
+    assert recorded is not None
+    assert recorded.minangle == scheme.minangle and recorded.maxangle == scheme.maxangle
+    folder = tmp_path / "noise"
+    folder.mkdir()
+    write_volume(folder / "n_00000.mrc", source[0], 1.0, source.labels(0), folder)
+    again = NoiseSource(8, mode=2, tilt_schemes=(read_tilt_file(path),), seed=99)
+    used, state = resolve_params(folder, again, seed_given=False, force=False, fresh_seed=99)
+    assert state.unlabelled == [] and used.seed == 3

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mwr_dask.noise.exactmath import shortest
+
 #: Format names and what they are.
 FORMATS = {
     "imod": "IMOD tilt angles",
@@ -206,12 +208,13 @@ class TiltScheme:
         """One-line description for a header label (<= 60 characters).
 
         Range, number of views used, number excluded, and the digest of the exact angle list:
-        ``tilts=-54..66 n=38 excl=3 sha=0123456789ab``.
+        ``tilts=-54..66 n=38 excl=3 sha=0123456789ab``. The range has two decimals, or every
+        digit where two would not read back as a range inside (-90, 90) (``-89.996``).
         """
-        text = (
-            f"tilts={_short(self.minangle)}..{_short(self.maxangle)} n={len(self.used)}"
-            f" excl={len(self.excluded)} sha={self.digest}"
-        )
+        lo, hi = _short(self.minangle), _short(self.maxangle)
+        if not -90.0 < float(lo) < float(hi) < 90.0:  # rounding would not read back as a range
+            lo, hi = shortest(self.minangle), shortest(self.maxangle)
+        text = f"tilts={lo}..{hi} n={len(self.used)} excl={len(self.excluded)} sha={self.digest}"
         return text[:_LABEL_MAX]
 
     def describe(self) -> str:
