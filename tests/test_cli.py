@@ -137,3 +137,17 @@ def test_console_script_end_to_end_with_a_local_cluster(tmp_path):
     again = cli("generate-noise", str(out), "30", "16", "--ncpus", "2", "--no-dashboard")
     assert again.returncode == 0, again.stderr
     assert "0 written, 30 skipped" in again.stdout
+
+
+def test_labels_of_a_huge_start_with_a_tilt_file_are_checked_before_anything(tmp_path):
+    """Issue 21.11: the scheme's label counts too; refused before a cluster or a folder."""
+    tlt = tmp_path / "TS.tlt"
+    tlt.write_text("\n".join(f"{a:.2f}" for a in range(-60, 61, 3)) + "\n")
+    out = tmp_path / "noise"
+    result = runner.invoke(
+        app,
+        ["generate-noise", str(out), "1", "16", "--tilt-file", str(tlt), "--start", "1" + "0" * 25],
+    )
+    assert result.exit_code == 2, result.output
+    assert "more than the 80 an MRC header holds" in result.output
+    assert not out.exists()
