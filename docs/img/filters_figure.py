@@ -28,8 +28,8 @@ from mwr_dask.inspection.filtered import expected_power_ratio
 from mwr_dask.inspection.spectrum import full_plane, polar, shell_index, slice_power
 from mwr_dask.noise.filters import FILTERS, make_filter
 from mwr_dask.noise.generators import BackProjection
-from mwr_dask.noise.normals import volume_rng
 from mwr_dask.noise.geometry import tilt_angles
+from mwr_dask.noise.normals import volume_rng
 
 
 def measured_profile(n: int, angles: np.ndarray, name: str, volumes: int) -> np.ndarray:

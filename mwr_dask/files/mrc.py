@@ -493,8 +493,8 @@ def write_spectrum(
         The halves' voxel size, angstroms, written to the header (the grid's Fourier pixel is
         ``1 / (N * voxel_size)``).
     """
-    check_spectrum(spectrum)
     data = np.ascontiguousarray(spectrum, dtype=np.float32)
+    check_spectrum(data)
     path = Path(path)
     write_volume(path, data, voxel_size if voxel_size > 0 else 1.0, labels, path.parent)
     return spectrum_digest(data)

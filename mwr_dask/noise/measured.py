@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import math
 import os
 import threading
@@ -69,8 +70,10 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import scipy.fft
+from mrcfile.mrcinterpreter import MrcInterpreter
 
 from mwr_dask import __version__
+from mwr_dask.noise.inputs import read_regular
 from mwr_dask.noise.normals import normalize, standard_normal
 
 #: Most cubes used by default, and fewest accepted (relative error per Fourier pixel 5 %, 25 %).
@@ -94,6 +97,12 @@ CONSTANT_FRACTION = 1e-6
 TAPERS = ("hann", "none")
 #: Cubes Fourier transformed together.
 BATCH = 8
+
+
+#: Largest spectrum file read, bytes (a 512^3 float32 cube and its header).
+SPECTRUM_BYTES = 4 * 512**3 + 2**20
+#: Mean power a spectrum may have (measure-noise writes 1; float32 carries these through).
+SPECTRUM_MEAN = (1e-6, 1e6)
 
 
 class MeasureError(ValueError):
@@ -723,36 +732,56 @@ def spectrum_digest(spectrum: np.ndarray) -> str:
 
 
 def check_spectrum(spectrum: np.ndarray) -> None:
-    """Raise :class:`MeasureError` unless ``spectrum`` is a finite non-negative cube, not zero."""
+    """Raise :class:`MeasureError` unless ``spectrum`` can give unit-variance Gaussian noise.
+
+    A float32 cube, finite and non-negative, with power away from the zero frequency (power
+    there alone gives constant volumes), of a mean power that float32 arithmetic carries
+    through the volume and its normalisation (:data:`SPECTRUM_MEAN`; measure-noise writes 1).
+    """
     s = np.asarray(spectrum)
     if s.ndim != 3 or len(set(s.shape)) != 1:
         raise MeasureError(f"a spectrum must be a cube, not of shape {s.shape}.")
+    if s.dtype != np.float32:
+        raise MeasureError(f"a spectrum holds float32 powers, not {s.dtype} data.")
     if not np.all(np.isfinite(s)) or np.any(s < 0):
         raise MeasureError("a spectrum must be finite and non-negative.")
-    if not np.any(s > 0):
-        raise MeasureError("the spectrum is zero.")
+    total = float(np.sum(s, dtype=np.float64))
+    centre = s.shape[0] // 2
+    if total - float(s[centre, centre, centre]) <= 0:
+        raise MeasureError("the spectrum has no power away from the zero frequency.")
+    mean = total / s.size
+    if not SPECTRUM_MEAN[0] <= mean <= SPECTRUM_MEAN[1]:
+        raise MeasureError(
+            f"its mean power is {mean:.3g}; float32 noise from it would overflow or lose its"
+            " precision (measure-noise writes spectra of mean 1)."
+        )
 
 
 def read_spectrum(path: Path) -> tuple[np.ndarray, str]:
     """Read a spectrum file: (float32 (N, N, N) array, digest).
 
+    Only a regular file of at most :data:`SPECTRUM_BYTES` is read (a FIFO or a device is
+    refused at once), and parsed in memory by mrcfile in its strict mode.
+
     Raises
     ------
     MeasureError
-        Unreadable, not an MRC cube, negative or non-finite values.
+        Unreadable, not an MRC cube, or not a spectrum (:func:`check_spectrum`).
     """
     path = Path(path)
     try:
-        with mrcfile.open(path, permissive=False) as mrc:
-            data = np.array(mrc.data, dtype=np.float32)
-    except (OSError, ValueError) as err:
-        reason = getattr(err, "strerror", None) or err
-        raise MeasureError(f"cannot read the spectrum {path}: {reason}.") from None
+        raw = read_regular(path, SPECTRUM_BYTES)
+        with MrcInterpreter(io.BytesIO(raw), permissive=False) as mrc:
+            data = np.asarray(mrc.data)
+    except OSError as err:
+        raise MeasureError(f"cannot read the spectrum {path}: {err.strerror or err}.") from None
+    except ValueError as err:
+        raise MeasureError(f"the spectrum {path} {str(err).rstrip('.')}.") from None
     try:
         check_spectrum(data)
     except MeasureError as err:
         raise MeasureError(f"{path} is not a noise spectrum: {err}") from None
-    return data, spectrum_digest(data)
+    return data.astype(np.float32), spectrum_digest(data)
 
 
 # ---------------------------------------------------------------------------------------------
