@@ -107,3 +107,26 @@ def test_a_measured_like_spectrum_still_makes_unit_variance_noise(tmp_path):
     write_spectrum_file(path, s / s.mean())
     v = NoiseSource(n, spectrum=path, seed=1)[0]
     assert abs(float(v.std()) - 1) < 1e-5 and np.isfinite(v).all()
+
+
+def test_a_mixture_of_170_ordinary_tilt_files_is_planned(tmp_path):
+    """Issue 21.7: 170 files of 61 views crashed naming --anglestep; the limit is per file."""
+    files = []
+    for k in range(170):
+        path = tmp_path / f"TS_{k:03d}.tlt"
+        path.write_text("\n".join(f"{a + 0.01 * k:.2f}" for a in range(-60, 61, 2)) + "\n")
+        files += ["--tilt-file", str(path)]
+    proc = limited("generate-noise", "out", "340", "32", *files, "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "170 tilt schemes" in proc.stdout and "Cached per worker" in proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_tilt_file_of_more_views_than_a_tilt_series_is_one_sentence(tmp_path):
+    path = tmp_path / "many.tlt"
+    path.write_text("\n".join(f"{-80 + 160 * k / 10_001:.5f}" for k in range(10_001)) + "\n")
+    for mode in ("1", "2"):
+        proc = limited("generate-noise", "out", "2", "16", "--tilt-file", str(path), "--mode",
+                       mode, cwd=tmp_path)  # fmt: skip
+        one_sentence(proc, "many.tlt", "has 10,001 views, more than the 10,000 of any tilt series")
+    assert not (tmp_path / "out").exists()
