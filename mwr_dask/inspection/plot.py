@@ -85,7 +85,7 @@ def plot_report(report: FolderReport, path: Path) -> None:
     """Write the spectrum picture of a folder's ``report`` (see :func:`plot_analysis`)."""
     sp, e = report.spectrum, report.expected
     title = f"{Path(report.folder).name}: spectrum of {sp.volumes} volumes of {sp.n}^3; "
-    title += f"labels: {e.describe()}" if e is not None else "no mwr-dask labels"
+    title += f"labels: {report.describe_labels()}" if e is not None else "no mwr-dask labels"
     expected = None
     if e is not None and e.mode != 3:  # a measured spectrum has no tilts in its labels
         edges = expected_tilt_edges(e.mode, e.minangle, e.maxangle, e.anglestep)

@@ -71,9 +71,7 @@ def _folder_lines(report: FolderReport) -> list[str]:
     lines.append(f"Cube        {shapes}; {dtypes}; voxel size {voxels}")
     if report.expected is not None:
         agree = s.get("labels_agreeing", 0)
-        lines.append(
-            f"Labels      {report.expected.describe()} ({_of(agree, s['count'], 'volume')})"
-        )
+        lines.append(f"Labels      {report.describe_labels()} ({_of(agree, s['count'], 'volume')})")
     else:
         lines.append("Labels      none (not written by mwr-dask)")
     if s["good"]:
@@ -117,7 +115,7 @@ def _spectrum_lines(report: FolderReport) -> list[str]:
         f" {sp.band[0]:.1f}..{sp.band[1]:.1f} Fourier pixels"
     ]
     if sp.limit is not None:
-        return [*lines, "  not analysed     the cube is too small (below)"]
+        return [*lines, "  not analysed     (below)"]
     est = _estimate(info) if sp.wedge_found else "no wedge found"
     lines.append(f"  tilt range       {est}{_tilt_verdict(info, e, sp.wedge_found)}")
     ratio = "n/a" if sp.wedge_ratio is None else f"{sp.wedge_ratio:.3g}"
