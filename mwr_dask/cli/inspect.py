@@ -254,8 +254,8 @@ def inspect_tomogram(
         raise fail(f"{path} is not a folder, and not a tomogram to inspect: {err}") from None
     ok, lines, out = tomogram_report(result, scheme, tilt_file)
     out["plot"] = str(plot) if plot is not None and draw_tomogram(result, scheme, plot) else None
-    if out["plot"] is not None:
-        lines.append(f"Plot written to {plot}")
+    if out["plot"] is not None:  # before the verdict
+        lines.insert(len(lines) - lines[-1].startswith(("problem:", "OK:")), f"Plot        {plot}")
     typer.echo(json.dumps({**out, "ok": ok}, indent=2) if json_output else "\n".join(lines))
     if not ok:
         raise typer.Exit(1)
@@ -348,7 +348,8 @@ def draw_tomogram(result, scheme, plot: Path) -> bool:
     if scheme is not None:
         text = f"tilt file {scheme.minangle:g}..{scheme.maxangle:g} as read"
         expected = Expected(text, scheme_edges(scheme.angles))
-    title = f"{Path(result.path).name}: spectrum of {result.blocks} blocks of {result.side}^2"
+    n, height = result.side, min(result.shape[1], 32)
+    title = f"{Path(result.path).name}: spectrum of {result.blocks} blocks of {n} x {height} x {n}"
     try:
         plot_analysis(result.analysis, plot, title, expected)
     except OSError as err:

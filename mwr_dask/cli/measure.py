@@ -136,7 +136,7 @@ def write_outputs(result, spectrum: Path, plot: Path | None) -> str:
     error.
     """
     from mwr_dask.files.mrc import write_spectrum
-    from mwr_dask.inspection.measured import plot_spectrum
+    from mwr_dask.inspection.plot import plot_spectrum
 
     plot_tmp = None
     try:
