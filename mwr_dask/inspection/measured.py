@@ -22,16 +22,6 @@ COMPARE_SIGMAS = 5.0
 COMPARE_SLACK = 0.05
 
 
-def slice_expectation(spectrum: np.ndarray) -> np.ndarray:
-    """Return what :func:`~.spectrum.slice_power` of noise with ``spectrum`` averages to.
-
-    The sum over y of the (kz, kx) slice periodograms, normalised by the volume's variance,
-    is the mean over ky of the 3-D spectrum (Parseval along y), in the half-plane ``rfft``
-    layout (n, n // 2 + 1).
-    """
-    return kxkz_half_sum(spectrum) / spectrum.shape[0]
-
-
 def compare_slice_spectra(total: np.ndarray, count: int, spectrum: np.ndarray) -> dict:
     """Compare a folder's summed slice spectra with a measured spectrum, bin by bin.
 
@@ -60,7 +50,9 @@ def compare_slice_spectra(total: np.ndarray, count: int, spectrum: np.ndarray) -
     """
     n = spectrum.shape[0]
     got = full_plane(np.asarray(total, dtype=np.float64) / max(count, 1), n)
-    want = full_plane(slice_expectation(spectrum.astype(np.float64)), n)
+    # what slice_power of noise with this spectrum averages to: the mean over ky of the 3-D
+    # spectrum (Parseval along y)
+    want = full_plane(kxkz_half_sum(spectrum.astype(np.float64)) / n, n)
     r, phi = polar(n)
     ring = shell_index(r) // 2
     sector = np.minimum(np.floor((phi + 90.0) / 15.0).astype(int), 11)
