@@ -9,9 +9,11 @@ import gzip
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import mrcfile
@@ -197,6 +199,121 @@ def test_a_plot_inside_the_noise_folder_is_refused(tmp_path):
         assert result.exit_code == 2, (plot, result.output)
         assert "lies inside the noise folder" in result.output and "Traceback" not in result.output
     assert sorted(os.listdir(folder)) == before and not (folder / "p.png").exists()
+
+
+def test_a_plot_onto_the_spectrum_it_is_compared_with_is_refused(tmp_path):
+    """Issue 21.4, inspect's side: --plot onto --spectrum is a usage error."""
+    (tmp_path / "noise").mkdir()
+    spectrum = tmp_path / "s.mrc"
+    spectrum.write_bytes(b"a spectrum")
+    args = ["inspect", str(tmp_path / "noise"), "--spectrum", str(spectrum), "--plot"]
+    result = runner.invoke(app, [*args, str(spectrum)])
+    assert result.exit_code == 2 and f"--plot {spectrum} is --spectrum" in result.output
+    assert spectrum.read_bytes() == b"a spectrum"
+
+
+# ----------------------------------------------------------------------------- one tomogram
+
+
+@pytest.fixture(scope="module")
+def tomogram(tmp_path_factory):
+    """A 48 x 96 x 144 'tomogram' of mode-1 noise of tilts -45..66 (an IMOD .tlt of -66..45),
+    and tilt files: as read, mirrored, and 15 degrees off at one edge."""
+    from mwr_dask.noise.tiltfiles import read_tilt_file
+
+    from .tiltfixtures import write_tlt
+
+    root = tmp_path_factory.mktemp("tomogram")
+    files = {
+        "good": write_tlt(root / "good.tlt", np.arange(-66.0, 46.0, 3.0)),
+        "mirrored": write_tlt(root / "mirrored.tlt", np.arange(-45.0, 67.0, 3.0)),
+        "off": write_tlt(root / "off.tlt", np.arange(-66.0, 61.0, 3.0)),
+    }
+    source = NoiseSource(48, mode=1, seed=1, tilt_schemes=(read_tilt_file(files["good"]),))
+    data = np.zeros((48, 96, 144), np.float32)
+    for k in range(6):
+        y, x = divmod(k, 3)
+        data[:, 48 * y : 48 * (y + 1), 48 * x : 48 * (x + 1)] = source[k]
+    write(root / "tomo.mrc", data)
+    return root / "tomo.mrc", data, files
+
+
+def inspect_json(*args):
+    result = runner.invoke(app, ["inspect", *map(str, args), "--json"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    return result.exit_code, (strict_json(result.stdout) if result.exit_code != 2 else None), result
+
+
+def write_quietly(path: Path, data: np.ndarray) -> None:
+    """``write``, without mrcfile's and numpy's warnings about NaN and inf in the statistics."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write(path, data)
+
+
+@pytest.mark.filterwarnings("error")  # the command itself warns of nothing
+def test_nan_inf_and_constant_tomograms_give_one_finding(tomogram, tmp_path):
+    """Issue 21.9: one NaN voxel, inf, or constant data gave an IndexError in fit_arc."""
+    _, data, _ = tomogram
+    for name, value in (("nan", np.nan), ("inf", np.inf)):
+        one = data.copy()
+        one[10, 20, 30] = value
+        write_quietly(tmp_path / f"{name}.mrc", one)
+        code, report, _ = inspect_json(tmp_path / f"{name}.mrc")
+        assert code == 0 and report["blocks"] == 8, report
+        assert report["left_out"] == "1 of 9 blocks left out: 1 holds NaN or infinite values"
+        lo, hi = report["spectrum"]["tilt_range"]
+        assert abs(lo + 45) < 3 and abs(hi - 66) < 3
+    cases = {
+        "allnan": (np.full_like(data, np.nan), "9 hold NaN or infinite values"),
+        "constant": (np.full_like(data, 2.5), "9 hold one value only"),
+    }
+    for name, (values, why) in cases.items():
+        write_quietly(tmp_path / f"{name}.mrc", values)
+        code, report, _ = inspect_json(tmp_path / f"{name}.mrc")
+        assert code == 1 and not report["ok"] and report["blocks"] == 0
+        assert report["spectrum"]["limit"] == (
+            f"no block of the tomogram can be analysed: 9 of 9 blocks left out: {why}"
+        )
+        text = runner.invoke(app, ["inspect", str(tmp_path / f"{name}.mrc")]).output
+        assert text.splitlines()[-1] == f"problem: {report['spectrum']['limit']}."
+
+
+def test_a_tomogram_plot_is_drawn_never_onto_an_input(tomogram, tmp_path):
+    """Issue 21.14: inspect TOMO --plot was silently ignored."""
+    tomo, _, files = tomogram
+    png = tmp_path / "tomo.png"
+    code, report, _ = inspect_json(tomo, "--tilt-file", files["good"], "--plot", png)
+    assert code == 0 and report["plot"] == str(png)
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1500, 460)
+    before = {p: p.read_bytes() for p in (tomo, files["good"])}
+    for target, what in ((tomo, "the tomogram"), (files["good"], "--tilt-file")):
+        code, _, result = inspect_json(tomo, "--tilt-file", files["good"], "--plot", target)
+        assert code == 2 and f"--plot {target} is {what}" in result.output
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_a_tilt_file_that_matches_neither_way_is_said_so(tomogram):
+    """Issue 21.14 and 19: a tilt file 15 degrees off passed as OK (it was the closer of as
+    read and inverted), and one that matched neither way was answered with --invert-tilts."""
+    tomo, _, files = tomogram
+    verdicts = {}
+    for name, path in files.items():
+        result = runner.invoke(app, ["inspect", str(tomo), "--tilt-file", str(path)])
+        code, report, _ = inspect_json(tomo, "--tilt-file", path)
+        verdicts[name] = (code, result.output.splitlines()[-1], report["tilt_file"].get("matches"))
+    code, line, matches = verdicts["off"]
+    assert code == 1 and line.startswith("problem: neither the tilt file as read nor inverted")
+    assert "--invert-tilts" not in line and matches is None
+    assert verdicts["good"] == (
+        0,
+        "OK: the tilt file as read puts the wedge where the tomogram has it.",
+        "as read",
+    )
+    code, line, matches = verdicts["mirrored"]
+    assert code == 1 and "generate the noise with --invert-tilts" in line and matches == "inverted"
 
 
 # ----------------------------------------------------------------------------- signals

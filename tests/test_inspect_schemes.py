@@ -162,6 +162,15 @@ def test_coarse_tilts_of_one_scheme_are_a_warning_not_a_problem():
     ]
 
 
+def test_a_mixture_is_described_by_its_schemes_not_an_averaged_grid(good):
+    """Issue 19: the Labels line of a mixture read ``tilts -60:60:2.926829268292683 deg``, the
+    union of its ranges on an averaged grid, which none of its schemes has."""
+    report = evaluate(good)
+    line = next(x for x in render_text(report).splitlines() if x.startswith("Labels"))
+    assert "tilt-file mixture of 2 schemes (tilts -60..40, -40..60 deg)" in line, line
+    assert "tilts -60:60" not in line and line.endswith("(40 of 40 volumes)")
+
+
 def test_folders_that_are_not_mixtures_report_as_before():
     # one tilt file: its scheme spectra (summed by the workers) change nothing in the report
     one = source((-40, 60))

@@ -18,11 +18,15 @@ for what the tapered estimate smooths at the edges of the wedge).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import pickle
+import shutil
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
 import mrcfile
 import numpy as np
@@ -521,6 +525,123 @@ def test_cli_errors(halves, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("mwr-dask: error: "), (case, err)
         assert ERRORS[case] in lines[0], (case, lines[0])
         assert os.listdir(tmp_path / case / "out") == []
+
+
+def digests(*paths) -> dict:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def test_plot_onto_an_input_or_output_is_refused_before_any_work(halves, tmp_path):
+    """Issue 21.4: --plot onto EVEN, ODD, --mask or SPECTRUM (through links too) is a usage
+    error, found before anything is measured or written; so are plot paths that cannot be
+    written."""
+    from typer.testing import CliRunner
+
+    from mwr_dask.cli import app
+
+    even, odd = (shutil.copy(x, tmp_path / x.name) for x in halves["bp"])
+    even, odd = Path(even), Path(odd)
+    mask = write_mrc(tmp_path / "mask.mrc", np.ones(SHAPE, np.uint8))
+    old = tmp_path / "old_spectrum.mrc"
+    old.write_bytes(b"an earlier spectrum")
+    (tmp_path / "hard.mrc").hardlink_to(even)
+    (tmp_path / "soft.mrc").symlink_to(odd)
+    (tmp_path / "folder.png").mkdir()
+    before = digests(even, odd, mask, old)
+    cases = {  # --plot: (SPECTRUM, what the message names)
+        even: (tmp_path / "s.mrc", f"--plot {even} is EVEN"),
+        odd: (tmp_path / "s.mrc", f"--plot {odd} is ODD"),
+        mask: (tmp_path / "s.mrc", f"--plot {mask} is --mask"),
+        old: (old, f"--plot {old} is SPECTRUM"),
+        tmp_path / "new.mrc": (tmp_path / "new.mrc", "is SPECTRUM"),
+        tmp_path / "hard.mrc": (tmp_path / "s.mrc", "hard.mrc is EVEN"),
+        tmp_path / "soft.mrc": (tmp_path / "s.mrc", "soft.mrc is ODD"),
+        tmp_path / "folder.png": (tmp_path / "s.mrc", "folder.png is a folder"),
+        tmp_path / "no" / "p.png": (tmp_path / "s.mrc", "is not a folder"),
+    }
+    for plot, (spectrum, message) in cases.items():
+        args = [str(even), str(odd), str(spectrum), "--cubesize", str(N), "--mask", str(mask)]
+        result = CliRunner().invoke(app, ["measure-noise", *args, "--plot", str(plot)])
+        assert result.exit_code == 2, (plot, result.output)
+        assert message in result.output and "Traceback" not in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    assert digests(even, odd, mask, old) == before
+    assert not (tmp_path / "s.mrc").exists() and not (tmp_path / "new.mrc").exists()
+
+
+def huge_header(src, dst, nsymbt: int, keep: int | None = None):
+    """A copy of ``src`` whose header claims an extended header of ``nsymbt`` bytes."""
+    raw = bytearray(Path(src).read_bytes())
+    raw[92:96] = np.array([nsymbt], dtype="<i4").tobytes()
+    Path(dst).write_bytes(bytes(raw[:keep]))
+    return dst
+
+
+def test_a_header_claiming_more_than_the_file_is_refused_before_mrcfile_reads_it(tmp_path):
+    """Issue 21.6: mrcfile allocates the extended header a header claims (2 GiB here) before
+    it looks at the file's size; open_volume checks the sizes first."""
+    import tracemalloc
+
+    src = write_mrc(tmp_path / "a.mrc", np.ones((16, 16, 16), np.float32))
+    big = huge_header(src, tmp_path / "big.mrc", 2**31 - 1)
+    garbage = huge_header(src, tmp_path / "garbage.mrc", 800 * 2**20, keep=5000)
+    for path, size in ((big, 1024 + 4 * 16**3), (garbage, 5000)):
+        tracemalloc.start()
+        with pytest.raises(m.MeasureError, match=f"its header gives .* bytes, it holds {size}"):
+            m.open_volume(path, "EVEN")
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 2**20, peak
+
+
+@pytest.mark.slow
+def test_bad_headers_cost_no_memory_in_the_commands(halves, tmp_path):
+    """Issue 21.6 through the console scripts under a 600 MiB address-space limit (a healthy
+    run needs less; a 2 GiB extended header or an 800 MiB claim in a 5 KB file did not fit)."""
+    src = write_mrc(tmp_path / "a.mrc", np.ones((16, 16, 16), np.float32))
+    bad = [
+        huge_header(src, tmp_path / "big.mrc", 2**31 - 1),
+        huge_header(src, tmp_path / "garbage.mrc", 800 * 2**20, keep=5000),
+    ]
+    limit = ["prlimit", f"--as={600 * 2**20}", sys.executable, "-m", "mwr_dask"]
+    odd = str(halves["bp"][1])
+    runs = [["inspect", str(b)] for b in bad] + [
+        ["measure-noise", str(b), odd, str(tmp_path / "s.mrc"), "--cubesize", "8"] for b in bad
+    ]
+    runs.append(["measure-noise", str(halves["bp"][0]), odd, str(tmp_path / "ok.mrc"),
+                 "--cubesize", str(N), "-q"])  # fmt: skip
+    for args in runs:
+        proc = subprocess.run([*limit, *args], capture_output=True, text=True, timeout=120)
+        if str(tmp_path / "ok.mrc") in args:
+            assert proc.returncode == 0, proc.stderr  # the limit leaves room for real work
+            continue
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "is not a readable MRC file (its header gives" in lines[0]
+
+
+def test_nan_inf_and_constant_halves_get_one_sentence_and_no_warnings(halves, tmp_path):
+    """Issue 21.14: an inf voxel in a half raised numpy RuntimeWarnings on stderr; a constant
+    half was told to give a smaller --cubesize."""
+    even, odd = halves["bp"]
+    clean = measure_files((even, odd))
+    data = mrcfile.read(even).copy()
+    for bad in (np.inf, np.nan, -np.inf):
+        data[30, 40, 50] = bad
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # mrcfile, writing the test file
+            path = write_mrc(tmp_path / "bad.mrc", data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # any RuntimeWarning fails the test
+            result = m.measure_noise(path, odd, N)
+        assert np.isfinite(result.spectrum).all()
+        assert result.cubes < clean.cubes  # the cubes around the voxel are left out
+        assert any("NaN or infinite values" in note for note in result.warnings)
+    constant = write_mrc(tmp_path / "constant.mrc", np.full(SHAPE, 3.0, np.float32))
+    with pytest.raises(m.MeasureError, match=r"^EVEN is constant .*no noise to measure\.$"):
+        m.measure_noise(constant, odd, N)
+    with pytest.raises(m.MeasureError, match=r"^ODD is constant"):
+        m.measure_noise(even, constant, N)
 
 
 # --------------------------------------------------------------------------------------------

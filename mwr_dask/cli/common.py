@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -86,8 +87,13 @@ def cluster_option_problems(
     return errors
 
 
-def plot_problems(plot: Path | None) -> list[str]:
-    """Problems with a ``--plot PNG`` option: matplotlib missing, or no folder to write to."""
+def plot_problems(plot: Path | None, files: dict[str, Path | None] | None = None) -> list[str]:
+    """Problems with a ``--plot PNG`` option, found before any work is done.
+
+    Matplotlib missing, no folder to write to, a folder given, or one of the command's own
+    input or output files: ``files`` maps each one's name on the command line (``EVEN``,
+    ``--spectrum``) to its path (None when not given), compared through links and hard links.
+    """
     if plot is None:
         return []
     from mwr_dask.inspection.plot import PlotUnavailableError, require_matplotlib
@@ -97,6 +103,22 @@ def plot_problems(plot: Path | None) -> list[str]:
         require_matplotlib()
     except PlotUnavailableError as err:
         errors.append(f"{err}.")
-    if not plot.absolute().parent.is_dir():
-        errors.append(f"cannot write {plot}: {plot.absolute().parent} is not a folder.")
+    parent = plot.absolute().parent
+    if plot.is_dir():
+        errors.append(f"--plot {plot} is a folder.")
+    elif not parent.is_dir():
+        errors.append(f"cannot write {plot}: {parent} is not a folder.")
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        errors.append(f"cannot write {plot}: {parent} is not writable.")
+    for what, path in (files or {}).items():
+        if path is not None and _same_file(plot, path):
+            errors.append(f"--plot {plot} is {what}: the picture would replace it.")
     return errors
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (links resolved; by path where one is missing)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)

@@ -73,12 +73,12 @@ def inspect(
     Exit status: 0 all is well; 1 broken, duplicated or inconsistent files; 2 bad input.
     """
     if folder.is_file():
-        inspect_tomogram(folder, tilt_file, json_output)
+        inspect_tomogram(folder, tilt_file, json_output, plot, spectrum)
         return
     errors = cluster_option_problems(
         ncpus, scheduler, scheduler_file, connect_timeout, worker_timeout
     )
-    errors += folder_problems(folder, tilt_file, plot)
+    errors += folder_problems(folder, tilt_file, plot, spectrum)
     inputs = {} if errors else read_inputs(spectrum, errors)
     if errors:
         raise fail(" ".join(errors))
@@ -125,7 +125,9 @@ def inspect(
         raise typer.Exit(1)
 
 
-def folder_problems(folder: Path, tilt_file: Path | None, plot: Path | None) -> list[str]:
+def folder_problems(
+    folder: Path, tilt_file: Path | None, plot: Path | None, spectrum: Path | None
+) -> list[str]:
     """Usage errors of ``inspect FOLDER``, one sentence each."""
     errors = []
     if tilt_file is not None:
@@ -136,7 +138,7 @@ def folder_problems(folder: Path, tilt_file: Path | None, plot: Path | None) -> 
         errors.append(f"{folder} is not a folder.")
     elif not os.access(folder, os.R_OK | os.X_OK):
         errors.append(f"{folder} is not readable.")
-    errors += plot_problems(plot)
+    errors += plot_problems(plot, {"--spectrum": spectrum})
     if plot is not None and folder.is_dir():
         from mwr_dask.inspection.plot import inside
 
@@ -220,7 +222,9 @@ def write_plot(plot: Path | None, report) -> bool:
     return True
 
 
-def inspect_tomogram(path: Path, tilt_file: Path | None, json_output: bool) -> None:
+def inspect_tomogram(
+    path: Path, tilt_file: Path | None, json_output: bool, plot: Path | None, spectrum=None
+) -> None:
     """Estimate one tomogram's tilt range; compare it with a tilt file's scheme if given.
 
     Exit status: 0 a wedge was found (and the scheme, as read, agrees); 1 no wedge, or the
@@ -229,7 +233,13 @@ def inspect_tomogram(path: Path, tilt_file: Path | None, json_output: bool) -> N
     import json
 
     from mwr_dask.inspection.tomogram import tomogram_spectrum
+    from mwr_dask.noise.measured import MeasureError
 
+    errors = plot_problems(plot, {"the tomogram": path, "--tilt-file": tilt_file})
+    if spectrum is not None:
+        errors.append("--spectrum applies to a noise folder, not to a tomogram.")
+    if errors:
+        raise fail(" ".join(errors))
     scheme = None
     if tilt_file is not None:
         from mwr_dask.noise.schemes import TiltSchemeError
@@ -241,11 +251,12 @@ def inspect_tomogram(path: Path, tilt_file: Path | None, json_output: bool) -> N
             raise fail(str(err)) from None
     try:
         result = tomogram_spectrum(path)
-    except ValueError as err:
-        raise fail(f"{path} is not a folder, and not a tomogram to inspect: {err}.") from None
-    except OSError as err:
-        raise fail(f"cannot read {path}: {err.strerror or err}.") from None
+    except MeasureError as err:
+        raise fail(f"{path} is not a folder, and not a tomogram to inspect: {err}") from None
     ok, lines, out = tomogram_report(result, scheme, tilt_file)
+    out["plot"] = str(plot) if plot is not None and draw_tomogram(result, scheme, plot) else None
+    if out["plot"] is not None:  # before the verdict
+        lines.insert(len(lines) - lines[-1].startswith(("problem:", "OK:")), f"Plot        {plot}")
     typer.echo(json.dumps({**out, "ok": ok}, indent=2) if json_output else "\n".join(lines))
     if not ok:
         raise typer.Exit(1)
@@ -253,8 +264,6 @@ def inspect_tomogram(path: Path, tilt_file: Path | None, json_output: bool) -> N
 
 def tomogram_report(result, scheme, tilt_file: Path | None) -> tuple[bool, list[str], dict]:
     """Whether a tomogram passes, its report's lines for people, and its JSON-ready numbers."""
-    from mwr_dask.inspection.tomogram import compare_with_scheme
-
     a = result.analysis
     nz, ny, nx = result.shape
     out: dict = {
@@ -262,13 +271,15 @@ def tomogram_report(result, scheme, tilt_file: Path | None) -> tuple[bool, list[
         "shape_zyx": list(result.shape),
         "grid": result.side,
         "blocks": result.blocks,
+        "left_out": result.left_out,
         "spectrum": a.summary(),
         "tilt_file": None,
     }
     lines = [
         f"Tomogram    {result.path}, {nz} x {ny} x {nx} voxels (z, y, x)",
         f"Spectrum    {result.blocks} blocks of {result.side} x {min(ny, 32)} x {result.side}"
-        f" (z, y, x; Hann window in z and x) averaged, radii {a.band[0]:.1f}..{a.band[1]:.1f}",
+        f" (z, y, x; Hann window in z and x) averaged, radii {a.band[0]:.1f}..{a.band[1]:.1f}"
+        + (f"; {result.left_out}" if result.left_out else ""),
     ]
     if a.limit is not None:
         return False, [*lines, f"problem: {a.limit}."], out
@@ -282,21 +293,66 @@ def tomogram_report(result, scheme, tilt_file: Path | None) -> tuple[bool, list[
     )
     if scheme is None:
         return True, lines, out
-    cmp = compare_with_scheme((lo, hi), scheme)
-    out["tilt_file"] = {"path": str(tilt_file), "label": scheme.label, **cmp}
+    ok, verdict, out["tilt_file"] = scheme_verdict(a, scheme, tilt_file)
     lines.append(
         f"Tilt file   {tilt_file}: {scheme.minangle:g} .. {scheme.maxangle:g} deg as"
-        f" read (edges off by {cmp['off']:g} deg), {-scheme.maxangle:g} .."
-        f" {-scheme.minangle:g} inverted (off by {cmp['off_inverted']:g} deg)"
+        f" read (edges off by {out['tilt_file']['off']:g} deg), {-scheme.maxangle:g} .."
+        f" {-scheme.minangle:g} inverted (off by {out['tilt_file']['off_inverted']:g} deg)"
     )
-    if cmp["better"] == "as read":
+    return ok, [*lines, verdict], out
+
+
+def scheme_verdict(a, scheme, tilt_file: Path) -> tuple[bool, str, dict]:
+    """Compare the tomogram's wedge with the tilt file's: (as read agrees, the verdict, JSON).
+
+    The verdict is one line: OK, use ``--invert-tilts``, or neither matches.
+    """
+    from mwr_dask.inspection.spectrum import TILT_SLACK_DEG
+    from mwr_dask.inspection.tomogram import compare_with_scheme
+
+    cmp = compare_with_scheme(a, scheme)
+    info = {"path": str(tilt_file), "label": scheme.label, **cmp}
+    if cmp["matches"] == "as read":
+        return True, "OK: the tilt file as read puts the wedge where the tomogram has it.", info
+    if cmp["matches"] == "inverted":
         return (
-            True,
-            [*lines, "OK: the tilt file as read puts the wedge where the tomogram has it."],
-            out,
+            False,
+            (
+                "problem: the tilt file puts the wedge on the other side: generate the noise with"
+                " --invert-tilts."
+            ),
+            info,
         )
-    lines.append(
-        "problem: the tilt file puts the wedge on the other side: generate the noise with"
-        " --invert-tilts."
+    (u_lo, u_hi), (lo, hi) = a.tilt_uncertainty, a.tilt_range
+    return (
+        False,
+        (
+            "problem: neither the tilt file as read nor inverted puts the wedge where the tomogram"
+            f" has it (each edge within its resolution + {TILT_SLACK_DEG:g} deg, here"
+            f" {u_lo + TILT_SLACK_DEG:.1f} and {u_hi + TILT_SLACK_DEG:.1f}): is it this"
+            f" tomogram's file, with its exclusions? The noise should have tilts {lo:.0f} .."
+            f" {hi:.0f}."
+        ),
+        info,
     )
-    return False, lines, out
+
+
+def draw_tomogram(result, scheme, plot: Path) -> bool:
+    """Draw a tomogram's spectrum into ``plot`` (the tilt file's range as read, if given)."""
+    from mwr_dask.inspection.plot import Expected, plot_analysis
+    from mwr_dask.inspection.tomogram import scheme_edges
+
+    if result.analysis.limit is not None:
+        typer.echo("mwr-dask: warning: no spectrum analysed, no plot written.", err=True)
+        return False
+    expected = None
+    if scheme is not None:
+        text = f"tilt file {scheme.minangle:g}..{scheme.maxangle:g} as read"
+        expected = Expected(text, scheme_edges(scheme.angles))
+    n, height = result.side, min(result.shape[1], 32)
+    title = f"{Path(result.path).name}: spectrum of {result.blocks} blocks of {n} x {height} x {n}"
+    try:
+        plot_analysis(result.analysis, plot, title, expected)
+    except OSError as err:
+        raise fail(f"cannot write {plot}: {err.strerror or err}.") from None
+    return True

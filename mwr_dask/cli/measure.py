@@ -125,7 +125,8 @@ def usage_problems(
         p is not None and p.is_file() and p.samefile(out) for p in (even, odd, mask)
     ):
         errors.append(f"SPECTRUM {spectrum} is one of the inputs.")
-    return errors + plot_problems(plot)
+    files = {"EVEN": even, "ODD": odd, "--mask": mask, "SPECTRUM": spectrum}
+    return errors + plot_problems(plot, files)
 
 
 def write_outputs(result, spectrum: Path, plot: Path | None) -> str:
@@ -135,7 +136,7 @@ def write_outputs(result, spectrum: Path, plot: Path | None) -> str:
     error.
     """
     from mwr_dask.files.mrc import write_spectrum
-    from mwr_dask.inspection.measured import plot_spectrum
+    from mwr_dask.inspection.plot import plot_spectrum
 
     plot_tmp = None
     try:

@@ -20,7 +20,6 @@ from mwr_dask.inspection.render import render_json, render_text
 from mwr_dask.inspection.rules import RULES, Facts, Found, Rule, evaluate
 from mwr_dask.inspection.run import (
     inspect_folder,
-    reduce_folder,
     scan_folder,
     workers_missing_folder,
 )
@@ -34,7 +33,6 @@ __all__ = [
     "Rule",
     "evaluate",
     "inspect_folder",
-    "reduce_folder",
     "render_json",
     "render_text",
     "scan_folder",

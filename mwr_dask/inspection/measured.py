@@ -1,14 +1,13 @@
 """A noise folder against a measured spectrum, and the views of a spectrum (inspection side).
 
 The spectrum itself (estimated from even/odd halves, its file, the noise made from it) is
-:mod:`mwr_dask.noise.measured`; here it is compared with what a folder holds and drawn.
+:mod:`mwr_dask.noise.measured`; here it is compared with what a folder holds, and profiled
+for the picture of ``measure-noise --plot`` (:func:`~.plot.plot_spectrum`).
 """
 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 
@@ -21,16 +20,6 @@ from mwr_dask.inspection.spectrum import full_plane, polar, shell_index
 #: deviations (of the folder's average) plus ``COMPARE_SLACK`` from it.
 COMPARE_SIGMAS = 5.0
 COMPARE_SLACK = 0.05
-
-
-def slice_expectation(spectrum: np.ndarray) -> np.ndarray:
-    """Return what :func:`~.spectrum.slice_power` of noise with ``spectrum`` averages to.
-
-    The sum over y of the (kz, kx) slice periodograms, normalised by the volume's variance,
-    is the mean over ky of the 3-D spectrum (Parseval along y), in the half-plane ``rfft``
-    layout (n, n // 2 + 1).
-    """
-    return kxkz_half_sum(spectrum) / spectrum.shape[0]
 
 
 def compare_slice_spectra(total: np.ndarray, count: int, spectrum: np.ndarray) -> dict:
@@ -61,7 +50,9 @@ def compare_slice_spectra(total: np.ndarray, count: int, spectrum: np.ndarray) -
     """
     n = spectrum.shape[0]
     got = full_plane(np.asarray(total, dtype=np.float64) / max(count, 1), n)
-    want = full_plane(slice_expectation(spectrum.astype(np.float64)), n)
+    # what slice_power of noise with this spectrum averages to: the mean over ky of the 3-D
+    # spectrum (Parseval along y)
+    want = full_plane(kxkz_half_sum(spectrum.astype(np.float64)) / n, n)
     r, phi = polar(n)
     ring = shell_index(r) // 2
     sector = np.minimum(np.floor((phi + 90.0) / 15.0).astype(int), 11)
@@ -123,53 +114,3 @@ def kxkz_half_sum(spectrum: np.ndarray) -> np.ndarray:
     """
     n = spectrum.shape[0]
     return np.fft.ifftshift(spectrum.sum(axis=1, dtype=np.float64))[:, : n // 2 + 1]
-
-
-def plot_spectrum(spectrum: np.ndarray, path: Path, title: str) -> None:
-    """Write a PNG of a spectrum (matplotlib, the ``plot`` extra).
-
-    Panels: the kx-kz and kx-ky views (log power, averaged over the third axis), and the
-    radial profile overall and within 20 degrees of each axis.
-    """
-    from mwr_dask.inspection.plot import require_matplotlib
-
-    require_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    n = spectrum.shape[0]
-    fig = Figure(figsize=(15.0, 4.6), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax_xz, ax_xy, ax_rad = fig.subplots(1, 3, width_ratios=[1.0, 1.0, 1.2])
-    fig.suptitle(title, fontsize=11)
-    k = np.arange(n) - n // 2
-    extent = (k[0] - 0.5, k[-1] + 0.5, k[0] - 0.5, k[-1] + 0.5)
-    for ax, plane, ylabel, name in (
-        (ax_xz, spectrum.mean(axis=1), "kz", "kx-kz (mean over ky)"),
-        (ax_xy, spectrum.mean(axis=0), "ky", "kx-ky (mean over kz)"),
-    ):
-        p = np.array(plane, dtype=np.float64)
-        p[n // 2, n // 2] = np.nan
-        positive = p[np.isfinite(p) & (p > 0)]
-        floor = max(float(np.median(positive)) * 1e-3, 1e-12) if positive.size else 1e-12
-        im = ax.imshow(
-            np.log10(np.clip(p, floor, None)),
-            origin="lower",
-            extent=extent,
-            cmap="magma",
-            interpolation="nearest",
-        )
-        ax.set_xlabel("kx (Fourier pixels)")
-        ax.set_ylabel(f"{ylabel} (Fourier pixels)")
-        ax.set_title(f"log10 power, {name}", fontsize=10)
-        fig.colorbar(im, ax=ax, shrink=0.8)
-    profiles = axis_profiles(spectrum)
-    radii = np.arange(1, n // 2 + 1)
-    ax_rad.loglog(radii, profiles.pop("all"), "k-", lw=2, label="all directions")
-    for (name, values), style in zip(profiles.items(), ("C0--", "C1-.", "C2:"), strict=True):
-        ax_rad.loglog(radii, values, style, label=f"within 20 deg of {name}")
-    ax_rad.set_xlabel("|k| (Fourier pixels)")
-    ax_rad.set_ylabel("power (mean 1 over the cube)")
-    ax_rad.set_title("radial profile", fontsize=10)
-    ax_rad.legend(fontsize=8)
-    fig.savefig(os.fspath(path), format="png")

@@ -3,7 +3,8 @@
 Three panels: the central kx-kz section of the log power spectrum with the wedge boundaries
 expected (dashed: the labels of a folder, the tilt file of a tomogram) and those estimated
 (dotted); the angular profile of normalised power against tilt angle; the radial profile of
-the measured region and of the wedge.
+the measured region and of the wedge. And the picture of ``measure-noise --plot``
+(:func:`plot_spectrum`).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def plot_report(report: FolderReport, path: Path) -> None:
     """Write the spectrum picture of a folder's ``report`` (see :func:`plot_analysis`)."""
     sp, e = report.spectrum, report.expected
     title = f"{Path(report.folder).name}: spectrum of {sp.volumes} volumes of {sp.n}^3; "
-    title += f"labels: {e.describe()}" if e is not None else "no mwr-dask labels"
+    title += f"labels: {report.describe_labels()}" if e is not None else "no mwr-dask labels"
     expected = None
     if e is not None and e.mode != 3:  # a measured spectrum has no tilts in its labels
         edges = expected_tilt_edges(e.mode, e.minangle, e.maxangle, e.anglestep)
@@ -132,14 +133,13 @@ def _direction(theta_deg: float, radius: float) -> tuple[list[float], list[float
     return [-kx, kx], [-kz, kz]
 
 
-def _section(fig, ax, sp: SpectrumAnalysis, expected: Expected | None) -> None:
-    """Draw the central kx-kz section (log power, DC masked) and the wedge's edges."""
-    n = sp.n
-    p = sp.power.copy()
+def _log_power(fig, ax, plane: np.ndarray, title: str, ylabel: str) -> None:
+    """Draw a centred power plane (n, n) in log10, DC masked, down to 1e-3 of its median."""
+    n = plane.shape[0]
+    p = np.array(plane, dtype=np.float64)
     p[n // 2, n // 2] = np.nan
     positive = p[np.isfinite(p) & (p > 0)]
-    top = float(np.nanmax(p)) if positive.size else 1.0
-    floor = max(float(np.median(positive)) * 1e-3, top * 1e-6) if positive.size else 1e-6
+    floor = max(np.median(positive) * 1e-3, positive.max() * 1e-6) if positive.size else 1e-6
     k = np.arange(n) - n // 2
     extent = (k[0] - 0.5, k[-1] + 0.5, k[0] - 0.5, k[-1] + 0.5)
     im = ax.imshow(
@@ -148,19 +148,23 @@ def _section(fig, ax, sp: SpectrumAnalysis, expected: Expected | None) -> None:
         extent=extent,
         cmap="magma",
         interpolation="nearest",
-        aspect="equal",
     )
     fig.colorbar(im, ax=ax, shrink=0.8, label="log10 power")
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    ax.set_xlabel("kx (Fourier pixels)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+
+
+def _section(fig, ax, sp: SpectrumAnalysis, expected: Expected | None) -> None:
+    """Draw the central kx-kz section (log power, DC masked) and the wedge's edges."""
+    _log_power(fig, ax, sp.power, "kx-kz section (mean over ky)", "kz (beam)")
     lines = [] if expected is None else [(expected.edges[0][1], "--", "cyan", 1.2)]
     lines += [] if expected is None else [(expected.edges[1][0], "--", "cyan", 1.2)]
     lines += [(theta, ":", "lime", 1.4) for theta in sp.tilt_range or ()]
     for theta, style, colour, width in lines:
-        ax.plot(*_direction(theta, n / 2), style, color=colour, lw=width)
-    ax.set_xlim(extent[0], extent[1])
-    ax.set_ylim(extent[2], extent[3])
-    ax.set_xlabel("kx (Fourier pixels)")
-    ax.set_ylabel("kz (beam)")
-    ax.set_title("kx-kz section (mean over ky)", fontsize=10)
+        ax.plot(*_direction(theta, sp.n / 2), style, color=colour, lw=width)
 
 
 def _angular(ax, sp: SpectrumAnalysis, expected: Expected | None) -> None:
@@ -217,3 +221,35 @@ def _radial(ax, sp: SpectrumAnalysis) -> None:
     ax.set_ylabel("power")
     ax.set_title("radial profile (mean per shell)", fontsize=10)
     ax.legend(loc="lower left", fontsize=8)
+
+
+def plot_spectrum(spectrum: np.ndarray, path: Path, title: str) -> None:
+    """Write a PNG of a measured spectrum (``measure-noise --plot``).
+
+    Panels: the kx-kz and kx-ky views (log power, averaged over the third axis), and the
+    radial profile overall and within 20 degrees of each axis
+    (:func:`~.measured.axis_profiles`).
+    """
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from mwr_dask.inspection.measured import axis_profiles
+
+    n = spectrum.shape[0]
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_xz, ax_xy, ax_rad = fig.subplots(1, 3, width_ratios=[1.0, 1.0, 1.2])
+    fig.suptitle(title, fontsize=11)
+    _log_power(fig, ax_xz, spectrum.mean(axis=1), "log10 power, kx-kz (mean over ky)", "kz")
+    _log_power(fig, ax_xy, spectrum.mean(axis=0), "log10 power, kx-ky (mean over kz)", "ky")
+    profiles = axis_profiles(spectrum)
+    radii = np.arange(1, n // 2 + 1)
+    ax_rad.loglog(radii, profiles.pop("all"), "k-", lw=2, label="all directions")
+    for (name, values), style in zip(profiles.items(), ("C0--", "C1-.", "C2:"), strict=True):
+        ax_rad.loglog(radii, values, style, label=f"within 20 deg of {name}")
+    ax_rad.set_xlabel("|k| (Fourier pixels)")
+    ax_rad.set_ylabel("power (mean 1 over the cube)")
+    ax_rad.set_title("radial profile", fontsize=10)
+    ax_rad.legend(fontsize=8)
+    fig.savefig(os.fspath(path), format="png")

@@ -129,6 +129,22 @@ class FolderReport:
     spectrum: SpectrumAnalysis | None = None
     expected: NoiseSource | None = None
 
+    def describe_labels(self) -> str:
+        """Say what the labels of most volumes record; a tilt-file mixture by its schemes.
+
+        A mixture's :attr:`expected` spans the union of its schemes' ranges on an averaged
+        grid (``-60:60:2.93``), which no scheme has: its schemes' ranges are named instead.
+        """
+        e, mixture = self.expected, self.summary.get("tilt_schemes")
+        text = e.describe()
+        if mixture:
+            k = mixture["record"].partition(":")[0]
+            ranges = ", ".join(f"{g['minangle']:g}..{g['maxangle']:g}" for g in mixture["groups"])
+            text = text.replace(
+                f"tilts {e.tilt} deg", f"tilt-file mixture of {k} schemes (tilts {ranges} deg)"
+            )
+        return text
+
     @property
     def ok(self) -> bool:
         """True when nothing is broken, duplicated or inconsistent."""

@@ -71,9 +71,7 @@ def _folder_lines(report: FolderReport) -> list[str]:
     lines.append(f"Cube        {shapes}; {dtypes}; voxel size {voxels}")
     if report.expected is not None:
         agree = s.get("labels_agreeing", 0)
-        lines.append(
-            f"Labels      {report.expected.describe()} ({_of(agree, s['count'], 'volume')})"
-        )
+        lines.append(f"Labels      {report.describe_labels()} ({_of(agree, s['count'], 'volume')})")
     else:
         lines.append("Labels      none (not written by mwr-dask)")
     if s["good"]:
@@ -117,9 +115,11 @@ def _spectrum_lines(report: FolderReport) -> list[str]:
         f" {sp.band[0]:.1f}..{sp.band[1]:.1f} Fourier pixels"
     ]
     if sp.limit is not None:
-        return [*lines, "  not analysed     the cube is too small (below)"]
+        return [*lines, "  not analysed     (below)"]
     est = _estimate(info) if sp.wedge_found else "no wedge found"
-    lines.append(f"  tilt range       {est}{_tilt_verdict(info, e, sp.wedge_found)}")
+    if e is not None and (sp.wedge_found or "tilt_range_agrees" in info):
+        est += "  " + _tilt_verdict(info, e.minangle, e.maxangle, e.mode)
+    lines.append(f"  tilt range       {est}")
     ratio = "n/a" if sp.wedge_ratio is None else f"{sp.wedge_ratio:.3g}"
     slope = "n/a" if sp.radial_slope is None else f"{sp.radial_slope:+.2f}"
     lines.append(f"  wedge/measured   {ratio}  (mode 2: 0; mode 1: a few %)")
@@ -155,16 +155,13 @@ def _estimate(info: dict) -> str:
     return f"{lo:.1f} .. {hi:.1f} deg (resolution {u_lo:.1f}, {u_hi:.1f})"
 
 
-def _tilt_verdict(info: dict, e, wedge_found: bool) -> str:
-    """Return the labels' range and whether the estimate agrees with it ('' without labels)."""
-    if e is None or not (wedge_found or "tilt_range_agrees" in info):
-        return ""
-    text = f"  labels {e.minangle:g}..{e.maxangle:g}"
-    if not wedge_found:
-        return text + "  not resolved (below)"
+def _tilt_verdict(info: dict, lo: float, hi: float, mode: int) -> str:
+    """Return the labels' range ``lo..hi`` and whether the estimate in ``info`` agrees."""
+    text = f"labels {lo:g}..{hi:g}"
     if info.get("tilt_range_agrees") is None:
-        return text + "  not compared (below)"
-    if e.mode == 1:
+        unresolved = info["tilt_range"] is None and "tilt_range_agrees" in info
+        return text + ("  not resolved (below)" if unresolved else "  not compared (below)")
+    if mode == 1:
         lo_r, hi_r = info["expected_tilt_edges"]
         text += f" (edges in {_edge_range(lo_r)} and {_edge_range(hi_r)})"
     return text + ("  agrees" if info["tilt_range_agrees"] else "  DISAGREES")
@@ -181,14 +178,7 @@ def _scheme_lines(entries: list[dict], e) -> list[str]:
             lines.append(f"{head}{plural(g['volumes'], 'volume')}, too few  {labels}  not compared")
             continue
         est = "no wedge found" if info["tilt_range"] is None else _estimate(info)
-        verdict = info.get("tilt_range_agrees")
-        if verdict is None:
-            labels += "  not compared (below)"
-        else:
-            if e.mode == 1:
-                lo_r, hi_r = info["expected_tilt_edges"]
-                labels += f" (edges in {_edge_range(lo_r)} and {_edge_range(hi_r)})"
-            labels += "  agrees" if verdict else "  DISAGREES"
+        labels = _tilt_verdict(info, g["minangle"], g["maxangle"], e.mode)
         if info.get("mode_agrees") is False:
             labels += f"; mode {e.mode} DISAGREES (below)"
         lines.append(f"{head}{est} over {plural(g['volumes'], 'volume')}  {labels}")

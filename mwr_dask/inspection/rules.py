@@ -205,14 +205,17 @@ class Facts:
         cube = self.cube
         if cube is None or not is_cube(cube) or self.spectra.get(cube[0], [0, 0])[1] <= 0:
             return None
-        total, count = self.spectra[cube[0]]
-        e = self.expected
-        if e is not None and e.mode == 1 and e.filter != "none":  # filtered back-projection
-            from mwr_dask.inspection.filtered import analyse_filtered
-            from mwr_dask.noise.source import tilts_of
+        return analyse_as(*self.spectra[cube[0]], cube[0], self.expected)
 
-            return analyse_filtered(total, cube[0], count, e.filter_spec, tilts_of(e))
-        return analyse(total, cube[0], count)
+
+def analyse_as(total, count: int, n: int, labels: NoiseSource | None) -> SpectrumAnalysis:
+    """Analyse summed spectra; a filtered mode-1 folder's with its filter divided out."""
+    if labels is not None and labels.mode == 1 and labels.filter != "none":
+        from mwr_dask.inspection.filtered import analyse_filtered
+        from mwr_dask.noise.source import tilts_of
+
+        return analyse_filtered(total, n, count, labels.filter_spec, tilts_of(labels))
+    return analyse(total, n, count)
 
 
 def _scheme_number(key: str) -> int:
@@ -368,17 +371,17 @@ def labels(f: Facts) -> Found:
         )
         return found
     if f.mixture and len(counts) > 1:
-        return mixture_labels(f, found)
-    # the same rules as appending with generate-noise (the step does not matter in mode 2)
-    for other, c in counts.most_common()[1:]:
-        differences = conflicts(expected, other)
-        if differences:
-            found.problems.append(
-                plural(c, "volume records")
-                + f" other parameters than the other {counts[expected]}: "
-                + "; ".join(differences).replace("(folder has", "(the others have")
-                + "."
-            )
+        mixture_labels(f, found)
+    else:  # the same rules as appending with generate-noise (mode 2: the step does not matter)
+        for other, c in counts.most_common()[1:]:
+            differences = conflicts(expected, other)
+            if differences:
+                found.problems.append(
+                    plural(c, "volume records")
+                    + f" other parameters than the other {counts[expected]}: "
+                    + "; ".join(differences).replace("(folder has", "(the others have")
+                    + "."
+                )
     unlabelled = [r.name for r, p in zip(f.records, f.recorded, strict=True) if p is None]
     if unlabelled:
         these = plural(len(unlabelled), "volume carries", "volumes carry")
@@ -386,7 +389,7 @@ def labels(f: Facts) -> Found:
     return found
 
 
-def mixture_labels(f: Facts, found: Found) -> Found:
+def mixture_labels(f: Facts, found: Found) -> None:
     """Labels of a tilt-file mixture: its schemes differ in tilts by design, nothing else may."""
     expected, counts = f.expected, f.label_counts
     same_tilts = {"minangle": expected.minangle, "maxangle": expected.maxangle}
@@ -415,11 +418,6 @@ def mixture_labels(f: Facts, found: Found) -> Found:
         " spectrum mixes them, so the tilt range of each scheme's own averaged spectrum is"
         " compared with that scheme's labels instead."
     )
-    unlabelled = [r.name for r, p in zip(f.records, f.recorded, strict=True) if p is None]
-    if unlabelled:
-        these = plural(len(unlabelled), "volume carries", "volumes carry")
-        found.problems.append(f"{these} no mwr-dask labels: {names_list(unlabelled)}.")
-    return found
 
 
 def shapes(f: Facts) -> Found:
@@ -591,13 +589,7 @@ def scheme_spectrum(f: Facts, key: str, params: NoiseSource, labelled: int) -> t
             " are not compared with the spectrum."
         )
         return entry, found
-    if params.mode == 1 and params.filter != "none":  # filtered back-projection
-        from mwr_dask.inspection.filtered import analyse_filtered
-        from mwr_dask.noise.source import tilts_of
-
-        sp = analyse_filtered(total, n, count, params.filter_spec, tilts_of(params))
-    else:
-        sp = analyse(total, n, count)
+    sp = analyse_as(total, count, n, params)
     info = sp.summary()
     group = spectrum_findings(sp, params, info)
     entry["spectrum"] = info

@@ -2,8 +2,8 @@
 
 Data flow: :func:`scan_folder` (here) names the ``n_*.mrc`` regular files and every other
 entry; lists of paths go to the workers (:func:`~.reading.inspect_partition`), which send
-back records and summed spectra; :func:`reduce_folder` turns them into :class:`~.rules.Facts`
-and runs the :data:`~.rules.RULES`. Only the near-duplicate confirmation reads two files here.
+back records and summed spectra, which become :class:`~.rules.Facts` for the
+:data:`~.rules.RULES`. Only the near-duplicate confirmation reads two files here.
 The only module of ``inspection`` that uses distributed (the client it is given).
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from mwr_dask.files.mrc import file_kind
 from mwr_dask.inspection.reading import full_correlation, inspect_partition
-from mwr_dask.inspection.records import FileRecord, FolderReport
+from mwr_dask.inspection.records import FolderReport
 from mwr_dask.inspection.rules import RULES, Facts, Rule, evaluate
 from mwr_dask.noise.source import NAME_PATTERN
 
@@ -83,61 +83,6 @@ def workers_missing_folder(client, folder: Path) -> list[str]:
     return [f"worker {w} cannot read {folder}" for w, ok in sorted(answers.items()) if not ok]
 
 
-def reduce_folder(
-    folder: Path,
-    records: list[FileRecord],
-    others: list[str],
-    spectra: dict[int, list],
-    *,
-    scheme_spectra: dict[tuple[int, str], list] | None = None,
-    kinds: dict[str, str] | None = None,
-    inputs: dict | None = None,
-    rules: tuple[Rule, ...] = RULES,
-    correlate: Callable[[str, str], float | None] | None = None,
-) -> FolderReport:
-    """Turn the workers' records and spectra into a :class:`~.records.FolderReport`.
-
-    Parameters
-    ----------
-    folder : pathlib.Path
-        The folder inspected.
-    records : list of FileRecord
-        One per ``n_*.mrc`` file.
-    others : list of str
-        Entries that are not ``n_*.mrc`` files.
-    spectra : dict
-        {cube side: [summed slice spectra, count]} over all partitions.
-    scheme_spectra : dict, optional
-        {(cube side, scheme label): [summed slice spectra, count]} over the volumes that name
-        their tilt scheme (see :func:`~.records.scheme_key`).
-    kinds : dict, optional
-        What the odd entries are (see :func:`scan_folder`).
-    inputs : dict, optional
-        Inputs for rules that compare the folder with something (``Facts.inputs``).
-    rules : tuple of Rule
-        The rules to apply, in order.
-    correlate : callable, optional
-        Whole-volume correlation of two names; default: read both files of ``folder``.
-    """
-    folder = Path(folder)
-    if correlate is None:
-
-        def correlate(a: str, b: str) -> float | None:
-            return full_correlation(str(folder / a), str(folder / b))
-
-    facts = Facts(
-        folder=folder,
-        records=records,
-        others=others,
-        spectra=spectra,
-        scheme_spectra=scheme_spectra or {},
-        kinds=kinds or {},
-        correlate=correlate,
-        inputs=inputs or {},
-    )
-    return evaluate(facts, rules)
-
-
 def inspect_folder(
     folder: Path,
     client=None,
@@ -189,16 +134,17 @@ def inspect_folder(
         records.extend(part["records"])
         _add_spectra(spectra, part["spectra"])
         _add_spectra(schemes, part["scheme_spectra"])
-    return reduce_folder(
-        folder,
-        records,
-        others,
-        spectra,
+    facts = Facts(
+        folder=folder,
+        records=records,
+        others=others,
+        spectra=spectra,
         scheme_spectra=schemes,
         kinds=kinds,
-        inputs=inputs,
-        rules=rules,
+        correlate=lambda a, b: full_correlation(str(folder / a), str(folder / b)),
+        inputs=inputs or {},
     )
+    return evaluate(facts, rules)
 
 
 def _chunks(paths: list[str], workers: int) -> list[list[str]]:

@@ -281,7 +281,8 @@ class SpectrumAnalysis:
     radial_k, radial_measured, radial_missing : numpy.ndarray
         Mean power per shell in the measured region and in the wedge (NaN where empty).
     limit : str or None
-        Why the spectrum could not be analysed at all (a cube too small), or None.
+        Why the spectrum could not be analysed at all (a cube too small, no finite or
+        non-zero power), or None.
     """
 
     n: int
@@ -348,6 +349,11 @@ def analyse(half_sum: np.ndarray, n: int, volumes: int) -> SpectrumAnalysis:
             f" between radii {band[0]:.1f} and {band[1]:.1f} (at least {MIN_BAND_PIXELS}"
             " needed, from 8^3 on)"
         )
+    elif not np.isfinite(p).all():
+        out.limit = "the averaged spectrum is not finite (values too large for float32?)"
+    elif not p[upper].any():
+        out.limit = "the averaged spectrum is zero (constant data)"
+    if out.limit is not None:
         return out
     fit, norm = _fit_wedge(p, phi, shells, upper)
     out.contrast = fit.low / fit.high if fit.high > 0 else 1.0

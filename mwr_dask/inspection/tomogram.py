@@ -5,9 +5,10 @@ axis along y) is cut into blocks of n x ny_block x n voxels (n the smaller of it
 at most :data:`MAX_SIDE`), each tapered by a Hann window in z and x (so that the borders of the
 block do not spread power along the kx and kz axes), and the (kz, kx) power of every y-slice is
 averaged (:func:`~.spectrum.slice_power`). The missing wedge does not depend on ky, so blocks of
-any height in y add up. :func:`~.spectrum.analyse` then estimates the tilt range in the
-geometry of docs/concepts.md: the range a tilt scheme of this tomogram should have
-(:attr:`mwr_dask.noise.schemes.TiltScheme.minangle` .. ``maxangle``). Pure numpy: no Dask.
+any height in y add up. Blocks holding NaN or infinite values, or one value only, are left out.
+:func:`~.spectrum.analyse` then estimates the tilt range in the geometry of docs/concepts.md:
+the range a tilt scheme of this tomogram should have (``TiltScheme.minangle`` ..
+``maxangle``). Pure numpy: no Dask.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mwr_dask.inspection.spectrum import SpectrumAnalysis, analyse, slice_power
+from mwr_dask.inspection.spectrum import SpectrumAnalysis, analyse, edge_offsets, slice_power
+from mwr_dask.inspection.words import plural
+from mwr_dask.noise.measured import MeasureError, open_volume
 
 #: Largest block side (Fourier grid) used: enough angular resolution, bounded cost.
 MAX_SIDE = 256
@@ -41,6 +44,8 @@ class TomogramSpectrum:
         Blocks averaged.
     analysis : SpectrumAnalysis
         Tilt range (``analysis.tilt_range``), its resolution, the wedge ratio, ...
+    left_out : str or None
+        The blocks left out and why (NaN or infinite values, one value only), or None.
     """
 
     path: str
@@ -48,6 +53,7 @@ class TomogramSpectrum:
     side: int
     blocks: int
     analysis: SpectrumAnalysis
+    left_out: str | None = None
 
 
 def block_origins(size: int, side: int) -> list[int]:
@@ -63,80 +69,106 @@ def tomogram_spectrum(path: Path | str, max_blocks: int = 256) -> TomogramSpectr
     Parameters
     ----------
     path : path-like
-        MRC file of a tomogram (read as numpy (z, y, x), memory-mapped, permissive).
+        MRC file of a tomogram (read as numpy (z, y, x), memory-mapped; see
+        :func:`~mwr_dask.noise.measured.open_volume`).
     max_blocks : int
         Most blocks averaged (spread evenly over the volume).
 
     Raises
     ------
-    ValueError
-        The file is not a 3-D MRC volume, or is thinner than 8 voxels along z or x (the
-        message says which, without the path).
+    MeasureError
+        The file is not a readable 3-D MRC volume, or is thinner than 8 voxels along z or x
+        (one sentence, ``it is ...``: the caller names the file).
     """
-    import warnings
-
-    import mrcfile
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # permissive: a bad header reads as no data
-        mrc = mrcfile.mmap(str(path), mode="r", permissive=True)
-    with mrc:
-        data = mrc.data
-        if data is None or data.ndim != 3:
-            raise ValueError("not a 3-D MRC volume")
-        nz, ny, nx = (int(s) for s in data.shape)
-        side = min(nz, nx, MAX_SIDE) // 2 * 2
-        if side < 8:
-            raise ValueError(
-                f"{nz} x {ny} x {nx} voxels (z, y, x), too thin along z or x for a spectrum"
-                " (8 at least)"
-            )
-        window = np.hanning(side + 2)[1:-1].astype(np.float32)
-        taper = window[:, None, None] * window[None, None, :]
-        starts = [
-            (z, y, x)
-            for z in block_origins(nz, side)
-            for y in range(0, max(ny - BLOCK_HEIGHT, 0) + 1, BLOCK_HEIGHT)
-            for x in block_origins(nx, side)
-        ]
-        if len(starts) > max_blocks:
-            pick = np.linspace(0, len(starts) - 1, max_blocks).round().astype(int)
-            starts = [starts[i] for i in sorted(set(pick.tolist()))]
-        total = np.zeros((side, side // 2 + 1))
-        for z, y, x in starts:
-            block = np.asarray(
-                data[z : z + side, y : y + BLOCK_HEIGHT, x : x + side], dtype=np.float32
-            )
+    data, _, _ = open_volume(Path(path), "")
+    nz, ny, nx = (int(s) for s in data.shape)
+    side = min(nz, nx, MAX_SIDE) // 2 * 2
+    if side < 8:
+        raise MeasureError(
+            f"it is {nz} x {ny} x {nx} voxels (z, y, x), too thin along z or x for a spectrum"
+            " (8 at least)."
+        )
+    window = np.hanning(side + 2)[1:-1].astype(np.float32)
+    taper = window[:, None, None] * window[None, None, :]
+    starts = [
+        (z, y, x)
+        for z in block_origins(nz, side)
+        for y in range(0, max(ny - BLOCK_HEIGHT, 0) + 1, BLOCK_HEIGHT)
+        for x in block_origins(nx, side)
+    ]
+    if len(starts) > max_blocks:
+        pick = np.linspace(0, len(starts) - 1, max_blocks).round().astype(int)
+        starts = [starts[i] for i in sorted(set(pick.tolist()))]
+    total, used, skipped = np.zeros((side, side // 2 + 1)), 0, {"nonfinite": 0, "constant": 0}
+    for z, y, x in starts:
+        block = np.asarray(data[z : z + side, y : y + BLOCK_HEIGHT, x : x + side], np.float32)
+        with np.errstate(invalid="ignore", over="ignore"):
             block = block - np.float32(block.mean(dtype=np.float64))
+        if not np.isfinite(block).all():
+            skipped["nonfinite"] += 1
+        elif not block.any():
+            skipped["constant"] += 1
+        else:
             total += slice_power(block * taper)
-    return TomogramSpectrum(
-        path=str(path),
-        shape=(nz, ny, nx),
-        side=side,
-        blocks=len(starts),
-        analysis=analyse(total, side, len(starts)),
-    )
+            used += 1
+    left_out = _left_out(skipped, len(starts))
+    a = analyse(total, side, used)
+    if not used:
+        a.limit = f"no block of the tomogram can be analysed: {left_out}"
+    return TomogramSpectrum(str(path), (nz, ny, nx), side, used, a, left_out)
 
 
-def compare_with_scheme(estimate: tuple[float, float], scheme) -> dict:
+def _left_out(skipped: dict[str, int], blocks: int) -> str | None:
+    """``3 of 40 blocks left out: 3 hold NaN or infinite values`` (None when none was)."""
+    reasons = [
+        plural(count, "holds", "hold") + what
+        for count, what in (
+            (skipped["nonfinite"], " NaN or infinite values"),
+            (skipped["constant"], " one value only"),
+        )
+        if count
+    ]
+    if not reasons:
+        return None
+    return f"{sum(skipped.values())} of {blocks} blocks left out: {', '.join(reasons)}"
+
+
+def scheme_edges(angles: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Where the edges of a reconstruction from tilts ``angles`` (ascending) may lie, degrees.
+
+    As for mode 1 (:func:`~.spectrum.expected_tilt_edges`): between the outermost tilt and
+    half its step to the next one beyond it.
+    """
+    a = np.asarray(angles, dtype=np.float64)
+    return (a[0] - (a[1] - a[0]) / 2, a[0]), (a[-1], a[-1] + (a[-1] - a[-2]) / 2)
+
+
+def compare_with_scheme(analysis: SpectrumAnalysis, scheme) -> dict:
     """How a tomogram's estimated tilt range compares with a tilt scheme and its inverse.
+
+    Each matches when both estimated edges lie within their resolution + 1.5 degrees of
+    where the scheme puts them (:func:`scheme_edges`, :func:`~.spectrum.edge_offsets`).
 
     Returns
     -------
     dict
         ``scheme`` and ``inverted``: the (min, max) of each, degrees; ``off`` and
-        ``off_inverted``: the summed distance of the two edges, degrees; ``better``:
-        ``"as read"`` or ``"inverted"`` (the closer one).
+        ``off_inverted``: the summed distance of the estimated edges from them, degrees;
+        ``better``: ``"as read"`` or ``"inverted"`` (the closer one); ``matches``: ``"as
+        read"``, ``"inverted"`` (the first that matches) or None (neither does).
     """
-    lo, hi = float(estimate[0]), float(estimate[1])
-    a = (scheme.minangle, scheme.maxangle)
-    b = (-scheme.maxangle, -scheme.minangle)
-    off = abs(lo - a[0]) + abs(hi - a[1])
-    off_inv = abs(lo - b[0]) + abs(hi - b[1])
+    (lo, hi), resolution = analysis.tilt_range, analysis.tilt_uncertainty
+    angles = np.asarray(scheme.angles, dtype=np.float64)
+    found = {}
+    for name, a in (("as read", angles), ("inverted", -angles[::-1])):
+        agrees = edge_offsets((lo, hi), resolution, scheme_edges(a))[0]
+        off = round(abs(lo - a[0]) + abs(hi - a[-1]), 2)
+        found[name] = (agrees, off, [float(a[0]), float(a[-1])])
     return {
-        "scheme": [a[0], a[1]],
-        "inverted": [b[0], b[1]],
-        "off": round(float(off), 2),
-        "off_inverted": round(float(off_inv), 2),
-        "better": "as read" if off <= off_inv else "inverted",
+        "scheme": found["as read"][2],
+        "inverted": found["inverted"][2],
+        "off": found["as read"][1],
+        "off_inverted": found["inverted"][1],
+        "better": "as read" if found["as read"][1] <= found["inverted"][1] else "inverted",
+        "matches": next((name for name, (agrees, _, _) in found.items() if agrees), None),
     }

@@ -62,6 +62,7 @@ import hashlib
 import io
 import math
 import os
+import stat
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import scipy.fft
+from mrcfile.dtypes import HEADER_DTYPE
 from mrcfile.mrcinterpreter import MrcInterpreter
 
 from mwr_dask import __version__
@@ -247,24 +249,57 @@ def mrc_extent(shape: tuple[int, ...], mode: int, nsymbt: int) -> int:
     return 1024 + nsymbt + math.prod(shape) * itemsize
 
 
+def _header_problem(path: Path) -> str | None:
+    """Why ``path`` is not a regular file whose MRC header fits its size (None: it is)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return "is not a file"
+        with open(path, "rb") as f:
+            size, raw = os.fstat(f.fileno()).st_size, f.read(1024)
+    except OSError as err:
+        return f"cannot be read: {err.strerror or err}"
+    if len(raw) < 1024:
+        return f"is not an MRC file ({len(raw)} bytes, shorter than a header)"
+    h = np.frombuffer(raw, HEADER_DTYPE, count=1)[0]
+    try:
+        order = mrcfile.utils.byte_order_from_machine_stamp(h["machst"])
+    except ValueError:
+        order = "<"
+    h = np.frombuffer(raw, HEADER_DTYPE.newbyteorder(order), count=1)[0]
+    try:
+        shape = (int(h["nz"]), int(h["ny"]), int(h["nx"]))
+        extent = mrc_extent(shape, int(h["mode"]), int(h["nsymbt"]))
+    except ValueError as err:
+        return f"is not a readable MRC file ({err})"
+    if size < extent:
+        return f"is not a readable MRC file (its header gives {extent} bytes, it holds {size})"
+    return None
+
+
 def open_volume(path: Path, what: str) -> tuple[np.ndarray, HalfInfo, list[str]]:
     """Memory-map an MRC volume read-only: (data (z, y, x), its description, warnings).
 
-    Read strictly first (``permissive=False``); a file that only permissive reading accepts is
-    used with a warning.
+    Only a regular file whose header's sizes fit the file is opened (:func:`mrc_extent`), so
+    that memory stays bounded whatever the header says. Read strictly first
+    (``permissive=False``); a file that only permissive reading accepts is used with a warning.
+
+    ``what`` names the file in messages (``EVEN`` gives ``EVEN even.mrc is ...``; ``""``
+    gives ``it is ...``).
 
     Raises
     ------
     MeasureError
-        Not readable, not an MRC file, or not 3-D.
+        Not a file, not readable, not an MRC file, not 3-D or not real numbers.
     """
     path = Path(path)
+    who = f"{what} {path}" if what else "it"
+    problem = _header_problem(path)
+    if problem is not None:
+        raise MeasureError(f"{who} {problem}.")
     notes = []
     try:
         mrc = mrcfile.mmap(path, mode="r", permissive=False)
     except (OSError, ValueError) as strict:
-        if isinstance(strict, OSError) and not isinstance(strict, EOFError):
-            raise MeasureError(f"cannot read {what} {path}: {strict.strerror or strict}.") from None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -272,13 +307,13 @@ def open_volume(path: Path, what: str) -> tuple[np.ndarray, HalfInfo, list[str]]
         except (OSError, ValueError):
             mrc = None
         if mrc is None or mrc.data is None:
-            raise MeasureError(f"{what} {path} is not a readable MRC file ({strict}).") from None
+            raise MeasureError(f"{who} is not a readable MRC file ({strict}).") from None
         notes.append(f"{what} {path.name} has a non-standard MRC header ({strict}); read anyway.")
     data = mrc.data
     if data.ndim != 3 or min(data.shape) < 1:
-        raise MeasureError(f"{what} {path} is not a 3-D volume (shape {data.shape}).")
+        raise MeasureError(f"{who} is not a 3-D volume (shape {data.shape}).")
     if data.dtype.kind not in "fiu":
-        raise MeasureError(f"{what} {path} holds {data.dtype} data, not real numbers.")
+        raise MeasureError(f"{who} holds {data.dtype} data, not real numbers.")
     vs = mrc.voxel_size
     info = HalfInfo(
         name=path.name,
@@ -332,12 +367,15 @@ class _Blocks:
     mean_d: float
     identical: bool
     structure: float  # rank correlation of local variances of ODD - EVEN and ODD + EVEN
+    constant: tuple[str, ...]  # "EVEN", "ODD": the halves holding one value on the grid
+    nonfinite: bool  # NaN or infinite values on the grid (their blocks are not good)
 
 
 def _fine_sums(even, odd, mask, grid: list, f: int) -> dict:
     """Sum d = odd - even, e, o, their squares, padding and mask over fine blocks of side f.
 
-    Read slab by slab (one row of blocks of side N/2), in float32.
+    Read slab by slab (one row of blocks of side N/2), in float32; NaN and infinite voxels
+    give NaN or infinite sums, quietly.
     """
     h = grid[0][0]
     q = h // f
@@ -373,7 +411,7 @@ def _blocks(even: np.ndarray, odd: np.ndarray, mask: np.ndarray | None, n: int) 
     """Read the halves once, slab by slab, and judge blocks of side N/2.
 
     A block is good when it lies inside the mask and each of its fine blocks (side about 4)
-    varies in both halves, has at most ``FLAT_FRACTION`` of its voxels equal to
+    is finite and varies in both halves, has at most ``FLAT_FRACTION`` of its voxels equal to
     their x neighbour in either half (no padded or constant region), and a difference variance
     of at least ``FINE_FRACTION`` of the median; and the block's difference variance is at
     least ``MIN_VARIANCE_FRACTION`` of the median block's.
@@ -382,30 +420,39 @@ def _blocks(even: np.ndarray, odd: np.ndarray, mask: np.ndarray | None, n: int) 
     h = grid[0][0]
     f = _fine_size(h)
     q = h // f
-    sums = _fine_sums(even, odd, mask, grid, f)
-    count = float(f**3)
-    var = {}
-    for key in ("d", "e", "o"):
-        var[key] = np.maximum(sums[f"{key}2"] / count - (sums[key] / count) ** 2, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf: blocks left out
+        sums = _fine_sums(even, odd, mask, grid, f)
+        count = float(f**3)
+        var = {}
+        for key in ("d", "e", "o"):
+            var[key] = np.maximum(sums[f"{key}2"] / count - (sums[key] / count) ** 2, 0.0)
+    finite = np.isfinite(var["d"])
     identical = bool(np.all(sums["d2"] == 0.0))
-    inside = sums["m"] >= count if mask is not None else np.ones(var["d"].shape, bool)
+    constant = tuple(
+        name
+        for name, key in (("EVEN", "e"), ("ODD", "o"))
+        if np.all(var[key] == 0.0) and np.ptp(sums[key]) == 0.0
+    )
+    inside = sums["m"] >= count if mask is not None else np.ones(finite.shape, bool)
     fine_ok = inside & (sums["ef"] <= FLAT_FRACTION * count) & (sums["of"] <= FLAT_FRACTION * count)
     for key in ("e", "o", "d"):
-        positive = var[key][inside & (var[key] > 0)]
+        positive = var[key][inside & (var[key] > 0) & finite]
         floor = CONSTANT_FRACTION * float(np.median(positive)) if positive.size else np.inf
-        fine_ok &= var[key] > floor
+        fine_ok &= finite & (var[key] > floor)
     typical = float(np.median(var["d"][fine_ok])) if fine_ok.any() else 0.0
     fine_ok &= var["d"] >= FINE_FRACTION * typical
     good = _coarse(fine_ok, q, np.all)
 
-    coarse = {key: _coarse(sums[key], q) for key in ("d", "d2", "e", "e2", "o", "o2")}
+    # non-finite fine blocks count as zero: their blocks are not good, and inf - inf warns
+    keys = ("d", "d2", "e", "e2", "o", "o2")
+    coarse = {key: _coarse(np.where(finite, sums[key], 0.0), q) for key in keys}
     big = float(h**3)
     var_d = np.maximum(coarse["d2"] / big - (coarse["d"] / big) ** 2, 0.0)
     typical = float(np.median(var_d[good])) if good.any() else 0.0
     good &= var_d >= MIN_VARIANCE_FRACTION * typical
     total = float(coarse["d"][good].sum() / (good.sum() * big)) if good.any() else 0.0
     structure = _structure_correlation(sums, fine_ok, count)
-    return _Blocks(grid, good, coarse, total, identical, structure)
+    return _Blocks(grid, good, coarse, total, identical, structure, constant, not finite.all())
 
 
 def _structure_correlation(sums: dict, used: np.ndarray, count: float) -> float:
@@ -533,6 +580,7 @@ def estimate_spectrum(
         "variance": variance,
         "signal_variance": signal_variance,
         "structure": blocks.structure,
+        "nonfinite": blocks.nonfinite,
     }
     return normalise_spectrum(half_to_full(power, n)), corners, stats
 
@@ -542,12 +590,18 @@ def _choose_cubes(
 ) -> tuple[np.ndarray, int]:
     """(z, y, x) corners of the cubes to average (all usable ones, or a seeded choice), usable.
 
-    Raises :class:`MeasureError` for halves that are the same, and for too few usable cubes.
+    Raises :class:`MeasureError` for halves that are the same or constant, and for too few
+    usable cubes.
     """
     if blocks.identical:
         raise MeasureError(
             "the difference of the halves is zero (the same data twice?): give the even and"
             " the odd half tomograms."
+        )
+    if blocks.constant:
+        raise MeasureError(
+            f"{' and '.join(blocks.constant)} {'is' if len(blocks.constant) == 1 else 'are'}"
+            " constant (one value away from the borders): no noise to measure."
         )
     corners = _cube_corners(blocks, shape, n)
     usable = len(corners)
@@ -556,8 +610,8 @@ def _choose_cubes(
         where = "inside the mask, " if masked else ""
         raise MeasureError(
             f"too few usable cubes of {n}^3 voxels: {usable} fit {where}away from the borders"
-            f" and from padded or constant regions, {max(wanted, MIN_CUBES)} are needed; give"
-            " a smaller --cubesize" + (" or --cubes." if cubes else ".")
+            f" and from padded, constant or non-finite regions, {max(wanted, MIN_CUBES)} are"
+            " needed; give a smaller --cubesize" + (" or --cubes." if cubes else ".")
         )
     if usable > wanted:
         pick = np.random.default_rng(seed).choice(usable, size=wanted, replace=False)
@@ -586,6 +640,8 @@ def _mean_power(odd, even, corners: np.ndarray, mean, n: int, taper: str, worker
         p = np.square(f.real)
         p += np.square(f.imag)
         acc += p.sum(axis=0, dtype=np.float64)
+    if not np.isfinite(acc).all():  # odd n: a voxel past the judged blocks
+        raise MeasureError("the halves hold NaN or infinite values inside the cubes.")
     return acc / (len(corners) * w_power)
 
 
@@ -694,6 +750,8 @@ def measure_noise(
     spectrum, corners, stats = estimate_spectrum(
         even, odd, n, mask=mask, cubes=cubes, seed=seed, workers=workers
     )
+    if stats["nonfinite"]:
+        notes.append("the halves hold NaN or infinite values: the cubes around them are left out.")
     if stats["structure"] > STRUCTURE_WARNING:
         notes.append(
             "the local power of ODD - EVEN follows the structure of ODD + EVEN (rank correlation"
