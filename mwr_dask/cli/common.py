@@ -56,6 +56,7 @@ WorkerTimeoutOption = Annotated[
 ]
 
 HPC = "HPC batch cluster"
+DATASET = "Dataset (one folder per tomogram)"
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -393,8 +393,11 @@ def star_kind(blocks: dict) -> str:
     ``tilt-series list`` (RELION's tomograms.star and tilt_series.star), ``isonet`` (IsoNet's
     tomograms.star), ``particles``, or ``views`` (anything else).
     """
-    for names, kind in ((_TOMOGRAM_LIST, "tilt-series list"), (_ISONET, "isonet"),
-                        (_PARTICLES, "particles")):  # fmt: skip
+    for names, kind in (
+        (_TOMOGRAM_LIST, "tilt-series list"),
+        (_ISONET, "isonet"),
+        (_PARTICLES, "particles"),
+    ):
         if any(column(b, name) is not None for b in blocks.values() for name in names):
             return kind
     return "views"
@@ -537,8 +540,14 @@ def detect_format(path: Path | str, text: str) -> str:
     """
     suffix = Path(path).suffix.lower()
     head = text.lstrip("\ufeff \t\r\n")[:4096]
-    by_suffix = {".tlt": "imod", ".rawtlt": "imod", ".aln": "aretomo", ".mdoc": "serialem",
-                 ".tomostar": "warp-tomostar", ".xml": "warp-xml"}  # fmt: skip
+    by_suffix = {
+        ".tlt": "imod",
+        ".rawtlt": "imod",
+        ".aln": "aretomo",
+        ".mdoc": "serialem",
+        ".tomostar": "warp-tomostar",
+        ".xml": "warp-xml",
+    }
     if suffix in by_suffix:
         return by_suffix[suffix]
     if suffix == ".star":
@@ -637,16 +646,23 @@ def read_tilt_file(
         raise _fail(path, message, None if view is None else read.lines.get(view.number))
     sign = SIGNS[fmt] * (-1 if invert else 1)
     return TiltScheme(
-        views=tuple(views), source=str(path), format=fmt, sign=sign, inverted=invert,
+        views=tuple(views),
+        source=str(path),
+        format=fmt,
+        sign=sign,
+        inverted=invert,
         notes=read.notes,
-    )  # fmt: skip
+    )
 
 
 def _with_absent_views(path: Path, fmt: str, read: _Read, full_path: Path) -> _Read:
     """Return the views of ``full_path`` in its order, those ``path`` lacks excluded (absent)."""
     if fmt not in ("relion5", "warp-tomostar"):
-        raise _fail(path, "lists its excluded views itself: --all-views applies to RELION 5"
-                    " and Warp .tomostar files, which drop them")  # fmt: skip
+        raise _fail(
+            path,
+            "lists its excluded views itself: --all-views applies to RELION 5"
+            " and Warp .tomostar files, which drop them",
+        )
     full_fmt, full = _read_any(full_path)
     by_name = read.movies is not None and full.movies is not None
     by_name = by_name and None not in read.movies + full.movies  # type: ignore[operator]
@@ -659,15 +675,19 @@ def _with_absent_views(path: Path, fmt: str, read: _Read, full_path: Path) -> _R
         raise _fail(path, f"and {full_path} name no movies or nominal angles to match views by")
     if None in found or len(set(found)) != len(found):
         k = found.index(None) if None in found else len(found) - 1
-        raise _fail(path, f"view {k + 1} is not one of the views of {full_path}, or matches two"
-                    " of them: not the same tilt series")  # fmt: skip
+        raise _fail(
+            path,
+            f"view {k + 1} is not one of the views of {full_path}, or matches two"
+            " of them: not the same tilt series",
+        )
     mine = dict(zip(found, read.views, strict=True))
     flip = SIGNS[full_fmt] * SIGNS[fmt]  # the full file's angles in this file's convention
     views = [
-        replace(mine[i], number=i + 1) if i in mine
+        replace(mine[i], number=i + 1)
+        if i in mine
         else View(i + 1, flip * v.angle + 0.0, v.order, v.dose, EXCLUDED_ABSENT)
         for i, v in enumerate(full.views)
-    ]  # fmt: skip
+    ]
     lines = {i + 1: read.lines[mine[i].number] for i in mine if mine[i].number in read.lines}
     note = f"views numbered as in {full_path.name}, which lists all {len(views)}"
     return _Read(views, lines, (*read.notes, note))
