@@ -112,10 +112,14 @@ def test_isonet2_rows_give_each_tomogram_its_range(tmp_path):
     dataset = ds.read_dataset(isonet_star(tmp_path, RANGES))
     assert dataset.kind == "isonet" and [t.name for t in dataset.tomograms] == NAMES
     for t, (lo, hi) in zip(dataset.tomograms, RANGES, strict=True):
-        assert t.tilt_range == (-hi, -lo) and t.voxel_size == 5.4
+        s = t.scheme
+        assert (s.format, s.sign, t.voxel_size) == ("isonet2", -1, 5.4)
+        assert (s.minangle, s.maxangle) == (-hi, -lo)  # IsoNet2's mask: see the next test
         src = t.noise_source(7, {"cubesize": 16, "mode": 2})
-        assert (src.minangle, src.maxangle) == (-hi, -lo)
-        assert src.labels(0)[0].endswith(f"tilt={-hi}:{-lo}:2 index=0")
+        assert src.wedge(0) == (-hi, -lo)
+    # -66 .. 45 every 2 degrees: the grid from -66, and the row's last tilt, 45
+    angles = [v.angle for v in dataset.tomograms[3].scheme.views]
+    assert angles == [*range(-66, 45, 2), 45]
     assert dataset.tomograms[0].halves[0] == tmp_path / "tomograms_split/EVN/TS_01_EVN.mrc"
 
 

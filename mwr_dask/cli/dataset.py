@@ -108,8 +108,9 @@ def plan_dataset(p: dict, given: set[str], out: Path, errors: list[str]):
 
     dataset = None
     try:
+        step = p["anglestep"] or 2.0
         dataset = ds.read_dataset(
-            p["tomograms"], all_views=p["all_views"], invert=p["invert_tilts"]
+            p["tomograms"], all_views=p["all_views"], invert=p["invert_tilts"], anglestep=step
         )
         dataset = dataset.select(_names(p["only"]), _names(p["exclude_tomograms"]))
         manifest = ds.read_manifest(out) if out.is_dir() else None
@@ -131,7 +132,7 @@ def plan_dataset(p: dict, given: set[str], out: Path, errors: list[str]):
     )
     fields = {
         name: p[name]
-        for name in ("mode", "voxel_size", "filter", "radial", "sirt_iterations", "anglestep")
+        for name in ("mode", "voxel_size", "filter", "radial", "sirt_iterations")
         if name in given
     }
     fields["cubesize"] = p["cubesize"]
@@ -183,9 +184,7 @@ def _mixed(dataset, seed: int, fields: dict) -> Planned:
     from mwr_dask.noise.source import NoiseSource
 
     tomograms = dataset.tomograms
-    own: dict = {
-        "tilt_schemes": tuple(t.as_scheme(fields.get("anglestep", 2.0)) for t in tomograms)
-    }
+    own: dict = {"tilt_schemes": tuple(t.scheme for t in tomograms)}
     voxels = sorted({t.voxel_size or 1.0 for t in tomograms})
     filters = {tuple(sorted(t.filtering.items())) for t in tomograms}
     if len(voxels) > 1 and "voxel_size" not in fields:
@@ -200,7 +199,6 @@ def _mixed(dataset, seed: int, fields: dict) -> Planned:
     own["voxel_size"] = voxels[0]
     if fields.get("mode", 1) == 1:
         own.update(tomograms[0].filtering)
-    fields = {k: v for k, v in fields.items() if k != "anglestep"}
     names = ", ".join(t.name for t in tomograms)
     return Planned("mixed", NoiseSource(**{**own, **fields, "seed": seed}), names)
 

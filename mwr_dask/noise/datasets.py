@@ -7,7 +7,7 @@
   directory (:func:`project_directory`); voxel size = ``_rlnTomoTiltSeriesPixelSize`` x
   ``_rlnTomoTomogramBinning``; halves ``_rlnTomoReconstructedTomogramHalf1/2``;
 - an IsoNet/IsoNet2 ``tomograms.star``: each row's ``_rlnTiltMin`` / ``_rlnTiltMax``, in
-  IsoNet's mask convention (:func:`isonet_range`); voxel ``_rlnPixelSize``; halves relative to
+  IsoNet's mask convention (:func:`range_scheme`); voxel ``_rlnPixelSize``; halves relative to
   the star's folder;
 - a folder of Warp/WarpTools ``.xml`` (or ``.tomostar``), of AreTomo3 ``.aln``, or of IMOD/etomo
   tilt-series folders (each with its ``.tlt`` and ``tilt.com``: ``EXCLUDELIST``, ``RADIAL``,
@@ -25,7 +25,7 @@ import hashlib
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mwr_dask.noise.schemes import FORMATS, TiltScheme, TiltSchemeError, View
@@ -61,10 +61,8 @@ class Tomogram:
         Its name (``_rlnTomoName``, the file's stem): the name of its noise folder.
     source : str
         The file its angles came from.
-    scheme : TiltScheme or None
-        Its views; None for an IsoNet row, which has a range only.
-    tilt_range : tuple of float or None
-        IsoNet rows: (minangle, maxangle) in the geometry of docs/concepts.md, degrees.
+    scheme : TiltScheme
+        Its views (an IsoNet row: :func:`range_scheme` of its range).
     voxel_size : float or None
         Voxel size of the tomogram, angstroms, where the dataset gives it.
     halves : tuple of Path or None
@@ -75,21 +73,10 @@ class Tomogram:
 
     name: str
     source: str
-    scheme: TiltScheme | None = None
-    tilt_range: tuple[float, float] | None = None
+    scheme: TiltScheme
     voxel_size: float | None = None
     halves: tuple[Path, Path] | None = None
     filtering: dict = field(default_factory=dict, compare=False)
-
-    def as_scheme(self, anglestep: float) -> TiltScheme:
-        """Its scheme; an IsoNet range as the regular range's tilts (for ``--mix``)."""
-        if self.scheme is not None:
-            return self.scheme
-        from mwr_dask.noise.geometry import tilt_angles
-
-        angles = tilt_angles(*self.tilt_range, anglestep)
-        views = tuple(View(i + 1, -float(a) + 0.0) for i, a in enumerate(angles))
-        return TiltScheme(views, source=self.source, format="isonet2", sign=-1)
 
     def noise_source(self, seed: int, fields: dict) -> NoiseSource:
         """Return its NoiseSource, seeded with ``seed``.
@@ -102,17 +89,11 @@ class Tomogram:
         if "filter" not in given and given.get("mode", 1) == 1 and "spectrum" not in given:
             own.update(self.filtering)
         if "spectrum" not in given:
-            if self.scheme is not None:
-                own["tilt_schemes"] = (self.scheme,)
-            else:
-                own["minangle"], own["maxangle"] = self.tilt_range
+            own["tilt_schemes"] = (self.scheme,)
         return NoiseSource(**{**own, **given, "seed": seed})
 
     def summary(self) -> tuple[str, str, str]:
         """Return views used/excluded, range and filter: columns of the ``--dry-run`` table."""
-        if self.scheme is None:
-            lo, hi = self.tilt_range
-            return "range", f"{lo:g} .. {hi:g}", self.filtering.get("filter", "none")
         s = self.scheme
         f = self.filtering
         text = f.get("filter", "none")
@@ -174,21 +155,33 @@ def tomogram_seed(seed: int, name: str) -> int:
     return int.from_bytes(hashlib.sha256(data).digest()[:16], "big")
 
 
-def isonet_range(tilt_min: float, tilt_max: float) -> tuple[float, float]:
-    """IsoNet's ``rlnTiltMin``/``rlnTiltMax`` as a range of docs/concepts.md: (-max, -min).
+def range_scheme(tilt_min: float, tilt_max: float, step: float, source: str) -> TiltScheme:
+    """Return the tilt scheme of an IsoNet row: ``tilt_min`` .. ``tilt_max`` every ``step``.
 
     IsoNet2 (``data_sequence.py``, ``missing_wedge.mw2D``) keeps the (kz, kx) directions at
-    angle atan2(kz, kx) in (min, max); mwr-dask's tilts [a, b] measure [-b, -a]. So IsoNet's
-    numbers follow IMOD's .tlt (negated here), as its help says ("from your .tlt").
+    angle atan(kz/kx) in (min, max); mwr-dask's tilts [a, b] measure [-b, -a]. IsoNet's numbers
+    therefore follow IMOD's .tlt (used negated, sign -1), as its help says ("from your .tlt").
+    The views are the regular grid from ``tilt_min``, and ``tilt_max`` itself where the grid
+    misses it (the row names the last tilt of the series).
     """
-    return -tilt_max + 0.0, -tilt_min + 0.0
+    from mwr_dask.noise.geometry import tilt_angles
+
+    angles = [float(a) for a in tilt_angles(tilt_min, tilt_max, step)]
+    if tilt_max - angles[-1] > 1e-6:
+        angles.append(float(tilt_max))
+    views = tuple(View(i + 1, a) for i, a in enumerate(angles))
+    return TiltScheme(views, source=source, format="isonet2", sign=-1)
 
 
 # ------------------------------------------------------------------------------ reading
 
 
 def read_dataset(
-    path: Path | str, *, all_views: Path | str | None = None, invert: bool = False
+    path: Path | str,
+    *,
+    all_views: Path | str | None = None,
+    invert: bool = False,
+    anglestep: float = 2.0,
 ) -> Dataset:
     """Read a dataset file or folder into one :class:`Tomogram` per tomogram.
 
@@ -202,6 +195,8 @@ def read_dataset(
         excluded ones: RELION's Import ``tilt_series.star``, or a folder of ``<name>*.mdoc``.
     invert : bool
         Flip every format's sign (``--invert-tilts``).
+    anglestep : float
+        Step of the views of an IsoNet row's range, degrees (:func:`range_scheme`).
 
     Raises
     ------
@@ -221,7 +216,7 @@ def read_dataset(
             if kind == "tilt-series list":
                 dataset = _read_relion(path, blocks, all_views, invert)
             elif kind == "isonet":
-                dataset = _read_isonet(path, blocks, invert)
+                dataset = _read_isonet(path, blocks, invert, anglestep)
             elif kind == "particles":
                 raise _fail(path, "is a STAR file of particles, not a list of tomograms")
             else:
@@ -339,7 +334,7 @@ def _full_series(all_views: Path | str, project: Path) -> dict[str, Path]:
     return {str(r["rlnTomoName"]): project / str(r["rlnTomoTiltSeriesStarFile"]) for r in rows}
 
 
-def _read_isonet(path: Path, blocks: dict, invert: bool) -> Dataset:
+def _read_isonet(path: Path, blocks: dict, invert: bool, anglestep: float) -> Dataset:
     keys = ("rlnTiltMin", "rlnTiltMax", "rlnNumberSubtomo", "rlnMaskBoundary")
     key = next(k for k in keys if any(column(b, k) is not None for b in blocks.values()))
     rows = _rows(path, blocks, key)
@@ -353,16 +348,16 @@ def _read_isonet(path: Path, blocks: dict, invert: bool) -> Dataset:
                 " stars have none): give --minangle/--maxangle to a plain"
                 " generate-noise, or add the columns",
             )
-        tilt_range = isonet_range(lo, hi)
+        scheme = range_scheme(lo, hi, anglestep, f"{path} row {i}")
         if invert:
-            tilt_range = (-tilt_range[1] + 0.0, -tilt_range[0] + 0.0)
+            scheme = replace(scheme, sign=1, inverted=True)
         halves = [row.get(h) for h in _HALVES]
         have = None not in halves and "None" not in halves
         tomograms.append(
             Tomogram(
                 _isonet_name(row, i),
                 f"{path} row {i}",
-                tilt_range=tilt_range,
+                scheme,
                 voxel_size=_number(row.get("rlnPixelSize")),
                 halves=tuple(path.parent / str(h) for h in halves) if have else None,
             )
@@ -615,11 +610,11 @@ __all__ = [
     "DatasetError",
     "Tomogram",
     "describe_dataset",
-    "isonet_range",
     "manifest_row",
     "manifest_text",
     "merged_rows",
     "project_directory",
+    "range_scheme",
     "read_dataset",
     "read_manifest",
     "tomogram_seed",
