@@ -212,17 +212,21 @@ def show_dataset_plan(dataset, seed: int, plan: list[Planned], folders, options,
     typer.echo("Dry run: nothing is written or submitted.")
     typer.echo(describe_dataset(dataset, folders))
     total = len(plan) * count * plan[0].source.volume_bytes
-    given = p["seed"] is not None
+    seed_text = seed if p["seed"] is not None else FRESH_SEED
+    how = "the mixture's" if p["mix"] else "each tomogram's is derived from it and its name"
     typer.echo(
         f"Volumes: {count} of {n}^3 in each of {len(plan)} folder(s), {total / 2**30:.3f} GiB in"
-        f" all; seed {seed if given else FRESH_SEED} (each tomogram's from it and its name)"
+        f" all; dataset seed {seed_text} ({how})"
     )
     for item in plan:
-        how = (
-            f"measured from {item.halves[0].name}, {item.halves[1].name}"
-            if item.spectrum
-            else (item.source.describe(seed="derived"))
-        )
+        src = item.source
+        seed_of = src.seed if p["seed"] is not None else "derived when the run starts"
+        if item.spectrum is not None:
+            how = f"measured from {item.halves[0]} and {item.halves[1]} into {item.spectrum}"
+        elif len(src.tilt_schemes) == 1:
+            how = f"mode {src.mode}, {src.tilt_schemes[0].label}, seed {seed_of}"
+        else:
+            how = src.describe(seed=str(seed_text))
         typer.echo(f"  {item.folder}: {how}")
     typer.echo(f"Cluster: {options.describe()}")
     script = options.script()

@@ -66,6 +66,11 @@ class DatasetReport:
                 f" {row['mwrLabel']}: {verdict}"
             )
             lines += [f"problem: {row['mwrNoiseFolder']}: {p}" for p in problems]
+            lines += (
+                [f"warning: {row['mwrNoiseFolder']}: {w}" for w in report.warnings]
+                if (report)
+                else []
+            )
         lines.append("OK: every folder agrees with its tomogram." if self.ok else "FAILED.")
         return "\n".join(lines)
 

@@ -315,6 +315,11 @@ def _read_relion(path: Path, blocks: dict, all_views, invert: bool) -> Dataset:
             )
         )
     notes = [f"paths relative to the project directory {project} ({how})"]
+    if all_views is None:
+        notes.append(
+            "RELION's files drop the views it excluded: --all-views with the Import"
+            " job's tilt_series.star (or the mdocs) reports them"
+        )
     hands.discard(None)
     if hands:
         notes.append(
@@ -470,7 +475,7 @@ def _com_filter(path: Path | None, options: dict[str, list[str]]) -> dict:
 
 def describe_dataset(dataset: Dataset, folders: dict[str, str]) -> str:
     """Return the ``--dry-run`` table: tomogram, file, views used/excl., range, filter, folder."""
-    rows = [("tomogram", "file", "used/excl", "range (deg)", "filter", "folder")]
+    rows = [("tomogram", "file", "used/excl", "range used", "filter", "folder")]
     for t in dataset.tomograms:
         used, span, filt = t.summary()
         rows.append(

@@ -689,7 +689,7 @@ def _with_absent_views(path: Path, fmt: str, read: _Read, full_path: Path) -> _R
         for i, v in enumerate(full.views)
     ]
     lines = {i + 1: read.lines[mine[i].number] for i in mine if mine[i].number in read.lines}
-    note = f"views numbered as in {full_path.name}, which lists all {len(views)}"
+    note = "views numbered as in the file of every view (--all-views)"
     return _Read(views, lines, (*read.notes, note))
 
 
