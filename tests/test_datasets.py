@@ -127,7 +127,8 @@ def test_isonet_range_is_the_side_of_isonet2s_own_wedge_mask():
     """IsoNet2's mask (missing_wedge.mw2D) keeps atan(kz/kx) in (min, max): our noise too."""
     n = 48
     lo, hi = -54.0, 66.0
-    src = NoiseSource(n, mode=2, seed=3, minangle=-hi, maxangle=-lo)
+    scheme = ds.range_scheme(lo, hi, 2.0, "tomograms.star row 1")
+    src = NoiseSource(n, mode=2, seed=3, tilt_schemes=(scheme,))
     power = kxkz_power([src[i] for i in range(3)])
     k = np.arange(n) - n // 2
     kz, kx = np.meshgrid(k, k, indexing="ij")
