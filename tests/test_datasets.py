@@ -374,3 +374,14 @@ def test_dry_run_prints_the_table_and_writes_nothing(tmp_path):
     assert "angles from _rlnTomoYTilt" in text and "project directory" in text
     assert "Volumes: 4 of 16^3 in each of 5 folder(s)" in text
     assert not out.exists()
+
+
+def test_inspect_of_a_dataset_out_refuses_one_folder_options(tmp_path):
+    dataset = ds.read_dataset(TOMOGRAMS)
+    source = dataset.tomograms[0].noise_source(1, {"cubesize": 16})
+    row = ds.manifest_row("TS_01", "TS_01", source, "x")
+    (tmp_path / ds.MANIFEST).write_text(ds.manifest_text(dataset, 1, 2, source, [row]))
+    result = runner.invoke(app, ["inspect", str(tmp_path), "--plot", str(tmp_path / "p.png")])
+    assert result.exit_code == 2, result.output
+    one_sentence(result.output, "--plot and --spectrum apply to one noise folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ds.MANIFEST]

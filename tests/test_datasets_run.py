@@ -67,21 +67,8 @@ def test_isonet2_star_gives_each_folder_its_rows_range_and_mix_one_folder(tmp_pa
     ranges = [(-54, 66), (-40, 50), (-60, 60), (-66, 45), (-30, 70)]
     star = isonet_star(tmp_path, ranges)
     out = tmp_path / "out"
-    proc = cli(
-        "generate-noise",
-        str(out),
-        "2",
-        "16",
-        "--tomograms",
-        str(star),
-        "--seed",
-        "4",
-        "--only",
-        "TS_01,TS_45",
-        "--mode",
-        "2",
-        *FAST,
-    )
+    args = f"{out} 2 16 --tomograms {star} --seed 4 --only TS_01,TS_45 --mode 2"
+    proc = cli("generate-noise", *args.split(), *FAST)
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(out)) == ["TS_01", "TS_45", ds.MANIFEST]
     rows = {t.name: t for t in ds.read_dataset(star).tomograms}
@@ -94,18 +81,7 @@ def test_isonet2_star_gives_each_folder_its_rows_range_and_mix_one_folder(tmp_pa
         got = read_all(out / name)
         assert all(np.array_equal(got[f"n_{i:05d}.mrc"], want[i]) for i in range(2))
     mixed = tmp_path / "mixed_out"
-    proc = cli(
-        "generate-noise",
-        str(mixed),
-        "5",
-        "16",
-        "--tomograms",
-        str(star),
-        "--seed",
-        "4",
-        "--mix",
-        *FAST,
-    )
+    proc = cli(*f"generate-noise {mixed} 5 16 --tomograms {star} --seed 4 --mix".split(), *FAST)
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(mixed)) == [ds.MIXED, ds.MANIFEST]
     tomograms = ds.read_dataset(star).tomograms
@@ -133,20 +109,8 @@ def test_measured_each_tomogram_from_its_own_halves(tmp_path):
             noise = (k + 1) * rng.standard_normal((32, 32, 32))
             write_half(tmp_path / f"tomograms_split/{half}/{name}_{half}.mrc", signal + noise)
     out = tmp_path / "out"
-    proc = cli(
-        "generate-noise",
-        str(out),
-        "2",
-        "8",
-        "--tomograms",
-        str(star),
-        "--seed",
-        "2",
-        "--only",
-        "TS_01,TS_03",
-        "--measured",
-        *FAST,
-    )
+    args = f"{out} 2 8 --tomograms {star} --seed 2 --only TS_01,TS_03 --measured"
+    proc = cli("generate-noise", *args.split(), *FAST)
     assert proc.returncode == 0, proc.stderr
     for name in ("TS_01", "TS_03"):
         spectrum = out / f"{name}.spectrum.mrc"

@@ -56,7 +56,6 @@ WorkerTimeoutOption = Annotated[
 ]
 
 HPC = "HPC batch cluster"
-DATASET = "Dataset (one folder per tomogram)"
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -11,6 +11,7 @@ sentence and exit 2 before anything is written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ def run_dataset(p: dict, given: set[str], errors: list[str], cluster_of, run_and
     from mwr_dask.parallel.clusters import ClusterError
 
     say(f"Dataset {dataset.path}: {len(plan)} folder(s) in {out}, seed {seed}")
+    created = not out.exists()
     try:
         with (
             folder_lock(out, sibling=p["cluster"] is not None),
@@ -92,6 +94,9 @@ def run_dataset(p: dict, given: set[str], errors: list[str], cluster_of, run_and
             f"stopped by {stop}; rerun the same command to finish.", stop.exit_code
         ) from None
     except (FolderError, ClusterError) as err:
+        if created:  # an OUT this run made and could not use goes again (if still empty)
+            with contextlib.suppress(OSError):
+                out.rmdir()
         raise fail(str(err), 2 if isinstance(err, FolderError) else 1) from None
     say(f"Dataset done: {len(plan)} folder(s) in {out}; manifest {out / MANIFEST}")
     raise typer.Exit(0)
@@ -298,8 +303,8 @@ def write_manifest(out: Path, dataset, seed: int, count: int, plan: list[Planned
 def inspect_dataset_command(folder: Path, json_output: bool, cluster: dict) -> None:
     """``inspect OUT`` of ``--tomograms``: every folder against its row, on one cluster; exit.
 
-    ``cluster`` holds inspect's ncpus, scheduler, scheduler_file, connect_timeout and
-    worker_timeout.
+    ``cluster`` holds inspect's ncpus, scheduler, scheduler_file, connect_timeout,
+    worker_timeout, and its plot and spectrum (refused: they apply to one folder).
     """
     import json
 
@@ -310,8 +315,10 @@ def inspect_dataset_command(folder: Path, json_output: bool, cluster: dict) -> N
     from mwr_dask.parallel.clusters import ClusterError, UsageError, make_cluster, wait_for_workers
 
     c = dict(cluster)
-    timeout = c.pop("worker_timeout")
+    timeout, plot, spectrum = (c.pop(k) for k in ("worker_timeout", "plot", "spectrum"))
     errors = cluster_option_problems(**c, worker_timeout=timeout)
+    if plot is not None or spectrum is not None:
+        errors.append(f"--plot and --spectrum apply to one noise folder: give {folder}/<tomogram>.")
     try:
         options = None if errors else make_cluster(**c, dashboard_address=None)
     except UsageError as err:

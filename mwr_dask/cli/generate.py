@@ -15,7 +15,6 @@ import typer
 from mwr_dask.cli.common import (
     BATCH_SYSTEMS,
     CLUSTER,
-    DATASET,
     GEOMETRY,
     HPC,
     VOLUMES,
@@ -28,6 +27,7 @@ from mwr_dask.cli.common import (
     fail,
 )
 
+DATASET = "Dataset (one folder per tomogram)"
 #: Options of the batch cluster, by parameter name; each needs --cluster.
 BATCH_FLAGS = (
     "jobs",

@@ -79,8 +79,8 @@ def inspect(
         from mwr_dask.cli.dataset import inspect_dataset_command
 
         inspect_dataset_command(folder, json_output, dict(
-            ncpus=ncpus, scheduler=scheduler, scheduler_file=scheduler_file,
-            connect_timeout=connect_timeout, worker_timeout=worker_timeout,
+            ncpus=ncpus, scheduler=scheduler, scheduler_file=scheduler_file, plot=plot,
+            spectrum=spectrum, connect_timeout=connect_timeout, worker_timeout=worker_timeout,
         ))  # fmt: skip
     errors = cluster_option_problems(
         ncpus, scheduler, scheduler_file, connect_timeout, worker_timeout

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from mwr_dask.noise.schemes import FORMATS, TiltScheme, TiltSchemeError, View
+from mwr_dask.noise.schemes import TiltScheme, TiltSchemeError, View
 from mwr_dask.noise.source import NoiseSource
 from mwr_dask.noise.tiltfiles import column, read_text, read_tilt_file, star_blocks, star_kind
 
@@ -53,7 +53,7 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Tomogram:
-    """One tomogram of a dataset: its tilt scheme (or IsoNet's range) and what else is known.
+    """One tomogram of a dataset: its tilt scheme and what else the dataset knows of it.
 
     Attributes
     ----------
@@ -81,8 +81,8 @@ class Tomogram:
     def noise_source(self, seed: int, fields: dict) -> NoiseSource:
         """Return its NoiseSource, seeded with ``seed``.
 
-        Its scheme (or range), its filter (mode 1) and its voxel size, unless ``fields`` (the
-        command line's) give them; a None in ``fields`` is not given.
+        Its scheme, its filter (mode 1) and its voxel size, unless ``fields`` (the command
+        line's, NoiseSource's names) give them; a None in ``fields`` is not given.
         """
         given = {k: v for k, v in fields.items() if v is not None}
         own: dict = {"voxel_size": self.voxel_size} if self.voxel_size else {}
@@ -604,23 +604,3 @@ def merged_rows(folder: Path, rows: list[dict]) -> list[dict]:
     mine = {r["mwrNoiseFolder"] for r in rows}
     kept = [r for r in old[1] if r["mwrNoiseFolder"] not in mine] if old else []
     return kept + rows
-
-
-__all__ = [
-    "FORMATS",
-    "KINDS",
-    "MANIFEST",
-    "MIXED",
-    "Dataset",
-    "DatasetError",
-    "Tomogram",
-    "describe_dataset",
-    "manifest_row",
-    "manifest_text",
-    "merged_rows",
-    "project_directory",
-    "range_scheme",
-    "read_dataset",
-    "read_manifest",
-    "tomogram_seed",
-]
