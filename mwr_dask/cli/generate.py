@@ -139,6 +139,7 @@ def generate_noise(
         list[str] | None,
         typer.Option(
             help="--tomograms: these tomograms only (NAME[,NAME], repeatable).",
+            metavar="NAME[,NAME]",
             show_default=False,
             rich_help_panel=DATASET,
         ),
@@ -147,6 +148,7 @@ def generate_noise(
         list[str] | None,
         typer.Option(
             help="--tomograms: leave these tomograms out (NAME[,NAME], repeatable).",
+            metavar="NAME[,NAME]",
             show_default=False,
             rich_help_panel=DATASET,
         ),
