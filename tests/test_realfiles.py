@@ -204,6 +204,17 @@ def test_warp_numbers_are_the_negated_mdoc_angles_and_give_the_mdoc_wedge(tmp_pa
         )
     )
     assert read_tilt_file(mdoc).angle_tuple == scheme.angle_tuple
+    assert scheme.notes == ()
+    # ts_autolevel's level angles rotate Warp's volume: named, not modelled
+    leveled = tmp_path / "leveled.xml"
+    leveled.write_text(
+        text.replace(
+            'AreAnglesInverted="False"',
+            'AreAnglesInverted="False" LevelAngleX="10.2" LevelAngleY="-3.5"',
+        )
+    )
+    (note,) = read_tilt_file(leveled).notes
+    assert "LevelAngleX=10.2 LevelAngleY=-3.5" in note and "not modelled" in note
 
 
 def test_views_relion_dropped_are_excluded_when_the_full_series_is_given():

@@ -521,6 +521,12 @@ def _read_warp_xml(path: Path, text: str) -> _Read:
             "AreAnglesInverted=True (Warp's defocus handedness; it does not change the"
             " geometry of Warp's reconstruction, so the angles are not inverted for it)",
         )
+    level = {k: root.get(k) for k in ("LevelAngleX", "LevelAngleY") if _number(root.get(k, "0"))}
+    if level:
+        notes += (
+            f"{' '.join(f'{k}={v}' for k, v in level.items())} (WarpTools ts_autolevel): Warp"
+            " rotates its reconstruction by these angles, which tilts its wedge; not modelled",
+        )
     paths = _xml_list(root, "MoviePath")
     return _Read(views, notes=notes, movies=_movies(paths))
 
