@@ -4,6 +4,7 @@ start a cluster are in tests/test_datasets_run.py."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -385,3 +386,13 @@ def test_inspect_of_a_dataset_out_refuses_one_folder_options(tmp_path):
     assert result.exit_code == 2, result.output
     one_sentence(result.output, "--plot and --spectrum apply to one noise folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == [ds.MANIFEST]
+
+
+def test_the_python_example_of_docs_datasets_runs():
+    text = (Path(__file__).parents[1] / "docs/datasets.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    code = block.replace("Tomograms/job006/tomograms.star", str(TOMOGRAMS))
+    code = code.replace('"cubesize": 64', '"cubesize": 16')
+    namespace: dict = {}
+    exec(compile(code, "docs/datasets.md", "exec"), namespace)
+    assert namespace["v"].shape == (16, 16, 16)
