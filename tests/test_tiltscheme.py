@@ -43,7 +43,9 @@ def files(tmp_path: Path) -> dict[str, Path]:
     """Every format describing the same acquisition (dark views 1-3)."""
     return {
         "tlt": tf.write_tlt(tmp_path / "TS_01.tlt", [s.angle for s in SHOTS]),
-        "rawtlt": tf.write_tlt(tmp_path / "TS_01.rawtlt", [s.angle for s in SHOTS], per_line=6),
+        "rawtlt": tf.write_tlt(
+            tmp_path / "TS_01.rawtlt", [s.angle for s in SHOTS], [s.pre_dose for s in SHOTS]
+        ),
         "aln": tf.write_aln(tmp_path / "TS_01.aln", SHOTS),
         "aln-local": tf.write_aln(tmp_path / "TS_01_local.aln", SHOTS, patches=4),
         "mdoc": tf.write_mdoc(tmp_path / "TS_01.mrc.mdoc", SHOTS),
@@ -72,6 +74,7 @@ def read_same_views(files: dict[str, Path]) -> dict[str, TiltScheme]:
 
 
 def test_every_format_gives_the_same_used_views(files):
+    """One physical tilt series, as each program writes it, gives one wedge (one digest)."""
     schemes = read_same_views(files)
     expected_formats = {
         "tlt": "imod",
@@ -84,23 +87,19 @@ def test_every_format_gives_the_same_used_views(files):
         "tomostar": "warp-tomostar",
         "xml": "warp-xml",
     }
+    warp = {"tomostar", "xml"}  # WarpTools writes the negated stage angles
     for key, scheme in schemes.items():
         assert scheme.format == expected_formats[key], key
         file_angles = sorted(v.angle for v in scheme.used)
-        assert file_angles == USED, key
-        sign = SIGNS[scheme.format]
-        assert scheme.sign == sign
-        np.testing.assert_array_equal(scheme.angles, np.sort(sign * np.array(USED)) + 0.0)
+        assert file_angles == (sorted(-a + 0.0 for a in USED) if key in warp else USED), key
+        assert scheme.sign == SIGNS[scheme.format] == (1 if key in warp else -1), key
+        np.testing.assert_array_equal(scheme.angles, np.sort(-np.array(USED)) + 0.0)
         assert scheme.angles.dtype == np.float64
-    # Same geometry, same digest; inverting the opposite sign gives the other group's scheme.
-    digests = {k: s.digest for k, s in schemes.items()}
-    negated = {k for k, s in schemes.items() if s.sign < 0}
-    assert negated == {"tlt", "rawtlt", "mdoc", "star", "star-nominal"}
-    assert len({digests[k] for k in negated}) == 1
-    assert len({d for k, d in digests.items() if k not in negated}) == 1
+    assert len({s.digest for s in schemes.values()}) == 1
+    # inverting any of them mirrors the wedge: another digest, the stage angles as used
     inverted = read_tilt_file(files["aln"], invert=True)
-    assert inverted.digest == digests["tlt"]
-    assert inverted.angle_tuple == schemes["tlt"].angle_tuple
+    assert inverted.digest != schemes["aln"].digest
+    np.testing.assert_array_equal(inverted.angles, np.array(USED))
 
 
 def test_tlt_with_exclude_equals_the_aln_whose_dark_frames_drop_the_same_views(files):
@@ -110,11 +109,10 @@ def test_tlt_with_exclude_equals_the_aln_whose_dark_frames_drop_the_same_views(f
     assert {v.excluded for v in tlt.excluded} == {EXCLUDED_BY_USER}
     assert {v.excluded for v in aln.excluded} == {EXCLUDED_DARK}
     assert [v.angle for v in tlt.views] == [v.angle for v in aln.views]
-    # the same geometry once the sign conventions agree: the same operator and volumes
-    aln_as_imod = read_tilt_file(files["aln"], invert=True)
-    assert aln_as_imod.angle_tuple == tlt.angle_tuple
+    # AreTomo writes the numbers of IMOD's .tlt (CSaveTilts): the same operator and volumes
+    assert aln.angle_tuple == tlt.angle_tuple and aln.sign == tlt.sign == -1
     a = BackProjection(16, tlt.angle_tuple)(volume_rng(7, 3))
-    b = BackProjection(16, aln_as_imod.angle_tuple)(volume_rng(7, 3))
+    b = BackProjection(16, aln.angle_tuple)(volume_rng(7, 3))
     assert a.tobytes() == b.tobytes()
 
 
@@ -221,7 +219,10 @@ def one_sentence(exc: pytest.ExceptionInfo, path: Path, line: int | None = None)
     [
         ("-60\n-57\nabc\n", 3, "not a tilt angle"),
         ("-60\n95\n", 2, "outside (-90, 90)"),
-        ("-60 -57\n-54 -57\n", 2, "repeated"),
+        ("-60 0\n-60 3\n", 2, "repeated"),
+        ("-60 0\n-57\n", 2, "1 number here and 2 on line 1"),
+        ("-60 -57\n-54 -51\n", None, "column 2 holds -57, neither a dose nor"),
+        ("-60 0\n-57 x3\n", 2, "'x3' is not a number"),
         ("12.5\n", None, "at least 2"),
         ("", None, "no tilt angles"),
     ],
@@ -388,18 +389,19 @@ def test_five_excluded_views_leave_a_gap_at_high_radius(files):
 
 @pytest.mark.parametrize("invert", [False, True])
 def test_asymmetric_scheme_puts_the_wedge_on_the_stated_side(files, invert):
-    # The .aln holds -45 .. 66 (AreTomo, used as written); measured directions of the
-    # geometry are minus the used angles, folded: [-66, 45]. Inverted: [-45, 66].
+    # The .aln holds -45 .. 66, negated (AreTomo with -FlipVol 1, as IMOD): used -66 .. 45;
+    # measured directions of the geometry are minus the used angles, folded: [-45, 66].
+    # Inverted: used -45 .. 66, measured [-66, 45].
     scheme = read_tilt_file(files["aln"], invert=invert)
     n = 48
     r, phi = polar(n)
     band = (r > 4) & (r < 0.42 * n)
     p = averaged_spectrum(scheme, n, volumes=4)
     lo, hi = -scheme.maxangle, -scheme.minangle  # measured folded directions
-    assert (lo, hi) == ((-45.0, 66.0) if invert else (-66.0, 45.0))
+    assert (lo, hi) == ((-66.0, 45.0) if invert else (-45.0, 66.0))
     measured_only_here = band & (np.abs(phi - (hi + lo) / 2) < 5)
-    side_measured = band & (np.abs(phi - (-60 if not invert else 60)) < 3)
-    side_missing = band & (np.abs(phi - (60 if not invert else -60)) < 3)
+    side_measured = band & (np.abs(phi - (60 if not invert else -60)) < 3)
+    side_missing = band & (np.abs(phi - (-60 if not invert else 60)) < 3)
     assert p[side_missing].mean() < 0.1 * p[side_measured].mean()
     assert p[measured_only_here].mean() > 0.5 * p[side_measured].mean()
 
@@ -414,7 +416,7 @@ def test_generator_for_scheme_is_cached_per_scheme_and_matches_todays_range(file
     assert scheme_generator(1, 16, aln) is not scheme_generator(2, 16, aln)
     # mode 2 of a file: the continuous wedge of the used views
     wedge = scheme_generator(2, 16, aln)
-    assert (wedge.minangle, wedge.maxangle) == (aln.minangle, aln.maxangle) == (-45.0, 66.0)
+    assert (wedge.minangle, wedge.maxangle) == (aln.minangle, aln.maxangle) == (-66.0, 45.0)
     # mode 2 of a range keeps its whole [minangle, maxangle], a scheme its used views' range
     scheme = regular_scheme(-40, 56, 7)  # views -40 .. 51
     assert scheme.maxangle == 51.0
@@ -470,7 +472,7 @@ def test_noise_source_mixture_volume_i_is_that_of_its_scheme_alone(files):
     assert all(len(label) <= 80 for label in big.labels(99_999_999))
     # mode 2: the continuous wedge of the used views
     m2 = NoiseSource(16, mode=2, seed=3, tilt_schemes=(schemes[1],))
-    wedge = NoiseSource(16, mode=2, seed=3, minangle=-45, maxangle=66)
+    wedge = NoiseSource(16, mode=2, seed=3, minangle=-66, maxangle=45)
     assert m2[0].tobytes() == wedge[0].tobytes()
     # a source with schemes pickles small (no operator) and back to an equal source
     blob = pickle.dumps(mixture)
@@ -484,7 +486,7 @@ def test_labels_of_a_scheme_volume_read_back(files):
     kv = parse_labels(labels)
     assert kv["schemes"] == source.schemes_record and kv["sha"] == scheme.digest
     back = source_from_labels(labels)
-    assert (back.minangle, back.maxangle, back.seed) == (-45.0, 66.0, 8)
+    assert (back.minangle, back.maxangle, back.seed) == (-66.0, 45.0, 8)
     assert back.anglestep == pytest.approx(3.0)
     # a regular source keeps today's labels
     assert NoiseSource(16, seed=8).labels(5)[0].endswith("tilt=-60:60:2 index=5")
@@ -492,7 +494,7 @@ def test_labels_of_a_scheme_volume_read_back(files):
 
 def test_folder_guard_compares_schemes(files):
     a = NoiseSource(16, seed=1, tilt_schemes=(read_tilt_file(files["aln"]),))
-    b = NoiseSource(16, seed=1, tilt_schemes=(read_tilt_file(files["tlt"]),))
+    b = NoiseSource(16, seed=1, tilt_schemes=(read_tilt_file(files["tlt"]),))  # no dark views
     same = NoiseSource(16, seed=1, tilt_schemes=(read_tilt_file(files["xml"]),))  # same angles
     recorded = source_from_labels(a.labels(0))
     assert conflicts(recorded, same, a.schemes_record) == []
@@ -564,17 +566,28 @@ def test_cli_mixture_writes_each_schemes_volumes_and_guards_the_folder(tmp_path,
 @settings(max_examples=40, deadline=None)
 @given(
     angle_sets,
-    st.integers(1, 7),
+    st.sampled_from(["none", "dose", "index", "order"]),
     st.sets(st.integers(1, 80), max_size=10),
     st.booleans(),
+    st.randoms(use_true_random=False),
 )
-def test_tlt_files_read_back_their_angles_and_exclusions(angles, per_line, drop, invert):
+def test_tlt_files_read_back_their_angles_and_exclusions(angles, extra, drop, invert, rnd):
+    """The first number of a line is the angle; a second column is read as what it holds."""
     import tempfile
 
-    drop = {k for k in drop if k <= len(angles)}
+    n = len(angles)
+    order = list(range(1, n + 1))
+    rnd.shuffle(order)
+    column = {
+        "none": [],
+        "dose": [[round(rnd.uniform(0, 200), 2) for _ in angles]],
+        "index": [list(range(n))],  # pytom's "angle index"
+        "order": [order],  # AreTomo's -AngFile order
+    }[extra]
+    drop = {k for k in drop if k <= n}
     kept = [a for i, a in enumerate(angles) if i + 1 not in drop]
     with tempfile.TemporaryDirectory() as tmp:
-        path = tf.write_tlt(Path(tmp) / "r.rawtlt", angles, per_line=per_line)
+        path = tf.write_tlt(Path(tmp) / "r.rawtlt", angles, *column)
         exclude = format_view_list(drop) if drop else None
         if len(kept) < 2:
             with pytest.raises(TiltSchemeError):
@@ -586,6 +599,14 @@ def test_tlt_files_read_back_their_angles_and_exclusions(angles, per_line, drop,
     sign = -SIGNS["imod"] if invert else SIGNS["imod"]
     expected = sorted(sign * float(f"{a:7.2f}") + 0.0 for a in kept)
     assert list(scheme.angle_tuple) == expected
+    doses = [v.dose for v in scheme.views]
+    orders = [v.order for v in scheme.views]
+    if extra == "dose":
+        assert doses == column[0] and "dose" in scheme.notes[0]
+    elif extra == "order" and order != list(range(1, n + 1)):
+        assert orders == order and doses == [None] * n and "order" in scheme.notes[0]
+    else:
+        assert doses == [None] * n and orders == [None] * n
 
 
 # --------------------------------------------------------------------------- inspect
@@ -609,7 +630,7 @@ def write_folder(folder: Path, source: NoiseSource, count: int, seeds=None) -> N
 def test_inspect_accepts_a_mixture_and_reports_its_schemes(tmp_path, files):
     from mwr_dask.inspection import inspect_folder
 
-    schemes = (read_tilt_file(files["tlt"]), read_tilt_file(files["aln"]))
+    schemes = (read_tilt_file(files["tlt"]), read_tilt_file(files["aln"], invert=True))
     source = NoiseSource(32, mode=1, seed=3, tilt_schemes=schemes)
     write_folder(tmp_path / "mix", source, 12)
     report = inspect_folder(tmp_path / "mix")
@@ -648,17 +669,19 @@ def write_tomogram(path: Path, scheme: TiltScheme) -> Path:
 
 @pytest.mark.slow
 def test_inspect_one_tomogram_says_which_side_its_wedge_is_on(tmp_path, files):
-    aln = read_tilt_file(files["aln"])  # -45 .. 66 as read
+    aln = read_tilt_file(files["aln"])  # file -45 .. 66, used -66 .. 45
     tomo = write_tomogram(tmp_path / "TS_01_rec.mrc", aln)
     proc = cli("inspect", str(tomo), "--tilt-file", str(files["aln"]))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "OK: the tilt file as read" in proc.stdout
-    # the IMOD .tlt of the same views maps to the other side: the check says so
-    wrong = cli("inspect", str(tomo), "--tilt-file", str(files["tlt"]), "--json")
+    # Warp's file of the same views made with ts_import --dont_invert (the stage angles, not
+    # negated) maps to the other side: the check says so
+    dont_invert = tf.write_warp_xml(tmp_path / "TS_01.xml", SHOTS, negate=False)
+    wrong = cli("inspect", str(tomo), "--tilt-file", str(dont_invert), "--json")
     assert wrong.returncode == 1
     report = json.loads(wrong.stdout)
     lo, hi = report["spectrum"]["tilt_range"]
-    assert abs(lo + 45) < 3 and abs(hi - 66) < 3
+    assert abs(lo + 66) < 3 and abs(hi - 45) < 3
     assert report["tilt_file"]["better"] == "inverted" and report["ok"] is False
     # no tilt file: the estimate alone; a folder does not take --tilt-file
     alone = cli("inspect", str(tomo))

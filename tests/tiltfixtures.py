@@ -5,7 +5,9 @@ The acquisition: a lamella tilted from its 6-degree pre-tilt, -54 .. 66 degrees 
 (-54, -51, -48; view numbers 1-3 in tilt order) went dark: AreTomo lists them as DarkFrame,
 Warp marks them UseTilt False, RELION and the Warp .tomostar drop their rows, IMOD needs
 ``--exclude 1-3``. Formats follow what the tools print (AreTomo's CSaveAlignFile, SerialEM's
-mdoc, RELION 5's tilt-series star, Warp's tomostar and tilt-series xml).
+mdoc, RELION 5's tilt-series star, Warp's tomostar and tilt-series xml). Each file holds the
+numbers its program writes for this one physical series: the stage angles, except Warp's,
+which WarpTools ``ts_import`` negates (``--dont_invert`` keeps them: ``negate=False``).
 """
 
 from __future__ import annotations
@@ -51,11 +53,21 @@ def used_angles(shots: list[Shot], dark=DARK) -> list[float]:
     return sorted(s.angle for i, s in enumerate(shots) if i not in dark)
 
 
-def write_tlt(path: Path, angles, per_line: int = 1) -> Path:
-    """IMOD .tlt/.rawtlt: '%7.2f' per angle, ``per_line`` angles on a line."""
-    values = [f"{a:7.2f}" for a in angles]
-    lines = [" ".join(values[i : i + per_line]) for i in range(0, len(values), per_line)]
+def write_tlt(path: Path, angles, *columns) -> Path:
+    """IMOD .tlt/.rawtlt: '%7.2f' per angle, one per line, then ``columns`` (e.g. doses)."""
+    lines = [f"{a:7.2f}" + "".join(f" {c[i]:g}" for c in columns) for i, a in enumerate(angles)]
     path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def shuffle_sections(path: Path, seed: int = 0) -> Path:
+    """Rewrite an mdoc with its [ZValue] sections in a random order (the header stays first)."""
+    import random
+
+    text = path.read_text()
+    head, *sections = text.split("[ZValue")
+    random.Random(seed).shuffle(sections)
+    path.write_text(head + "".join("[ZValue" + s.rstrip("\n") + "\n\n" for s in sections))
     return path
 
 
@@ -185,8 +197,9 @@ def write_relion_star(
     return path
 
 
-def write_tomostar(path: Path, shots: list[Shot], dark=DARK) -> Path:
+def write_tomostar(path: Path, shots: list[Shot], dark=DARK, negate: bool = True) -> Path:
     """Warp .tomostar: an unnamed data block, one loop, the used views in acquisition order."""
+    sign = -1 if negate else 1
     lines = [
         "",
         "data_",
@@ -201,17 +214,18 @@ def write_tomostar(path: Path, shots: list[Shot], dark=DARK) -> Path:
     ]
     used = [s for i, s in enumerate(shots) if i not in dark]
     for s in sorted(used, key=lambda s: s.order):
-        lines.append(
-            f"../frames/TS_01_{s.order:03d}_{s.angle:.1f}.eer  {s.angle:.2f}  -84.7  0  0"
-            f"  {s.pre_dose:.4f}"
-        )
+        movie = f"../frames/TS_01_{s.order:03d}_{s.angle:.1f}.eer"
+        lines.append(f"{movie}  {sign * s.angle + 0:.2f}  -84.7  0  0  {s.pre_dose:.4f}")
     path.write_text("\n".join(lines) + "\n\n")
     return path
 
 
-def write_warp_xml(path: Path, shots: list[Shot], dark=DARK, inverted: bool = False) -> Path:
+def write_warp_xml(
+    path: Path, shots: list[Shot], dark=DARK, inverted: bool = False, negate: bool = True
+) -> Path:
     """Warp/WarpTools tilt-series .xml: per-view lists in tilt order, UseTilt False if dark."""
     n = len(shots)
+    sign = -1 if negate else 1
 
     def block(tag: str, values) -> str:
         return f"  <{tag}>" + "\n".join(str(v) for v in values) + f"</{tag}>"
@@ -222,7 +236,7 @@ def write_warp_xml(path: Path, shots: list[Shot], dark=DARK, inverted: bool = Fa
         f'AreAnglesInverted="{"True" if inverted else "False"}" '
         'PlaneNormal="-0.004, 0.103, 0.995" Bfactor="0" Weight="1" '
         'MagnificationCorrection="1, 0, 0, 1" UnselectFilter="False" CTFResolutionEstimate="6.1">',
-        block("Angles", [f"{s.angle:g}" for s in shots]),
+        block("Angles", [f"{sign * s.angle + 0:g}" for s in shots]),
         block("Dose", [f"{s.pre_dose:g}" for s in shots]),
         block("UseTilt", ["False" if i in dark else "True" for i in range(n)]),
         block("AxisAngle", ["-84.7"] * n),

@@ -27,6 +27,7 @@ from mwr_dask.cli.common import (
     fail,
 )
 
+DATASET = "Dataset (one folder per tomogram)"
 #: Options of the batch cluster, by parameter name; each needs --cluster.
 BATCH_FLAGS = (
     "jobs",
@@ -104,11 +105,73 @@ def generate_noise(
     tilt_file: Annotated[
         list[Path] | None,
         typer.Option(
-            help="Tilt angles of the dataset instead of --minangle/--maxangle/--anglestep:"
+            help="Tilt angles of one tilt series instead of --minangle/--maxangle/--anglestep:"
             " IMOD .tlt/.rawtlt, AreTomo .aln, SerialEM .mdoc, RELION 5 tilt-series .star,"
-            " Warp .tomostar or .xml (see docs/tilt-schemes.md). Repeatable: volume i uses"
-            " file i mod k.",
+            " Warp .tomostar or .xml (see docs/tilt-schemes.md). Repeat the option for a"
+            " mixture (--tilt-file A --tilt-file B: volume i uses file i mod k); for a whole"
+            " dataset use --tomograms.",
             show_default=False,
+            rich_help_panel=GEOMETRY,
+        ),
+    ] = None,
+    tomograms: Annotated[
+        Path | None,
+        typer.Option(
+            help="The dataset: a RELION 5 or IsoNet/IsoNet2 tomograms.star, or a folder of"
+            " Warp .xml/.tomostar, AreTomo3 .aln or IMOD tilt-series folders. Writes one folder"
+            " OUTPUT_FOLDER/<tomogram> per tomogram, each with its own tilt scheme and seed,"
+            " and a manifest (see docs/datasets.md).",
+            show_default=False,
+            metavar="DATASET",
+            rich_help_panel=DATASET,
+        ),
+    ] = None,
+    mix: Annotated[
+        bool,
+        typer.Option(
+            "--mix",
+            help="--tomograms: one folder OUTPUT_FOLDER/mixed instead, volume i from tomogram"
+            " i mod k (for one --noise_dir).",
+            rich_help_panel=DATASET,
+        ),
+    ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="--tomograms: these tomograms only (NAME[,NAME], repeatable).",
+            metavar="NAME[,NAME]",
+            show_default=False,
+            rich_help_panel=DATASET,
+        ),
+    ] = None,
+    exclude_tomograms: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="--tomograms: leave these tomograms out (NAME[,NAME], repeatable).",
+            metavar="NAME[,NAME]",
+            show_default=False,
+            rich_help_panel=DATASET,
+        ),
+    ] = None,
+    measured: Annotated[
+        bool,
+        typer.Option(
+            "--measured",
+            help="--tomograms: measure each tomogram's noise spectrum from its half tomograms"
+            " (on the cluster) and make its noise from it (mode 3); spectra are written to"
+            " OUTPUT_FOLDER/<tomogram>.spectrum.mrc and kept for reruns.",
+            rich_help_panel=DATASET,
+        ),
+    ] = False,
+    all_views: Annotated[
+        Path | None,
+        typer.Option(
+            help="Every view of the tilt series, for RELION and Warp .tomostar files, which drop"
+            " excluded views: its .mdoc or RELION's Import tilt-series star (with --tomograms:"
+            " the Import job's tilt_series.star, or a folder of <name>.mdoc). Views missing"
+            " from the file are reported as excluded.",
+            show_default=False,
+            metavar="FILE",
             rich_help_panel=GEOMETRY,
         ),
     ] = None,
@@ -176,7 +239,7 @@ def generate_noise(
         ),
     ] = 1.0,
     spectrum: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
             help="Noise spectrum measured by 'mwr-dask measure-noise': Gaussian noise with"
             " exactly that spectrum (mode 3), instead of --mode and the tilts.",
@@ -366,6 +429,10 @@ def generate_noise(
     """Write NUMBER_VOLUME missing-wedge noise volumes of CUBESIZE^3 voxels as MRC files."""
     given = ctx.params
     errors = usage_problems(ctx)
+    if tomograms is not None:
+        from mwr_dask.cli.dataset import run_dataset
+
+        run_dataset(given, {n for n in given if _given(ctx, n)}, errors, cluster_of, run_and_report)
     source, problems = build_source(ctx)
     errors += problems
     if source is not None:
@@ -405,7 +472,15 @@ def usage_problems(ctx: typer.Context) -> list[str]:
         ("--invert-tilts", p["invert_tilts"]),
     )
     tilt_given = [flag for flag, on in tilt_flags if on]
-    if p["spectrum"] is not None and geometry + tilt_given:
+    errors += dataset_problems(p, geometry)
+    if p["spectrum"] and len(p["spectrum"]) > 1:
+        errors.append(
+            f"--spectrum takes one file, not {len(p['spectrum'])}: a folder has one"
+            " noise spectrum (for one per tomogram, see --tomograms --measured)."
+        )
+    elif p["tomograms"] is not None:
+        pass
+    elif p["spectrum"] and geometry + tilt_given:
         errors.append(
             f"--spectrum defines the noise: {', '.join(geometry + tilt_given)} cannot be given"
             " with it."
@@ -424,6 +499,8 @@ def usage_problems(ctx: typer.Context) -> list[str]:
             )
     elif tilt_given:
         errors.append(f"{' and '.join(tilt_given)} need{'s' * (len(tilt_given) == 1)} --tilt-file.")
+    if p["all_views"] is not None and p["tomograms"] is None and len(p["tilt_file"] or []) != 1:
+        errors.append("--all-views applies to a single --tilt-file or to --tomograms.")
     errors += cluster_option_problems(
         p["ncpus"], p["scheduler"], p["scheduler_file"], p["connect_timeout"], p["worker_timeout"]
     )
@@ -432,6 +509,37 @@ def usage_problems(ctx: typer.Context) -> list[str]:
     errors += batch_flag_problems(p)
     if p["output_folder"].exists() and not p["output_folder"].is_dir():
         errors.append(f"{p['output_folder']} exists and is not a folder.")
+    return errors
+
+
+def dataset_problems(p: dict, geometry: list[str]) -> list[str]:
+    """Options of ``--tomograms`` given without it, or with options it replaces."""
+    flags = [
+        f"--{n.replace('_', '-')}" for n in ("mix", "only", "exclude_tomograms", "measured") if p[n]
+    ]
+    if p["tomograms"] is None:
+        return [f"{', '.join(flags)} need{'s' * (len(flags) == 1)} --tomograms."] if flags else []
+    replaced = [
+        flag
+        for flag, on in (
+            ("--tilt-file", p["tilt_file"]),
+            ("--exclude", p["exclude"]),
+            ("--spectrum", p["spectrum"]),
+        )
+        if on
+    ]
+    replaced += [g for g in geometry if g in ("--minangle", "--maxangle")]
+    errors = []
+    if replaced:
+        errors.append(
+            f"--tomograms reads each tomogram's tilts from the dataset: {', '.join(replaced)}"
+            " cannot be given with it."
+        )
+    if p["measured"] and (p["mix"] or "--mode" in geometry or p["filter"] != "none"):
+        errors.append(
+            "--measured makes each tomogram's noise from its own spectrum: --mix,"
+            " --mode and --filter cannot be given with it."
+        )
     return errors
 
 
@@ -456,10 +564,12 @@ def build_source(ctx: typer.Context):
     for name, default in (("minangle", -60.0), ("maxangle", 60.0), ("anglestep", 2.0)):
         fields[name] = default if p[name] is None else p[name]
     try:
-        if p["spectrum"] is not None:
-            fields.update(spectrum_fields(p["spectrum"], keep_voxel=_given(ctx, "voxel_size")))
+        if p["spectrum"]:
+            fields.update(spectrum_fields(p["spectrum"][0], keep_voxel=_given(ctx, "voxel_size")))
         elif p["tilt_file"]:
-            fields["tilt_schemes"] = read_schemes(p["tilt_file"], p["exclude"], p["invert_tilts"])
+            fields["tilt_schemes"] = read_schemes(
+                p["tilt_file"], p["exclude"], p["invert_tilts"], p["all_views"]
+            )
         return NoiseSource(**fields), []
     except (ValueError, OSError) as err:  # TiltSchemeError and MeasureError are ValueErrors
         return None, [str(err) if str(err).endswith(".") else f"{err}."]
@@ -477,11 +587,14 @@ def spectrum_fields(path: Path, *, keep_voxel: bool) -> dict:
     return fields
 
 
-def read_schemes(tilt_files: list[Path], exclude: str | None, invert: bool) -> tuple:
+def read_schemes(tilt_files: list[Path], exclude: str | None, invert: bool, all_views=None):
     """Read every --tilt-file (TiltSchemeError names the file and the line)."""
     from mwr_dask.noise.tiltfiles import read_tilt_file
 
-    return tuple(read_tilt_file(path, exclude=exclude, invert=invert) for path in tilt_files)
+    return tuple(
+        read_tilt_file(path, exclude=exclude, invert=invert, all_views=all_views)
+        for path in tilt_files
+    )
 
 
 def batch_flag_problems(values: dict) -> list[str]:

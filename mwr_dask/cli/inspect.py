@@ -75,6 +75,13 @@ def inspect(
     if folder.is_file():
         inspect_tomogram(folder, tilt_file, json_output, plot, spectrum)
         return
+    if (folder / "tomograms_noise.star").is_file() and tilt_file is None:  # OUT of --tomograms
+        from mwr_dask.cli.dataset import inspect_dataset_command
+
+        inspect_dataset_command(folder, json_output, dict(
+            ncpus=ncpus, scheduler=scheduler, scheduler_file=scheduler_file, plot=plot,
+            spectrum=spectrum, connect_timeout=connect_timeout, worker_timeout=worker_timeout,
+        ))  # fmt: skip
     errors = cluster_option_problems(
         ncpus, scheduler, scheduler_file, connect_timeout, worker_timeout
     )

@@ -32,12 +32,15 @@ FORMATS = {
     "relion5": "RELION 5 tilt-series star",
     "warp-tomostar": "Warp tomostar",
     "warp-xml": "Warp tilt-series xml",
+    "isonet2": "IsoNet2 tilt range",
 }
 
 #: Reasons a view is excluded.
 EXCLUDED_BY_USER = "--exclude"
 EXCLUDED_DARK = "DarkFrame"
 EXCLUDED_USETILT = "UseTilt False"
+#: Views of the full series (``all_views``) that a RELION or Warp file no longer lists.
+EXCLUDED_ABSENT = "absent from the file"
 #: Most views of one tilt series: real ones have 30-180. A file with more is not a tilt
 #: series (and one mode-1 operator of 10,000 views of 64^3 is already 650 MB).
 MAX_VIEWS = 10_000
@@ -65,10 +68,11 @@ class View:
     dose : float or None
         Accumulated dose before this view, electrons per square angstrom, where the format gives
         it (mdoc ExposureDose accumulated in acquisition order, RELION
-        ``_rlnMicrographPreExposure``, Warp ``_wrpDose`` / ``<Dose>``), else None.
+        ``_rlnMicrographPreExposure``, Warp ``_wrpDose`` / ``<Dose>``; a .tlt dose column as
+        written), else None.
     excluded : str
         Empty when the view is used, else why it is not (``--exclude``, ``DarkFrame``,
-        ``UseTilt False``).
+        ``UseTilt False``, ``absent from the file``).
     """
 
     number: int

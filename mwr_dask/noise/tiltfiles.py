@@ -1,11 +1,15 @@
 """Tilt files as the field writes them, read into :class:`~mwr_dask.noise.schemes.TiltScheme`.
 
-Formats (recognised from the extension, then from the content):
+Formats (recognised from the extension, then from the content); text is read as UTF-8 with or
+without a byte-order mark, with any line ends:
 
-- IMOD ``.tlt`` / ``.rawtlt``: degrees, one or several per line (plain text);
+- IMOD ``.tlt`` / ``.rawtlt``: the first number of each line is the angle, in degrees; further
+  columns, the same on every line, are read as what they hold (:func:`_extra_columns`);
 - AreTomo ``.aln``: ``TILT`` column of the global table, ``# DarkFrame`` views (absent from
-  the table) kept as excluded views (read with teamtomo ``alnfile``);
-- SerialEM ``.mdoc``: ``TiltAngle`` of each ``[ZValue = n]`` section (teamtomo ``mdocfile``);
+  the table) kept as excluded views (teamtomo ``alnfile``; AreTomo 1.x and AreTomo2 1.0 files,
+  which lack some header lines, line by line with the same library's row models);
+- SerialEM ``.mdoc``: ``TiltAngle`` of each ``[ZValue = n]`` section, in ZValue order
+  (teamtomo ``mdocfile``); montage and frame-series mdocs are refused;
 - RELION 5 tilt-series ``.star``: ``_rlnTomoYTilt`` where present, else
   ``_rlnTomoNominalStageTiltAngle`` (teamtomo ``starfile``);
 - Warp ``.tomostar``: ``_wrpAngleTilt`` (``starfile``);
@@ -24,10 +28,12 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from mwr_dask.noise.schemes import (
+    EXCLUDED_ABSENT,
     EXCLUDED_BY_USER,
     EXCLUDED_DARK,
     EXCLUDED_USETILT,
@@ -39,21 +45,52 @@ from mwr_dask.noise.schemes import (
 )
 
 #: Sign mapping each format's angles onto the geometry of docs/concepts.md, for the volume
-#: orientation the tool writes by default (see docs/tilt-schemes.md for the derivation):
+#: orientation the tool writes (see docs/tilt-schemes.md for the derivation):
 #: -1 = negated, +1 = used as written.
 SIGNS = {
     "imod": -1,  # tilt: t = x cos - z sin in its x-z-y output; trimvol -rx reverses z
-    "aretomo": 1,  # t = x cos + z sin in its x-z-y output; -FlipVol 1 reverses z
+    "aretomo": -1,  # t = x cos + z sin; z written reversed, then reversed again by -FlipVol 1
     "serialem": -1,  # stage angles, the numbers IMOD's .rawtlt holds
     "relion5": -1,  # projection Ry(ytilt): t = x cos + z sin in its x-y-z output
     "warp-tomostar": 1,  # projection Euler(0, tilt, psi): t = x cos - z sin, x-y-z output
     "warp-xml": 1,
 }
 
+#: Columns of a RELION STAR file that say what else it is (see :func:`star_kind`).
+_TOMOGRAM_LIST = ("rlnTomoTiltSeriesStarFile",)
+_ISONET = ("rlnTiltMin", "rlnTiltMax", "rlnNumberSubtomo", "rlnMaskBoundary")
+_PARTICLES = ("rlnCoordinateX", "rlnCenteredCoordinateXAngst", "rlnTomoParticleName")
+
+
+@dataclass
+class _Read:
+    """What a reader found: views in the file's order, and what matches them to another file."""
+
+    views: list[View]
+    lines: dict[int, int] = field(default_factory=dict)  # view number -> line of the file
+    notes: tuple[str, ...] = ()
+    movies: list[str] | None = None  # base name of each view's movie, where the file gives it
+    nominal: list[float] | None = None  # stage angle as the microscope wrote it, where given
+
 
 def _fail(path: Path | str, message: str, line: int | None = None) -> TiltSchemeError:
     where = f", line {line}" if line is not None else ""
     return TiltSchemeError(f"Tilt file {path}{where}: {message}.")
+
+
+def read_text(path: Path | str, what: str = "Tilt file") -> str:
+    """Text of a file as UTF-8, with or without a byte-order mark.
+
+    Raises
+    ------
+    TiltSchemeError
+        The file cannot be read; the message starts with ``what`` and the path.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise TiltSchemeError(f"{what} {path}: cannot be read ({exc.strerror or exc}).") from None
+    return raw.decode("utf-8-sig", errors="replace")
 
 
 def _number(text: str) -> float | None:
@@ -79,32 +116,108 @@ def _orders_from_doses(doses: list[float | None]) -> list[int | None]:
     return list(_rank(doses))
 
 
-def _read_tlt(path: Path, text: str) -> tuple[list[View], dict[int, int]]:
-    views: list[View] = []
-    lines: dict[int, int] = {}
+def _movie(name) -> str | None:
+    """Return the base name of a movie path as any system wrote it (``C:/f/a.eer``: ``a.eer``)."""
+    if not isinstance(name, str) or not name.strip() or name == "None":
+        return None
+    return re.split(r"[/\\]", name.strip())[-1]
+
+
+# ------------------------------------------------------------------------------ IMOD .tlt
+
+
+def _read_tlt(path: Path, text: str) -> _Read:
+    rows: list[tuple[int, list[float]]] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
-        for token in line.replace(",", " ").split():
-            value = _number(token)
-            if value is None:
-                raise _fail(path, f"{token!r} is not a tilt angle", lineno)
-            views.append(View(number=len(views) + 1, angle=value))
-            lines[len(views)] = lineno
-    if not views:
+        tokens = line.replace(",", " ").split()
+        if not tokens:
+            continue
+        values = [_number(t) for t in tokens]
+        bad = next((k for k, v in enumerate(values) if v is None), None)
+        if bad is not None:
+            what = "a tilt angle" if bad == 0 else "a number"
+            raise _fail(path, f"{tokens[bad]!r} is not {what}", lineno)
+        if rows and len(values) != len(rows[0][1]):
+            raise _fail(
+                path,
+                f"has {len(values)} number{'s' * (len(values) != 1)} here and"
+                f" {len(rows[0][1])} on line {rows[0][0]}: a .tlt line is one angle, followed"
+                " by the same columns on every line",
+                lineno,
+            )
+        rows.append((lineno, values))  # type: ignore[arg-type]
+    if not rows:
         raise _fail(path, "holds no tilt angles")
-    return views, lines
+    columns = [list(c) for c in zip(*(v[1:] for _, v in rows), strict=True)]
+    doses, orders, notes = _extra_columns(path, columns, len(rows))
+    views = [
+        View(number=i + 1, angle=v[0], order=orders[i], dose=doses[i])
+        for i, (_, v) in enumerate(rows)
+    ]
+    return _Read(views, {i + 1: lineno for i, (lineno, _) in enumerate(rows)}, notes)
 
 
-def _read_aln(path: Path) -> tuple[list[View], dict[int, int]]:
+def _permutation(values: list[float]) -> int | None:
+    """0 or 1 when ``values`` are the integers 0..n-1 or 1..n in some order, else None."""
+    if not all(v == int(v) for v in values):
+        return None
+    for base in (0, 1):
+        if sorted(int(v) for v in values) == list(range(base, base + len(values))):
+            return base
+    return None
+
+
+def _extra_columns(path: Path, columns: list[list[float]], n: int):
+    """Doses, acquisition orders and notes from the columns after the angle of a .tlt.
+
+    The second column is a view index when it counts the lines (pytom's "angle index"), the
+    acquisition order when it is another order of 1..n or 0..n-1 (AreTomo's ``-AngFile``
+    second column), otherwise the accumulated dose in e/A^2, as written (TomoBabel cets-imod
+    writes "angle dose [order]"). A third column that is an order is the acquisition order.
+    Anything else is named in a note and not used.
+    """
+    doses: list[float | None] = [None] * n
+    orders: list[int | None] = [None] * n
+    notes: list[str] = []
+    for k, values in enumerate(columns, start=2):
+        base = _permutation(values)
+        if base is not None and values == [float(base + i) for i in range(n)]:
+            notes.append(f"column {k} numbers the lines ({base}, {base + 1}, ...): not used")
+        elif base is not None and orders[0] is None:
+            orders = [int(v) + 1 - base for v in values]
+            notes.append(f"column {k} read as the acquisition order")
+        elif k == 2 and all(v >= 0 for v in values):
+            doses = list(values)
+            notes.append(f"column {k} read as the accumulated dose, e/A^2, as written")
+        elif k == 2:
+            raise _fail(
+                path,
+                f"column 2 holds {min(values):g}, neither a dose nor an acquisition order:"
+                " a .tlt line is one angle followed by optional columns, not several angles",
+            )
+        else:
+            notes.append(f"column {k} not used")
+    if doses[0] is not None and orders[0] is None:
+        orders = _orders_from_doses(doses)
+    return doses, orders, tuple(notes)
+
+
+# ------------------------------------------------------------------------------ AreTomo .aln
+
+
+def _read_aln(path: Path, text: str) -> _Read:
     from alnfile.data_model import AlnData  # teamtomo alnfile: the table and DarkFrame lines
 
+    notes: tuple[str, ...] = ()
     try:
-        aln = AlnData.from_file(path)
-    except Exception as exc:  # pydantic or parsing errors: the file is not a usable .aln
-        raise _fail(path, f"is not a readable AreTomo .aln file ({_first_line(exc)})") from None
-    table = [float(g.tilt) for g in aln.GlobalAlignments]
+        aln = AlnData.from_string(text)
+        table = [float(g.tilt) for g in aln.GlobalAlignments]
+        dark = [(int(d.section_idx), float(d.angle)) for d in aln.DarkFrames]
+    except Exception:  # pydantic: AreTomo 1.x / AreTomo2 1.0 lack header lines alnfile needs
+        table, dark = _aln_lines(path, text)
+        notes = ("AreTomo 1.x / AreTomo2 1.0 file (no AlphaOffset/BetaOffset lines): TILT read",)
     if not table:
         raise _fail(path, "has no alignment table (no lines after '# SEC ... TILT')")
-    dark = [(int(d.section_idx), float(d.angle)) for d in aln.DarkFrames]
     total = len(table) + len(dark)
     positions = [p for p, _ in dark]
     if all(0 <= p < total for p in positions) and len(set(positions)) == len(positions):
@@ -113,14 +226,36 @@ def _read_aln(path: Path) -> tuple[list[View], dict[int, int]]:
         rows = iter(table)
         dark_at = dict(dark)
         for p in range(total):
-            if p in dark_at:
-                merged.append((dark_at[p], EXCLUDED_DARK))
-            else:
-                merged.append((next(rows), ""))
+            merged.append((dark_at[p], EXCLUDED_DARK) if p in dark_at else (next(rows), ""))
     else:  # inconsistent indices: place dark views by angle
         merged = sorted([(a, "") for a in table] + [(a, EXCLUDED_DARK) for _, a in dark])
     views = [View(number=i + 1, angle=a, excluded=r) for i, (a, r) in enumerate(merged)]
-    return views, {}
+    return _Read(views, notes=notes)
+
+
+def _aln_lines(path: Path, text: str) -> tuple[list[float], list[tuple[int, float]]]:
+    """TILT column and DarkFrame lines of an .aln, each line read with alnfile's row models."""
+    from alnfile.data_model.dark_frames import DarkFrameInfo
+    from alnfile.data_model.global_alignments import TiltImageAlignmentParameters
+
+    table: list[float] = []
+    dark: list[tuple[int, float]] = []
+    in_table = False
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        try:
+            if line.startswith("# DarkFrame"):
+                d = DarkFrameInfo.from_string(line)
+                dark.append((int(d.section_idx), float(d.angle)))
+            elif line.startswith("#"):
+                in_table = line.startswith("# SEC") or (in_table and not line.startswith("# Loc"))
+            elif in_table and line.strip():
+                table.append(float(TiltImageAlignmentParameters.from_string(line).tilt))
+        except (ValueError, IndexError):
+            raise _fail(path, "is not an AreTomo alignment line", lineno) from None
+    return table, dark
+
+
+# ------------------------------------------------------------------------------ SerialEM .mdoc
 
 
 _DATETIME_FORMATS = ("%d-%b-%y %H:%M:%S", "%d-%b-%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S")
@@ -138,38 +273,72 @@ def _parse_datetime(text) -> datetime | None:
     return None
 
 
-def _read_mdoc(path: Path, text: str) -> tuple[list[View], dict[int, int]]:
+def _mdoc_kind_problem(text: str) -> str | None:
+    """Why an mdoc is not that of a tilt series (montage, frame series), or None."""
+    if re.search(r"^\s*\[MontSection", text, re.M) or re.search(r"^\s*Montage\s*=\s*1", text, re.M):
+        return (
+            "is the mdoc of a montage (its [ZValue] sections are the pieces of montaged"
+            " images), not of a tilt series: give the tilt series' .mdoc, one [ZValue] section"
+            " per view"
+        )
+    if re.search(r"^\s*\[FrameSet", text, re.M):
+        return (
+            "is the mdoc of one movie's frames ([FrameSet] sections, written beside the"
+            " frames), not of a tilt series: give the tilt series' .mdoc, one [ZValue] section"
+            " per view"
+        )
+    return None
+
+
+def _read_mdoc(path: Path, text: str) -> _Read:
     import logging
 
-    import mdocfile  # teamtomo mdocfile
+    from mdocfile.data_models import Mdoc  # teamtomo mdocfile
 
-    section_lines = [
-        i for i, line in enumerate(text.splitlines(), start=1) if line.strip().startswith("[ZValue")
-    ]
-    if not section_lines:
+    problem = _mdoc_kind_problem(text)
+    if problem is not None:
+        raise _fail(path, problem)
+    lines = text.splitlines()
+    sections = {}  # ZValue -> line of its [ZValue = n]
+    for lineno, line in enumerate(lines, start=1):
+        m = re.match(r"\s*\[ZValue\s*=\s*(-?\d+)\s*\]", line)
+        if m:
+            if int(m.group(1)) in sections:
+                raise _fail(path, f"has two sections [ZValue = {m.group(1)}]", lineno)
+            sections[int(m.group(1))] = lineno
+    if not sections:
         raise _fail(path, "has no [ZValue = n] sections")
     logger = logging.getLogger("mdocfile")
     level = logger.level
     logger.setLevel(logging.ERROR)  # it warns about every field it does not model
     try:
-        df = mdocfile.read(path)
+        df = Mdoc.from_string(text).to_dataframe()
     except Exception as exc:
+        empty = next(
+            (
+                (i, m.group(1))
+                for i, s in enumerate(lines, 1)
+                if (m := re.match(r"\s*(\w+)\s*=\s*$", s))
+            ),
+            None,
+        )
+        if empty is not None:
+            raise _fail(path, f"{empty[1]} has no value", empty[0]) from None
         raise _fail(path, f"is not a readable SerialEM mdoc file ({_first_line(exc)})") from None
     finally:
         logger.setLevel(level)
     if "TiltAngle" not in df.columns:
-        raise _fail(path, "has no TiltAngle in its [ZValue] sections", section_lines[0])
-    if "ZValue" in df.columns:
-        df = df[df["ZValue"].notna()].reset_index(drop=True)
+        raise _fail(path, "has no TiltAngle in its [ZValue] sections", min(sections.values()))
+    df = df[df["ZValue"].notna()].sort_values("ZValue", kind="stable").reset_index(drop=True)
+    zvalues = [int(z) for z in df["ZValue"]]
     n = len(df)
-    lines = {i + 1: section_lines[i] for i in range(min(n, len(section_lines)))}
+    view_lines = {i + 1: sections[z] for i, z in enumerate(zvalues) if z in sections}
     angles: list[float] = []
     for i in range(n):
         value = df["TiltAngle"].iloc[i]
         if value is None or not math.isfinite(float(value)):
-            raise _fail(path, "section has no TiltAngle", lines.get(i + 1))
+            raise _fail(path, "section has no TiltAngle", view_lines.get(i + 1))
         angles.append(float(value))
-    zvalues = [int(z) for z in df["ZValue"]] if "ZValue" in df.columns else list(range(n))
     times = [_parse_datetime(t) for t in df["DateTime"]] if "DateTime" in df.columns else []
     if times and all(t is not None for t in times):
         orders = _rank([(t, z) for t, z in zip(times, zvalues, strict=True)])
@@ -184,23 +353,54 @@ def _read_mdoc(path: Path, text: str) -> tuple[list[View], dict[int, int]]:
                 doses[i] = prior
                 prior += exposure[i]
     views = [View(number=i + 1, angle=angles[i], order=orders[i], dose=doses[i]) for i in range(n)]
-    return views, lines
+    movies = [_movie(p) for p in df["SubFramePath"]] if "SubFramePath" in df.columns else None
+    return _Read(views, view_lines, movies=movies, nominal=angles)
 
 
-def _star_blocks(path: Path) -> dict:
+# ------------------------------------------------------------------------------ STAR files
+
+
+def star_blocks(path: Path | str, what: str = "Tilt file") -> dict:
+    """Every data block of a STAR file as teamtomo ``starfile`` reads it.
+
+    Raises
+    ------
+    TiltSchemeError
+        The file cannot be read or parsed; the message starts with ``what`` and the path.
+    """
     import starfile  # teamtomo starfile
 
+    read_text(path, what)  # unreadable: one sentence
     try:
         return starfile.read(path, always_dict=True)
     except Exception as exc:
-        raise _fail(path, f"is not a readable STAR file ({_first_line(exc)})") from None
+        raise TiltSchemeError(
+            f"{what} {path}: is not a readable STAR file ({_first_line(exc)})."
+        ) from None
 
 
-def _column(block, name: str) -> list | None:
+def column(block, name: str) -> list | None:
+    """Values of column ``name`` of a STAR loop, or None when it has no such column."""
     columns = getattr(block, "columns", None)
     if columns is None or name not in columns:
         return None
     return list(block[name])
+
+
+def star_kind(blocks: dict) -> str:
+    """Return what a STAR file holds, from its columns.
+
+    ``tilt-series list`` (RELION's tomograms.star and tilt_series.star), ``isonet`` (IsoNet's
+    tomograms.star), ``particles``, or ``views`` (anything else).
+    """
+    for names, kind in (
+        (_TOMOGRAM_LIST, "tilt-series list"),
+        (_ISONET, "isonet"),
+        (_PARTICLES, "particles"),
+    ):
+        if any(column(b, name) is not None for b in blocks.values() for name in names):
+            return kind
+    return "views"
 
 
 def _floats(path: Path, values: list, what: str) -> list[float]:
@@ -213,37 +413,59 @@ def _floats(path: Path, values: list, what: str) -> list[float]:
     return out
 
 
-def _read_relion(path: Path, blocks: dict) -> tuple[list[View], dict[int, int]]:
-    for block in blocks.values():
-        if _column(block, "rlnTomoTiltSeriesStarFile") is not None:
-            raise _fail(
-                path,
-                "lists tilt series, not views: give the tilt series' own .star file"
-                " (its rlnTomoTiltSeriesStarFile)",
-            )
+_NOT_VIEWS = {
+    "tilt-series list": "lists tilt series (_rlnTomoTiltSeriesStarFile), not the views of one:"
+    " give it to --tomograms, or give --tilt-file one of the files it lists",
+    "isonet": "is an IsoNet tomograms.star (one row per tomogram), not the views of one tilt"
+    " series: give it to --tomograms",
+    "particles": "is a STAR file of particles, not of the views of a tilt series",
+}
+
+
+def _read_relion(path: Path, blocks: dict) -> _Read:
+    kind = star_kind(blocks)
+    if kind != "views":
+        raise _fail(path, _NOT_VIEWS[kind])
     found = [
         b
         for b in blocks.values()
-        if _column(b, "rlnTomoYTilt") is not None
-        or _column(b, "rlnTomoNominalStageTiltAngle") is not None
+        if column(b, "rlnTomoYTilt") is not None
+        or column(b, "rlnTomoNominalStageTiltAngle") is not None
     ]
     if len(found) != 1:
-        raise _fail(path, f"has {len(found)} blocks of tilt angles, 1 expected")
+        raise _fail(
+            path,
+            f"has {len(found)} blocks of tilt angles (_rlnTomoYTilt or"
+            " _rlnTomoNominalStageTiltAngle), 1 expected",
+        )
     block = found[0]
-    column = (
-        "rlnTomoYTilt"
-        if _column(block, "rlnTomoYTilt") is not None
-        else ("rlnTomoNominalStageTiltAngle")
+    refined = column(block, "rlnTomoYTilt") is not None
+    name = "rlnTomoYTilt" if refined else "rlnTomoNominalStageTiltAngle"
+    angles = _floats(path, column(block, name), f"_{name}")
+    nominal = column(block, "rlnTomoNominalStageTiltAngle")
+    note = (
+        "angles from _rlnTomoYTilt (refined by AlignTiltSeries)"
+        if refined
+        else "angles from _rlnTomoNominalStageTiltAngle (nominal: a file from before"
+        " AlignTiltSeries; the tomogram was made from the refined angles of a later job)"
     )
-    angles = _floats(path, _column(block, column), column)
-    return _dosed_views(path, angles, block, "rlnMicrographPreExposure"), {}
+    return _Read(
+        _dosed_views(path, angles, block, "rlnMicrographPreExposure"),
+        notes=(note,),
+        movies=_movies(column(block, "rlnMicrographMovieName")),
+        nominal=None if nominal is None else _floats(path, nominal, "_" + name),
+    )
+
+
+def _movies(names: list | None) -> list[str | None] | None:
+    return [_movie(x) for x in names] if names is not None else None
 
 
 def _dosed_views(path: Path, angles, block, dose_name: str) -> list[View]:
     """Return the views of a STAR loop: angles in file order, doses and their order if given."""
-    column = _column(block, dose_name)
+    values = column(block, dose_name)
     doses: list[float | None] = (
-        list(_floats(path, column, f"_{dose_name}")) if column else [None] * len(angles)
+        list(_floats(path, values, f"_{dose_name}")) if values else [None] * len(angles)
     )
     orders = _orders_from_doses(doses)
     return [
@@ -251,13 +473,17 @@ def _dosed_views(path: Path, angles, block, dose_name: str) -> list[View]:
     ]
 
 
-def _read_tomostar(path: Path, blocks: dict) -> tuple[list[View], dict[int, int]]:
-    found = [b for b in blocks.values() if _column(b, "wrpAngleTilt") is not None]
+def _read_tomostar(path: Path, blocks: dict) -> _Read:
+    found = [b for b in blocks.values() if column(b, "wrpAngleTilt") is not None]
     if len(found) != 1:
         raise _fail(path, f"has {len(found)} loops with _wrpAngleTilt, 1 expected")
     block = found[0]
-    angles = _floats(path, _column(block, "wrpAngleTilt"), "_wrpAngleTilt")
-    return _dosed_views(path, angles, block, "wrpDose"), {}
+    angles = _floats(path, column(block, "wrpAngleTilt"), "_wrpAngleTilt")
+    views = _dosed_views(path, angles, block, "wrpDose")
+    return _Read(views, movies=_movies(column(block, "wrpMovieName")))
+
+
+# ------------------------------------------------------------------------------ Warp .xml
 
 
 def _xml_list(root, tag: str) -> list[str] | None:
@@ -267,9 +493,9 @@ def _xml_list(root, tag: str) -> list[str] | None:
     return node.text.split()
 
 
-def _read_warp_xml(path: Path) -> tuple[list[View], dict[int, int], tuple[str, ...]]:
+def _read_warp_xml(path: Path, text: str) -> _Read:
     try:
-        root = ET.parse(path).getroot()
+        root = ET.fromstring(text)
     except ET.ParseError as exc:
         raise _fail(path, f"is not well-formed XML ({exc})") from None
     angles_text = _xml_list(root, "Angles")
@@ -286,13 +512,7 @@ def _read_warp_xml(path: Path) -> tuple[list[View], dict[int, int], tuple[str, .
         doses = list(_floats(path, dose_text, "<Dose> entry"))
     orders = _orders_from_doses(doses)
     views = [
-        View(
-            number=i + 1,
-            angle=a,
-            order=orders[i],
-            dose=doses[i],
-            excluded="" if used[i] else EXCLUDED_USETILT,
-        )
+        View(i + 1, a, orders[i], doses[i], "" if used[i] else EXCLUDED_USETILT)
         for i, a in enumerate(angles)
     ]
     notes: tuple[str, ...] = ()
@@ -301,7 +521,14 @@ def _read_warp_xml(path: Path) -> tuple[list[View], dict[int, int], tuple[str, .
             "AreAnglesInverted=True (Warp's defocus handedness; it does not change the"
             " geometry of Warp's reconstruction, so the angles are not inverted for it)",
         )
-    return views, {}, notes
+    level = {k: root.get(k) for k in ("LevelAngleX", "LevelAngleY") if _number(root.get(k, "0"))}
+    if level:
+        notes += (
+            f"{' '.join(f'{k}={v}' for k, v in level.items())} (WarpTools ts_autolevel): Warp"
+            " rotates its reconstruction by these angles, which tilts its wedge; not modelled",
+        )
+    paths = _xml_list(root, "MoviePath")
+    return _Read(views, notes=notes, movies=_movies(paths))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -310,7 +537,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def detect_format(path: Path | str, text: str) -> str:
-    """Format of a tilt file, from its extension and content (one of :data:`FORMATS`).
+    """Format of a tilt file, from its extension and content (one of :data:`SIGNS`).
 
     Raises
     ------
@@ -318,27 +545,27 @@ def detect_format(path: Path | str, text: str) -> str:
         When neither the extension nor the content is one of the formats.
     """
     suffix = Path(path).suffix.lower()
-    head = text.lstrip()[:4096]
-    if suffix in (".tlt", ".rawtlt"):
-        return "imod"
-    if suffix == ".aln":
-        return "aretomo"
-    if suffix == ".mdoc":
-        return "serialem"
-    if suffix == ".tomostar":
-        return "warp-tomostar"
-    if suffix == ".xml":
-        return "warp-xml"
+    head = text.lstrip("\ufeff \t\r\n")[:4096]
+    by_suffix = {
+        ".tlt": "imod",
+        ".rawtlt": "imod",
+        ".aln": "aretomo",
+        ".mdoc": "serialem",
+        ".tomostar": "warp-tomostar",
+        ".xml": "warp-xml",
+    }
+    if suffix in by_suffix:
+        return by_suffix[suffix]
     if suffix == ".star":
         return "warp-tomostar" if "_wrpAngleTilt" in text else "relion5"
     # unknown extension: the content decides
-    if "[ZValue" in text:
+    if "[ZValue" in text or "[FrameSet" in text:
         return "serialem"
     if head.startswith("# AreTomo") or re.search(r"^# SEC\s", text, re.MULTILINE):
         return "aretomo"
     if "_wrpAngleTilt" in text:
         return "warp-tomostar"
-    if "_rlnTomo" in text:
+    if "_rln" in text:
         return "relion5"
     if head.startswith("<") and "<Angles>" in text:
         return "warp-xml"
@@ -352,8 +579,28 @@ def detect_format(path: Path | str, text: str) -> str:
     )
 
 
+def _read_any(path: Path) -> tuple[str, _Read]:
+    """Format and views of a tilt file, in the file's own convention."""
+    text = read_text(path)
+    fmt = detect_format(path, text)
+    if fmt == "imod":
+        return fmt, _read_tlt(path, text)
+    if fmt == "aretomo":
+        return fmt, _read_aln(path, text)
+    if fmt == "serialem":
+        return fmt, _read_mdoc(path, text)
+    if fmt == "relion5":
+        return fmt, _read_relion(path, star_blocks(path))
+    if fmt == "warp-tomostar":
+        return fmt, _read_tomostar(path, star_blocks(path))
+    return fmt, _read_warp_xml(path, text)
+
+
 def read_tilt_file(
-    path: Path | str, exclude: str | None = None, invert: bool = False
+    path: Path | str,
+    exclude: str | None = None,
+    invert: bool = False,
+    all_views: Path | str | None = None,
 ) -> TiltScheme:
     """Read the tilt scheme of one tilt series.
 
@@ -362,11 +609,17 @@ def read_tilt_file(
     path : path-like
         Tilt file; its format is recognised from the extension and the content.
     exclude : str, optional
-        IMOD-style list of 1-based view numbers in the file's order to leave out, e.g.
-        ``"1-3,40"`` (:func:`~mwr_dask.noise.schemes.parse_exclude`).
+        IMOD-style list of 1-based view numbers to leave out, e.g. ``"1-3,40"``
+        (:func:`~mwr_dask.noise.schemes.parse_exclude`), counted in the file's order (mdoc:
+        ZValue order; with ``all_views``, that file's order).
     invert : bool
         Flip the format's sign convention (``--invert-tilts``) for data whose tomogram has the
         wedge on the other side.
+    all_views : path-like, optional
+        For a RELION 5 or Warp ``.tomostar`` file, whose dropped views are absent: the file that
+        lists every view of the series (its SerialEM ``.mdoc``, or RELION's Import tilt-series
+        star). Its views that ``path`` lacks are kept as excluded (``absent from the file``);
+        views are matched by movie name, else by nominal stage angle (0.01 degrees).
 
     Returns
     -------
@@ -376,45 +629,77 @@ def read_tilt_file(
     ------
     TiltSchemeError
         Unreadable or unknown file, fewer than 2 views left, an angle outside (-90, 90), a
-        repeated angle, an excluded view number out of range, a bad exclude list.
+        repeated angle, an excluded view number out of range, a bad exclude list, an
+        ``all_views`` file of another series.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise _fail(path, f"cannot be read ({exc.strerror or exc})") from None
-    text = raw.decode("utf-8", errors="replace")
-    fmt = detect_format(path, text)
-    notes: tuple[str, ...] = ()
-    lines: dict[int, int]
-    if fmt == "imod":
-        views, lines = _read_tlt(path, text)
-    elif fmt == "aretomo":
-        views, lines = _read_aln(path)
-    elif fmt == "serialem":
-        views, lines = _read_mdoc(path, text)
-    elif fmt == "relion5":
-        views, lines = _read_relion(path, _star_blocks(path))
-    elif fmt == "warp-tomostar":
-        views, lines = _read_tomostar(path, _star_blocks(path))
-    else:
-        views, lines, notes = _read_warp_xml(path)
+    fmt, read = _read_any(path)
+    if all_views is not None:
+        read = _with_absent_views(path, fmt, read, Path(all_views))
+    views = read.views
     if exclude is not None:
         try:
             drop = set(parse_exclude(exclude, len(views)))
         except ValueError as exc:
             raise _fail(path, str(exc)) from None
         views = [
-            View(v.number, v.angle, v.order, v.dose, EXCLUDED_BY_USER)
-            if v.number in drop and not v.excluded
-            else v
+            replace(v, excluded=EXCLUDED_BY_USER) if v.number in drop and not v.excluded else v
             for v in views
         ]
     found = views_problem(views)
     if found is not None:
         message, view = found
-        raise _fail(path, message, None if view is None else lines.get(view.number))
+        raise _fail(path, message, None if view is None else read.lines.get(view.number))
     sign = SIGNS[fmt] * (-1 if invert else 1)
     return TiltScheme(
-        views=tuple(views), source=str(path), format=fmt, sign=sign, inverted=invert, notes=notes
+        views=tuple(views),
+        source=str(path),
+        format=fmt,
+        sign=sign,
+        inverted=invert,
+        notes=read.notes,
     )
+
+
+def _with_absent_views(path: Path, fmt: str, read: _Read, full_path: Path) -> _Read:
+    """Return the views of ``full_path`` in its order, those ``path`` lacks excluded (absent)."""
+    if fmt not in ("relion5", "warp-tomostar"):
+        raise _fail(
+            path,
+            "lists its excluded views itself: --all-views applies to RELION 5"
+            " and Warp .tomostar files, which drop them",
+        )
+    full_fmt, full = _read_any(full_path)
+    by_name = read.movies is not None and full.movies is not None
+    by_name = by_name and None not in read.movies + full.movies  # type: ignore[operator]
+    if by_name:
+        index = {name: i for i, name in enumerate(full.movies)}  # type: ignore[arg-type]
+        found = [index.get(name) for name in read.movies]  # type: ignore[union-attr]
+    elif read.nominal is not None and full.nominal is not None:
+        found = [_nearest(full.nominal, a) for a in read.nominal]
+    else:
+        raise _fail(path, f"and {full_path} name no movies or nominal angles to match views by")
+    if None in found or len(set(found)) != len(found):
+        k = found.index(None) if None in found else len(found) - 1
+        raise _fail(
+            path,
+            f"view {k + 1} is not one of the views of {full_path}, or matches two"
+            " of them: not the same tilt series",
+        )
+    mine = dict(zip(found, read.views, strict=True))
+    flip = SIGNS[full_fmt] * SIGNS[fmt]  # the full file's angles in this file's convention
+    views = [
+        replace(mine[i], number=i + 1)
+        if i in mine
+        else View(i + 1, flip * v.angle + 0.0, v.order, v.dose, EXCLUDED_ABSENT)
+        for i, v in enumerate(full.views)
+    ]
+    lines = {i + 1: read.lines[mine[i].number] for i in mine if mine[i].number in read.lines}
+    note = "views numbered as in the file of every view (--all-views)"
+    return _Read(views, lines, (*read.notes, note))
+
+
+def _nearest(angles: list[float], a: float) -> int | None:
+    """Index of the one angle within 0.01 degrees of ``a``, else None."""
+    near = [i for i, b in enumerate(angles) if abs(b - a) <= 0.01]
+    return near[0] if len(near) == 1 else None
