@@ -130,3 +130,32 @@ def test_a_tilt_file_of_more_views_than_a_tilt_series_is_one_sentence(tmp_path):
                        mode, cwd=tmp_path)  # fmt: skip
         one_sentence(proc, "many.tlt", "has 10,001 views, more than the 10,000 of any tilt series")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero", "big", "sparse"])
+def test_tilt_files_that_are_no_tilt_files_are_one_short_sentence(tmp_path, kind):
+    """Issue 21.5 and 21.6: FIFOs hung, /dev/zero filled memory, 100 MB took 135 s and 9.8 GB."""
+    path = tmp_path / "TS.tlt"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "big":
+        path.write_text("1.0\n" * 25_000_000)  # 100 MB of one repeated angle
+    else:
+        with open(path, "wb") as f:
+            f.truncate(100_000_000)  # sparse: 100 MB of NUL bytes
+    proc = limited("generate-noise", "out", "2", "16", "--tilt-file", str(path), cwd=tmp_path)
+    one_sentence(proc, "TS.tlt")
+    assert len(proc.stderr) < 400
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_huge_exclude_range_is_checked_before_it_is_expanded(tmp_path):
+    """Issue 21.6: --exclude 1-1000000000000 built the list (8.9 GB at 1-10^8)."""
+    path = tmp_path / "TS.tlt"
+    path.write_text("\n".join(f"{a:.1f}" for a in range(-60, 61, 3)) + "\n")
+    proc = limited("generate-noise", "out", "2", "16", "--tilt-file", str(path), "--exclude",
+                   "1-1000000000000", cwd=tmp_path)  # fmt: skip
+    one_sentence(proc, "--exclude names view 42, but the file has 41 views")
+    assert not (tmp_path / "out").exists()

@@ -309,7 +309,7 @@ def parse_exclude(text: str, views: int) -> tuple[int, ...]:
         if first < 1:
             raise ValueError("--exclude counts views from 1, as IMOD does; 0 is not a view")
         if last < first:
-            raise ValueError(f"--exclude range {item!r} runs backwards")
+            raise ValueError(f"--exclude range {item[:40]!r} runs backwards")
         if last > views:
             over = max(first, views + 1)
             raise ValueError(f"--exclude names view {over}, but the file has {views} views")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
+from mwr_dask.noise.inputs import read_regular
 from mwr_dask.noise.schemes import (
     EXCLUDED_ABSENT,
     EXCLUDED_BY_USER,
@@ -44,9 +45,12 @@ from mwr_dask.noise.schemes import (
     views_problem,
 )
 
+#: Largest tilt file or dataset list read, bytes: an mdoc of 10,000 views takes about 10 MB.
+TEXT_BYTES = 32 * 2**20
 #: Sign mapping each format's angles onto the geometry of docs/concepts.md, for the volume
 #: orientation the tool writes (see docs/tilt-schemes.md for the derivation):
 #: -1 = negated, +1 = used as written.
+
 SIGNS = {
     "imod": -1,  # tilt: t = x cos - z sin in its x-z-y output; trimvol -rx reverses z
     "aretomo": -1,  # t = x cos + z sin; z written reversed, then reversed again by -FlipVol 1
@@ -81,15 +85,21 @@ def _fail(path: Path | str, message: str, line: int | None = None) -> TiltScheme
 def read_text(path: Path | str, what: str = "Tilt file") -> str:
     """Text of a file as UTF-8, with or without a byte-order mark.
 
+    Only a regular file of at most :data:`TEXT_BYTES` is read (a FIFO or ``/dev/zero`` is
+    refused at once, :func:`~mwr_dask.noise.inputs.read_regular`); the readers of the formats
+    open the file again only after this.
+
     Raises
     ------
     TiltSchemeError
         The file cannot be read; the message starts with ``what`` and the path.
     """
     try:
-        raw = Path(path).read_bytes()
+        raw = read_regular(path, TEXT_BYTES)
     except OSError as exc:
         raise TiltSchemeError(f"{what} {path}: cannot be read ({exc.strerror or exc}).") from None
+    except ValueError as exc:
+        raise TiltSchemeError(f"{what} {path}: {exc}.") from None
     return raw.decode("utf-8-sig", errors="replace")
 
 
@@ -136,7 +146,7 @@ def _read_tlt(path: Path, text: str) -> _Read:
         bad = next((k for k, v in enumerate(values) if v is None), None)
         if bad is not None:
             what = "a tilt angle" if bad == 0 else "a number"
-            raise _fail(path, f"{tokens[bad]!r} is not {what}", lineno)
+            raise _fail(path, f"{tokens[bad][:40]!r} is not {what}", lineno)
         if rows and len(values) != len(rows[0][1]):
             raise _fail(
                 path,
@@ -408,7 +418,7 @@ def _floats(path: Path, values: list, what: str) -> list[float]:
     for row, value in enumerate(values, start=1):
         number = _number(str(value))
         if number is None:
-            raise _fail(path, f"{what} of row {row} is {value!r}, not a number")
+            raise _fail(path, f"{what} of row {row} is {str(value)[:40]!r}, not a number")
         out.append(number)
     return out
 
