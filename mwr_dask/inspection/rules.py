@@ -392,7 +392,8 @@ def mixture_labels(f: Facts, found: Found) -> Found:
     same_tilts = {"minangle": expected.minangle, "maxangle": expected.maxangle}
     for other, c in counts.items():
         differences = conflicts(
-            expected, replace(other, **same_tilts, anglestep=expected.anglestep)
+            expected,
+            replace(other, **same_tilts, anglestep=expected.anglestep, doses=expected.doses),
         )
         if differences:
             found.problems.append(
