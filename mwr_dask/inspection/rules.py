@@ -207,6 +207,10 @@ class Facts:
             return None
         total, count = self.spectra[cube[0]]
         e = self.expected
+        if e is not None and e.dose_weighting != "none":  # judged as its unweighted mode
+            from mwr_dask.inspection.dose import without_dose
+
+            total = without_dose(total, cube[0], e)
         if e is not None and e.mode == 1 and e.filter != "none":  # filtered back-projection
             from mwr_dask.inspection.filtered import analyse_filtered
             from mwr_dask.noise.source import tilts_of
@@ -592,6 +596,10 @@ def scheme_spectrum(f: Facts, key: str, params: NoiseSource, labelled: int) -> t
             " are not compared with the spectrum."
         )
         return entry, found
+    if params.dose_weighting != "none":
+        from mwr_dask.inspection.dose import without_dose
+
+        total = without_dose(total, n, params)
     if params.mode == 1 and params.filter != "none":  # filtered back-projection
         from mwr_dask.inspection.filtered import analyse_filtered
         from mwr_dask.noise.source import tilts_of
@@ -651,6 +659,19 @@ def spectrum_file(f: Facts) -> Found:
     else:
         found.warnings.append(text)
     return found
+
+
+def dose_weighting(f: Facts) -> Found:
+    """Compare the power per direction with the labels' dose weighting (:mod:`.dose`)."""
+    e = f.expected
+    if e is None or e.dose_weighting == "none" or f.spectrum is None or f.spectrum.limit:
+        return Found()
+    if f.mixed:
+        return Found(warnings=["the attenuation per view is not checked in a mixture of schemes."])
+    from mwr_dask.inspection.dose import dose_check
+
+    total, count = f.spectra[f.cube[0]]
+    return Found(*dose_check(total, f.cube[0], count, e))
 
 
 # ----------------------------------------------------------------------------- the spectrum
@@ -816,6 +837,7 @@ RULES: tuple[Rule, ...] = (
     Rule(exact_duplicates),
     Rule(near_duplicate_volumes),
     Rule(spectrum),
+    Rule(dose_weighting),
     Rule(spectrum_file),
 )
 
