@@ -138,7 +138,7 @@ def conflicts(recorded: NoiseSource, wanted: NoiseSource, recorded_schemes: str 
         if recorded_schemes != wanted_schemes:
             kind = "tilt schemes and doses" if dosed else "tilt schemes"
             mine = f"{kind} {wanted_schemes}" if wanted_schemes else f"tilts {wanted.tilt}"
-            theirs = f"tilt schemes {recorded_schemes}" if recorded_schemes else recorded.tilt
+            theirs = f"{kind} {recorded_schemes}" if recorded_schemes else recorded.tilt
             out.append(f"{mine} (folder has {theirs})")
     elif recorded.mode == wanted.mode and recorded.tilt != wanted.tilt:
         # The step only matters for mode 1; mode 2 records it but does not use it.
