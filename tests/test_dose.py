@@ -519,6 +519,8 @@ def test_labels_record_model_voltage_and_doses():
         "dose=grant-grigorieff kv=300 (folder has dose=none)"
     ]
     assert conflicts(back, plain, record) == ["dose=none (folder has dose=grant-grigorieff kv=300)"]
+    no_doses = NoiseSource(32, seed=3, voxel_size=VOXEL, tilt_schemes=(read_tilt_file(MDOC),))
+    assert conflicts(back, no_doses, record)[0].startswith("tilt schemes and doses ")
     assert conflicts(back, source(32, scheme, voltage=200.0), record) == [
         "dose=grant-grigorieff kv=200 (folder has dose=grant-grigorieff kv=300)"
     ]

@@ -334,7 +334,7 @@ class NoiseSource:
         if doses:
             from mwr_dask.noise.dose import dose_digest, file_doses
 
-            parts = [f"{s.digest}/{dose_digest(file_doses(s))}" for s in self.tilt_schemes]
+            parts = [f"{s.digest}/{dose_digest(file_doses(s) or ())}" for s in self.tilt_schemes]
         else:
             parts = [s.digest for s in self.tilt_schemes]
         joined = ",".join(parts)
