@@ -560,7 +560,10 @@ def bad_files(tmp_path):
     xml = fx.write_warp_xml(tmp_path / "short.xml", shots)
     text = xml.read_text()
     xml.write_text(re.sub(r"(<Dose>)[^\n]*\n", r"\1", text, count=1))  # one <Dose> entry less
-    return {"negative": negative, "xml": xml, "tlt": fx.write_tlt(tmp_path / "t.tlt", [0, 3, 6])}
+    nan = tmp_path / "nan.star"
+    nan.write_text(TS01.read_text().replace("\t85.000000\t0.000000\t", "\t85.000000\tnan\t"))
+    tlt = fx.write_tlt(tmp_path / "t.tlt", [0, 3, 6])
+    return {"negative": negative, "nan": nan, "xml": xml, "tlt": tlt}
 
 
 @pytest.mark.parametrize(
@@ -573,6 +576,8 @@ def bad_files(tmp_path):
           "--dose-per-tilt", "3"], "gives no order of acquisition: name it with --acquisition"),
         (["--tilt-file", "{negative}", "--dose-weighting", "bfactor", "--voxel-size", "10"],
          "pre-exposure -2 e/A^2 is not between 0 and"),
+        (["--tilt-file", "{nan}", "--dose-weighting", "bfactor", "--voxel-size", "10"],
+         "_rlnMicrographPreExposure of row 20 is nan, not a number"),
         (["--tilt-file", "{xml}", "--dose-weighting", "bfactor", "--voxel-size", "10"],
          "(40 <Dose> entries for 41 <Angles>: no dose read)"),
         (["--tilt-file", "{ts01}", "--dose-weighting", "grant-grigorieff", "--voxel-size", "10",

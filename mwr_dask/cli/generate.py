@@ -165,9 +165,10 @@ def generate_noise(
         str,
         typer.Option(
             "--dose-weighting",
-            help="Weight each view by its pre-exposure as the tomogram's tilts were: none,"
-            " grant-grigorieff (RELION, AreTomo, IMOD mtffilter) or bfactor (Warp: B = -4 x"
-            " dose). Needs --voxel-size and each view's dose (from the tilt file, else"
+            help="Weight each view by its pre-exposure, for tomograms whose tilts were weighted"
+            " so (Warp/WarpTools; not RELION 5's or AreTomo3's, see docs/dose-weighting.md):"
+            " none, grant-grigorieff (Grant & Grigorieff's critical exposure) or bfactor (Warp:"
+            " B = -4 x dose). Needs --voxel-size and each view's dose (from the tilt file, else"
             " --dose-per-tilt).",
             rich_help_panel=DOSE,
         ),
