@@ -542,10 +542,12 @@ def dose_fields(p: dict, fields: dict, notes: list[str]) -> dict:
     What is assumed goes to ``notes``.
     """
     model, dose, order = p["dose_weighting"], p["dose_per_tilt"], p["acquisition"]
+    if model == "none" or p["spectrum"] is not None:
+        return {"dose_weighting": model}  # NoiseSource names a problem (no numpy yet)
     from mwr_dask.noise import dose as doses
 
-    if model not in doses.MODELS[1:] or p["spectrum"] is not None:
-        return {"dose_weighting": model}  # NoiseSource names the problem
+    if model not in doses.MODELS:
+        return {"dose_weighting": model}
     if dose is not None and not (math.isfinite(dose) and dose >= 0):
         raise ValueError(f"--dose-per-tilt must be 0 or more e/A^2, not {dose:g}.")
     if order is not None:
