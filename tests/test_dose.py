@@ -285,6 +285,7 @@ def test_without_dose_weighting_every_volume_keeps_its_bytes():
             h = hashlib.sha256(b"".join(np.ascontiguousarray(src[i]).tobytes() for i in range(3)))
             assert h.hexdigest()[:16] == BYTES[name], name
             assert not any(label.startswith(("dose=", "dq")) for label in src.labels(0))
+            assert not any("dsha=" in label for label in src.labels(0))
 
 
 @pytest.mark.parametrize("mode", [1, 2])
@@ -492,7 +493,8 @@ def test_labels_record_model_voltage_and_doses():
     scheme = read_tilt_file(TS01)
     weighted = source(32, scheme)
     labels = weighted.labels(5)
-    assert "dose=grant-grigorieff kv=300" in labels
+    dsha = dose.dose_digest(dose.file_doses(scheme))
+    assert f"dose=grant-grigorieff kv=300 dsha={dsha}" in labels
     assert all(len(x) <= 80 and x.isascii() and x.isprintable() for x in labels)
     back = source_from_labels(labels)
     assert back.dose_weighting == "grant-grigorieff" and back.voltage == 300.0

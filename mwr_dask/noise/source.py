@@ -383,8 +383,9 @@ class NoiseSource:
         spectrum (mode 3) is named by its digest instead of tilts. A reconstruction filter
         adds a label, e.g. ``filter=imod radial=0.35,0.035``; without one the labels are
         those of folders made before filters existed. Dose weighting adds
-        ``dose=grant-grigorieff kv=300`` and the used views' doses, ascending angle, to 0.25
-        e/A^2 (``dq1=`` .. at most ``dq4=``; :func:`mwr_dask.noise.dose.profile_labels`).
+        ``dose=grant-grigorieff kv=300 dsha=<digest of the volume's doses>`` and the used
+        views' doses, ascending angle, to 0.25 e/A^2 (``dq1=`` .. at most ``dq4=``;
+        :func:`mwr_dask.noise.dose.profile_labels`).
         """
         return self._labels(index, self.seed)
 
@@ -411,12 +412,13 @@ class NoiseSource:
             ]
         if self.filter != "none":
             labels.append(self.filter_spec.label())
-        if self.dose_weighting != "none":
-            from mwr_dask.noise.dose import profile_labels
+        if self.dose_weighting != "none" and self._range_dose_problems():
+            labels.append(self.dose_label)  # a range without doses: made no volume
+        elif self.dose_weighting != "none":
+            from mwr_dask.noise.dose import dose_digest, profile_labels
 
-            labels.append(self.dose_label)
-            if not self._range_dose_problems():
-                labels += profile_labels(self.dose_weights(index).doses)
+            doses = self.dose_weights(index).doses
+            labels += [f"{self.dose_label} dsha={dose_digest(doses)}", *profile_labels(doses)]
         return labels
 
     def describe(self, seed: str | None = None) -> str:
