@@ -43,6 +43,8 @@ GENERATORS = [
     ("tilt scheme, sirt-like, 24", "scheme_generator(1, 24, uneven, filter='sirt-like')"),
     ("tilt scheme, mode 2, 24", "scheme_generator(2, 24, uneven)"),
     ("measured spectrum, 20", "spectrum_generator(20)"),
+    ("mode 1 dose, 24", "range_generator(1, 24, -60.0, 60.0, 3.0, **dosed('grant-grigorieff'))"),
+    ("mode 2 dose, 24", "range_generator(2, 24, -60.0, 60.0, 3.0, **dosed('bfactor'))"),
 ]
 #: Volumes per generator, and the seed.
 COUNT, SEED = 3, 13
@@ -78,6 +80,10 @@ _CHILD = textwrap.dedent(
         write_spectrum(path, (s / s.mean()).astype(np.float32), ["cpu test spectrum"])
         return spectrum_noise(path)
 
+    def dosed(model):  # doses of an irregular order over the 41 tilts, 10 A voxels
+        return {"dose_weighting": model, "voxel_size": 10.0,
+                "doses": tuple(2.5 * ((7 * k) % 41) for k in range(41))}
+
     def sha(data):
         return hashlib.sha256(data).hexdigest()
 
@@ -94,6 +100,7 @@ _CHILD = textwrap.dedent(
                 "scheme_generator": scheme_generator,
                 "uneven": uneven,
                 "spectrum_generator": spectrum_generator,
+                "dosed": dosed,
             }
             gen = eval(expr, scope)
             hashes = []

@@ -6,6 +6,7 @@ errors answer at once.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Annotated
@@ -28,6 +29,8 @@ from mwr_dask.cli.common import (
 )
 
 DATASET = "Dataset (one folder per tomogram)"
+#: Help panel of the dose-weighting options.
+DOSE = "Dose weighting (docs/dose-weighting.md)"
 #: Options of the batch cluster, by parameter name; each needs --cluster.
 BATCH_FLAGS = (
     "jobs",
@@ -219,6 +222,47 @@ def generate_noise(
             help="--filter sirt-like: IMOD's FakeSIRTiterations. [default: 10]",
             show_default=False,
             rich_help_panel=GEOMETRY,
+        ),
+    ] = None,
+    dose_weighting: Annotated[
+        str,
+        typer.Option(
+            "--dose-weighting",
+            help="Weight each view by its pre-exposure, for tomograms whose tilts were weighted"
+            " so (Warp/WarpTools; not RELION 5's or AreTomo3's, see docs/dose-weighting.md):"
+            " none, grant-grigorieff (Grant & Grigorieff's critical exposure) or bfactor (Warp:"
+            " B = -4 x dose). Needs --voxel-size and each view's dose (from the tilt file, else"
+            " --dose-per-tilt).",
+            rich_help_panel=DOSE,
+        ),
+    ] = "none",
+    voltage: Annotated[
+        float | None,
+        typer.Option(
+            help="--dose-weighting grant-grigorieff: kV, 300, 200 or 100. [default: 300]",
+            show_default=False,
+            rich_help_panel=DOSE,
+        ),
+    ] = None,
+    dose_per_tilt: Annotated[
+        float | None,
+        typer.Option(
+            help="e/A^2 per view, for tilt files without doses: view k of the acquisition had"
+            " (k - 1) times it before its own exposure.",
+            show_default=False,
+            rich_help_panel=DOSE,
+        ),
+    ] = None,
+    acquisition: Annotated[
+        str | None,
+        typer.Option(
+            help="The order of acquisition of files without one (.tlt, .aln) or of the"
+            " regular range: dose-symmetric[:G[:START]] (G views per side, negative side first"
+            " when G < 0; default -2), bidirectional[:START] or unidirectional[:START]; START"
+            " in the file's degrees.",
+            show_default=False,
+            metavar="ORDER",
+            rich_help_panel=DOSE,
         ),
     ] = None,
     seed: Annotated[
@@ -433,16 +477,16 @@ def generate_noise(
         from mwr_dask.cli.dataset import run_dataset
 
         run_dataset(given, {n for n in given if _given(ctx, n)}, errors, cluster_of, run_and_report)
-    source, problems = build_source(ctx)
+    source, problems, notes = build_source(ctx)
     errors += problems
     if source is not None:
         errors += source.run_problems(number_volume, start)
     if errors:
         raise fail(" ".join(errors))
-    if mode == 2 and not quiet:
-        for scheme in source.tilt_schemes:
-            if scheme.gap_note is not None:
-                typer.echo(f"mwr-dask: note: {scheme.gap_note}.", err=True)
+    if mode == 2:
+        notes += [s.gap_note for s in source.tilt_schemes if s.gap_note is not None]
+    for note in [] if quiet else notes:
+        typer.echo(f"mwr-dask: note: {note}.", err=True)
     options = cluster_of(given, output_folder, source, quiet)
     folder = output_folder.absolute()
     if dry_run:
@@ -507,6 +551,7 @@ def usage_problems(ctx: typer.Context) -> list[str]:
     if p["retries"] < 0:
         errors.append(f"--retries must be 0 or more, not {p['retries']}.")
     errors += batch_flag_problems(p)
+    errors += dose_usage_problems(ctx)
     if p["output_folder"].exists() and not p["output_folder"].is_dir():
         errors.append(f"{p['output_folder']} exists and is not a folder.")
     return errors
@@ -546,8 +591,9 @@ def dataset_problems(p: dict, geometry: list[str]) -> list[str]:
 def build_source(ctx: typer.Context):
     """Read the tilt files or the spectrum and make the NoiseSource of the options.
 
-    Returns the source (None if it cannot be made) and the problems, one sentence each.
-    Without ``--seed`` the source draws a fresh seed (the run keeps a folder's own instead).
+    Returns the source (None if it cannot be made), the problems, one sentence each, and
+    notes of what was assumed (the doses of files without). Without ``--seed`` the source
+    draws a fresh seed (the run keeps a folder's own instead).
     """
     from mwr_dask.noise.source import NoiseSource
 
@@ -563,6 +609,7 @@ def build_source(ctx: typer.Context):
     }
     for name, default in (("minangle", -60.0), ("maxangle", 60.0), ("anglestep", 2.0)):
         fields[name] = default if p[name] is None else p[name]
+    notes: list[str] = []
     try:
         if p["spectrum"]:
             fields.update(spectrum_fields(p["spectrum"][0], keep_voxel=_given(ctx, "voxel_size")))
@@ -570,9 +617,80 @@ def build_source(ctx: typer.Context):
             fields["tilt_schemes"] = read_schemes(
                 p["tilt_file"], p["exclude"], p["invert_tilts"], p["all_views"]
             )
-        return NoiseSource(**fields), []
+        fields.update(dose_fields(p, fields, notes))
+        return NoiseSource(**fields), [], notes
     except (ValueError, OSError) as err:  # TiltSchemeError and MeasureError are ValueErrors
-        return None, [str(err) if str(err).endswith(".") else f"{err}."]
+        return None, [str(err) if str(err).endswith(".") else f"{err}."], notes
+
+
+def dose_usage_problems(ctx: typer.Context) -> list[str]:
+    """Dose-weighting options that cannot work, found without reading any file."""
+    p = ctx.params
+    names = ("voltage", "dose_per_tilt", "acquisition")
+    given = [f"--{name.replace('_', '-')}" for name in names if p[name] is not None]
+    if p["dose_weighting"] == "none":
+        if not given:
+            return []
+        verb = "needs" if len(given) == 1 else "need"
+        return [f"{', '.join(given)} {verb} --dose-weighting grant-grigorieff or bfactor."]
+    errors = []
+    if p["voltage"] is not None and p["dose_weighting"] == "bfactor":
+        errors.append("--voltage applies to --dose-weighting grant-grigorieff, not to bfactor.")
+    if p["spectrum"] is None and not _given(ctx, "voxel_size"):
+        errors.append(
+            "--dose-weighting needs --voxel-size: the angstroms per voxel of the tomogram the"
+            " noise is for (at its binning), which set the frequencies of the weights."
+        )
+    return errors
+
+
+def dose_fields(p: dict, fields: dict, notes: list[str]) -> dict:
+    """NoiseSource fields of the dose options; files without doses get them (ValueError).
+
+    ``--dose-per-tilt`` gives each view of a tilt file without doses its pre-exposure, in the
+    file's order of acquisition or that of ``--acquisition``; the regular range needs both.
+    What is assumed goes to ``notes``.
+    """
+    model, dose, order = p["dose_weighting"], p["dose_per_tilt"], p["acquisition"]
+    if model == "none" or p["spectrum"] is not None:
+        return {"dose_weighting": model}  # NoiseSource names a problem (no numpy yet)
+    from mwr_dask.noise import dose as doses
+
+    if model not in doses.MODELS:
+        return {"dose_weighting": model}
+    if dose is not None and not (math.isfinite(dose) and dose >= 0):
+        raise ValueError(f"--dose-per-tilt must be 0 or more e/A^2, not {dose:g}.")
+    if order is not None:
+        doses.parse_acquisition(order)  # ValueError: one sentence
+    out = {"dose_weighting": model, "voltage": 300.0 if p["voltage"] is None else p["voltage"]}
+    schemes = fields.get("tilt_schemes", ())
+    if not schemes:
+        if dose is None or order is None:
+            raise ValueError(
+                "dose weighting of the regular range needs --dose-per-tilt and --acquisition"
+                " (or a --tilt-file whose views give their doses)."
+            )
+        from mwr_dask.noise.geometry import tilt_angles
+
+        lo, hi, step = fields["minangle"], fields["maxangle"], fields["anglestep"]
+        if lo < hi and 0 < step <= hi - lo:  # else NoiseSource names the range's problem
+            out["doses"], note = doses.range_doses(tilt_angles(lo, hi, step).tolist(), dose, order)
+            notes.append(f"the regular range {lo:g}..{hi:g}: {note}")
+        return out
+    missing = [s for s in schemes if doses.file_doses(s) is None]
+    unordered = [s for s in missing if any(v.order is None for v in s.views)]
+    if dose is not None and not missing:
+        raise ValueError("--dose-per-tilt applies to tilt files without doses; these give theirs.")
+    if order is not None and not unordered:
+        raise ValueError(
+            "--acquisition applies to tilt files that give no order of acquisition (.tlt, .aln);"
+            " these give theirs."
+        )
+    if dose is not None:
+        schemes = [doses.with_doses(s, dose, order) if s in missing else s for s in schemes]
+        notes += [f"{s.name}: {s.notes[-1]}" for s in schemes if s not in fields["tilt_schemes"]]
+        out["tilt_schemes"] = tuple(schemes)
+    return out
 
 
 def spectrum_fields(path: Path, *, keep_voxel: bool) -> dict:
@@ -682,9 +800,18 @@ def show_plan(folder: Path, source, start: int, count: int, options, *, adopt_se
     note = cost_note(source.cubesize, source.mode)
     if note:
         typer.echo(note)
+    dosed = source.dose_weighting != "none"
+    if dosed and not source.tilt_schemes:
+        from mwr_dask.noise.dose import describe
+
+        typer.echo(f"regular range {source.tilt}:\n{describe(source.dose_weights(0))}")
     if source.tilt_schemes:
-        for scheme in source.tilt_schemes:
+        for i, scheme in enumerate(source.tilt_schemes):
             typer.echo(scheme.describe())
+            if dosed:
+                from mwr_dask.noise.dose import describe
+
+                typer.echo(describe(source.dose_weights(i)))
         k = len(source.tilt_schemes)
         typer.echo(
             f"Cached per worker: {source.cached_bytes() / 2**20:.1f} MiB for the {k}"

@@ -118,7 +118,9 @@ def conflicts(recorded: NoiseSource, wanted: NoiseSource, recorded_schemes: str 
     """Differences between the parameters a folder records and those of a new run.
 
     ``recorded_schemes`` is the folder's ``schemes=K:digest`` label ('' for a range): tilt
-    schemes are compared by the digest of their ordered angle lists.
+    schemes are compared by the digest of their ordered angle lists, and of their doses when
+    the folder is dose-weighted. Another dose model or voltage, or other doses of a regular
+    range (to the labels' 0.25 e/A^2), is a conflict too.
     """
     out = []
     if recorded.cubesize != wanted.cubesize:
@@ -128,13 +130,15 @@ def conflicts(recorded: NoiseSource, wanted: NoiseSource, recorded_schemes: str 
     spectra = [p.spectrum.digest if p.spectrum is not None else None for p in (recorded, wanted)]
     if recorded.mode == wanted.mode == 3 and spectra[0] != spectra[1]:
         out.append(f"spectrum {spectra[1]} (folder has {spectra[0]})")
-    wanted_schemes = wanted.schemes_record
+    dosed = recorded.dose_weighting != "none"
+    wanted_schemes = wanted.mixture_record(dosed)  # in the folder's terms: with doses if it has
     if recorded.mode == 3 or wanted.mode == 3:
         pass  # a measured spectrum has no tilts
     elif recorded_schemes or wanted_schemes:
         if recorded_schemes != wanted_schemes:
-            mine = f"tilt schemes {wanted_schemes}" if wanted_schemes else f"tilts {wanted.tilt}"
-            theirs = f"tilt schemes {recorded_schemes}" if recorded_schemes else recorded.tilt
+            kind = "tilt schemes and doses" if dosed else "tilt schemes"
+            mine = f"{kind} {wanted_schemes}" if wanted_schemes else f"tilts {wanted.tilt}"
+            theirs = f"{kind} {recorded_schemes}" if recorded_schemes else recorded.tilt
             out.append(f"{mine} (folder has {theirs})")
     elif recorded.mode == wanted.mode and recorded.tilt != wanted.tilt:
         # The step only matters for mode 1; mode 2 records it but does not use it.
@@ -147,6 +151,13 @@ def conflicts(recorded: NoiseSource, wanted: NoiseSource, recorded_schemes: str 
         out.append(f"voxel size {wanted.voxel_size:g} (folder has {recorded.voxel_size:g})")
     if recorded.filter_spec != wanted.filter_spec:
         out.append(f"{wanted.filter_spec.label()} (folder has {recorded.filter_spec.label()})")
+    if recorded.dose_label != wanted.dose_label:
+        out.append(f"{wanted.dose_label} (folder has {recorded.dose_label})")
+    elif dosed and not (recorded_schemes or wanted_schemes) and recorded.doses != wanted.doses:
+        from mwr_dask.noise.dose import quantized
+
+        if quantized(recorded.doses or ()) != quantized(wanted.doses or ()):
+            out.append("other doses per tilt (the folder's volumes record theirs)")
     return out
 
 

@@ -209,7 +209,11 @@ class Facts:
 
 
 def analyse_as(total, count: int, n: int, labels: NoiseSource | None) -> SpectrumAnalysis:
-    """Analyse summed spectra; a filtered mode-1 folder's with its filter divided out."""
+    """Analyse summed spectra; a filtered or dose-weighted folder's with that divided out."""
+    if labels is not None and labels.dose_weighting != "none":  # judged as its unweighted mode
+        from mwr_dask.inspection.dose import without_dose
+
+        total = without_dose(total, n, labels)
     if labels is not None and labels.mode == 1 and labels.filter != "none":
         from mwr_dask.inspection.filtered import analyse_filtered
         from mwr_dask.noise.source import tilts_of
@@ -395,7 +399,8 @@ def mixture_labels(f: Facts, found: Found) -> None:
     same_tilts = {"minangle": expected.minangle, "maxangle": expected.maxangle}
     for other, c in counts.items():
         differences = conflicts(
-            expected, replace(other, **same_tilts, anglestep=expected.anglestep)
+            expected,
+            replace(other, **same_tilts, anglestep=expected.anglestep, doses=expected.doses),
         )
         if differences:
             found.problems.append(
@@ -644,6 +649,19 @@ def spectrum_file(f: Facts) -> Found:
     return found
 
 
+def dose_weighting(f: Facts) -> Found:
+    """Compare the power per direction with the labels' dose weighting (:mod:`.dose`)."""
+    e = f.expected
+    if e is None or e.dose_weighting == "none" or f.spectrum is None or f.spectrum.limit:
+        return Found()
+    if f.mixed:
+        return Found(warnings=["the attenuation per view is not checked in a mixture of schemes."])
+    from mwr_dask.inspection.dose import dose_check
+
+    total, count = f.spectra[f.cube[0]]
+    return Found(*dose_check(total, f.cube[0], count, e))
+
+
 # ----------------------------------------------------------------------------- the spectrum
 
 
@@ -807,6 +825,7 @@ RULES: tuple[Rule, ...] = (
     Rule(exact_duplicates),
     Rule(near_duplicate_volumes),
     Rule(spectrum),
+    Rule(dose_weighting),
     Rule(spectrum_file),
 )
 

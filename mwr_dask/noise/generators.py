@@ -13,7 +13,8 @@ Mode 1, back-projection
     back-projection ``v(z, y, x) = sum_theta p_theta(y, x cos theta - z sin theta)`` with linear
     interpolation along t, about the cube centre ``(n - 1) / 2``. With a reconstruction filter
     (:mod:`mwr_dask.noise.filters`) each projection is first filtered along t (weighted
-    back-projection).
+    back-projection); with dose weighting (:mod:`mwr_dask.noise.dose`) each is filtered in 2-D
+    by its view's weight at ``|f| = sqrt(f_t^2 + f_y^2)``, together with any filter.
 
 Mode 2, wedge filter
     3-D white Gaussian noise, Fourier transformed, multiplied by the binary missing-wedge mask,
@@ -21,6 +22,8 @@ Mode 2, wedge filter
     2-D mask; the noise is drawn directly in Fourier space where the mask is 1, with exactly the
     distribution of the Fourier transform of real white noise (real and imaginary parts
     independent, the self-conjugate planes kx = 0 and kx = n/2 handled by the inverse real FFT).
+    With dose weighting the same draws are transformed along y too and each Fourier pixel is
+    multiplied by the weight of the nearest view at the full 3-D |k|.
 
 Gaussian numbers come from :func:`mwr_dask.noise.normals.standard_normal`. Every step
 (normals, normalisation by pairwise sums, tilt cosines by
@@ -39,6 +42,7 @@ import numpy as np
 import scipy.fft
 import scipy.sparse
 
+from mwr_dask.noise.dose import DoseWeights, projection_weights, wedge_weights
 from mwr_dask.noise.exactmath import cos_sin_degrees
 from mwr_dask.noise.filters import NO_FILTER, FilterSpec, response
 from mwr_dask.noise.geometry import measured_2d
@@ -104,25 +108,35 @@ class BackProjection:
     With a ``filter`` other than ``none`` (:mod:`mwr_dask.noise.filters`), every projection is
     filtered along t before the back-projection: zero-padded to ``padded_length`` bins (at
     least twice the widest projection, so the filtering is linear, not circular, across the
-    cube), one real FFT pair over all projections at once, multiplied by W_v(f).
+    cube), one real FFT pair over all projections at once, multiplied by W_v(f). With ``dose``
+    (:class:`~mwr_dask.noise.dose.DoseWeights` of these angles) the filtering is 2-D: the
+    spectrum along t is also transformed along y, zero-padded to ``padded_rows`` (at least
+    ``2 n``), and multiplied by W_v(f_t) D_v(|f|).
     """
 
     n: int
     angles: tuple[float, ...]
     filter: FilterSpec = NO_FILTER
+    dose: DoseWeights | None = None
 
     def __post_init__(self) -> None:
         op, widths = backprojection_operator(self.n, np.asarray(self.angles))
         object.__setattr__(self, "_op", op)
         object.__setattr__(self, "_bins", int(sum(widths)))
         object.__setattr__(self, "_local", threading.local())
-        if not self.filter.is_none:
+        if not self.filter.is_none or self.dose is not None:
             length = padded_length(widths)
             starts = np.arange(len(widths)) * length
             # column of the padded (n, n_views * length) buffer that holds each stacked bin
             cols = np.concatenate([s + np.arange(w) for s, w in zip(starts, widths, strict=True)])
             freqs = np.arange(length // 2 + 1) / length
             weights = response(self.filter, freqs, np.asarray(self.angles), length=length)
+            if self.dose is not None:
+                if self.dose.angles != self.angles:
+                    raise ValueError("the dose weights are for other angles than the generator")
+                rows = padded_rows(self.n)
+                weights = weights[None] * projection_weights(self.dose, rows, length)
+                object.__setattr__(self, "padded_rows", rows)
             object.__setattr__(self, "padded_length", int(length))
             object.__setattr__(self, "_cols", cols)
             object.__setattr__(self, "_weights", weights.astype(np.complex64))
@@ -133,14 +147,21 @@ class BackProjection:
         Each projection is zero-padded to ``padded_length`` bins, its real FFT along t is
         multiplied by W_v(f) and transformed back; the bins of the projection are kept. The
         padded buffer is laid out (y, view, t) so that the transforms run along contiguous
-        memory (about twice as fast as along the stacked layout's first axis).
+        memory (about twice as fast as along the stacked layout's first axis). With dose
+        weights the spectrum is also transformed along y, zero-padded to ``padded_rows``, and
+        its first n rows are kept after the inverse.
         """
         n, views, length = self.n, len(self.angles), self.padded_length
         # pad columns are zeros that are never written, so the buffer is reused as it is
         padded = scratch(self._local, "padded", (n, views * length), np.float32, zero=True)
         padded[:, self._cols] = stacked.T
         spec = scipy.fft.rfft(padded.reshape(n, views, length), axis=-1, workers=1)
-        spec *= self._weights  # complex64 x complex64: no casting in the loop
+        if self.dose is None:
+            spec *= self._weights  # complex64 x complex64: no casting in the loop
+        else:
+            spec = scipy.fft.fft(spec, n=self.padded_rows, axis=0, workers=1, overwrite_x=True)
+            spec *= self._weights
+            spec = scipy.fft.ifft(spec, axis=0, workers=1, overwrite_x=True)[:n]
         out = scipy.fft.irfft(spec, n=length, axis=-1, workers=1, overwrite_x=True)
         stacked[...] = out.reshape(n, views * length)[:, self._cols].T
         return stacked
@@ -164,7 +185,7 @@ class BackProjection:
         """One normalised noise volume, float32 (z, y, x)."""
         stacked = scratch(self._local, "stacked", (self._bins, self.n), np.float32)
         self.projections(rng, stacked)
-        if not self.filter.is_none:
+        if not self.filter.is_none or self.dose is not None:
             self.filter_projections(stacked)
         volume = self.backproject(stacked)
         normalize(volume)
@@ -173,11 +194,16 @@ class BackProjection:
 
 @dataclass(frozen=True)
 class WedgeFilter:
-    """Mode 2 generator for one geometry; call it with a random generator."""
+    """Mode 2 generator for one geometry; call it with a random generator.
+
+    With ``dose`` (:class:`~mwr_dask.noise.dose.DoseWeights` of the scheme's views) the drawn
+    spectrum is transformed along y and multiplied by :func:`~mwr_dask.noise.dose.wedge_weights`.
+    """
 
     n: int
     minangle: float
     maxangle: float
+    dose: DoseWeights | None = None
 
     def __post_init__(self) -> None:
         n = self.n
@@ -189,6 +215,9 @@ class WedgeFilter:
         # part there, which halves the variance of independently drawn coefficients.
         object.__setattr__(self, "_self_conjugate", [0, n // 2] if n % 2 == 0 else [0])
         object.__setattr__(self, "_local", threading.local())
+        if self.dose is not None:
+            weights = wedge_weights(self.dose, n).astype(np.complex64)
+            object.__setattr__(self, "_weights", weights)
 
     def __call__(self, rng: np.random.Generator) -> np.ndarray:
         """One normalised noise volume, float32 (z, y, x)."""
@@ -198,25 +227,32 @@ class WedgeFilter:
         draws = scratch(self._local, "draws", (self._measured, 2), np.float32)
         spec[self._mask] = standard_normal(rng, draws).view(np.complex64)[:, 0]
         spec[:, :, self._self_conjugate] *= np.float32(np.sqrt(2.0))
-        volume = scipy.fft.irfftn(spec, s=(n, n), axes=(0, 2), workers=1)  # spec is kept
+        if self.dose is None:
+            volume = scipy.fft.irfftn(spec, s=(n, n), axes=(0, 2), workers=1)  # spec is kept
+        else:
+            full = scipy.fft.fft(spec, axis=1, workers=1)  # (kz, ky, kx); spec is kept
+            full *= self._weights
+            volume = scipy.fft.irfftn(full, s=(n, n, n), workers=1, overwrite_x=True)
         normalize(volume)
         return volume
 
 
 @functools.cache
-def backprojection(n: int, angles: tuple[float, ...], filter: FilterSpec = NO_FILTER):
+def backprojection(
+    n: int, angles: tuple[float, ...], filter: FilterSpec = NO_FILTER, dose=None
+) -> BackProjection:
     """Return the mode-1 generator of ``angles`` (degrees), built once per process and cached.
 
     The cache is unbounded, so that a mixture of schemes used in turn never rebuilds an
-    operator (its memory: :func:`generator_bytes` per distinct angle list).
+    operator (its memory: :func:`generator_bytes` per distinct angle list and doses).
     """
-    return BackProjection(n, angles, filter)
+    return BackProjection(n, angles, filter, dose)
 
 
 @functools.cache
-def wedge_filter(n: int, minangle: float, maxangle: float):
+def wedge_filter(n: int, minangle: float, maxangle: float, dose=None) -> WedgeFilter:
     """Return the mode-2 generator of the range [minangle, maxangle], cached per process."""
-    return WedgeFilter(n, minangle, maxangle)
+    return WedgeFilter(n, minangle, maxangle, dose)
 
 
 def detector_widths(n: int, angles) -> list[int]:
@@ -234,7 +270,14 @@ def padded_length(widths: list[int]) -> int:
     return scipy.fft.next_fast_len(2 * max(widths), real=True)
 
 
-def generator_bytes(mode: int, n: int, angles=(), *, filtered: bool = False) -> tuple[int, int]:
+def padded_rows(n: int) -> int:
+    """FFT length along y of a dose-weighted mode 1: at least ``2 n``, fast for scipy."""
+    return scipy.fft.next_fast_len(2 * n)
+
+
+def generator_bytes(
+    mode: int, n: int, angles=(), *, filtered: bool = False, dosed: bool = False
+) -> tuple[int, int]:
     """Memory of one cached generator: what it keeps, and what one volume adds while made.
 
     Mode 1 (``angles``: the tilts) keeps the CSR operator (two linear-interpolation taps per
@@ -244,7 +287,10 @@ def generator_bytes(mode: int, n: int, angles=(), *, filtered: bool = False) -> 
     spectrum (complex64) and the inverse transform (float32). Mode 2 (``angles``: the range)
     keeps the mask (bool), the complex64 half spectrum and the float32 draws over
     (n, n, n // 2 + 1). Mode 3 keeps the float32 amplitude and the draws over the same half
-    spectrum. A volume's own arrays (3 float32 cubes) are :func:`peak_bytes`'s.
+    spectrum. Dose weighting (``dosed``) keeps complex64 weights: mode 1 over the spectrum
+    padded along y too (a volume adds two such spectra), mode 2 over the half spectrum (a
+    volume adds the spectrum transformed along y and the inverse transform's copy). A
+    volume's own arrays (3 float32 cubes) are :func:`peak_bytes`'s.
 
     Returns
     -------
@@ -254,18 +300,19 @@ def generator_bytes(mode: int, n: int, angles=(), *, filtered: bool = False) -> 
     half = n * n * (n // 2 + 1)
     if mode == 2:
         measured = int(measured_2d(n, angles[0], angles[-1])[:, : n // 2 + 1].sum()) * n
-        return half * (1 + 8) + 8 * measured, 0
+        return half * (1 + 8 + 8 * dosed) + 8 * measured, 16 * half * dosed
     if mode != 1:
         return half * (4 + 8), 0
     widths = detector_widths(n, angles)
     bins, views = sum(widths), len(widths)
     kept = 2 * views * n * n * 8 + (n * n + 1) * 4 + 4 * bins * n
-    if not filtered:
+    if not (filtered or dosed):
         return kept, 0
     length = padded_length(widths)
     spectrum = views * (length // 2 + 1)
-    kept += 4 * n * views * length + 8 * bins + 8 * spectrum
-    return kept, 8 * n * spectrum + 4 * n * views * length
+    rows = padded_rows(n) if dosed else 1
+    kept += 4 * n * views * length + 8 * bins + 8 * rows * spectrum
+    return kept, 8 * (n + 2 * (rows if dosed else 0)) * spectrum + 4 * n * views * length
 
 
 #: Memory of a worker process itself (Python, numpy, scipy, Dask), bytes.

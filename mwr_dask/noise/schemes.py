@@ -63,13 +63,14 @@ class View:
     angle : float
         Tilt angle as written in the file, degrees (before the sign mapping).
     order : int or None
-        1-based acquisition order, where the format gives it (mdoc DateTime or ZValue, RELION
-        pre-exposure, Warp dose), else None.
+        1-based acquisition order, where the format gives it (mdoc DateTime, PriorRecordDose
+        or ZValue, RELION pre-exposure, Warp dose), else None.
     dose : float or None
         Accumulated dose before this view, electrons per square angstrom, where the format gives
         it (mdoc ExposureDose accumulated in acquisition order, RELION
-        ``_rlnMicrographPreExposure``, Warp ``_wrpDose`` / ``<Dose>``; a .tlt dose column as
-        written), else None.
+        ``_rlnMicrographPreExposure``, Warp ``_wrpDose`` / ``<Dose>``, a .tlt dose column, as
+        written: Warp 1's were not pre-exposures, :func:`mwr_dask.noise.dose.file_doses`
+        converts), else None.
     excluded : str
         Empty when the view is used, else why it is not (``--exclude``, ``DarkFrame``,
         ``UseTilt False``, ``absent from the file``).

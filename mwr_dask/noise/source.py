@@ -116,6 +116,17 @@ class NoiseSource:
         cycles/pixel; None takes IMOD's default (0.35, 0.035), recorded as such.
     sirt_iterations : int or None
         ``sirt-like`` only: IMOD's ``FakeSIRTiterations``; None takes 10, recorded as such.
+    dose_weighting : str
+        ``none``, ``grant-grigorieff`` or ``bfactor`` (:mod:`mwr_dask.noise.dose`): each view
+        weighted by its pre-exposure as the tomogram's tilt images were. Needs the voxel size
+        of the tomogram the noise is for (``voxel_size``, A; it sets the frequencies in 1/A)
+        and each used view's pre-exposure: from the tilt schemes' views (``View.dose``; see
+        :func:`mwr_dask.noise.dose.with_doses` for files without), or ``doses``.
+    voltage : float
+        kV, for ``grant-grigorieff``: 300, 200 or 100.
+    doses : tuple of float or None
+        Dose weighting of the regular range: the pre-exposure of each tilt, ascending angle,
+        e/A^2 (:func:`mwr_dask.noise.dose.range_doses`).
 
     Integer fields take Python or numpy integers (not ``bool``, not floats such as ``16.0``);
     angle and size fields take any real number and keep it as a float.
@@ -149,6 +160,9 @@ class NoiseSource:
     filter: str = "none"
     radial: tuple[float, float] | None = None
     sirt_iterations: int | None = None
+    dose_weighting: str = "none"
+    voltage: float = 300.0
+    doses: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         set_field = functools.partial(object.__setattr__, self)
@@ -195,6 +209,7 @@ class NoiseSource:
         if not 0 <= self.seed < SEED_LIMIT:
             errors.append(f"--seed must be 0 or more and less than 2^128, not {self.seed}.")
         errors += filter_problems(self.filter, self.radial, self.sirt_iterations, self.mode)
+        errors += self._dose_problems()
         if not errors:  # the labels of a valid source only: their numbers are all sane by now
             errors += self.label_problems(0)
         return errors
@@ -212,7 +227,7 @@ class NoiseSource:
                 errors.append(f"{name} must be a whole number, not {value!r}.")
             elif value < (1 if name == "NUMBER_VOLUME" else 0):
                 errors.append(f"{name} must be {least}, not {value}.")
-        return errors or self.label_problems(start + count - 1)
+        return errors or self._range_dose_problems() or self.label_problems(start + count - 1)
 
     def label_problems(self, last_index: int) -> list[str]:
         """Labels that the MRC header cannot hold (over 80 characters or not ASCII).
@@ -229,12 +244,68 @@ class NoiseSource:
                 ]
         return []
 
+    def _dose_problems(self) -> list[str]:
+        """Problems of the dose weighting, one sentence each (the range's: on use)."""
+        if self.dose_weighting == "none":
+            return [] if self.doses is None else ["doses apply with --dose-weighting."]
+        from mwr_dask.noise import dose
+
+        if self.dose_weighting not in dose.MODELS:
+            return [f"--dose-weighting must be one of {', '.join(dose.MODELS)}, not"
+                    f" {self.dose_weighting!r}."]  # fmt: skip
+        if self.spectrum is not None:
+            return [
+                "--dose-weighting does not apply to a measured spectrum (mode 3): the dose"
+                " weighting of the tomograms it was measured from is already in it."
+            ]
+        errors = []
+        if self.dose_weighting == "grant-grigorieff" and self.voltage not in dose.CRITICAL_SCALE:
+            errors.append(
+                f"--voltage must be 300, 200 or 100 kV (RELION scales the critical exposure by"
+                f" 0.8 at 200 kV and 0.64 at 100 kV), not {self.voltage:g}."
+            )
+        if self.tilt_schemes:
+            if self.doses is not None:
+                errors.append("doses apply to the regular range; tilt schemes carry their own.")
+            for scheme in self.tilt_schemes:
+                why = next((n for n in scheme.notes if "<Dose>" in n), "")
+                where = f"Tilt file {scheme.source}"
+                errors += dose.dose_problems(dose.file_doses(scheme), where, why)
+        elif self.doses is not None:
+            errors += dose.dose_problems(self.doses, f"The range {self.tilt}")
+        return errors
+
+    def _range_dose_problems(self) -> list[str]:
+        """Why the regular range's doses cannot weight its tilts (checked to make volumes).
+
+        Not checked on creation: a source read back from a volume's labels
+        (:func:`source_from_labels`) may describe a scheme's range without its doses.
+        """
+        if self.dose_weighting == "none" or self.tilt_schemes or self.spectrum is not None:
+            return []
+        if self.doses is None:
+            return [
+                "dose weighting of the regular tilt range needs each tilt's pre-exposure: give"
+                " --dose-per-tilt and --acquisition (or a --tilt-file)."
+            ]
+        tilts = len(self.tilts(0))
+        if len(self.doses) != tilts:
+            return [f"doses: {len(self.doses)} values for the {tilts} tilts of {self.tilt}."]
+        return []
+
     # ------------------------------------------------------------------ description
 
     @property
     def filter_spec(self) -> FilterSpec:
         """The reconstruction filter as a :class:`mwr_dask.noise.filters.FilterSpec`."""
         return make_filter(self.filter, self.radial, self.sirt_iterations)
+
+    @property
+    def dose_label(self) -> str:
+        """The dose weighting as its label writes it: ``dose=grant-grigorieff kv=300``."""
+        if self.dose_weighting in ("none", "bfactor"):
+            return f"dose={self.dose_weighting}"
+        return f"dose={self.dose_weighting} kv={shortest(self.voltage)}"
 
     @property
     def volume_bytes(self) -> int:
@@ -248,13 +319,41 @@ class NoiseSource:
 
     @property
     def schemes_record(self) -> str:
-        """``K:digest`` of the tilt schemes (digest of their ordered angle lists), '' if none."""
+        """``K:digest`` of the tilt schemes (digest of their ordered angle lists), '' if none.
+
+        With dose weighting the digest covers each scheme's doses too (:meth:`mixture_record`).
+        """
+        return self.mixture_record(self.dose_weighting != "none")
+
+    def mixture_record(self, doses: bool) -> str:
+        """``K:digest`` of the schemes' angle lists, and of their doses if ``doses``."""
         if not self.tilt_schemes:
             return ""
         import hashlib
 
-        joined = ",".join(s.digest for s in self.tilt_schemes)
+        if doses:
+            from mwr_dask.noise.dose import dose_digest, file_doses
+
+            parts = [f"{s.digest}/{dose_digest(file_doses(s) or ())}" for s in self.tilt_schemes]
+        else:
+            parts = [s.digest for s in self.tilt_schemes]
+        joined = ",".join(parts)
         return f"{len(self.tilt_schemes)}:{hashlib.sha256(joined.encode()).hexdigest()[:12]}"
+
+    def dose_weights(self, index: int):
+        """Return the :class:`~mwr_dask.noise.dose.DoseWeights` of volume ``index`` (or None)."""
+        if self.dose_weighting == "none":
+            return None
+        from mwr_dask.noise.dose import DoseWeights, file_doses
+
+        problems = self._range_dose_problems()
+        if problems:
+            raise ValueError(problems[0])
+        scheme = self.scheme_of(index)
+        doses = self.doses if scheme is None else file_doses(scheme)
+        return DoseWeights(
+            self.dose_weighting, self.voltage, self.voxel_size, self.tilts(index), doses
+        )
 
     def scheme_of(self, index: int) -> TiltScheme | None:
         """Tilt scheme of volume ``index`` (``index mod K``), or None for the regular range."""
@@ -282,8 +381,11 @@ class NoiseSource:
         With tilt schemes, ``tilt=`` gives way to ``schemes=K:digest`` (the whole mixture, for
         the folder guard) and a third label describes the volume's own scheme; a measured
         spectrum (mode 3) is named by its digest instead of tilts. A reconstruction filter
-        adds a last label, e.g. ``filter=imod radial=0.35,0.035``; without one the labels are
-        those of folders made before filters existed.
+        adds a label, e.g. ``filter=imod radial=0.35,0.035``; without one the labels are
+        those of folders made before filters existed. Dose weighting adds
+        ``dose=grant-grigorieff kv=300 dsha=<digest of the volume's doses>`` and the used
+        views' doses, ascending angle, to 0.25 e/A^2 (``dq1=`` .. at most ``dq4=``;
+        :func:`mwr_dask.noise.dose.profile_labels`).
         """
         return self._labels(index, self.seed)
 
@@ -310,6 +412,13 @@ class NoiseSource:
             ]
         if self.filter != "none":
             labels.append(self.filter_spec.label())
+        if self.dose_weighting != "none" and self._range_dose_problems():
+            labels.append(self.dose_label)  # a range without doses: made no volume
+        elif self.dose_weighting != "none":
+            from mwr_dask.noise.dose import dose_digest, profile_labels
+
+            doses = self.dose_weights(index).doses
+            labels += [f"{self.dose_label} dsha={dose_digest(doses)}", *profile_labels(doses)]
         return labels
 
     def describe(self, seed: str | None = None) -> str:
@@ -334,6 +443,9 @@ class NoiseSource:
         )
         if self.filter != "none":
             text += f", {self.filter_spec.describe()}"
+        if self.dose_weighting != "none":
+            kv = f" at {shortest(self.voltage)} kV" if self.dose_weighting != "bfactor" else ""
+            text += f", {self.dose_weighting} dose weighting{kv}"
         return text
 
     def as_dict(self) -> dict:
@@ -349,12 +461,13 @@ class NoiseSource:
         n = self.cubesize
         if self.spectrum is not None:
             return [generator_bytes(3, n)]
-        count = max(len(self.tilt_schemes), 1)
+        count, dosed = max(len(self.tilt_schemes), 1), self.dose_weighting != "none"
         if self.mode == 2:
-            return [generator_bytes(2, n, w) for w in {self.wedge(i) for i in range(count)}]
+            wedges = {(self.wedge(i), self.dose_weights(i)) for i in range(count)}
+            return [generator_bytes(2, n, w, dosed=dosed) for w, _ in wedges]
         filtered = self.filter != "none"
-        tilts = {self.tilts(i) for i in range(count)}
-        return [generator_bytes(1, n, t, filtered=filtered) for t in tilts]
+        tilts = {(self.tilts(i), self.dose_weights(i)) for i in range(count)}
+        return [generator_bytes(1, n, t, filtered=filtered, dosed=dosed) for t, _ in tilts]
 
     def cached_bytes(self) -> int:
         """Memory a worker keeps for this source's generators once it made every kind, bytes.
@@ -386,9 +499,10 @@ class NoiseSource:
             return self.spectrum  # its amplitude is read once per process and cached
         from mwr_dask.noise.generators import backprojection, wedge_filter
 
+        dose = self.dose_weights(index)
         if self.mode == 2:
-            return wedge_filter(self.cubesize, *self.wedge(index))
-        return backprojection(self.cubesize, self.tilts(index), self.filter_spec)
+            return wedge_filter(self.cubesize, *self.wedge(index), dose)
+        return backprojection(self.cubesize, self.tilts(index), self.filter_spec, dose)
 
     def volume(self, index: int) -> np.ndarray:
         """Volume ``index``: float32, axes (z, y, x), mean 0 and standard deviation 1.
@@ -497,6 +611,20 @@ def _typed_fields(source: NoiseSource) -> dict[str, Any]:
             errors.append(f"{name} must be a number, not {value!r}.")
     if not isinstance(source.filter, str):
         errors.append(f"filter must be a name such as 'ramp', not {source.filter!r}.")
+    if not isinstance(source.dose_weighting, str):
+        errors.append(
+            f"dose_weighting must be a name such as 'bfactor', not {source.dose_weighting!r}."
+        )
+    if _is_real(source.voltage):
+        out["voltage"] = float(source.voltage)
+    else:
+        errors.append(f"voltage must be a number of kV, not {source.voltage!r}.")
+    if source.doses is not None:
+        doses = tuple(source.doses) if isinstance(source.doses, Sequence) else (None,)
+        if all(_is_real(d) for d in doses):
+            out["doses"] = tuple(float(d) for d in doses)
+        else:
+            errors.append(f"doses must be numbers (e/A^2), not {source.doses!r}.")
     if source.radial is not None:
         pair = tuple(source.radial) if isinstance(source.radial, Sequence) else ()
         if len(pair) == 2 and all(_is_real(v) for v in pair):
@@ -608,7 +736,8 @@ def source_from_labels(labels: list[str]) -> NoiseSource | None:
     A volume made from a tilt scheme records its scheme's range and number of views, not its
     angles: the source returned then has that range and the mean step (what ``inspect``
     compares with), and ``schemes`` of :func:`parse_labels` names the whole mixture. A
-    measured spectrum is known by its digest only (no path).
+    measured spectrum is known by its digest only (no path). A dose-weighted volume's doses
+    come back to 0.25 e/A^2 (as ``doses`` of the range, one per used view).
     """
     kv = parse_labels(labels)
     try:
@@ -630,6 +759,12 @@ def source_from_labels(labels: list[str]) -> NoiseSource | None:
             step = (hi - lo) / max(int(kv["n"]) - 1, 1)
         else:
             lo, hi, step = (float(v) for v in kv["tilt"].split(":"))
+        dose = {}
+        if "dose" in kv:
+            from mwr_dask.noise.dose import profile_doses
+
+            dose = {"dose_weighting": kv["dose"], "voltage": float(kv.get("kv", "300"))}
+            dose["doses"] = profile_doses(kv)
         return NoiseSource(
             **common,
             mode=int(kv["mode"]),
@@ -639,6 +774,7 @@ def source_from_labels(labels: list[str]) -> NoiseSource | None:
             filter=kv.get("filter", "none"),
             radial=radial,
             sirt_iterations=int(kv["sirt"]) if "sirt" in kv else None,
+            **dose,
         )
     except (KeyError, ValueError):
         return None

@@ -350,8 +350,11 @@ def _read_mdoc(path: Path, text: str) -> _Read:
             raise _fail(path, "section has no TiltAngle", view_lines.get(i + 1))
         angles.append(float(value))
     times = [_parse_datetime(t) for t in df["DateTime"]] if "DateTime" in df.columns else []
+    prior = [_number(str(p)) for p in df.get("PriorRecordDose", [])]
     if times and all(t is not None for t in times):
         orders = _rank([(t, z) for t, z in zip(times, zvalues, strict=True)])
+    elif prior and all(p is not None for p in prior):  # SerialEM's dose before the view
+        orders = _rank([(p, z) for p, z in zip(prior, zvalues, strict=True)])
     else:
         orders = _rank(zvalues)
     doses: list[float | None] = [None] * n
@@ -526,8 +529,10 @@ def _read_warp_xml(path: Path, text: str) -> _Read:
         for i, a in enumerate(angles)
     ]
     notes: tuple[str, ...] = ()
+    if dose_text is not None and len(dose_text) != len(angles):
+        notes = (f"{len(dose_text)} <Dose> entries for {len(angles)} <Angles>: no dose read",)
     if root.get("AreAnglesInverted", "False").strip().lower() == "true":
-        notes = (
+        notes += (
             "AreAnglesInverted=True (Warp's defocus handedness; it does not change the"
             " geometry of Warp's reconstruction, so the angles are not inverted for it)",
         )
