@@ -396,3 +396,28 @@ def test_the_python_example_of_docs_datasets_runs():
     namespace: dict = {}
     exec(compile(code, "docs/datasets.md", "exec"), namespace)
     assert namespace["v"].shape == (16, 16, 16)
+
+
+def test_dose_weighting_of_a_dataset(tmp_path):
+    """RELION 5 rows give their pre-exposures and voxel sizes; a Warp folder needs a voxel."""
+    out = tmp_path / "out"
+    argv = ["generate-noise", str(out), "2", "16", "--tomograms", str(TOMOGRAMS),
+            "--dose-weighting", "grant-grigorieff", "--dry-run"]  # fmt: skip
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    assert not out.exists()
+    rows = ds.read_dataset(TOMOGRAMS).tomograms
+    own = rows[0].noise_source(5, {"dose_weighting": "grant-grigorieff", "cubesize": 16})
+    assert own.dose_weighting == "grant-grigorieff" and own.voxel_size == rows[0].voxel_size
+    assert any(label.startswith("dose=grant-grigorieff") for label in own.labels(0))
+    warp = tmp_path / "warp"
+    warp.mkdir()
+    tf.write_warp_xml(warp / "TS_01.xml", tf.acquisition())
+    argv = ["generate-noise", str(out), "2", "16", "--tomograms", str(warp),
+            "--dose-weighting", "bfactor"]  # fmt: skip
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    one_sentence(result.output, "gives no voxel size for TS_01: dose weighting needs --voxel-size")
+    assert not out.exists()
+    measured = runner.invoke(app, [*argv[:6], "--measured", "--dose-weighting", "bfactor"])
+    assert measured.exit_code == 2 and "--dose-weighting cannot be given" in measured.output

@@ -137,14 +137,17 @@ def plan_dataset(p: dict, given: set[str], out: Path, errors: list[str]):
     )
     fields = {
         name: p[name]
-        for name in ("mode", "voxel_size", "filter", "radial", "sirt_iterations")
+        for name in ("mode", "voxel_size", "filter", "radial", "sirt_iterations", "voltage")
         if name in given
     }
+    fields["dose_weighting"] = p["dose_weighting"]
     fields["cubesize"] = p["cubesize"]
     plan: list[Planned] = []
     try:
         if p["mix"]:
             plan.append(_mixed(dataset, seed, fields))
+        if p["dose_weighting"] != "none":
+            dataset = _dosed(dataset, p, "voxel_size" in given)
         for t in dataset.tomograms if not p["mix"] else ():
             own = dict(fields)
             halves = t.halves
@@ -167,6 +170,33 @@ def plan_dataset(p: dict, given: set[str], out: Path, errors: list[str]):
     if errors:
         raise fail(" ".join(dict.fromkeys(errors)))
     return dataset, seed, plan
+
+
+def _dosed(dataset, p: dict, voxel_given: bool):
+    """Return the dataset, ``--dose-per-tilt`` given to its tilt series without doses.
+
+    Dose weighting needs each tomogram's voxel size: the dataset's, or ``--voxel-size``.
+    """
+    from dataclasses import replace
+
+    from mwr_dask.noise import dose
+
+    if not voxel_given:
+        unknown = [t.name for t in dataset.tomograms if not t.voxel_size]
+        if unknown:
+            raise ValueError(
+                f"the dataset gives no voxel size for {', '.join(unknown[:3])}: dose weighting"
+                " needs --voxel-size (angstroms per voxel of the tomograms, at their binning)."
+            )
+    if p["dose_per_tilt"] is None:
+        return dataset
+    tomograms = tuple(
+        t
+        if dose.file_doses(t.scheme) is not None
+        else replace(t, scheme=dose.with_doses(t.scheme, p["dose_per_tilt"], p["acquisition"]))
+        for t in dataset.tomograms
+    )
+    return replace(dataset, tomograms=tomograms)
 
 
 def _names(values: list[str] | None) -> list[str] | None:

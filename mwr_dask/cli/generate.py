@@ -585,6 +585,9 @@ def dataset_problems(p: dict, geometry: list[str]) -> list[str]:
             "--measured makes each tomogram's noise from its own spectrum: --mix,"
             " --mode and --filter cannot be given with it."
         )
+    if p["measured"] and p["dose_weighting"] != "none":
+        errors.append("--measured noise has each tomogram's dose in its spectrum already:"
+                      " --dose-weighting cannot be given with it.")  # fmt: skip
     return errors
 
 
@@ -636,7 +639,7 @@ def dose_usage_problems(ctx: typer.Context) -> list[str]:
     errors = []
     if p["voltage"] is not None and p["dose_weighting"] == "bfactor":
         errors.append("--voltage applies to --dose-weighting grant-grigorieff, not to bfactor.")
-    if p["spectrum"] is None and not _given(ctx, "voxel_size"):
+    if not p["spectrum"] and p["tomograms"] is None and not _given(ctx, "voxel_size"):
         errors.append(
             "--dose-weighting needs --voxel-size: the angstroms per voxel of the tomogram the"
             " noise is for (at its binning), which set the frequencies of the weights."
@@ -652,7 +655,7 @@ def dose_fields(p: dict, fields: dict, notes: list[str]) -> dict:
     What is assumed goes to ``notes``.
     """
     model, dose, order = p["dose_weighting"], p["dose_per_tilt"], p["acquisition"]
-    if model == "none" or p["spectrum"] is not None:
+    if model == "none" or p["spectrum"]:
         return {"dose_weighting": model}  # NoiseSource names a problem (no numpy yet)
     from mwr_dask.noise import dose as doses
 

@@ -421,7 +421,7 @@ def _floats(path: Path, values: list, what: str) -> list[float]:
     for row, value in enumerate(values, start=1):
         number = _number(str(value))
         if number is None:
-            raise _fail(path, f"{what} of row {row} is {str(value)[:40]!r}, not a number")
+            raise _fail(path, f"{what} of row {row} is {repr(value)[:40]}, not a number")
         out.append(number)
     return out
 
