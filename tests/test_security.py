@@ -252,9 +252,9 @@ def test_the_memory_check_counts_dasks_thresholds(tmp_path):
     assert memory_fraction({"pause": False, "terminate": False}) == (1.0, "")
     # a cube between 80% and 100% of a local worker's limit: accepted before, refused now
     from mwr_dask.noise.generators import peak_bytes
-    from mwr_dask.parallel.clusters.checks import default_ncpus
+    from mwr_dask.parallel.cores import usable_cores
 
-    ncpus = default_ncpus()  # more would be capped to the usable cores
+    ncpus = usable_cores()  # more would be capped to the usable cores
     limit = worker_memory(ncpus)
     n = next(
         n for n in range(64, 4096, 4)

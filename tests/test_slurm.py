@@ -287,3 +287,40 @@ def test_jobs_never_import_from_another_users_scratch_folder(tmp_path):
         assert not wait_until_gone(job_ids(run.stdout))
         # the scheduler's and the job's scratch folders are gone with the run
         assert sorted(os.listdir(base)) == ["dask-scratch-space"]
+
+
+def test_jobs_that_keep_ending_before_their_workers_join_stop_the_run(tmp_path):
+    """The first job works; every later one exits in its prologue (a broken node, say)."""
+    env, _ = env_with_home(tmp_path)
+    out = tmp_path / "noise"
+    marker = tmp_path / "first-job-ran"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mwr_dask", "generate-noise", str(out), "3000", "48",
+         "--seed", SEED, *SMALL_JOBS, "--jobs", "1",
+         "--prologue", f"test -e {marker} && exit 3; touch {marker}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.is_dir() and len(os.listdir(out)) >= 20:
+                break
+            time.sleep(0.1)
+        first = squeue(tmp_path)
+        assert proc.poll() is None and len(first) == 1, proc.communicate()
+        subprocess.run(["scancel", *first], check=True)
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, stdout + stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert re.search(
+        r"SLURM jobs keep ending before their workers join \(3 in a row, the last \d+\); see"
+        r" their output in \S+/\.noise\.mwr-dask/jobs\.", stderr
+    ), stderr  # fmt: skip
+    submitted = re.search(r"Cancelling SLURM jobs (.*)", stdout).group(1).split(", ")
+    assert len(submitted) == 4 and set(first) <= set(submitted), stdout
+    assert not wait_until_gone(submitted)
+    assert_only_volumes(out, sorted(int(n[2:7]) for n in os.listdir(out)))
