@@ -383,22 +383,11 @@ class BatchOptions:
             a successful run removes.
         """
         import dask.config
-        from dask.utils import format_bytes, parse_bytes
+        from dask.utils import parse_bytes
 
         import_dask_jobqueue()
         cfg = dask.config.get(f"jobqueue.{self.system}", {})
-        cores = int(self.cores or cfg.get("cores") or 1)
-        processes = int(cfg.get("processes") or cores)
-        if processes < 1 or processes > cores:
-            raise UsageError(
-                f"jobqueue.{self.system}.processes is {processes}; it must be between 1 and"
-                f" the job's cores ({cores})."
-            )
-        memory = (
-            self.memory
-            or cfg.get("memory")
-            or format_bytes(processes * DEFAULT_MEMORY_PER_PROCESS).replace(" ", "")
-        )
+        cores, processes, memory = self.sizes(cfg)
         log_directory = self.log_directory or cfg.get("log-directory")
         own_logs = log_directory is None and self.fallback_log_directory is not None
         log_directory = log_directory or self.fallback_log_directory
@@ -406,6 +395,10 @@ class BatchOptions:
         if prologue is None:
             prologue = tuple(cfg.get("job-script-prologue") or cfg.get("env-extra") or ())
         scratch_base = self.local_directory or cfg.get("local-directory") or "${TMPDIR:-/tmp}"
+        walltime = self.walltime or cfg.get("walltime")
+        extra = list(cfg.get("worker-extra-args") or [])
+        if not any(str(arg).startswith("--lifetime") for arg in extra):
+            extra += lifetime_args(walltime, self.system)
         kwargs: dict[str, Any] = {
             "cores": cores,
             "processes": processes,
@@ -413,34 +406,32 @@ class BatchOptions:
             "python": cfg.get("python") or sys.executable,
             "job_script_prologue": [*thread_exports(), *prologue, *scratch_lines(scratch_base)],
             "local_directory": f"${SCRATCH_VARIABLE}",
+            "worker_extra_args": extra,
         }
-        accepted = job_parameters(self.system)
-        account_key = "account" if "account" in accepted else "project"
-        for key, value in (
-            ("walltime", self.walltime),
-            ("queue", self.queue),
-            (account_key, self.account),
-            ("interface", self.interface),
-            ("log_directory", log_directory),
-        ):
-            if value is not None:
-                kwargs[key] = value
+        account_key = "account" if "account" in job_parameters(self.system) else "project"
+        given = {"walltime": self.walltime, "queue": self.queue, account_key: self.account,
+                 "interface": self.interface, "log_directory": log_directory}  # fmt: skip
+        kwargs.update({key: value for key, value in given.items() if value is not None})
         if self.job_extra is not None:
             kwargs["job_extra_directives"] = list(self.job_extra)
-        extra = list(cfg.get("worker-extra-args") or [])
-        walltime = kwargs.get("walltime", cfg.get("walltime"))
-        if not any(str(arg).startswith("--lifetime") for arg in extra):
-            extra += lifetime_args(walltime, self.system)
-        kwargs["worker_extra_args"] = extra
-        settings = {
-            "cores": cores,
-            "processes": processes,
-            "memory": parse_bytes(memory),
-            "walltime": walltime,
-            "log_directory": log_directory,
-            "own_logs": own_logs,
-        }
+        settings = {"cores": cores, "processes": processes, "memory": parse_bytes(memory),
+                    "walltime": walltime, "log_directory": log_directory,
+                    "own_logs": own_logs}  # fmt: skip
         return kwargs, settings
+
+    def sizes(self, cfg: dict) -> tuple[int, int, str]:
+        """Cores, worker processes and memory of a job: flags over ``cfg`` over the defaults."""
+        from dask.utils import format_bytes
+
+        cores = int(self.cores or cfg.get("cores") or 1)
+        processes = int(cfg.get("processes") or cores)
+        if processes < 1 or processes > cores:
+            raise UsageError(
+                f"jobqueue.{self.system}.processes is {processes}; it must be between 1 and"
+                f" the job's cores ({cores})."
+            )
+        default = format_bytes(processes * DEFAULT_MEMORY_PER_PROCESS).replace(" ", "")
+        return cores, processes, self.memory or cfg.get("memory") or default
 
     def summary(self) -> str:
         """One line: jobs, worker processes, resources per job."""
