@@ -67,6 +67,7 @@ def huge_header(src: Path, dst: Path, side: int, size: int | None = None) -> Non
 # ----------------------------------------------------------------------------- the spectrum
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("mode", "lo", "hi", "step"), [(1, -60, 60, 30), (1, -89, 89, 1), (2, -89, 89, 1)]
 )
