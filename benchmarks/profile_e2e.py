@@ -27,7 +27,12 @@ from statistics import median
 import psutil
 from bench_ab import command
 
-MARKS = (("cluster up", "Local cluster:"), ("work starts", " 0/"), ("work ends", None))
+MARKS = (
+    ("cluster up", "Local cluster:"),
+    ("work starts", " 0/"),
+    ("work ends", None),
+    ("summary", "Done:"),
+)
 
 
 def cpu(proc: psutil.Process) -> tuple[float, float]:
@@ -40,12 +45,10 @@ def cpu(proc: psutil.Process) -> tuple[float, float]:
     return own, kids
 
 
-def profile(variant: str, out: Path, n: int, cube: int, mode: int, ncpus: int) -> dict:
+def profile(variant: str, out: Path, n: int, cube: int, mode: int) -> dict:
     """Run ``variant`` once; return {phase: (wall s, main CPU s, workers' CPU s)} at its marks."""
     shutil.rmtree(out, ignore_errors=True)
-    argv = command(variant, out, n, cube, mode, ncpus)
-    if variant != "reference":
-        argv = [a for a in argv if a != "--quiet"]
+    argv = command(variant, out, n, cube, mode)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if variant != "reference":
         env["PYTHONPATH"] = str(Path(variant).resolve())
@@ -76,7 +79,6 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--cube", type=int, default=64)
     ap.add_argument("--mode", type=int, default=2)
-    ap.add_argument("--ncpus", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mwr-profile-"))
@@ -84,8 +86,7 @@ def main() -> None:
     print(f"load before: {os.getloadavg()}")
     for r in range(args.repeats):
         for variant in list(runs)[r % 2 :] + list(runs)[: r % 2]:
-            runs[variant].append(profile(variant, work / "out", args.n, args.cube, args.mode,
-                                         args.ncpus))  # fmt: skip
+            runs[variant].append(profile(variant, work / "out", args.n, args.cube, args.mode))
     print(f"load after: {os.getloadavg()}")
     for variant, results in runs.items():
         print(f"{variant}: mode {args.mode}, {args.n} x {args.cube}^3, medians of {args.repeats}")

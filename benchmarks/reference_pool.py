@@ -11,21 +11,18 @@ Writes volumes ``0 .. N-1`` of CUBE^3 voxels to OUT (which must not exist) with 
   as one ``scipy.sparse`` matrix times the stacked projections (linear interpolation).
 
 What mwr-dask's command does with a Dask cluster, without Dask: the floor its end-to-end time
-is compared with (benchmarks/bench_ab.py --reference). Like Dask's workers, one thread each
-for FFT/BLAS.
+is compared with (benchmarks/bench_ab.py --reference). No step uses more than one thread
+(``scipy.fft`` runs one worker by default; the sparse product and numpy's reductions use no
+BLAS).
 
     python3 benchmarks/reference_pool.py OUT 1000 64 --mode 2 --ncpus 2
 """
 
 from __future__ import annotations
 
-import os
-
-for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_name, "1")
-
 import argparse
 import functools
+import os
 from concurrent.futures import ProcessPoolExecutor
 
 import mrcfile
@@ -69,9 +66,9 @@ def volume(mode: int, n: int, rng: np.random.Generator) -> np.ndarray:
     if mode == 2:
         mask = wedge_mask(n)
         spec = np.zeros(mask.shape, dtype=np.complex64)
-        spec[mask] = rng.standard_normal((int(mask.sum()), 2), dtype=np.float32).view(
-            np.complex64
-        )[:, 0]
+        spec[mask] = rng.standard_normal((int(mask.sum()), 2), dtype=np.float32).view(np.complex64)[
+            :, 0
+        ]
         out = scipy.fft.irfftn(spec, s=(n, n), axes=(0, 2))
     else:
         op = operator(n)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -133,6 +134,25 @@ def private_scratch() -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def frozen_heap(fork: bool) -> Iterator[None]:
+    """Freeze the garbage collector's objects while workers are forked from this process.
+
+    Python's recipe for ``fork()`` without ``exec()`` (``gc.freeze``): the collections of the
+    workers then leave the objects they share with this process alone (no copy-on-write of
+    their pages), and neither process traverses them again (docs/benchmarks.md). They are
+    handed back to the collector when the block ends.
+    """
+    if not fork:
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@contextlib.contextmanager
 def children_stderr_silenced() -> Iterator[None]:
     """Worker processes started in the block write their standard error to /dev/null.
 
@@ -172,11 +192,17 @@ class LocalCluster:
         ``host:port`` of the dashboard (127.0.0.1 unless a host is given); None: none.
     tls : bool
         Encrypt and authenticate every connection with per-run keys (default).
+    start_method : str or None
+        How the worker processes start (``distributed.worker.multiprocessing-method``):
+        ``fork`` on Linux by default, so that they have this process's imports already (a
+        spawned worker imports distributed, numpy, scipy and mrcfile again: seconds of a short
+        run, docs/benchmarks.md); None keeps the dask configuration's (``spawn``).
     """
 
     ncpus: int | None = None
     dashboard_address: str | None = "127.0.0.1:8787"
     tls: bool = True
+    start_method: str | None = "fork" if sys.platform == "linux" else None
 
     label = "local cluster"
     remote = False
@@ -218,7 +244,11 @@ class LocalCluster:
             **dask.config.get("distributed.nanny.pre-spawn-environ", {}),
             **SINGLE_THREAD_ENV,
         }
-        with private_scratch() as scratch, self._started(address, security, environ, scratch) as c:
+        with (
+            private_scratch() as scratch,
+            frozen_heap(self.start_method == "fork"),
+            self._started(address, security, environ, scratch) as c,
+        ):
             yield c
 
     @contextlib.contextmanager
@@ -228,11 +258,20 @@ class LocalCluster:
         from distributed import Client
         from distributed import LocalCluster as DaskLocalCluster
 
-        with (
-            dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
-            warnings.catch_warnings(),
-            children_stderr_silenced(),
-        ):
+        config = {
+            "distributed.nanny.pre-spawn-environ": environ,
+            # What a short run of a few processes on few cores does not need at Dask's rates
+            # (docs/benchmarks.md): the statistical profiler of the workers (100 samples a
+            # second, for the dashboard's profile page), the event-loop health check (50 a
+            # second in every process; a blocked loop is still reported after 3 s), the system
+            # monitor of the dashboard's host charts (twice a second).
+            "distributed.worker.profile.enabled": False,
+            "distributed.admin.tick.interval": "1s",
+            "distributed.admin.system-monitor.interval": "2s",
+        }
+        if self.start_method:
+            config["distributed.worker.multiprocessing-method"] = self.start_method
+        with dask.config.set(config), warnings.catch_warnings(), children_stderr_silenced():
             warnings.filterwarnings("ignore", message="Port .* is already in use")
             cluster = DaskLocalCluster(
                 n_workers=self.workers,
