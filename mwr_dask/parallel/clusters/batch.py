@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mwr_dask.parallel.clusters.checks import (
+    DASK_SETTINGS,
     SINGLE_THREAD_ENV,
     ClusterError,
     UsageError,
@@ -172,8 +173,10 @@ def config_overlay(path: Path | None, system: str) -> Iterator[None]:
 
 
 def thread_exports() -> list[str]:
-    """Shell lines that make every worker single-threaded for FFT/BLAS and import this code."""
-    lines = [f"export {name}={value}" for name, value in SINGLE_THREAD_ENV.items()]
+    """Shell lines: single-threaded FFT/BLAS, :data:`DASK_SETTINGS`, this code on the path."""
+    dask = {"DASK_" + k.upper().replace(".", "__").replace("-", "_"): v
+            for k, v in DASK_SETTINGS.items()}  # fmt: skip
+    lines = [f"export {name}={value}" for name, value in {**SINGLE_THREAD_ENV, **dask}.items()]
     if os.environ.get("PYTHONPATH"):
         lines.append(f"export PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])}")
     return lines
@@ -619,12 +622,14 @@ class BatchCluster:
         On exit (normal, error or Ctrl-C) every job the run submitted is cancelled, and the
         batch system is asked to confirm it; the credentials folder is removed.
         """
+        import dask.config
         from distributed import Client
 
         options, say, warn = self.options, say or _silent, warn or _silent
         say(f"Cluster: {self.describe()}")
         with contextlib.ExitStack() as stack:
             stack.enter_context(config_overlay(options.config_file, options.system))
+            stack.enter_context(dask.config.set(DASK_SETTINGS))  # for the scheduler, here
             stack.enter_context(private_scratch())  # the scheduler runs here: its scratch too
             stack.enter_context(quiet_logs(*NOISY_LOGGERS))
             if options.tls:

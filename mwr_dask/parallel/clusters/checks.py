@@ -33,6 +33,16 @@ SINGLE_THREAD_ENV = {
     "MALLOC_TRIM_THRESHOLD_": 64 * 2**20,
     "MALLOC_MMAP_THRESHOLD_": 32 * 2**20,
 }
+#: Dask settings of the clusters started here (local and batch): what runs of a few processes
+#: per node do not need at Dask's rates (docs/benchmarks.md): the workers' statistical
+#: profiler (100 samples a second, for the dashboard's profile page), the event-loop health
+#: check (50 a second in every process; a blocked loop is still reported after 3 s), the
+#: system monitor of the dashboard's host charts (twice a second).
+DASK_SETTINGS = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
 #: Dask's memory thresholds (fractions of a worker's limit) that stop a worker's work.
 MEMORY_THRESHOLDS = ("pause", "terminate")
 

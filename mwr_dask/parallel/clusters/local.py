@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mwr_dask.parallel.clusters.checks import (
+    DASK_SETTINGS,
     SINGLE_THREAD_ENV,
     ClusterError,
     memory_problems,
@@ -258,17 +259,7 @@ class LocalCluster:
         from distributed import Client
         from distributed import LocalCluster as DaskLocalCluster
 
-        config = {
-            "distributed.nanny.pre-spawn-environ": environ,
-            # What a short run of a few processes on few cores does not need at Dask's rates
-            # (docs/benchmarks.md): the statistical profiler of the workers (100 samples a
-            # second, for the dashboard's profile page), the event-loop health check (50 a
-            # second in every process; a blocked loop is still reported after 3 s), the system
-            # monitor of the dashboard's host charts (twice a second).
-            "distributed.worker.profile.enabled": False,
-            "distributed.admin.tick.interval": "1s",
-            "distributed.admin.system-monitor.interval": "2s",
-        }
+        config = {"distributed.nanny.pre-spawn-environ": environ, **DASK_SETTINGS}
         if self.start_method:
             config["distributed.worker.multiprocessing-method"] = self.start_method
         with dask.config.set(config), warnings.catch_warnings(), children_stderr_silenced():
