@@ -179,7 +179,6 @@ def time_pipeline(params: NoiseSource, n: int, ncpus: int, folder: Path) -> dict
         "start": t1 - t0,
         "run": t2 - t1,
         "total": t3 - t0,
-        "ms_per_volume_in_worker": 1e3 * result.task_seconds / n,
     }
 
 

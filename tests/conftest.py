@@ -1,14 +1,43 @@
-"""Shared fixtures: a real multi-process local Dask cluster on 127.0.0.1; a real SLURM."""
+"""Shared fixtures: a real multi-process local Dask cluster on 127.0.0.1; a real SLURM.
+
+The fast loop (``-m "not slow"``) starts no Dask cluster: :func:`no_cluster_unless_slow`
+fails a test that is not marked slow and starts one anyway (in this process or in a
+subprocess: any Dask scheduler runs ``tests/cluster_guard.py`` as a preload).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import subprocess
+from pathlib import Path
 from shutil import which
 
+import dask
 import pytest
 from distributed import Client, LocalCluster
+
+GUARD = str(Path(__file__).with_name("cluster_guard.py"))
+#: Fixtures that start a cluster: a test asking for one must be marked slow.
+CLUSTER_FIXTURES = ("client", "dask_cluster")
+
+
+@pytest.fixture(autouse=True)
+def no_cluster_unless_slow(request, tmp_path_factory, monkeypatch):
+    """Fail a test that starts a Dask cluster without the ``slow`` marker."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    asked = [name for name in CLUSTER_FIXTURES if name in request.fixturenames]
+    if asked:
+        pytest.fail(f"uses the cluster fixture {asked[0]!r}: mark it @pytest.mark.slow")
+    marks = tmp_path_factory.mktemp("cluster-marks")
+    monkeypatch.setenv("MWR_DASK_TEST_CLUSTER_MARKS", str(marks))
+    monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__PRELOAD", GUARD)  # subprocesses
+    with dask.config.set({"distributed.scheduler.preload": [GUARD]}):
+        yield
+    if any(marks.iterdir()):
+        pytest.fail("started a Dask cluster: mark it @pytest.mark.slow (the fast loop starts none)")
 
 
 @pytest.fixture(scope="session")

@@ -117,7 +117,7 @@ _CHILD = textwrap.dedent(
 
 
 def cpu_levels() -> dict[str, dict[str, str]]:
-    """Environment of each emulated CPU: this one, one without AVX-512, one without AVX2.
+    """Environment of each emulated CPU: this one, one without AVX-512 (if it has), no AVX2.
 
     Only dispatch targets of the installed numpy that this CPU has are named (numpy refuses
     names it does not know, and names the CPU lacks change nothing).
@@ -127,13 +127,14 @@ def cpu_levels() -> dict[str, dict[str, str]]:
     present = {name for name, there in umath.__cpu_features__.items() if there}
     targets = [name for name in umath.__cpu_dispatch__ if name in present]
     wide = [name for name in targets if "512" in name or name == "X86_V4"]
-    return {
-        "this CPU": {},
-        "no AVX-512": {
+    levels = {"this CPU": {}}
+    if wide:  # a CPU without AVX-512 is already at that level: emulating it changes nothing
+        levels["no AVX-512"] = {
             "NPY_DISABLE_CPU_FEATURES": " ".join(wide),
             "OPENBLAS_CORETYPE": "Haswell",
             "GLIBC_TUNABLES": f"glibc.cpu.hwcaps={_AVX512}",
-        },
+        }
+    return levels | {
         "no AVX2": {
             "NPY_DISABLE_CPU_FEATURES": " ".join(targets),
             "OPENBLAS_CORETYPE": "Nehalem",

@@ -83,6 +83,7 @@ def test_quiet_prints_errors_only(tmp_path):
     assert bad.stderr.startswith("mwr-dask: error:") and bad.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("code", "text"),
     [(errno.EDQUOT, "Disk quota exceeded"), (errno.EROFS, "Read-only file system")],

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from mwr_dask.cli import app
 from mwr_dask.parallel.clusters import batch as jobqueue
-from mwr_dask.parallel.clusters import systems
+from mwr_dask.parallel.clusters import jobs, systems
 from mwr_dask.parallel.clusters.checks import SINGLE_THREAD_ENV
 
 from .helpers import cli
@@ -71,7 +71,14 @@ def test_dry_run_prints_a_slurm_job_script_and_writes_nothing(tmp_path):
     # one thread per worker process, as many processes as cores, memory split between them
     assert "--nthreads 1 " in worker and "--nworkers 4 " in worker
     assert "--memory-limit 1.50GiB" in worker
-    assert "--interface lo" in worker and "--local-directory $TMPDIR" in worker
+    # a private scratch folder made on the node in $TMPDIR (issue 21.1), removed with the job
+    assert 'MWR_DASK_SCRATCH=$(mktemp -d "$TMPDIR/mwr-dask-scratch-XXXXXXXX") || exit 1' in lines
+    assert "--interface lo" in worker and "--local-directory $MWR_DASK_SCRATCH" in worker
+    # each worker leaves 5 min (+-2.5) before the 01:30:00 walltime; a new job replaces it
+    assert "--lifetime 5100s --lifetime-stagger 300s" in worker
+    # the run's TLS key is read from a file of the private credentials folder
+    keys = f"{tmp_path}/.noise.mwr-dask/tls"
+    assert f"--tls-cert {keys}/cert.pem --tls-key {keys}/key.pem" in worker
     # nothing written: no output folder, no state folder, no job-log folder, nothing in HOME
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
     assert list(home.iterdir()) == []
@@ -235,7 +242,7 @@ def test_importing_dask_jobqueue_writes_nothing_to_home_and_keeps_ctrl_c(tmp_pat
         """
         import signal
         before = signal.getsignal(signal.SIGINT)
-        from mwr_dask.parallel.clusters.batch import import_dask_jobqueue
+        from mwr_dask.parallel.clusters.jobqueue_import import import_dask_jobqueue
         import_dask_jobqueue()
         assert signal.getsignal(signal.SIGINT) is before, signal.getsignal(signal.SIGINT)
         """
@@ -264,11 +271,28 @@ def test_the_cli_does_not_import_dask_jobqueue_without_cluster(tmp_path):
     assert run.returncode == 0, run.stderr
     # the cluster package imports Dask only when a cluster is described or started
     code = (
-        "import sys; from mwr_dask.parallel.clusters import batch, dashboard, local, remote, systems;"
+        "import sys; from mwr_dask.parallel.clusters import batch, checks, dashboard, jobs,"
+        " jobqueue_import, local, remote, systems;"
         " assert not {'dask', 'distributed', 'dask_jobqueue'} & set(sys.modules), sys.modules"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize(
+    ("walltime", "system", "args"),
+    [
+        ("01:30:00", "slurm", ["--lifetime", "5100s", "--lifetime-stagger", "300s"]),
+        ("00:10:00", "pbs", ["--lifetime", "480s", "--lifetime-stagger", "120s"]),
+        ("2-00:00:00", "slurm", ["--lifetime", "172500s", "--lifetime-stagger", "300s"]),
+        ("02:00", "lsf", ["--lifetime", "6900s", "--lifetime-stagger", "300s"]),
+        ("02:00", "slurm", []),  # SLURM's MM:SS and LSF's HH:MM: only the documented forms
+        ("30", "slurm", []),  # minutes on SLURM, seconds on PBS: no guess
+        (None, "sge", []),
+    ],
+)
+def test_workers_leave_before_the_walltime(walltime, system, args):
+    assert jobqueue.lifetime_args(walltime, system) == args
 
 
 def test_parse_adapt():
@@ -279,124 +303,143 @@ def test_parse_adapt():
 
 
 @pytest.mark.parametrize(
-    ("system", "output", "expected"),
+    ("system", "output", "expected", "argv"),
     [
         ("slurm", "11|RUNNING|None\n12|PENDING|Resources\n", {"11": "RUNNING",
-                                                              "12": "PENDING (Resources)"}),
+                                                              "12": "PENDING (Resources)"},
+         ["squeue", "-h", "-o", "%i|%T|%r", "-j", "11,12,13"]),
         ("pbs", "Job id  Name  User  Time Use S Queue\n------\n"
                 "11.srv  dask-worker  me  00:00:01 R workq\n12.srv  dask-worker  me  0 Q workq\n"
-                "13.srv  dask-worker  me  0 F workq\n", {"11": "R", "12": "Q"}),
+                "13.srv  dask-worker  me  0 F workq\n", {"11": "R", "12": "Q"},
+         ["qstat", "11", "12", "13"]),
         ("sge", "job-ID prior name user state submit/start at queue slots\n-----\n"
                 "  11 0.5 dask-worker me r 01/01/2026 10:00:00 all.q@n1 1\n"
                 "  12 0.0 dask-worker me qw 01/01/2026 10:00:00 1\n"
-                "  99 0.0 other me r 01/01/2026 10:00:00 1\n", {"11": "r", "12": "qw"}),
+                "  99 0.0 other me r 01/01/2026 10:00:00 1\n", {"11": "r", "12": "qw"},
+         ["qstat"]),
         ("lsf", "JOBID USER STAT QUEUE FROM_HOST EXEC_HOST JOB_NAME SUBMIT_TIME\n"
                 "11 me RUN normal login n1 dask-worker Jan 1 10:00\n"
                 "12 me PEND normal login - dask-worker Jan 1 10:00\n"
                 "13 me DONE normal login n1 dask-worker Jan 1 10:00\n",
-         {"11": "RUN", "12": "PEND"}),
-        ("htcondor", "11 0 2\n12 0 1\n13 0 4\n", {"11.0": "Running", "12.0": "Idle"}),
+         {"11": "RUN", "12": "PEND"}, ["bjobs", "-w", "11", "12", "13"]),
+        ("htcondor", "11 0 2\n12 0 1\n13 0 4\n", {"11.0": "Running", "12.0": "Idle"},
+         ["condor_q", "11.0", "12.0", "13.0", "-af", "ClusterId", "ProcId", "JobStatus"]),
     ],
 )  # fmt: skip
-def test_job_states_of_each_batch_system(monkeypatch, system, output, expected):
+def test_job_states_of_each_batch_system(monkeypatch, system, output, expected, argv):
     calls = []
 
-    def fake(argv):
-        calls.append(argv)
+    def fake(command):
+        calls.append(command)
         return output
 
     monkeypatch.setattr(systems, "run_status", fake)
     ids = ["11.0", "12.0", "13.0"] if system == "htcondor" else ["11", "12", "13"]
-    assert jobqueue.job_states(system, ids) == expected
-    assert calls
+    assert systems.job_states(system, ids) == expected
+    assert calls == [argv]  # the status command that the output above answers
 
 
 def test_job_states_unknown_when_the_status_command_is_missing(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    assert jobqueue.job_states("slurm", ["1"]) is None
-    tracker = jobqueue.JobTracker("slurm", "scancel")
-    tracker.record("1")
+    assert systems.job_states("slurm", ["1"]) is None
+    tracker = jobs.JobTracker("slurm", "scancel")
+    tracker.submitted.append("1")
     assert tracker.describe(tracker.states()) == "1 (state unknown)"
 
 
 def test_cleanup_ignores_a_second_ctrl_c():
     before = signal.getsignal(signal.SIGINT)
-    with jobqueue.sigint_deferred():
+    with jobs.sigint_deferred():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     assert signal.getsignal(signal.SIGINT) is before
 
 
-class FakeJob:
+class Job:
+    """What the keeper reads of a dask-jobqueue job: its public ``job_id``."""
+
     def __init__(self, job_id):
         self.job_id = job_id
 
 
-class FakeLoop:
-    def add_callback(self, fn, *args):
-        fn(*args)
+class Cluster:
+    """The public interface of dask-jobqueue's cluster that the keeper uses (SpecCluster's).
 
-
-class FakeCluster:
-    """What JobKeeper reads and calls of a dask-jobqueue cluster."""
+    ``scale_down(names)`` forgets the jobs; adaptive scaling, run here by hand with
+    :meth:`adapt`, then submits new ones up to the minimum.
+    """
 
     def __init__(self, ids):
-        self.workers = {f"c-{i}": FakeJob(job) for i, job in enumerate(ids)}
+        self.workers = {f"c-{i}": Job(job) for i, job in enumerate(ids)}
         self.worker_spec = {name: {} for name in self.workers}
         self.scheduler_info = {"workers": {}}
-        self.loop = FakeLoop()
-        self.scaled = []
+        self.loop = self
+        self.minimum = len(ids)
+        self.next_id = 100
 
-    def scale(self, jobs):
-        self.scaled.append(jobs)
-        for k in range(len(self.worker_spec), jobs):
-            name = f"c-new{len(self.scaled)}-{k}"
-            self.worker_spec[name] = {}
-            self.workers[name] = FakeJob(str(100 + len(self.scaled) * 10 + k))
+    def add_callback(self, fn, *args):
+        coroutine = fn(*args)
+        with pytest.raises(StopIteration):
+            coroutine.send(None)
+
+    async def scale_down(self, names):
+        for name in names:
+            del self.worker_spec[name], self.workers[name]
+
+    def adapt(self):
+        while len(self.worker_spec) < self.minimum:
+            self.next_id += 1
+            name = f"c-{self.next_id}"
+            self.worker_spec[name], self.workers[name] = {}, Job(str(self.next_id))
+
+    def join(self, *names):
+        self.scheduler_info["workers"] = {f"tls://{n}": {"name": n} for n in names}
+
+
+def keeper_for(cluster, queue, monkeypatch, said):
+    monkeypatch.setattr(
+        jobs, "job_states", lambda system, ids: {i: queue[i] for i in ids if i in queue}
+    )
+    return jobs.JobKeeper(cluster, jobs.JobTracker("slurm", "scancel"), "SLURM", 2, "/logs",
+                          said.append)  # fmt: skip
 
 
 def test_the_job_keeper_replaces_ended_jobs_and_stops_a_crash_loop(monkeypatch):
-    queue = {}
-    monkeypatch.setattr(
-        jobqueue, "job_states", lambda system, ids: {i: queue[i] for i in ids if i in queue}
-    )
     interrupted = []
-    monkeypatch.setattr(jobqueue._thread, "interrupt_main", lambda: interrupted.append(1))
+    monkeypatch.setattr(jobs.signal, "pthread_kill", lambda *args: interrupted.append(args))
+    queue = {"1": "RUNNING", "2": "RUNNING"}
     said = []
-    cluster = FakeCluster(["1", "2"])
-    options = jobqueue.JobqueueOptions(system="slurm", jobs=2)
-    keeper = jobqueue.JobKeeper(
-        cluster, jobqueue.JobTracker("slurm", "scancel"), options, "/logs", said.append
-    )
-    # both jobs run and have workers
-    queue.update({"1": "RUNNING", "2": "RUNNING"})
-    cluster.scheduler_info["workers"] = {"tcp://a": {"name": "c-0"}, "tcp://b": {"name": "c-1"}}
+    cluster = Cluster(["1", "2"])
+    keeper = keeper_for(cluster, queue, monkeypatch, said)
+    cluster.join("c-0", "c-1")  # both jobs have their worker
     assert keeper.check() == []
-    # the walltime ends job 1: it is dropped and the cluster scaled back to 2 jobs
+    # the walltime ends job 1: it is given up, adaptive scaling submits job 101
     del queue["1"]
-    cluster.scheduler_info["workers"] = {"tcp://b": {"name": "c-1"}}
-    assert keeper.check() == ["c-0"]
+    cluster.join("c-1")
+    assert keeper.check() == ["1"]
     assert said[-1] == "SLURM jobs 1 ended; submitting new ones"
-    assert cluster.scaled == [2] and "c-0" not in cluster.workers and len(cluster.workers) == 2
-    assert keeper.early_ends == 0 and not interrupted
-    # replacements that end before their worker joins (never in the queue here), again and
-    # again: the run is stopped
-    for _ in range(5):
-        if not interrupted:
-            keeper.check()
-    assert interrupted and keeper.early_ends >= keeper.limit == 3
-    assert "SLURM jobs keep ending before their workers join" in keeper.fatal
-    assert "see their output in /logs" in keeper.fatal
+    assert sorted(cluster.workers) == ["c-1"] and keeper.early_ends == 0
+    cluster.adapt()
+    assert [job.job_id for job in cluster.workers.values()] == ["2", "101"]
+    # its replacements end before their worker joins, again and again: the run is stopped
+    for _ in range(3):
+        assert keeper.check() == [str(cluster.next_id)]  # never in the queue
+        cluster.adapt()
+        if interrupted:
+            break
+    assert keeper.early_ends == keeper.limit == 3 and len(interrupted) == 1
+    assert keeper.fatal == (
+        "SLURM jobs keep ending before their workers join (3 in a row, the last 103); see"
+        " their output in /logs."
+    )
+    # a job that dask-jobqueue replaced by itself (same name, new id) is reported once
+    assert keeper.check() == [] and said.count("SLURM jobs 1 ended; submitting new ones") == 1
 
 
 def test_the_job_keeper_reports_a_cluster_without_workers(monkeypatch):
-    monkeypatch.setattr(jobqueue, "job_states", lambda system, ids: dict.fromkeys(ids, "PENDING"))
-    monkeypatch.setattr(jobqueue, "REPORT_SECONDS", 0.0)
+    monkeypatch.setattr(jobs, "REPORT_SECONDS", 0.0)
     said = []
-    keeper = jobqueue.JobKeeper(
-        FakeCluster(["7"]), jobqueue.JobTracker("slurm", "scancel"),
-        jobqueue.JobqueueOptions(system="slurm"), None, said.append,
-    )  # fmt: skip
-    keeper._next_report = 0.0
+    keeper = keeper_for(Cluster(["7"]), {"7": "PENDING"}, monkeypatch, said)
+    keeper.next_report = 0.0
     assert keeper.check() == []
     assert said == ["No workers at the moment: SLURM jobs 7 PENDING"]
 

@@ -128,6 +128,7 @@ def test_to_dask_equals_volumes(per):
     assert np.array_equal(array[3, 2].compute(scheduler="sync"), source[10][2])
 
 
+@pytest.mark.slow
 def test_to_dask_to_zarr_on_a_distributed_client(tmp_path, client):
     if importlib.util.find_spec("zarr") is None:
         skip_or_fail("zarr is not installed (the test extra installs it)")
@@ -140,6 +141,7 @@ def test_to_dask_to_zarr_on_a_distributed_client(tmp_path, client):
         assert np.array_equal(stored[k], source[2 + k])
 
 
+@pytest.mark.slow
 def test_generate_with_the_callers_client(tmp_path, client):
     """generate() uses a client it is given, leaves it open, and writes the CLI's files."""
     source = NoiseSource(16, mode=2, seed=21)
@@ -155,6 +157,7 @@ def test_generate_with_the_callers_client(tmp_path, client):
     assert again.result.skipped == 9 and again.result.written == 0
 
 
+@pytest.mark.slow
 def test_generate_with_a_threaded_client(tmp_path):
     from distributed import Client
 
@@ -174,6 +177,7 @@ def test_generate_starts_a_local_cluster(tmp_path):
     assert_only_volumes(tmp_path / "l", range(4))
 
 
+@pytest.mark.slow
 def test_generate_folder_guard_and_adopted_seed(tmp_path, client):
     first = NoiseSource(8, mode=2, seed=100)
     generate(tmp_path / "g", 2, first, client=client)

@@ -94,3 +94,52 @@ def test_the_command_prints_one_rate_on_its_last_line_and_in_its_summary(tmp_pat
     assert progress_lines and len(done) == 1
     assert "40/40 volumes" in progress_lines[-1]
     assert RATE.search(progress_lines[-1]).group(1) == RATE.search(done[0]).group(1)
+
+
+class Stream(io.StringIO):
+    def __init__(self, tty):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+def test_a_rich_bar_on_a_terminal_and_log_lines_otherwise():
+    tty = Stream(True)
+    p = Progress(100, stream=tty)
+    p.update(50)
+    drawn = tty.getvalue()
+    assert "\x1b[?25l" in drawn and "━" in drawn  # the cursor hidden, a bar drawn
+    assert "50/100 volumes (50%)" in drawn and " vol/s elapsed 0:00 ETA " in drawn
+    p.update(100)
+    text = tty.getvalue()
+    assert "100/100 volumes (100%)" in text.splitlines()[-2]  # the last line drawn
+    assert text.endswith("\n\x1b[?25h")  # the last state stays, the cursor is back
+    log = Stream(False)
+    p = Progress(100, stream=log, every=3600)
+    for done in (10, 20, 30, 100):
+        p.update(done)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2  # the first report, then none until the end
+    assert "\x1b" not in log.getvalue() and "━" not in log.getvalue()
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d 100/100 volumes \(100%\) [0-9.]+ vol/s elapsed 0:00"
+        r" ETA 0:00",
+        lines[-1],
+    )
+    for stream in (Stream(False), Stream(True)):
+        Progress(100, stream=stream, quiet=True).update(100)
+        assert stream.getvalue() == ""
+
+
+def test_a_run_that_stops_early_gives_the_terminal_its_cursor_back():
+    tty = Stream(True)
+    p = Progress(100, stream=tty)
+    p.update(30, failed=2)
+    assert "30/100 volumes (30%)" in tty.getvalue() and ", 2 failed" in tty.getvalue()
+    assert not tty.getvalue().endswith("\x1b[?25h")
+    p.close()  # what the end of the process does (atexit) if the command does not
+    assert tty.getvalue().endswith("\x1b[?25h")
+    p.close()
+    assert tty.getvalue().count("\x1b[?25h") == 1

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from distributed import Client
 
-from mwr_dask.cli.progress import Progress
 from mwr_dask.noise.normals import volume_rng
 from mwr_dask.noise.source import NoiseSource
 from mwr_dask.parallel.pipeline import build_bag, partition_ranges
@@ -202,37 +201,3 @@ def test_graph_stays_small_for_100000_volumes(tmp_path):
     size = len(pickle.dumps(graph))
     assert size / 100_000 < 16, size  # bytes per volume, whatever n is
     assert len(bag.to_delayed()) == len(ranges) < 100_000 / 50
-
-
-class FakeStream:
-    def __init__(self, tty):
-        self.tty, self.text = tty, ""
-
-    def isatty(self):
-        return self.tty
-
-    def write(self, s):
-        self.text += s
-
-    def flush(self):
-        pass
-
-
-def test_progress_bar_on_a_terminal_and_log_lines_otherwise():
-    tty = FakeStream(True)
-    p = Progress(100, stream=tty)
-    p.update(50)
-    p.update(100)
-    assert "[###############...............] 50/100 volumes (50%)" in tty.text
-    assert "ETA" in tty.text and tty.text.endswith("\n")
-    log = FakeStream(False)
-    p = Progress(100, stream=log, every=3600)
-    for done in (10, 20, 30, 100):
-        p.update(done)
-    lines = log.text.splitlines()
-    assert len(lines) == 2  # the first report, then none until the end
-    assert "\r" not in log.text and "#" not in log.text
-    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d 100/100 volumes \(100%\)", lines[-1])
-    quiet = FakeStream(False)
-    Progress(100, stream=quiet, quiet=True).update(100)
-    assert quiet.text == ""

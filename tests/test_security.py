@@ -73,6 +73,28 @@ def wait_for_line(proc, prefix):
     raise AssertionError(f"no line {prefix!r}: {proc.stderr.read()}")
 
 
+@contextlib.contextmanager
+def run_on_dask_processes(tmp_path, count: int, *flags: str, files: int = 1):
+    """Yield a run of ``count`` 40^3 volumes on a scheduler and a worker started as processes.
+
+    Yields (the processes, the worker, the run, its folder) once ``files`` volumes are there.
+    """
+    procs = DaskProcesses(tmp_path)
+    try:
+        procs.start_scheduler()
+        worker = procs.start_worker()
+        procs.wait_for_workers(1)
+        out = tmp_path / "noise"
+        run = start_run(out, str(count), "40", "--seed", "3", "--scheduler", procs.address,
+                        *flags)  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (out.is_dir() and len(os.listdir(out)) >= files):
+            time.sleep(0.05)
+        yield procs, worker, run, out
+    finally:
+        procs.close()
+
+
 @pytest.mark.slow
 def test_nobody_and_root_without_the_keys_cannot_use_a_local_run(tmp_path):
     # 32^3 volumes over 601 tilts on one worker: small files, work that outlasts the probes
@@ -251,14 +273,13 @@ def test_the_memory_check_counts_dasks_thresholds(tmp_path):
     assert memory_fraction({"pause": False, "terminate": 0.95}) == (0.95, "terminate")
     assert memory_fraction({"pause": False, "terminate": False}) == (1.0, "")
     # a cube between 80% and 100% of a local worker's limit: accepted before, refused now
-    from mwr_dask.noise.generators import peak_bytes
-    from mwr_dask.parallel.clusters.checks import default_ncpus
+    from mwr_dask.parallel.cores import usable_cores
 
-    ncpus = default_ncpus()  # more would be capped to the usable cores
+    ncpus = usable_cores()  # more would be capped to the usable cores
     limit = worker_memory(ncpus)
     n = next(
         n for n in range(64, 4096, 4)
-        if 0.8 * limit < peak_bytes(2, n, 61) <= limit
+        if 0.8 * limit < NoiseSource(cubesize=n, mode=2, seed=1).peak_bytes() <= limit
     )  # fmt: skip
     params = NoiseSource(cubesize=n, mode=2, seed=1)
     assert memory_problems(params, limit, (1.0, "")) == []
@@ -274,15 +295,15 @@ def test_ctrl_c_during_cluster_start_prints_one_line(tmp_path):
     run = start_run(tmp_path / "n", "2000", "16", "--ncpus", "2", "--no-dashboard")
     import psutil
 
-    # the moment a worker process is being spawned: the cluster is starting
+    # the moment the first worker process exists: the cluster is starting
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and run.poll() is None:
         with contextlib.suppress(psutil.Error):
-            if any("spawn_main" in " ".join(c.cmdline())
-                   for c in psutil.Process(run.pid).children()):  # fmt: skip
+            if psutil.Process(run.pid).children():
                 break
-        time.sleep(0.005)
-    time.sleep(0.3)  # the worker process imports Dask
+        time.sleep(0.002)
+    assert run.poll() is None, "the run ended before its cluster started"
+    assert not os.listdir(tmp_path / "n"), "volumes were written: the cluster had started"
     os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     _, err = run.communicate(timeout=120)
     assert run.returncode == 130, err
@@ -300,21 +321,12 @@ def test_a_worker_that_joins_mid_run_is_checked_before_it_writes(tmp_path):
     (other / "__init__.py").write_text(
         f"__path__ = [{os.path.join(real, 'mwr_dask')!r}]\n__version__ = '0.0.0-other'\n"
     )
-    procs = DaskProcesses(tmp_path)
-    try:
-        procs.start_scheduler()
-        procs.start_worker()
-        procs.wait_for_workers(1)
-        out = tmp_path / "noise"
-        run = start_run(out, "600", "40", "--seed", "3", "--scheduler", procs.address)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (out.is_dir() and os.listdir(out)):
-            time.sleep(0.05)
+    with run_on_dask_processes(tmp_path, 600, "--anglestep", "0.5") as (procs, _, run, out):
         env = {**os.environ, "PYTHONPATH": str(tmp_path / "other")}
-        procs.start_worker(env=env)
-        procs.wait_for_workers(2)
-        # the run goes on long enough after the join for the refusal to reach it
-        assert run.poll() is None, "the run ended before the other worker joined"
+        other = procs.start_worker(env=env)
+        other.wait(timeout=120)  # refused: it closes, with its nanny
+        # the run goes on long enough after the refusal for its warning to reach it
+        assert run.poll() is None, "the run ended before the other worker was refused"
         _, stderr = run.communicate(timeout=600)
         assert run.returncode == 0, stderr + procs.log_text()
         assert re.search(r"worker tcp://\S+ is not used: it has mwr_dask 0\.0\.0-other", stderr)
@@ -322,23 +334,11 @@ def test_a_worker_that_joins_mid_run_is_checked_before_it_writes(tmp_path):
         for name in os.listdir(out):
             with mrcfile.open(out / name) as m:
                 assert b"0.0.0-other" not in m.header.label.tobytes()
-    finally:
-        procs.close()
 
 
 @pytest.mark.slow
 def test_a_scheduler_that_dies_mid_run_is_one_sentence_with_what_is_on_disk(tmp_path):
-    procs = DaskProcesses(tmp_path)
-    try:
-        procs.start_scheduler()
-        procs.start_worker()
-        procs.wait_for_workers(1)
-        out = tmp_path / "noise"
-        run = start_run(out, "300", "40", "--seed", "3", "--scheduler", procs.address,
-                        "--retries", "0")  # fmt: skip
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (out.is_dir() and len(os.listdir(out)) >= 5):
-            time.sleep(0.05)
+    with run_on_dask_processes(tmp_path, 300, "--retries", "0", files=5) as (procs, _, run, out):
         procs.kill(procs.scheduler)
         _, stderr = run.communicate(timeout=300)
         on_disk = len(os.listdir(out))
@@ -348,23 +348,12 @@ def test_a_scheduler_that_dies_mid_run_is_one_sentence_with_what_is_on_disk(tmp_
         # counted on disk when the run ended (the orphaned worker may finish its volume)
         assert said and 5 <= int(said.group(1)) <= on_disk, stderr
         assert_only_volumes(out, sorted(int(n[2:7]) for n in os.listdir(out)))
-    finally:
-        procs.close()
 
 
 @pytest.mark.slow
 def test_a_checked_worker_that_joins_mid_run_is_given_work(tmp_path):
     """The only worker dies; the one that replaces it passes the check and finishes the run."""
-    procs = DaskProcesses(tmp_path)
-    try:
-        procs.start_scheduler()
-        first = procs.start_worker()
-        procs.wait_for_workers(1)
-        out = tmp_path / "noise"
-        run = start_run(out, "200", "40", "--seed", "3", "--scheduler", procs.address)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (out.is_dir() and len(os.listdir(out)) >= 10):
-            time.sleep(0.05)
+    with run_on_dask_processes(tmp_path, 200, files=10) as (procs, first, run, out):
         procs.kill(first)
         assert run.poll() is None, "the run ended before its worker could be replaced"
         procs.start_worker()
@@ -372,8 +361,6 @@ def test_a_checked_worker_that_joins_mid_run_is_given_work(tmp_path):
         assert run.returncode == 0, stderr + procs.log_text()
         assert "is not used" not in stderr
         assert_only_volumes(out, range(200))
-    finally:
-        procs.close()
 
 
 @pytest.mark.slow

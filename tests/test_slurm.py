@@ -205,30 +205,41 @@ def test_jobs_stuck_in_the_queue_are_reported_and_cancelled(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
 
 
-def test_jobs_that_end_mid_run_are_replaced(tmp_path):
-    """A walltime or an administrator's scancel ends the jobs: new ones finish the run."""
+def scancel_mid_run(tmp_path, count: int, *flags: str, files: int = 50):
+    """Start a run of ``count`` 48^3 volumes, cancel its jobs once ``files`` are written.
+
+    Returns the jobs cancelled and the finished run (stdout, stderr, return code).
+    """
     env, _ = env_with_home(tmp_path)
     out = tmp_path / "noise"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mwr_dask", "generate-noise", str(out), "800", "48",
-         "--seed", SEED, *SMALL_JOBS, "--jobs", "2"],
+        [sys.executable, "-m", "mwr_dask", "generate-noise", str(out), str(count), "48",
+         "--seed", SEED, *SMALL_JOBS, *flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and proc.poll() is None:
-            if out.is_dir() and len(os.listdir(out)) >= 50:
+            if out.is_dir() and len(os.listdir(out)) >= files:
                 break
             time.sleep(0.1)
         first = squeue(tmp_path)
-        assert proc.poll() is None and len(first) == 2, proc.communicate()
+        assert proc.poll() is None and first, proc.communicate()
         subprocess.run(["scancel", *first], check=True)
         stdout, stderr = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 0, stdout + stderr
+    return first, stdout, stderr, proc.returncode
+
+
+def test_jobs_that_end_mid_run_are_replaced(tmp_path):
+    """A walltime or an administrator's scancel ends the jobs: new ones finish the run."""
+    first, stdout, stderr, code = scancel_mid_run(tmp_path, 800, "--jobs", "2")
+    out = tmp_path / "noise"
+    assert len(first) == 2
+    assert code == 0, stdout + stderr
     assert re.search(r"SLURM jobs \d+(, \d+)? ended; submitting new ones", stdout), stdout
     submitted = re.search(r"Cancelling SLURM jobs (.*)", stdout).group(1).split(", ")
     assert len(submitted) == 4 and set(first) <= set(submitted)
@@ -287,3 +298,23 @@ def test_jobs_never_import_from_another_users_scratch_folder(tmp_path):
         assert not wait_until_gone(job_ids(run.stdout))
         # the scheduler's and the job's scratch folders are gone with the run
         assert sorted(os.listdir(base)) == ["dask-scratch-space"]
+
+
+def test_jobs_that_keep_ending_before_their_workers_join_stop_the_run(tmp_path):
+    """The first job works; every later one exits in its prologue (a broken node, say)."""
+    marker = tmp_path / "first-job-ran"
+    first, stdout, stderr, code = scancel_mid_run(
+        tmp_path, 3000, "--jobs", "1", "--prologue", f"test -e {marker} && exit 3; touch {marker}",
+        files=20,
+    )  # fmt: skip
+    assert code == 1 and len(first) == 1, stdout + stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert re.search(
+        r"SLURM jobs keep ending before their workers join \(3 in a row, the last \d+\); see"
+        r" their output in \S+/\.noise\.mwr-dask/jobs\.", stderr
+    ), stderr  # fmt: skip
+    submitted = re.search(r"Cancelling SLURM jobs (.*)", stdout).group(1).split(", ")
+    assert len(submitted) == 4 and set(first) <= set(submitted), stdout
+    assert not wait_until_gone(submitted)
+    out = tmp_path / "noise"
+    assert_only_volumes(out, sorted(int(n[2:7]) for n in os.listdir(out)))

@@ -1,10 +1,11 @@
-"""Progress reports: a bar on a terminal, plain periodic log lines in batch logs."""
+"""Progress reports: a ``rich`` bar on a terminal, plain periodic log lines in batch logs."""
 
 from __future__ import annotations
 
+import atexit
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 
 def _duration(seconds: float) -> str:
@@ -19,8 +20,8 @@ def _duration(seconds: float) -> str:
 class Progress:
     """Report volumes done out of ``total`` with rate and ETA.
 
-    On a terminal, one line redrawn in place with a bar; otherwise (batch logs) a plain line
-    every ``every`` seconds and at the end. Nothing when ``quiet``.
+    On a terminal, a :mod:`rich.progress` bar redrawn at each update; otherwise (batch logs) a
+    plain line with a timestamp every ``every`` seconds and at the end. Nothing when ``quiet``.
 
     The rate is the volumes accounted for (written, skipped or failed) per second since the
     report was created, which the command does once the cluster is up: the speed of the work
@@ -29,24 +30,20 @@ class Progress:
     """
 
     def __init__(
-        self,
-        total: int,
-        *,
-        quiet: bool = False,
-        every: float = 10.0,
-        stream: TextIO | None = None,
-        width: int = 30,
+        self, total: int, *, quiet: bool = False, every: float = 10.0, stream: TextIO | None = None
     ) -> None:
         self.total = total
         self.quiet = quiet
         self.stream = stream or sys.stdout
-        self.tty = self.stream.isatty()
         self.every = every
-        self.width = width
         self.t0 = time.perf_counter()
         self.last = float("-inf")
         self.updated: float | None = None  # time of the latest update
         self.done = 0
+        self.bar: Any = None
+        if not quiet and self.stream.isatty():
+            self.bar = _terminal_bar(self.stream)
+            atexit.register(self.close)  # a run that stops early: the cursor comes back
 
     @property
     def elapsed(self) -> float | None:
@@ -68,12 +65,7 @@ class Progress:
             f"{done}/{self.total} volumes ({pct:.0f}%) {rate:.1f} vol/s"
             f" elapsed {_duration(elapsed)} ETA {_duration(eta)}"
         )
-        if failed:
-            text += f", {failed} failed"
-        if self.tty:
-            filled = int(self.width * done / self.total) if self.total else self.width
-            text = f"[{'#' * filled}{'.' * (self.width - filled)}] {text}"
-        return text
+        return f"{text}, {failed} failed" if failed else text
 
     def update(self, done: int, failed: int = 0) -> None:
         """Report that ``done`` volumes are accounted for."""
@@ -82,13 +74,36 @@ class Progress:
         if self.quiet:
             return
         finished = done >= self.total
-        if self.tty:
-            end = "\n" if finished else ""
-            self.stream.write(f"\r{self.line(done, failed, now)}\033[K{end}")
+        if self.bar is not None:
+            task = self.bar.task_ids[0]
+            text = self.line(done, failed, now)
+            self.bar.update(task, total=self.total, completed=done, text=text, refresh=True)
+            if finished:
+                self.close()
         elif finished or now - self.last >= self.every:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             self.stream.write(f"{stamp} {self.line(done, failed, now)}\n")
-        else:
-            return
-        self.last = now
-        self.stream.flush()
+            self.stream.flush()
+            self.last = now
+
+    def close(self) -> None:
+        """Stop the terminal bar (the last state stays on screen); nothing otherwise."""
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _terminal_bar(stream: TextIO) -> Any:
+    """Start a :class:`rich.progress.Progress` of one task: a bar and :meth:`Progress.line`."""
+    from rich.console import Console
+    from rich.progress import BarColumn, TextColumn
+    from rich.progress import Progress as RichProgress
+
+    bar = RichProgress(
+        BarColumn(),
+        TextColumn("{task.fields[text]}"),
+        console=Console(file=stream, force_terminal=True),
+        auto_refresh=False,
+    )
+    bar.add_task("volumes", text="")
+    bar.start()
+    return bar

@@ -8,7 +8,6 @@ the partition count. Each task returns a small summary of its partition, never a
 from __future__ import annotations
 
 import errno
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,15 +77,14 @@ def write_one(
     Returns
     -------
     dict
-        ``index``, ``status`` ("written", "skipped" or "failed"), ``seconds`` and, on failure,
-        ``error`` (one sentence).
+        ``index``, ``status`` ("written", "skipped" or "failed") and, on failure, ``error``
+        (one sentence) and ``errno``.
     """
     path = Path(folder) / volume_name(index)
     check = is_intact if verify else is_complete
     args = (path, params.cubesize, params.labels(index)) if verify else (path, params.cubesize)
     if not overwrite and check(*args):
-        return {"index": index, "status": "skipped", "seconds": 0.0}
-    t0 = time.perf_counter()
+        return {"index": index, "status": "skipped"}
     volume = params.volume(index)
     try:
         write_volume(
@@ -97,19 +95,17 @@ def write_one(
         return {
             "index": index,
             "status": "failed",
-            "seconds": 0.0,
             "error": f"{path}: {reason}",
             "errno": err.errno,
         }
-    return {"index": index, "status": "written", "seconds": time.perf_counter() - t0}
+    return {"index": index, "status": "written"}
 
 
 def summarize(records) -> dict:
     """Reduce the records of one partition to counts (the only thing sent back)."""
-    out = {"written": 0, "skipped": 0, "failed": 0, "seconds": 0.0, "errors": [], "fatal": False}
+    out = {"written": 0, "skipped": 0, "failed": 0, "errors": [], "fatal": False}
     for rec in records:
         out[rec["status"]] += 1
-        out["seconds"] += rec["seconds"]
         if rec["status"] == "failed":
             out["fatal"] |= rec.get("errno") in FATAL_ERRNOS
             if len(out["errors"]) < 3:
@@ -153,7 +149,6 @@ class RunResult:
     written: int = 0
     skipped: int = 0
     failed: int = 0
-    task_seconds: float = 0.0
     errors: list = field(default_factory=list)
     crashed: list = field(default_factory=list)
     stopped: bool = False
@@ -179,7 +174,6 @@ def run(
     workers: int | None = None,
     on_progress: Callable[[RunResult], None] | None = None,
     result: RunResult | None = None,
-    resources: dict[str, float] | None = None,
 ) -> RunResult:
     """Generate and write volumes ``start .. start + count - 1`` on ``client``'s cluster.
 
@@ -208,9 +202,6 @@ def run(
     result : RunResult, optional
         Object to fill in as partitions finish (the caller keeps what was done when the run
         is interrupted); a new one by default.
-    resources : dict, optional
-        Worker resources every task requires (those of the workers that passed the checks,
-        :meth:`mwr_dask.parallel.clusters.Cluster.check`).
 
     The run stops early (``result.stopped``) at a write error that no retry can cure:
     disk full, quota exceeded, read-only filesystem.
@@ -221,7 +212,7 @@ def run(
     bag = build_bag(
         params, ranges, folder, tmp_dir, overwrite=overwrite, fsync=fsync, verify=verify
     )
-    futures = client.compute(bag.to_delayed(), retries=retries, resources=resources)
+    futures = client.compute(bag.to_delayed(), retries=retries)
     result = RunResult(requested=count) if result is None else result
     part_of = {f.key: r for f, r in zip(futures, ranges, strict=True)}
     try:
@@ -236,7 +227,6 @@ def run(
                 result.written += summary["written"]
                 result.skipped += summary["skipped"]
                 result.failed += summary["failed"]
-                result.task_seconds += summary["seconds"]
                 result.errors.extend(summary["errors"])
                 result.stopped |= summary["fatal"]
             future.release()

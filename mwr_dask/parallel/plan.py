@@ -31,11 +31,6 @@ def free_bytes(folder: Path) -> int | None:
     return None
 
 
-def describe_cluster(cluster: Cluster) -> str:
-    """One line on where the work would run; nothing is started or contacted."""
-    return cluster.describe()
-
-
 def describe_plan(
     params: NoiseSource,
     start: int,
@@ -80,7 +75,7 @@ def describe_plan(
     if there:
         lines.append(f"Already there: {there} of these files (complete ones are skipped)")
     lines.append(f"Parameters: {params.describe(seed=FRESH_SEED if fresh_seed else None)}")
-    lines.append(f"Cluster: {describe_cluster(cluster)}")
+    lines.append(f"Cluster: {cluster.describe()}")
     workers = cluster.planned_workers()
     if workers is None:
         lines.append("Tasks: planned at run time for the workers the cluster has then")

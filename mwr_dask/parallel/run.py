@@ -4,9 +4,8 @@ The sequence, in order: take the folder's lock; read what the folder holds and c
 against the source (the folder guard); check the room on its filesystem and create it; connect
 to a cluster (the caller's client, or the :class:`~mwr_dask.parallel.clusters.Cluster` given,
 started and stopped here: a local cluster by default); check the workers, now and as they
-join; run the Dask pipeline
-(:mod:`mwr_dask.parallel.pipeline`), reporting progress; release everything. The command line only
-parses, validates, calls :func:`generate` and reports.
+join; run the Dask pipeline (:mod:`mwr_dask.parallel.pipeline`), reporting progress; release
+everything. The command line only parses, validates, calls :func:`generate` and reports.
 """
 
 from __future__ import annotations
@@ -31,13 +30,7 @@ from mwr_dask.files.folder import (
 )
 from mwr_dask.noise.source import NoiseSource
 from mwr_dask.parallel.clusters import Cluster, ClusterError, ClusterOptions, make_cluster
-from mwr_dask.parallel.clusters.checks import (
-    check_workers,
-    install_worker_check,
-    memory_problems,
-    uninstall_worker_check,
-    wait_for_workers,
-)
+from mwr_dask.parallel.clusters.checks import check_workers, wait_for_workers, worker_check
 from mwr_dask.parallel.pipeline import RunResult, run
 
 if TYPE_CHECKING:
@@ -45,14 +38,7 @@ if TYPE_CHECKING:
 
 Say = Callable[[str], None]
 
-__all__ = [
-    "ClusterError",
-    "FolderError",
-    "Generated",
-    "MwrDaskWarning",
-    "generate",
-    "memory_problems",
-]
+__all__ = ["ClusterError", "FolderError", "Generated", "MwrDaskWarning", "generate"]
 
 
 class MwrDaskWarning(UserWarning):
@@ -61,6 +47,10 @@ class MwrDaskWarning(UserWarning):
 
 def _warn(line: str) -> None:
     warnings.warn(line, MwrDaskWarning, stacklevel=3)
+
+
+def _silent(line: str) -> None:
+    """Drop ``line`` (``say`` of a caller who wants no reports)."""
 
 
 @dataclass
@@ -138,9 +128,9 @@ def generate(
         open. Its workers' package versions, memory and view of the folder are checked, and
         workers that join during the run are checked before they get work.
     cluster : Cluster or ClusterOptions, optional
-        Where to run when no client is given (:func:`mwr_dask.parallel.clusters.make_cluster`, or the
-        options it takes): by default a local cluster of one single-threaded worker process
-        per usable core, started and stopped here.
+        Where to run when no client is given (:func:`~.clusters.make_cluster`, or the options
+        it takes): by default a local cluster of one single-threaded worker process per
+        usable core, started and stopped here.
     overwrite : bool
         Regenerate volumes that are already complete.
     verify : bool
@@ -157,8 +147,8 @@ def generate(
     worker_timeout : float
         Seconds to wait for the first worker.
     on_progress : callable, optional
-        Called with the running :class:`~mwr_dask.parallel.pipeline.RunResult` when the work starts
-        (the cluster is up) and after each partition.
+        Called with the running :class:`~.pipeline.RunResult` when the work starts (the
+        cluster is up) and after each partition.
     say : callable, optional
         Receives one-line reports for people (what is written where, the cluster, the
         dashboard link); silent by default.
@@ -182,67 +172,37 @@ def generate(
     ClusterError
         The cluster could not be started, reached or used.
     """
-    say = say or (lambda line: None)
-    warn = warn or _warn
-    if cluster is None:
-        cluster = make_cluster(dashboard_address=None)
-    elif isinstance(cluster, ClusterOptions):
+    say, warn = say or _silent, warn or _warn
+    if isinstance(cluster, ClusterOptions):
         cluster = cluster.make()
+    cluster = cluster or make_cluster(dashboard_address=None)
     folder = Path(folder).absolute()
-    result = RunResult(requested=count) if result is None else result
+    done = Generated(source, folder, start, count, result or RunResult(requested=count))
     created = not folder.exists()
     try:
-        from mwr_dask.parallel.clusters.batch import BatchCluster
-
-        # its job logs and TLS key files: the sibling
-        batch = client is None and isinstance(cluster, BatchCluster)
-        with folder_lock(folder, sibling=batch) as tmp_dir:
-            source, existing = resolve_params(
-                folder,
-                source,
-                seed_given=not adopt_seed,
-                force=force,
-                fresh_seed=source.seed,
+        with folder_lock(folder, sibling=client is None and cluster.sibling) as tmp_dir:
+            done.source = prepare_output(
+                folder, source, start, count, adopt_seed=adopt_seed, force=force, say=say, warn=warn
             )
-            prepare_output(folder, source, existing, start, count, warn)
-            last = start + count - 1
-            say(
-                f"Writing n_{start:05d}.mrc .. n_{last:05d}.mrc ({count} volumes,"
-                f" {size_text(count * source.volume_bytes)}) to {folder}"
-            )
-            say(f"Parameters: {source.describe()}")
-            if batch:
-                say(f"Cluster: {cluster.describe()}")
             t0 = time.perf_counter()
-            done = Generated(source, folder, start, count, result)
             with _connected(client, cluster, say, warn) as connected:
                 threads = wait_for_workers(connected, worker_timeout)
                 if client is None:
                     for line in cluster.report(connected, threads):
                         say(line)
-                    resources = cluster.check(connected, source, folder, tmp_dir, warn=warn)
-                else:
-                    check_workers(connected, source, folder, tmp_dir)
-                    resources = install_worker_check(connected, folder, tmp_dir, warn)
-                if on_progress is not None:
-                    on_progress(result)  # the run starts: nothing done yet
-                run(
-                    connected,
-                    source,
-                    start,
-                    count,
-                    folder,
-                    tmp_dir,
-                    overwrite=overwrite,
-                    fsync=fsync,
-                    verify=verify,
-                    retries=retries,
-                    workers=None if client is not None else cluster.planned_workers(),
-                    on_progress=on_progress,
-                    result=result,
-                    resources=resources,
+                (check_workers if client else cluster.check)(
+                    connected, done.source, folder, tmp_dir
                 )
-                if result.crashed and connected.status != "running":
+                with worker_check(connected, folder, tmp_dir, warn):
+                    if on_progress is not None:
+                        on_progress(done.result)  # the run starts: nothing done yet
+                    run(
+                        connected, done.source, start, count, folder, tmp_dir,
+                        overwrite=overwrite, fsync=fsync, verify=verify, retries=retries,
+                        workers=None if client is not None else cluster.planned_workers(),
+                        on_progress=on_progress, result=done.result,
+                    )  # fmt: skip
+                if done.result.crashed and connected.status != "running":
                     # partitions report when they end: count the files on disk
                     raise ClusterError(
                         f"lost the Dask scheduler after {time.perf_counter() - t0:.1f} s:"
@@ -262,11 +222,7 @@ def generate(
 def _connected(client: Client | None, cluster: Cluster, say: Say, warn: Say) -> Iterator[Client]:
     """Yield the caller's client as it is, or a client of a cluster started (and stopped) here."""
     if client is not None:
-        try:
-            yield client
-        finally:
-            with contextlib.suppress(Exception):  # the caller's cluster: leave no plugin
-                uninstall_worker_check(client)
+        yield client
     else:
         with cluster.client(say=say, warn=warn) as started:
             yield started
@@ -297,14 +253,14 @@ def plan_source(
 
 
 def prepare_output(
-    folder: Path,
-    source: NoiseSource,
-    existing: FolderState,
-    start: int,
-    count: int,
-    warn: Say,
-) -> None:
-    """Warn about foreign entries; check the room and that the folder is writable; create it."""
+    folder: Path, source: NoiseSource, start: int, count: int, *, adopt_seed: bool,
+    force: bool, say: Say, warn: Say,
+) -> NoiseSource:  # fmt: skip
+    """Check the folder against the source, its room and that it is writable; return the source.
+
+    Warns about foreign entries and says what will be written where.
+    """
+    source, existing = plan_source(folder, source, adopt_seed=adopt_seed, force=force)
     if existing.others:
         n = len(existing.others)
         warn(
@@ -324,6 +280,12 @@ def prepare_output(
         raise FolderError(f"cannot create {err.filename}: {err.strerror}.") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise FolderError(f"{folder} is not writable.")
+    say(
+        f"Writing n_{start:05d}.mrc .. n_{start + count - 1:05d}.mrc ({count} volumes,"
+        f" {size_text(count * source.volume_bytes)}) to {folder}"
+    )
+    say(f"Parameters: {source.describe()}")
+    return source
 
 
 def size_text(nbytes: float) -> str:

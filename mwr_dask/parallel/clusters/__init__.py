@@ -10,9 +10,11 @@ one place, :func:`make_cluster`:
 
 Local and batch clusters run over TLS with keys made for the run. Modules import Dask only
 when a cluster is described or started, so importing this package is cheap (the CLI's
-``--help``). Module dependencies: ``systems``, ``dashboard`` and ``checks`` import nothing of
-this package; ``local`` and ``remote`` import ``checks`` and ``dashboard``; ``batch`` imports
-all of them; this module imports them inside :func:`make_cluster`.
+``--help``). Module dependencies: ``systems``, ``dashboard``, ``plugin`` and
+``jobqueue_import`` import nothing of this package; ``checks`` imports ``plugin``;
+``local`` and ``remote`` import ``checks`` and ``dashboard``; ``jobs`` imports ``checks`` and
+``systems``; ``batch`` imports all of them; this module imports them inside
+:func:`make_cluster`.
 """
 
 from __future__ import annotations
@@ -23,12 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from mwr_dask.parallel.clusters.checks import (
-    ClusterError,
-    UsageError,
-    default_ncpus,
-    wait_for_workers,
-)
+from mwr_dask.parallel.clusters.checks import ClusterError, UsageError, wait_for_workers
 from mwr_dask.parallel.clusters.systems import SYSTEMS
 
 if TYPE_CHECKING:
@@ -45,7 +42,6 @@ __all__ = [
     "ClusterError",
     "ClusterOptions",
     "UsageError",
-    "default_ncpus",
     "make_cluster",
     "wait_for_workers",
 ]
@@ -58,6 +54,9 @@ class Cluster(Protocol):
     label: str
     #: True when the workers are not started here from this Python: they are checked.
     remote: bool
+    #: True when the cluster keeps files (job output, TLS keys) in the output folder's hidden
+    #: sibling during a run (:func:`mwr_dask.files.folder.folder_lock` makes it).
+    sibling: bool
 
     def planned_workers(self) -> int | None:
         """Worker threads to plan the work for (None: those the cluster has at run time)."""
@@ -83,9 +82,9 @@ class Cluster(Protocol):
 
     def check(
         self, client: Client, params: NoiseSource | None = None, folder: Path | None = None,
-        tmp_dir: Path | None = None, warn: Say | None = None,
-    ) -> dict[str, float]:  # fmt: skip
-        """Check the workers (now and as they join); return the resources write tasks need.
+        tmp_dir: Path | None = None,
+    ) -> None:  # fmt: skip
+        """Check the workers there now (those that join later: ``checks.worker_check``).
 
         Raises :class:`ClusterError` (one sentence) if the workers cannot do the work.
         """

@@ -1,29 +1,28 @@
 """Dask workers as batch jobs on SLURM, PBS, SGE, LSF, HTCondor, OAR or Moab (dask-jobqueue).
 
-What differs between batch systems is one entry of :data:`mwr_dask.parallel.clusters.systems.SYSTEMS`.
+What differs between batch systems is one entry of :data:`~.systems.SYSTEMS`.
 
-dask-jobqueue does the work: it writes the job scripts, submits and cancels the jobs, and runs
-the scheduler in this process. This module chooses its options, in this order of precedence:
+dask-jobqueue does the work: it writes the job scripts, submits and cancels the jobs, runs the
+scheduler in this process and scales the jobs adaptively (``adapt``, also for a fixed
+``--jobs N``: between N and N). This module chooses its options, in this order of precedence:
 command-line flags, the ``--cluster-config`` YAML file (dask-jobqueue's ``jobqueue.<system>``
 schema, applied to the dask configuration for the run only), the user's dask configuration.
 On top of that it
 
 - runs the workers with this client's Python, one thread per worker process, and one thread
-  per process for FFT/BLAS libraries;
-- runs every connection over TLS with keys made for the run; the workers' copies are
-  written to a folder only the user can read (0700, beside the output folder, which the
-  workers see anyway), never into the job script, and removed when the run ends;
-- waits for the first worker up to a timeout, saying which jobs sit in the queue and why;
+  per process for FFT/BLAS libraries; each worker leaves before its job's walltime
+  (``--lifetime``, staggered), and adaptive scaling submits a job in its place;
+- runs every connection over TLS with keys made for the run; the workers read them from files
+  in a folder only the user can read (0700, beside the output folder, which the workers see
+  anyway), never from the job script, and the folder goes when the run ends;
+- waits for the first worker up to a timeout, saying which jobs sit in the queue and why, and
+  replaces jobs that end during the run (:class:`~.jobs.JobKeeper`);
 - cancels every job the run submitted when it ends, fails or is interrupted, and checks that
   none is left in the queue.
-
-``dask_jobqueue`` is imported on first use only, without letting it copy its configuration
-template to ``~/.config/dask/jobqueue.yaml``.
 """
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import inspect
 import logging
@@ -31,91 +30,60 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import subprocess
+import stat
 import sys
 import tempfile
-import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from mwr_dask.parallel.clusters.checks import (
+    DASK_SETTINGS,
     SINGLE_THREAD_ENV,
     ClusterError,
     UsageError,
     check_workers,
-    install_worker_check,
     memory_fraction,
     memory_problems,
+    quiet_logs,
 )
 from mwr_dask.parallel.clusters.dashboard import dashboard_address, dashboard_link, tunnel_hint
-from mwr_dask.parallel.clusters.local import private_scratch, temporary_security
-from mwr_dask.parallel.clusters.systems import SYSTEMS, job_states
+from mwr_dask.parallel.clusters.jobqueue_import import import_dask_jobqueue
+from mwr_dask.parallel.clusters.jobs import (
+    JobKeeper,
+    JobTracker,
+    sigint_deferred,
+    wait_for_first_worker,
+)
+from mwr_dask.parallel.clusters.local import private_scratch, run_keys, tls_security
+from mwr_dask.parallel.clusters.systems import SYSTEMS
 
 if TYPE_CHECKING:
     from distributed import Client
 
     from mwr_dask.noise.source import NoiseSource
+
 #: Memory per worker process when neither a flag nor a configuration gives the job's memory.
 DEFAULT_MEMORY_PER_PROCESS = 2 * 2**30
-#: Seconds between two queries of the batch system while waiting for workers.
-POLL_SECONDS = 5.0
-#: Seconds between two "still waiting" reports.
-REPORT_SECONDS = 30.0
-#: Seconds between two checks, during a run, for jobs that ended (walltime, node failure).
-KEEPER_SECONDS = 10.0
-#: Seconds to wait, after cancelling, for the jobs to leave the queue.
-CANCEL_WAIT_SECONDS = 20.0
-#: Placeholder for the scheduler address in a job script shown by ``--dry-run``.
-SCHEDULER_PLACEHOLDER = "tls://SCHEDULER-ADDRESS:PORT"
 #: Name of the folder, beside the job logs, that holds the run's TLS credentials (0700).
 CREDENTIALS_FOLDER = "tls"
+#: The credential files in that folder: the run's certificate and its key.
+CERT_FILE, KEY_FILE = "cert.pem", "key.pem"
 #: Shell variable of a job script that holds the job's private Dask scratch folder.
 SCRATCH_VARIABLE = "MWR_DASK_SCRATCH"
+#: Loggers silenced while a batch cluster runs (those distributed gives a level of their own
+#: too): a refused submission or a closing connection is told in one sentence, not in
+#: distributed's, tornado's or asyncio's tracebacks.
+NOISY_LOGGERS = ("distributed", "distributed.client", "tornado", "tornado.application", "asyncio")
 
 Say = Callable[[str], None]
 
 
-def _warn(line: str) -> None:
-    print(f"mwr-dask: warning: {line}", file=sys.stderr, flush=True)
-
-
-def import_dask_jobqueue() -> ModuleType:
-    """Import ``dask_jobqueue`` without the side effects of its import.
-
-    On import, dask-jobqueue
-
-    - calls ``dask.config.ensure_file`` to copy its template to
-      ``~/.config/dask/jobqueue.yaml`` (or ``$DASK_CONFIG``): skipped here (its defaults are
-      loaded into the dask configuration in memory either way);
-    - replaces the SIGINT handler with ``sys.exit()`` (``dask_jobqueue/runner.py``), which
-      would turn Ctrl-C into a successful exit: the handler in place before is restored.
-    """
-    if "dask_jobqueue" in sys.modules:
-        return sys.modules["dask_jobqueue"]
-    import dask.config
-
-    main_thread = threading.current_thread() is threading.main_thread()
-    sigint = signal.getsignal(signal.SIGINT) if main_thread else None
-    ensure_file = dask.config.ensure_file
-    dask.config.ensure_file = _no_file
-    try:
-        import dask_jobqueue
-    finally:
-        dask.config.ensure_file = ensure_file
-        if main_thread and sigint is not None:
-            signal.signal(signal.SIGINT, sigint)
-    return dask_jobqueue
-
-
-def _no_file(*args: Any, **kwargs: Any) -> None:
-    """Stand-in for ``dask.config.ensure_file`` that writes nothing."""
+def _silent(line: str) -> None:
+    """Drop ``line``: what ``say``/``warn`` do when the caller gives none."""
 
 
 def cluster_class(system: str) -> type:
@@ -147,33 +115,28 @@ def parse_adapt(text: str) -> tuple[int, int]:
 
 
 def read_config_file(path: Path, system: str) -> dict:
-    """Read a ``--cluster-config`` YAML file and check its ``jobqueue.<system>`` section.
+    """Read a ``--cluster-config`` YAML file (``dask.config.collect_yaml``) and check it.
 
     Raises
     ------
     UsageError
-        The file is missing or unreadable, is not a YAML mapping, has jobqueue sections but
+        The file is missing, is not valid YAML or not a mapping, has jobqueue sections but
         none for ``system``, or names keys that dask-jobqueue does not know.
     """
     import dask.config
-    import yaml
 
+    if not Path(path).is_file():
+        raise UsageError(f"the --cluster-config file {path} does not exist.")
     try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise UsageError(f"the --cluster-config file {path} does not exist.") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"cannot read the --cluster-config file {path} ({err}).") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
+        data = next(iter(dask.config.collect_yaml([str(path)])), None)
+    except ValueError as err:  # dask's words: "malformed", with the YAML error
+        if "top level" in str(err):
+            raise UsageError(f"the --cluster-config file {path} is not a YAML mapping.") from None
+        lines = re.findall(r"line (\d+)", str(err))
+        at = f" at line {lines[-1]}" if lines else ""
         raise UsageError(f"the --cluster-config file {path} is not valid YAML{at}.") from None
     if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UsageError(f"the --cluster-config file {path} is not a YAML mapping of settings.")
+        raise UsageError(f"cannot read the --cluster-config file {path}.")
     sections = data.get("jobqueue")
     if sections is None:
         return data
@@ -210,8 +173,10 @@ def config_overlay(path: Path | None, system: str) -> Iterator[None]:
 
 
 def thread_exports() -> list[str]:
-    """Shell lines that make every worker single-threaded for FFT/BLAS and import this code."""
-    lines = [f"export {name}={value}" for name, value in SINGLE_THREAD_ENV.items()]
+    """Shell lines: single-threaded FFT/BLAS, :data:`DASK_SETTINGS`, this code on the path."""
+    dask = {"DASK_" + k.upper().replace(".", "__").replace("-", "_"): v
+            for k, v in DASK_SETTINGS.items()}  # fmt: skip
+    lines = [f"export {name}={value}" for name, value in {**SINGLE_THREAD_ENV, **dask}.items()]
     if os.environ.get("PYTHONPATH"):
         lines.append(f"export PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])}")
     return lines
@@ -229,6 +194,35 @@ def scratch_lines(base: str) -> list[str]:
         f'{SCRATCH_VARIABLE}=$(mktemp -d "{base}/mwr-dask-scratch-XXXXXXXX") || exit 1',
         f"trap 'rm -rf \"${SCRATCH_VARIABLE}\"' EXIT",
     ]
+
+
+def walltime_seconds(walltime: str | None, system: str) -> int | None:
+    """Seconds of a walltime written ``[D-]HH:MM:SS`` (``HH:MM`` for LSF); None otherwise.
+
+    Other forms (SLURM's bare minutes, PBS's bare seconds) mean different things on
+    different systems: they give no worker lifetime.
+    """
+    fields = 2 if system == "lsf" else 3
+    match = re.fullmatch(r"(?:(\d+)-)?" + r":".join([r"(\d+)"] * fields), str(walltime or ""))
+    if not match:
+        return None
+    days, *parts = (int(g or 0) for g in match.groups())
+    seconds = sum(v * 60**k for k, v in enumerate(reversed(parts), start=3 - fields))
+    return days * 86400 + seconds
+
+
+def lifetime_args(walltime: str | None, system: str) -> list[str]:
+    """Worker options that make each worker leave before the walltime ends its job.
+
+    A worker leaves after the walltime less a margin (a fifth of it, at most 5 minutes),
+    staggered by that margin so that the workers of a run do not leave together; its tasks
+    go to the others, and adaptive scaling submits a new job (dask-jobqueue's recipe).
+    """
+    total = walltime_seconds(walltime, system)
+    if not total:
+        return []
+    margin = min(300, total // 5)
+    return ["--lifetime", f"{total - margin}s", "--lifetime-stagger", f"{margin}s"]
 
 
 @dataclass(frozen=True)
@@ -310,6 +304,18 @@ class BatchOptions:
         """
         if self.system not in SYSTEMS:
             return [f"--cluster must be one of {', '.join(SYSTEMS)}, not {self.system!r}."]
+        out = self.count_problems() + self.placement_problems()
+        if not out:
+            try:
+                self.job_script()
+            except UsageError as err:
+                out.append(str(err))
+        return out
+
+    def count_problems(self) -> list[str]:
+        """Problems of --jobs, --adapt, --cores and --memory."""
+        from dask.utils import parse_bytes
+
         out = []
         if self.jobs is not None and self.jobs < 1:
             out.append(f"--jobs must be at least 1, not {self.jobs}.")
@@ -324,35 +330,29 @@ class BatchOptions:
             out.append(f"--cores must be at least 1, not {self.cores}.")
         if self.memory is not None:
             try:
-                from dask.utils import parse_bytes
-
                 if parse_bytes(self.memory) <= 0:
                     raise ValueError
             except (ValueError, TypeError):
                 out.append(f"--memory takes an amount such as 4GiB, not {self.memory!r}.")
-        if self.interface is not None:
-            import psutil
+        return out
 
-            names = sorted(psutil.net_if_addrs())
-            if self.interface not in names:
-                out.append(
-                    f"--interface {self.interface} is not a network interface of this host"
-                    f" ({', '.join(names)})."
-                )
-        try:
-            accepted = job_parameters(self.system)
-        except ImportError as err:  # pragma: no cover - dask-jobqueue is a dependency
-            return [*out, f"--cluster needs dask-jobqueue ({err})."]
+    def placement_problems(self) -> list[str]:
+        """Problems of --interface, and flags the batch system has no use for."""
+        import psutil
+
+        out = []
+        names = sorted(psutil.net_if_addrs())
+        if self.interface is not None and self.interface not in names:
+            out.append(
+                f"--interface {self.interface} is not a network interface of this host"
+                f" ({', '.join(names)})."
+            )
+        accepted = job_parameters(self.system)
         for flag, value in (("--queue", self.queue), ("--walltime", self.walltime)):
             if value is not None and flag[2:] not in accepted:
                 out.append(f"{flag} does not apply to --cluster {self.system}.")
         if self.account is not None and not {"account", "project"} & accepted:
             out.append(f"--account does not apply to --cluster {self.system}.")
-        if not out:
-            try:
-                self.job_script()
-            except UsageError as err:
-                out.append(str(err))
         return out
 
     @cached_property
@@ -386,22 +386,11 @@ class BatchOptions:
             a successful run removes.
         """
         import dask.config
-        from dask.utils import format_bytes, parse_bytes
+        from dask.utils import parse_bytes
 
         import_dask_jobqueue()
         cfg = dask.config.get(f"jobqueue.{self.system}", {})
-        cores = int(self.cores or cfg.get("cores") or 1)
-        processes = int(cfg.get("processes") or cores)
-        if processes < 1 or processes > cores:
-            raise UsageError(
-                f"jobqueue.{self.system}.processes is {processes}; it must be between 1 and"
-                f" the job's cores ({cores})."
-            )
-        memory = (
-            self.memory
-            or cfg.get("memory")
-            or format_bytes(processes * DEFAULT_MEMORY_PER_PROCESS).replace(" ", "")
-        )
+        cores, processes, memory = self.sizes(cfg)
         log_directory = self.log_directory or cfg.get("log-directory")
         own_logs = log_directory is None and self.fallback_log_directory is not None
         log_directory = log_directory or self.fallback_log_directory
@@ -409,6 +398,10 @@ class BatchOptions:
         if prologue is None:
             prologue = tuple(cfg.get("job-script-prologue") or cfg.get("env-extra") or ())
         scratch_base = self.local_directory or cfg.get("local-directory") or "${TMPDIR:-/tmp}"
+        walltime = self.walltime or cfg.get("walltime")
+        extra = list(cfg.get("worker-extra-args") or [])
+        if not any(str(arg).startswith("--lifetime") for arg in extra):
+            extra += lifetime_args(walltime, self.system)
         kwargs: dict[str, Any] = {
             "cores": cores,
             "processes": processes,
@@ -416,29 +409,32 @@ class BatchOptions:
             "python": cfg.get("python") or sys.executable,
             "job_script_prologue": [*thread_exports(), *prologue, *scratch_lines(scratch_base)],
             "local_directory": f"${SCRATCH_VARIABLE}",
+            "worker_extra_args": extra,
         }
-        accepted = job_parameters(self.system)
-        account_key = "account" if "account" in accepted else "project"
-        for key, value in (
-            ("walltime", self.walltime),
-            ("queue", self.queue),
-            (account_key, self.account),
-            ("interface", self.interface),
-            ("log_directory", log_directory),
-        ):
-            if value is not None:
-                kwargs[key] = value
+        account_key = "account" if "account" in job_parameters(self.system) else "project"
+        given = {"walltime": self.walltime, "queue": self.queue, account_key: self.account,
+                 "interface": self.interface, "log_directory": log_directory}  # fmt: skip
+        kwargs.update({key: value for key, value in given.items() if value is not None})
         if self.job_extra is not None:
             kwargs["job_extra_directives"] = list(self.job_extra)
-        settings = {
-            "cores": cores,
-            "processes": processes,
-            "memory": parse_bytes(memory),
-            "walltime": kwargs.get("walltime", cfg.get("walltime")),
-            "log_directory": log_directory,
-            "own_logs": own_logs,
-        }
+        settings = {"cores": cores, "processes": processes, "memory": parse_bytes(memory),
+                    "walltime": walltime, "log_directory": log_directory,
+                    "own_logs": own_logs}  # fmt: skip
         return kwargs, settings
+
+    def sizes(self, cfg: dict) -> tuple[int, int, str]:
+        """Cores, worker processes and memory of a job: flags over ``cfg`` over the defaults."""
+        from dask.utils import format_bytes
+
+        cores = int(self.cores or cfg.get("cores") or 1)
+        processes = int(cfg.get("processes") or cores)
+        if processes < 1 or processes > cores:
+            raise UsageError(
+                f"jobqueue.{self.system}.processes is {processes}; it must be between 1 and"
+                f" the job's cores ({cores})."
+            )
+        default = format_bytes(processes * DEFAULT_MEMORY_PER_PROCESS).replace(" ", "")
+        return cores, processes, self.memory or cfg.get("memory") or default
 
     def summary(self) -> str:
         """One line: jobs, worker processes, resources per job."""
@@ -464,30 +460,23 @@ class BatchOptions:
         _, s = self.resolved
         return int(s["memory"] // s["processes"])
 
-    def placeholder_security(self):
-        """Return the run's TLS settings with file names standing for the keys made at run time."""
-        from distributed.security import Security
-
+    def security(self):
+        """Return the run's TLS settings: every role reads the key from the credentials folder."""
         folder = self.credentials_folder
-        return Security(
-            tls_ca_file=str(folder / ".dask-jobqueue.worker.ca_file.XXXXXXXX"),
-            tls_worker_cert=str(folder / ".dask-jobqueue.worker.cert.XXXXXXXX"),
-            tls_worker_key=str(folder / ".dask-jobqueue.worker.key.XXXXXXXX"),
-            require_encryption=True,
-        )
+        return tls_security(str(folder / CERT_FILE), str(folder / KEY_FILE))
 
     def job_script(self) -> str:
         """Return the script each job runs, as dask-jobqueue writes it; nothing is submitted.
 
-        The scheduler address, the worker name and the names of the credential files are
-        placeholders: the scheduler does not run yet and the keys are made at run time.
+        The scheduler address and the worker name are placeholders: the scheduler does not run
+        yet. The credential files are named where the run writes them.
         """
         with config_overlay(self.config_file, self.system):
             kwargs = dict(self.resolved[0])
             job_cls = cluster_class(self.system).job_cls
             log_directory = kwargs.get("log_directory")
             if self.tls:
-                kwargs["security"] = self.placeholder_security()
+                kwargs["security"] = self.security()
             # dask-jobqueue creates the log folder when it builds a job; build it on an empty
             # stand-in and put the real path back into the text.
             with tempfile.TemporaryDirectory(prefix="mwr-dask-dry-run-") as stand_in:
@@ -497,7 +486,7 @@ class BatchOptions:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", FutureWarning)
                         job = job_cls(
-                            SCHEDULER_PLACEHOLDER if self.tls else "tcp://SCHEDULER-ADDRESS:PORT",
+                            f"{'tls' if self.tls else 'tcp'}://SCHEDULER-ADDRESS:PORT",
                             name="WORKER-NAME",
                             **kwargs,
                         )
@@ -513,301 +502,9 @@ class BatchOptions:
         return script
 
 
-#: The name the options had before the cluster layer was one package.
-JobqueueOptions = BatchOptions
-
-
 def gib(n: float) -> str:
     """Bytes as GiB, without trailing zeros: 1, 1.5, 10000."""
     return f"{n / 2**30:.2f}".rstrip("0").rstrip(".")
-
-
-def _submit_error(err: BaseException) -> str:
-    """Return the batch system's words on a failed submission (its stderr), else the error."""
-    text = str(err)
-    if "stderr:" in text:
-        text = text.split("stderr:", 1)[1]
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return "; ".join(lines[:3]) or type(err).__name__
-
-
-class JobTracker:
-    """Every job a run submits, the submissions that failed, and the jobs' states.
-
-    Attributes
-    ----------
-    system : str
-        One of :data:`SYSTEMS`.
-    cancel_command : str
-        Command that cancels jobs given their ids (``scancel``, ``qdel``, ...).
-    submitted : list of str
-        Job ids in order of submission; jobs are never removed from it.
-    errors : list of str
-        What the batch system said when a submission failed.
-    """
-
-    def __init__(self, system: str, cancel_command: str) -> None:
-        self.system = system
-        self.cancel_command = cancel_command
-        self.submitted: list[str] = []
-        self.errors: list[str] = []
-        self._lock = threading.Lock()
-
-    def record(self, job_id: str) -> None:
-        """Remember a submitted job."""
-        with self._lock:
-            self.submitted.append(str(job_id))
-
-    def record_error(self, err: BaseException) -> None:
-        """Remember a failed submission."""
-        with self._lock:
-            self.errors.append(_submit_error(err))
-
-    def job_class(self, base: type) -> type:
-        """Subclass of the job class ``base`` that reports its job id and failures here.
-
-        A failed submission is recorded instead of raised, so that distributed does not log a
-        traceback for it; the job then stands for no batch job and cancels nothing.
-        """
-        tracker = self
-        from distributed.deploy.spec import ProcessInterface
-
-        class TrackedJob(base):  # type: ignore[misc, valid-type]
-            def _job_id_from_submit_output(self, out: str) -> str:
-                job_id = super()._job_id_from_submit_output(out)
-                tracker.record(job_id)
-                return job_id
-
-            async def start(self) -> None:
-                try:
-                    await super().start()
-                except Exception as err:
-                    tracker.record_error(err)
-                    await ProcessInterface.start(self)
-
-        TrackedJob.__name__ = TrackedJob.__qualname__ = base.__name__
-        return TrackedJob
-
-    def states(self, ids: list[str] | None = None) -> dict[str, str] | None:
-        """State of each job still known to the batch system, by id; None if it cannot tell.
-
-        Jobs that have ended (and jobs the batch system has forgotten) are absent.
-        """
-        ids = list(self.submitted if ids is None else ids)
-        if not ids:
-            return {}
-        return job_states(self.system, ids)
-
-    def describe(self, states: dict[str, str] | None, ids: list[str] | None = None) -> str:
-        """``101 RUNNING, 102 PENDING (Resources)`` for the jobs in ``ids``."""
-        ids = list(self.submitted if ids is None else ids)
-        if states is None:
-            return ", ".join(f"{i} (state unknown)" for i in ids)
-        return ", ".join(f"{i} {states.get(i, 'ended')}" for i in ids)
-
-    def cancel_leftovers(self, timeout: float = CANCEL_WAIT_SECONDS) -> dict[str, str]:
-        """Cancel the run's jobs that are still queued or running; return those that stay.
-
-        dask-jobqueue cancels the jobs it holds when the cluster closes; this is the check
-        (and the second attempt) for every job the run ever submitted.
-        """
-        left = self.states()
-        if not left:
-            return {}
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(
-                [*shlex.split(self.cancel_command), *sorted(left)],
-                capture_output=True,
-                timeout=30,
-                check=False,
-            )
-        deadline = time.monotonic() + timeout
-        while left and time.monotonic() < deadline:
-            time.sleep(0.5)
-            left = self.states(list(left)) or {}
-        return left
-
-
-@contextlib.contextmanager
-def sigint_deferred() -> Iterator[None]:
-    """Ignore Ctrl-C inside the block (the clean-up of jobs must not be cut short)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _worker_count(client: Client) -> int:
-    try:
-        return len(client.nthreads())
-    except (OSError, TimeoutError):
-        return 0
-
-
-def wait_for_first_worker(
-    client: Client, tracker: JobTracker, options: JobqueueOptions, log_directory: str | None,
-    say: Say,
-) -> None:  # fmt: skip
-    """Wait until a worker has joined, reporting jobs that sit in the queue.
-
-    Raises
-    ------
-    ClusterError
-        A submission failed, every job ended without a worker, or no worker joined within
-        ``options.worker_timeout`` seconds (the message lists the jobs and their states).
-    """
-    name = options.name
-    logs = f"; see their output in {log_directory}" if log_directory else ""
-    t0 = time.monotonic()
-    deadline = t0 + options.worker_timeout
-    next_poll, next_report = t0 + 2.0, t0 + REPORT_SECONDS
-    while True:
-        if _worker_count(client):
-            return
-        if tracker.errors:
-            raise ClusterError(f"{name} refused the job: {tracker.errors[0]}.")
-        now = time.monotonic()
-        if now >= deadline:
-            states = tracker.states()
-            if not tracker.submitted:
-                raise ClusterError(
-                    f"no {name} job was submitted within {options.worker_timeout:g} s."
-                )
-            raise ClusterError(
-                f"no worker joined within {options.worker_timeout:g} s; {name} jobs "
-                f"{tracker.describe(states)}{logs}. The jobs are cancelled; ask for fewer"
-                " resources, another --queue, or a longer --worker-timeout."
-            )
-        if now >= next_poll and tracker.submitted:
-            next_poll = now + POLL_SECONDS
-            states = tracker.states()
-            if states == {} and not _worker_count(client):
-                raise ClusterError(
-                    f"{name} jobs {', '.join(tracker.submitted)} ended before a worker joined"
-                    f"{logs}."
-                )
-            if now >= next_report:
-                next_report = now + REPORT_SECONDS
-                say(f"Waiting for workers: {name} jobs {tracker.describe(states)}")
-        time.sleep(0.2)
-
-
-class JobKeeper:
-    """Keep the batch cluster at its size while the run goes on; stop a run that cannot go on.
-
-    dask-jobqueue does not replace a job that ends (its walltime, a node failure, an
-    administrator's ``scancel``): with all jobs gone the run would wait forever. Every
-    :data:`KEEPER_SECONDS` a background thread asks the batch system which of the cluster's
-    jobs have ended, drops them from the cluster and lets it submit new ones (a fixed
-    ``--jobs N`` is scaled back to N; ``--adapt`` scales up by itself). Jobs that keep ending
-    before any of their workers joined (a broken environment) stop the run with a
-    :class:`~mwr_dask.parallel.clusters.checks.ClusterError` instead of being resubmitted for ever; the main
-    thread is interrupted for that, and :attr:`fatal` says why.
-    """
-
-    def __init__(
-        self, cluster: Any, tracker: JobTracker, options: JobqueueOptions,
-        log_directory: str | None, say: Say,
-    ) -> None:  # fmt: skip
-        self.cluster = cluster
-        self.tracker = tracker
-        self.options = options
-        self.log_directory = log_directory
-        self.say = say
-        self.fatal: str | None = None
-        self.limit = max(3, options.jobs_range[1])
-        self.early_ends = 0
-        self.seen: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mwr-dask-jobs", daemon=True)
-        self._next_report = time.monotonic() + REPORT_SECONDS
-
-    def start(self) -> None:
-        """Start watching."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop watching (before the cluster closes), waiting for a check in progress."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=70)
-
-    def _run(self) -> None:
-        while not self._stop.wait(KEEPER_SECONDS):
-            try:
-                self.check()
-            except Exception:  # a failed check is retried at the next tick
-                logging.getLogger(__name__).debug("job check failed", exc_info=True)
-
-    def check(self) -> list[str]:
-        """One round: replace ended jobs, report a cluster without workers; the names dropped."""
-        planned = set(self.cluster.worker_spec)  # not the jobs adaptive scaling closes
-        jobs = {
-            name: job.job_id
-            for name, job in list(self.cluster.workers.items())
-            if getattr(job, "job_id", None) and name in planned
-        }
-        workers = [w.get("name") for w in list(self.cluster.scheduler_info["workers"].values())]
-        observed = {str(w) for w in workers}
-        for name in jobs:
-            if name in observed or any(w.startswith(f"{name}-") for w in observed):
-                self.seen.add(name)
-        if not jobs or self._stop.is_set():
-            return []
-        states = self.tracker.states(list(jobs.values()))
-        if states is None or self._stop.is_set():
-            return []
-        ended = [name for name, job_id in jobs.items() if job_id not in states]
-        batch = self.options.name
-        if ended:
-            ids = ", ".join(jobs[name] for name in ended)
-            if all(name not in self.seen for name in ended):
-                self.early_ends += len(ended)
-            else:
-                self.early_ends = 0
-            if self.early_ends >= self.limit:
-                logs = f"; see their output in {self.log_directory}" if self.log_directory else ""
-                self.fatal = (
-                    f"{batch} jobs keep ending before their workers join ({self.early_ends} in"
-                    f" a row, the last {ids}){logs}."
-                )
-                _thread.interrupt_main()
-                return []
-            self.say(f"{batch} jobs {ids} ended; submitting new ones")
-            self.cluster.loop.add_callback(self._replace, ended)
-        elif not observed and time.monotonic() >= self._next_report:
-            self._next_report = time.monotonic() + REPORT_SECONDS
-            ids = list(jobs.values())
-            self.say(f"No workers at the moment: {batch} jobs {self.tracker.describe(states, ids)}")
-        return ended
-
-    def _replace(self, names: list[str]) -> None:
-        """On the cluster's event loop: forget ended jobs, then let the cluster resubmit."""
-        if self._stop.is_set():
-            return
-        for name in names:
-            self.cluster.workers.pop(name, None)
-            self.cluster.worker_spec.pop(name, None)
-        if not self.options.adapt:
-            self.cluster.scale(jobs=self.options.jobs_range[0])
-
-
-@contextlib.contextmanager
-def quiet_close_logs() -> Iterator[None]:
-    """Silence distributed's connection-closed noise while the cluster shuts down."""
-    loggers = [logging.getLogger(n) for n in ("distributed", "tornado", "asyncio")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
 
 
 def private_folder(path: Path) -> Path:
@@ -822,8 +519,6 @@ def private_folder(path: Path) -> Path:
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
     info = os.lstat(path)
-    import stat
-
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
         raise ClusterError(
             f"{path} is not a folder of yours; remove it (it holds the run's TLS keys)."
@@ -831,6 +526,29 @@ def private_folder(path: Path) -> Path:
     if info.st_mode & 0o077:
         os.chmod(path, 0o700)
     return path
+
+
+@contextlib.contextmanager
+def credentials(folder: Path) -> Iterator[None]:
+    """Write keys made for the run into ``folder`` (0700, files 0600); remove it afterwards."""
+    try:
+        private_folder(folder)
+        for name, text in zip((CERT_FILE, KEY_FILE), run_keys(), strict=True):
+            path = folder / name
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # a killed run's
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            with os.fdopen(os.open(path, flags, 0o600), "w") as f:
+                f.write(text)
+    except OSError as err:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ClusterError(
+            f"cannot write the run's TLS keys to {folder} ({err.strerror})."
+        ) from None
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -850,6 +568,7 @@ class BatchCluster:
     dashboard_address: str | None = "127.0.0.1:8787"
 
     remote = True
+    sibling = True
 
     @property
     def label(self) -> str:
@@ -865,7 +584,7 @@ class BatchCluster:
         return self.options.summary()
 
     def script(self) -> str:
-        """Return the job script (placeholders for the scheduler and the credential files)."""
+        """Return the job script (placeholders for the scheduler address and worker name)."""
         return self.options.job_script()
 
     def memory_problems(self, params: NoiseSource) -> list[str]:
@@ -877,17 +596,16 @@ class BatchCluster:
 
     def check(
         self, client: Client, params: NoiseSource | None = None, folder: Path | None = None,
-        tmp_dir: Path | None = None, warn: Say | None = None,
-    ) -> dict[str, float]:  # fmt: skip
-        """Check the first workers like a remote cluster's, and every job's as it joins."""
+        tmp_dir: Path | None = None,
+    ) -> None:  # fmt: skip
+        """Check the first workers like a remote cluster's (the jobs' nodes may differ)."""
         check_workers(client, params, folder, tmp_dir, hint="give the jobs more --memory")
-        return install_worker_check(client, folder, tmp_dir, warn)
 
     def report(self, client: Client, threads: int, dashboard: bool = True) -> list[str]:
         """Where the scheduler listens; the dashboard's real link and an SSH tunnel to it."""
         lines = [f"{self.label}: {client.scheduler.address}, {threads} worker threads"]
         address = dashboard_address(self.dashboard_address)
-        port = getattr(client, "_mwr_dashboard_port", None)
+        port = client.scheduler_info()["services"].get("dashboard")
         if dashboard and address and port:
             link = dashboard_link(address, port)
             lines.append(f"Dashboard: {link}")
@@ -904,121 +622,96 @@ class BatchCluster:
         On exit (normal, error or Ctrl-C) every job the run submitted is cancelled, and the
         batch system is asked to confirm it; the credentials folder is removed.
         """
-        import dask
+        import dask.config
         from distributed import Client
 
-        options = self.options
-        say = say or (lambda line: None)
-        warn = warn or _warn
-        name = options.name
-        succeeded = False
-        # the scheduler runs here: its scratch folder too is private (see private_scratch)
-        with config_overlay(options.config_file, options.system), private_scratch():
-            kwargs, settings = options.resolved
-            kwargs = dict(kwargs)
-            cls = cluster_class(options.system)
-            entry = SYSTEMS[options.system]
-            tracker = JobTracker(options.system, entry.cancel or cls.job_cls.cancel_command)
-            scheduler_options = dict(
-                dask.config.get(f"jobqueue.{options.system}.scheduler-options", None) or {}
-            )
-            address = dashboard_address(self.dashboard_address)
-            if address:
-                scheduler_options["dashboard_address"] = address
-            else:
-                # the scheduler still serves HTTP (health, metrics): on a free loopback port
-                scheduler_options.update(dashboard=False, dashboard_address="127.0.0.1:0")
-            credentials = None
-            security = None
-            cluster = None
+        options, say, warn = self.options, say or _silent, warn or _silent
+        say(f"Cluster: {self.describe()}")
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(config_overlay(options.config_file, options.system))
+            stack.enter_context(dask.config.set(DASK_SETTINGS))  # for the scheduler, here
+            stack.enter_context(private_scratch())  # the scheduler runs here: its scratch too
+            stack.enter_context(quiet_logs(*NOISY_LOGGERS))
             if options.tls:
-                credentials = private_folder(options.credentials_folder)
-                security = temporary_security()
-                kwargs.update(
-                    security=security, protocol="tls://", shared_temp_directory=str(credentials)
+                stack.enter_context(credentials(options.credentials_folder))
+            security = options.security() if options.tls else None
+            tracker = JobTracker(options.system, SYSTEMS[options.system].cancel)
+            cluster = self.start(tracker, security)
+            _, settings = options.resolved
+            stack.enter_context(self.jobs_cancelled(cluster, tracker, settings, say, warn))
+            cluster.adapt(minimum_jobs=options.jobs_range[0], maximum_jobs=options.jobs_range[1])
+            client = stack.enter_context(Client(cluster, security=security))
+            logs = settings["log_directory"]
+            wait_for_first_worker(client, tracker, options.name, options.worker_timeout, logs, say)
+            where = " (kept if the run fails)" if logs and settings["own_logs"] else ""
+            say(
+                f"{options.name} jobs: {tracker.describe(tracker.states())}"
+                + (f"; output in {logs}{where}" if logs else "")
+            )
+            keeper = JobKeeper(cluster, tracker, options.name, options.jobs_range[1], logs, say)
+            stack.enter_context(keeper.running())
+            yield client
+
+    def start(self, tracker: JobTracker, security: Any) -> Any:
+        """Start dask-jobqueue's cluster (the scheduler, here); no job is submitted yet."""
+        import dask
+
+        options = self.options
+        kwargs, _ = options.resolved
+        scheduler = dict(dask.config.get(f"jobqueue.{options.system}.scheduler-options") or {})
+        address = dashboard_address(self.dashboard_address)
+        if address:
+            scheduler["dashboard_address"] = address
+        else:  # the scheduler still serves HTTP (health, metrics): on a free loopback port
+            scheduler.update(dashboard=False, dashboard_address="127.0.0.1:0")
+        if security is None and not options.interface and "interface" not in scheduler:
+            scheduler.setdefault("host", "127.0.0.1")  # without TLS, never every interface
+        cls = cluster_class(options.system)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Port .* is already in use")
+                warnings.simplefilter("ignore", FutureWarning)
+                return cls(
+                    job_cls=tracker.job_class(cls.job_cls),
+                    scheduler_options=scheduler,
+                    silence_logs=logging.ERROR,
+                    security=security,
+                    protocol="tls://" if security else None,
+                    **kwargs,
                 )
-            elif not options.interface and "interface" not in scheduler_options:
-                # without TLS, never listen on every interface
-                scheduler_options.setdefault("host", "127.0.0.1")
-            try:
-                try:
-                    with warnings.catch_warnings():
-                        warnings.filterwarnings("ignore", message="Port .* is already in use")
-                        warnings.simplefilter("ignore", FutureWarning)
-                        cluster = cls(
-                            job_cls=tracker.job_class(cls.job_cls),
-                            scheduler_options=scheduler_options,
-                            silence_logs=logging.ERROR,
-                            **kwargs,
-                        )
-                except (ValueError, TypeError, OSError) as err:
-                    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                    raise ClusterError(
-                        f"cannot start the {name} cluster: {first.rstrip('.')}."
-                    ) from None
-                try:
-                    lo, hi = options.jobs_range
-                    if options.adapt:
-                        cluster.adapt(minimum_jobs=lo, maximum_jobs=hi)
-                    else:
-                        cluster.scale(jobs=lo)
-                    client = Client(cluster, security=security)
-                    with contextlib.suppress(AttributeError):
-                        client._mwr_dashboard_port = cluster.scheduler.http_server.port
-                    try:
-                        wait_for_first_worker(
-                            client, tracker, options, settings["log_directory"], say
-                        )
-                        states = tracker.states()
-                        logs = settings["log_directory"]
-                        if logs and settings["own_logs"]:
-                            logs = f"{logs} (kept if the run fails)"
-                        say(
-                            f"{name} jobs: {tracker.describe(states)}"
-                            + (f"; output in {logs}" if logs else "")
-                        )
-                        keeper = JobKeeper(
-                            cluster, tracker, options, settings["log_directory"], say
-                        )
-                        keeper.start()
-                        try:
-                            yield client
-                        except BaseException:
-                            if keeper.fatal:  # the keeper interrupted the run
-                                raise ClusterError(keeper.fatal) from None
-                            raise
-                        finally:
-                            keeper.stop()
-                        succeeded = True
-                    finally:
-                        with sigint_deferred(), quiet_close_logs():
-                            client.close()
-                finally:
-                    with sigint_deferred(), quiet_close_logs():
-                        if tracker.submitted:
-                            say(f"Cancelling {name} jobs {', '.join(tracker.submitted)}")
-                        with contextlib.suppress(Exception):
-                            cluster.close(timeout=30)
-                        left = tracker.cancel_leftovers()
-                        if left:
-                            warn(
-                                f"{name} jobs {tracker.describe(left, list(left))} are still"
-                                f" listed after cancellation; check them with the {name} tools."
-                            )
-                        if settings["own_logs"]:
-                            # the default log folder lies beside the output folder, which a
-                            # run leaves clean: its job output goes once the run has
-                            # succeeded, and an empty one goes anyway
-                            if succeeded and not left:
-                                shutil.rmtree(settings["log_directory"], ignore_errors=True)
-                            with contextlib.suppress(OSError):
-                                os.rmdir(settings["log_directory"])
-            finally:
-                if credentials is not None:
-                    # dask-jobqueue keeps the key files open (deleted on close): close them
-                    # first, then remove the folder
-                    for attribute, value in list(vars(cluster).items() if cluster else ()):
-                        if attribute.startswith("_job_") and hasattr(value, "close"):
-                            with contextlib.suppress(OSError):
-                                value.close()
-                    shutil.rmtree(credentials, ignore_errors=True)
+        except (ValueError, TypeError, OSError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            name = options.name
+            raise ClusterError(f"cannot start the {name} cluster: {first.rstrip('.')}.") from None
+
+    @contextlib.contextmanager
+    def jobs_cancelled(
+        self, cluster: Any, tracker: JobTracker, settings: dict, say: Say, warn: Say
+    ) -> Iterator[None]:
+        """Close ``cluster`` when the block ends and check that every job left the queue.
+
+        The default job-output folder lies beside the output folder, which a run leaves
+        clean: its files go once the run has succeeded, and an empty one goes anyway.
+        """
+        name, logs = self.options.name, settings["log_directory"]
+        succeeded = False
+        try:
+            yield
+            succeeded = True
+        finally:
+            with sigint_deferred():
+                if tracker.submitted:
+                    say(f"Cancelling {name} jobs {', '.join(tracker.submitted)}")
+                with contextlib.suppress(Exception):
+                    cluster.close(timeout=30)
+                left = tracker.cancel_leftovers()
+                if left:
+                    warn(
+                        f"{name} jobs {tracker.describe(left, list(left))} are still listed"
+                        f" after cancellation; check them with the {name} tools."
+                    )
+                if settings["own_logs"]:
+                    if succeeded and not left:
+                        shutil.rmtree(logs, ignore_errors=True)
+                    with contextlib.suppress(OSError):
+                        os.rmdir(logs)

@@ -1,21 +1,18 @@
-"""Checks of a cluster's workers: package versions, a view of the output folder, memory.
+"""Checks of a cluster's workers: package versions, memory, a view of the output folder.
 
-Every worker is checked, those there at the start and those that join later (adaptive
-batch clusters, restarted workers): a worker plugin
-(:class:`~mwr_dask.parallel.clusters.plugin.WorkerCheck`) checks a worker when it joins and only
-then gives it the resource that every write task of the run requires. A worker that fails
-the check (or that runs code too old to check itself) never holds the resource, so the
-scheduler never gives it a volume to write.
-
-Dask is imported inside the functions: importing this module is cheap.
+The workers there at the start are checked by :func:`check_workers` (a refusal stops the
+run in one sentence); every worker, also those that join later, is checked by the worker
+plugin of :func:`worker_check` before it reads a task (a refused one is closed and named in a
+warning). Dask is imported inside the functions: importing this module is cheap.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
+import logging
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,12 +33,16 @@ SINGLE_THREAD_ENV = {
     "MALLOC_TRIM_THRESHOLD_": 64 * 2**20,
     "MALLOC_MMAP_THRESHOLD_": 32 * 2**20,
 }
-#: Packages whose versions must agree between the client and every worker.
-CHECKED_PACKAGES = ("mwr_dask", "numpy", "scipy", "mrcfile", "dask", "distributed")
-#: Worker resource that the write tasks require; a worker gets it once it passed the check.
-CHECKED_RESOURCE = "mwr-dask-checked"
-#: Topic of the events a refused worker sends to the client.
-REFUSED_TOPIC = "mwr-dask-refused"
+#: Dask settings of the clusters started here (local and batch): what runs of a few processes
+#: per node do not need at Dask's rates (docs/benchmarks.md): the workers' statistical
+#: profiler (100 samples a second, for the dashboard's profile page), the event-loop health
+#: check (50 a second in every process; a blocked loop is still reported after 3 s), the
+#: system monitor of the dashboard's host charts (twice a second).
+DASK_SETTINGS = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
 #: Dask's memory thresholds (fractions of a worker's limit) that stop a worker's work.
 MEMORY_THRESHOLDS = ("pause", "terminate")
 
@@ -52,14 +53,6 @@ class UsageError(ValueError):
 
 class ClusterError(RuntimeError):
     """A cluster could not be started, reached or used; the message is one sentence."""
-
-
-def default_ncpus() -> int:
-    """Cores this process may use (the CPU affinity mask, as batch schedulers set it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def worker_memory(ncpus: int) -> int:
@@ -81,10 +74,7 @@ def memory_fraction(config: dict | None = None) -> tuple[float, str]:
     it (default: this process's dask configuration).
     """
     if config is None:
-        import dask.config
-        import distributed  # noqa: F401 - its defaults enter dask's configuration on import
-
-        config = dask.config.get("distributed.worker.memory", {})
+        config = worker_memory_config()
     enabled = [
         (float(config[name]), name)
         for name in MEMORY_THRESHOLDS
@@ -92,6 +82,14 @@ def memory_fraction(config: dict | None = None) -> tuple[float, str]:
         and 0 < float(config[name]) <= 1
     ]  # fmt: skip
     return min(enabled, default=(1.0, ""))
+
+
+def worker_memory_config() -> dict:
+    """``distributed.worker.memory`` of this process's dask configuration (run on workers)."""
+    import dask.config
+    import distributed  # noqa: F401 - its defaults enter dask's configuration on import
+
+    return dict(dask.config.get("distributed.worker.memory", {}))
 
 
 def memory_problems(
@@ -130,78 +128,45 @@ def memory_problems(
     ]
 
 
-def package_versions() -> dict[str, str | None]:
-    """``__version__`` of each of :data:`CHECKED_PACKAGES` as imported here (None if absent)."""
-    out = {}
-    for package in CHECKED_PACKAGES:
-        try:
-            out[package] = getattr(importlib.import_module(package), "__version__", None)
-        except ImportError:
-            out[package] = None
-    return out
+def version_problems(client: Client) -> list[str]:
+    """``worker W has numpy 1.0, this client 2.0`` for each mismatch of a checked package.
 
-
-def version_mismatches(mine: dict, theirs: dict) -> list[str]:
-    """``numpy 1.0 (this client 2.0)`` for each package whose versions differ."""
-    return [
-        f"{p} {theirs.get(p)}, this client {mine.get(p)}"
-        for p in CHECKED_PACKAGES
-        if theirs.get(p) != mine.get(p)
-    ]
-
-
-def check_versions(client: Client) -> list[str]:
-    """Mismatches of :data:`CHECKED_PACKAGES` between this client and the workers.
-
-    The versions compared are those of the modules each process imports, so a worker that
-    imports another copy of a package is caught even if the installed metadata agrees.
+    ``Client.get_versions`` compares the installed metadata and only warns, with a table: a
+    worker importing another copy of mwr_dask would pass it (see
+    :func:`~mwr_dask.parallel.clusters.plugin.imported_versions`).
     """
-    packages = CHECKED_PACKAGES
+    from mwr_dask.parallel.clusters.plugin import imported_versions, version_mismatches
 
-    def versions() -> dict[str, str | None]:
-        # nested, so it travels by value: it runs on workers whose mwr_dask differs
-        out = {}
-        for package in packages:
-            try:
-                out[package] = getattr(importlib.import_module(package), "__version__", None)
-            except ImportError:
-                out[package] = None
-        return out
-
-    mine = package_versions()
+    mine = imported_versions()
     return [
         f"worker {worker} has {diff}"
-        for worker, theirs in sorted(client.run(versions).items())
+        for worker, theirs in sorted(client.run(imported_versions).items())
         for diff in version_mismatches(mine, theirs)
     ]
 
 
-def probe_folder(folder: str, tmp_dir: str) -> str | None:
-    """On a worker: None if it can write ``folder`` with temporaries in ``tmp_dir``, else why not.
-
-    Nothing is written to ``folder`` (see :func:`mwr_dask.files.mrc.probe_temporaries`).
-    """
-    from mwr_dask.files.mrc import probe_temporaries
-
-    return probe_temporaries(folder, tmp_dir)
-
-
-def check_workers_can_write(client: Client, folder: Path, tmp_dir: Path) -> list[str]:
-    """One sentence per worker that cannot write the output folder."""
-    answers = client.run(probe_folder, str(folder), str(tmp_dir))
-    return [f"worker {w} {why}" for w, why in sorted(answers.items()) if why]
-
-
-def worker_memory_config() -> dict:
-    """On a worker: its ``distributed.worker.memory`` configuration."""
-    import dask.config
-
-    return dict(dask.config.get("distributed.worker.memory", {}))
+def memory_and_spectrum_problems(client: Client, params: NoiseSource, hint: str) -> list[str]:
+    """One sentence if a worker has too little memory, or cannot read the source's spectrum."""
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    configs = client.run(worker_memory_config)
+    for address, worker in sorted(info.items()):
+        fraction = memory_fraction(configs.get(address))
+        problems = memory_problems(params, worker.get("memory_limit") or 0, fraction, hint)
+        if problems:
+            return [f"worker {address}: {problems[0]}"]
+    if params.spectrum is None:
+        return []
+    seen = client.run(os.path.isfile, params.spectrum.path)  # each worker reads it itself
+    missing = sorted(w for w, ok in seen.items() if not ok)
+    return [
+        f"{len(missing)} worker(s) cannot read the spectrum {params.spectrum.path} (e.g."
+        f" {missing[0]}): it must be at the same path on every node."
+    ] if missing else []  # fmt: skip
 
 
 def check_workers(
-    client: Client, params: NoiseSource | None, folder: Path | None, tmp_dir: Path | None,
-    hint: str = "",
+    client: Client, params: NoiseSource | None = None, folder: Path | None = None,
+    tmp_dir: Path | None = None, hint: str = "",
 ) -> None:  # fmt: skip
     """Refuse workers with other package versions, too little memory, or no view of the folder.
 
@@ -210,7 +175,9 @@ def check_workers(
     ClusterError
         The first kind of problem found, in one sentence naming the workers.
     """
-    problems = check_versions(client)
+    from mwr_dask.files.mrc import probe_temporaries
+
+    problems = version_problems(client)
     if problems:
         raise ClusterError(
             "package versions differ between this client and the workers: "
@@ -218,25 +185,12 @@ def check_workers(
             + ". Install the same versions on both."
         )
     if params is not None:
-        info = client.scheduler_info(n_workers=-1)["workers"]
-        configs = client.run(worker_memory_config)
-        for address, worker in sorted(info.items()):
-            limit = worker.get("memory_limit") or 0
-            fraction = memory_fraction(configs.get(address))
-            problems = memory_problems(params, limit, fraction, hint)
-            if problems:
-                raise ClusterError(f"worker {address}: {problems[0]}")
-        spectrum = getattr(params, "spectrum", None)
-        if spectrum is not None:  # mode 3: each worker reads the spectrum file itself
-            seen = client.run(os.path.isfile, spectrum.path)
-            missing = sorted(w for w, ok in seen.items() if not ok)
-            if missing:
-                raise ClusterError(
-                    f"{len(missing)} worker(s) cannot read the spectrum {spectrum.path}"
-                    f" (e.g. {missing[0]}): it must be at the same path on every node."
-                )
+        problems = memory_and_spectrum_problems(client, params, hint)
+        if problems:
+            raise ClusterError(problems[0])
     if folder is not None and tmp_dir is not None:
-        problems = check_workers_can_write(client, folder, tmp_dir)
+        answers = client.run(probe_temporaries, str(folder), str(tmp_dir))
+        problems = [f"worker {w} {why}" for w, why in sorted(answers.items()) if why]
         if problems:
             raise ClusterError(
                 "; ".join(problems[:4])
@@ -245,17 +199,49 @@ def check_workers(
 
 
 @contextlib.contextmanager
-def quiet_client_logs() -> Iterator[None]:
-    """Silence distributed's client log (reconnect attempts): failures are told in one line."""
-    import logging
+def worker_check(
+    client: Client, folder: Path | None, tmp_dir: Path | None, warn: Callable[[str], None]
+) -> Iterator[None]:
+    """Check every worker, those there now and those that join, for the block's duration.
 
-    logger = logging.getLogger("distributed.client")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    Registers a :class:`~mwr_dask.parallel.clusters.plugin.WorkerCheck` under a name of
+    this run: a worker that fails it never writes, is closed, and ``warn`` gets one line
+    naming it. The plugin is removed when the block ends (a remote cluster outlives the run).
+    """
+    from mwr_dask.parallel.clusters.plugin import REFUSED_TOPIC, WorkerCheck, imported_versions
+
+    token = uuid.uuid4().hex[:12]
+    topic, name = f"{REFUSED_TOPIC}-{token}", f"mwr-dask-check-{token}"
+
+    def refused(event: tuple) -> None:
+        warn(f"worker {event[1]['worker']} is not used: it {event[1]['why']}.")
+
+    client.subscribe_topic(topic, refused)
+    where = [None if path is None else str(path) for path in (folder, tmp_dir)]
+    client.register_plugin(WorkerCheck(imported_versions(), *where, topic), name=name)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        with contextlib.suppress(Exception):  # a lost scheduler: nothing to remove
+            client.unregister_worker_plugin(name)
+            client.unsubscribe_topic(topic)
+
+
+@contextlib.contextmanager
+def quiet_logs(*names: str) -> Iterator[None]:
+    """Silence these loggers (default: distributed's client) in the block.
+
+    Failures are told in one sentence; reconnect attempts and connection-closed noise are not.
+    """
+    loggers = [logging.getLogger(n) for n in names or ("distributed.client",)]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def wait_for_workers(client: Client, timeout: float) -> int:
@@ -267,42 +253,3 @@ def wait_for_workers(client: Client, timeout: float) -> int:
             f"the scheduler at {client.scheduler.address} has no workers after {timeout:g} s."
         ) from None
     return sum(client.nthreads().values())
-
-
-def install_worker_check(
-    client: Client, folder: Path | None = None, tmp_dir: Path | None = None, warn=None
-) -> dict[str, float]:
-    """Check every worker, now and as it joins; return the resources write tasks must ask for.
-
-    Registers a :class:`~mwr_dask.parallel.clusters.plugin.WorkerCheck` under a name of this run:
-    workers there now are checked at once, those that join later as they join, and only
-    those that pass get the run's resource. ``warn`` receives one line per refused worker.
-    """
-    import uuid
-
-    from mwr_dask.parallel.clusters.plugin import WorkerCheck
-
-    token = uuid.uuid4().hex[:12]
-    if warn is not None:
-        client.subscribe_topic(
-            REFUSED_TOPIC,
-            lambda event: warn(f"worker {event[1]['worker']} is not used: it {event[1]['why']}."),
-        )
-    resource = f"{CHECKED_RESOURCE}-{token}"
-    plugin = WorkerCheck(
-        package_versions(),
-        None if folder is None else str(folder),
-        None if tmp_dir is None else str(tmp_dir),
-        resource=resource,
-    )
-    name = WorkerCheck.name_for(token)
-    client.register_plugin(plugin, name=name)
-    client._mwr_dask_check = name
-    return {resource: 1}
-
-
-def uninstall_worker_check(client: Client) -> None:
-    """Remove the check :func:`install_worker_check` registered, if any."""
-    name = getattr(client, "_mwr_dask_check", None)
-    if name:
-        client.unregister_worker_plugin(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -15,15 +16,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mwr_dask.parallel.clusters.checks import (
+    DASK_SETTINGS,
     SINGLE_THREAD_ENV,
     ClusterError,
-    default_ncpus,
-    install_worker_check,
     memory_problems,
-    quiet_client_logs,
+    quiet_logs,
     worker_memory,
 )
 from mwr_dask.parallel.clusters.dashboard import LOOPBACK, dashboard_address
+from mwr_dask.parallel.cores import usable_cores
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -34,14 +35,12 @@ if TYPE_CHECKING:
     from mwr_dask.parallel.clusters import Say
 
 
-def temporary_security():
-    """Return a :class:`distributed.Security` with keys made for this run, TLS required.
+def run_keys() -> tuple[str, str]:
+    """Make a certificate and its key (PEM) for this run: what every role of the run uses.
 
-    What ``Security.temporary()`` makes (a self-signed certificate for every role, in memory
-    only), with an elliptic-curve key (P-256) instead of a 2048-bit RSA one: made in well
-    under a millisecond instead of about 0.1-0.3 s, and cheaper handshakes
-    (docs/benchmarks.md). Only this process and the workers it starts hold the key: nobody
-    else can connect to the scheduler or the workers, even on 127.0.0.1.
+    What ``Security.temporary()`` makes (a self-signed certificate, in memory only), with an
+    elliptic-curve key (P-256) instead of a 2048-bit RSA one: made in well under a
+    millisecond instead of about 0.1-0.3 s, and cheaper handshakes (docs/benchmarks.md).
     """
     import datetime
 
@@ -49,7 +48,6 @@ def temporary_security():
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    from distributed.security import Security
 
     key = ec.generate_private_key(ec.SECP256R1())
     key_pem = key.private_bytes(
@@ -70,12 +68,22 @@ def temporary_security():
         .not_valid_after(now + datetime.timedelta(days=365))
         .sign(key, hashes.SHA256())
     )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+
+
+def tls_security(cert: str, key: str):
+    """Return a :class:`distributed.Security` requiring TLS, every role with ``cert``/``key``.
+
+    ``cert`` and ``key`` are PEM text or the paths of files holding it. Only the processes
+    that hold the key can connect to the scheduler or the workers, even on 127.0.0.1.
+    """
+    from distributed.security import Security
+
     return Security(
         require_encryption=True,
-        tls_ca_file=cert_pem,
-        **{f"tls_{role}_{part}": pem for role in ("client", "scheduler", "worker")
-           for part, pem in (("key", key_pem), ("cert", cert_pem))},
+        tls_ca_file=cert,
+        **{f"tls_{role}_{part}": value for role in ("client", "scheduler", "worker")
+           for part, value in (("key", key), ("cert", cert))},
     )  # fmt: skip
 
 
@@ -127,6 +135,25 @@ def private_scratch() -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def frozen_heap(fork: bool) -> Iterator[None]:
+    """Freeze the garbage collector's objects while workers are forked from this process.
+
+    Python's recipe for ``fork()`` without ``exec()`` (``gc.freeze``): the collections of the
+    workers then leave the objects they share with this process alone (no copy-on-write of
+    their pages), and neither process traverses them again (docs/benchmarks.md). They are
+    handed back to the collector when the block ends.
+    """
+    if not fork:
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@contextlib.contextmanager
 def children_stderr_silenced() -> Iterator[None]:
     """Worker processes started in the block write their standard error to /dev/null.
 
@@ -166,19 +193,26 @@ class LocalCluster:
         ``host:port`` of the dashboard (127.0.0.1 unless a host is given); None: none.
     tls : bool
         Encrypt and authenticate every connection with per-run keys (default).
+    start_method : str or None
+        How the worker processes start (``distributed.worker.multiprocessing-method``):
+        ``fork`` on Linux by default, so that they have this process's imports already (a
+        spawned worker imports distributed, numpy, scipy and mrcfile again: seconds of a short
+        run, docs/benchmarks.md); None keeps the dask configuration's (``spawn``).
     """
 
     ncpus: int | None = None
     dashboard_address: str | None = "127.0.0.1:8787"
     tls: bool = True
+    start_method: str | None = "fork" if sys.platform == "linux" else None
 
     label = "local cluster"
     remote = False
+    sibling = False
 
     @property
     def workers(self) -> int:
         """Worker processes."""
-        return self.ncpus or default_ncpus()
+        return self.ncpus or usable_cores()
 
     def planned_workers(self) -> int:
         """Worker threads to plan the work for."""
@@ -206,12 +240,16 @@ class LocalCluster:
         import dask
 
         address = dashboard_address(self.dashboard_address)
-        security = temporary_security() if self.tls else None
+        security = tls_security(*run_keys()) if self.tls else None
         environ = {
             **dask.config.get("distributed.nanny.pre-spawn-environ", {}),
             **SINGLE_THREAD_ENV,
         }
-        with private_scratch() as scratch, self._started(address, security, environ, scratch) as c:
+        with (
+            private_scratch() as scratch,
+            frozen_heap(self.start_method == "fork"),
+            self._started(address, security, environ, scratch) as c,
+        ):
             yield c
 
     @contextlib.contextmanager
@@ -221,11 +259,10 @@ class LocalCluster:
         from distributed import Client
         from distributed import LocalCluster as DaskLocalCluster
 
-        with (
-            dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
-            warnings.catch_warnings(),
-            children_stderr_silenced(),
-        ):
+        config = {"distributed.nanny.pre-spawn-environ": environ, **DASK_SETTINGS}
+        if self.start_method:
+            config["distributed.worker.multiprocessing-method"] = self.start_method
+        with dask.config.set(config), warnings.catch_warnings(), children_stderr_silenced():
             warnings.filterwarnings("ignore", message="Port .* is already in use")
             cluster = DaskLocalCluster(
                 n_workers=self.workers,
@@ -243,7 +280,7 @@ class LocalCluster:
             )
         try:
             client = Client(cluster, security=security)
-            with quiet_client_logs():
+            with quiet_logs():
                 try:
                     yield client
                 finally:
@@ -253,13 +290,9 @@ class LocalCluster:
 
     def check(
         self, client: Client, params: NoiseSource | None = None, folder: Path | None = None,
-        tmp_dir: Path | None = None, warn: Say | None = None,
-    ) -> dict[str, float]:  # fmt: skip
-        """Workers started here run this code: only the check of workers that join later.
-
-        Returns the resources every write task must ask for.
-        """
-        return install_worker_check(client, folder, tmp_dir, warn)
+        tmp_dir: Path | None = None,
+    ) -> None:  # fmt: skip
+        """Nothing to check at the start: the workers started here run this code."""
 
     def report(self, client: Client, threads: int, dashboard: bool = True) -> list[str]:
         """Lines on where the work runs and the dashboard."""

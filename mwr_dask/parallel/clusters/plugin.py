@@ -1,93 +1,101 @@
-"""The worker plugin that checks every worker as it joins (imports distributed)."""
+"""The check a worker passes before it writes a volume: a worker plugin that travels by value.
+
+Registered with ``cloudpickle.register_pickle_by_value``, this module's code is sent to the
+workers with the plugin: a worker runs the client's check, not that of the mwr-dask it may
+have installed (another version, or none). Its imports are the standard library and
+distributed only; the folder probe imports :mod:`mwr_dask.files.mrc` on the worker once the
+versions agree.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import importlib
+import sys
 from typing import Any
 
+import cloudpickle
 from distributed import WorkerPlugin
-from distributed.protocol.pickle import dumps
+from distributed.core import Status
 
-from mwr_dask.parallel.clusters.checks import (
-    CHECKED_RESOURCE,
-    REFUSED_TOPIC,
-    package_versions,
-    probe_folder,
-    version_mismatches,
-)
+#: Packages whose versions must agree between the client and every worker.
+CHECKED_PACKAGES = ("mwr_dask", "numpy", "scipy", "mrcfile", "dask", "distributed")
+#: Topic of the events a refused worker sends to the client (a run adds its token).
+REFUSED_TOPIC = "mwr-dask-refused"
+
+
+def imported_versions() -> dict[str, str | None]:
+    """``__version__`` of each of :data:`CHECKED_PACKAGES` as this process imports it.
+
+    The versions of the modules imported, not of the installed metadata
+    (``Client.get_versions``): a worker that imports another copy of mwr_dask through its
+    ``PYTHONPATH`` is caught.
+    """
+    out: dict[str, str | None] = {}
+    for package in CHECKED_PACKAGES:
+        try:
+            out[package] = getattr(importlib.import_module(package), "__version__", None)
+        except ImportError:
+            out[package] = None
+    return out
+
+
+def version_mismatches(mine: dict, theirs: dict) -> list[str]:
+    """``numpy 1.0, this client 2.0`` for each package whose versions differ."""
+    return [
+        f"{p} {theirs.get(p)}, this client {mine.get(p)}"
+        for p in CHECKED_PACKAGES
+        if theirs.get(p) != mine.get(p)
+    ]
 
 
 class WorkerCheck(WorkerPlugin):
-    """Check each worker as it joins; give it the run's resource only if it passes.
+    """Check each worker as it joins (and those there when registered); close those that fail.
 
-    The check is the one made of the workers at the start: the client's package versions,
-    and (when given) a view of the output folder. A worker that fails it sends one event on
-    :data:`REFUSED_TOPIC` and never gets the resource, so no write task runs there.
+    A worker runs :meth:`setup` after it registered and before it reads its first task.
+    One that fails sends an event on its run's topic, stops taking tasks at once
+    (``closing_gracefully``) and closes with its nanny: it never writes a volume, and the
+    scheduler gives its tasks to others.
 
     Parameters
     ----------
     versions : dict
-        The client's :func:`~mwr_dask.parallel.clusters.checks.package_versions`.
+        The client's :func:`imported_versions`.
     folder, tmp_dir : str or None
         Output folder and temporaries, probed with
-        :func:`~mwr_dask.parallel.clusters.checks.probe_folder`; None skips the probe.
+        :func:`mwr_dask.files.mrc.probe_temporaries`; None skips the probe.
+    topic : str
+        Where a refused worker reports.
     """
 
-    name = "mwr-dask-check"
     idempotent = False
 
-    def __init__(
-        self, versions: dict, folder: str | None = None, tmp_dir: str | None = None,
-        resource: str = CHECKED_RESOURCE,
-    ) -> None:  # fmt: skip
+    def __init__(self, versions: dict, folder: str | None, tmp_dir: str | None, topic: str) -> None:
         self.versions = versions
         self.folder = folder
         self.tmp_dir = tmp_dir
-        self.resource = resource
-
-    @classmethod
-    def name_for(cls, token: str) -> str:
-        """Return the plugin's name in the run ``token``."""
-        return f"{cls.name}-{token}"
+        self.topic = topic
 
     def problem(self) -> str | None:
         """On a worker: why it may not write, or None."""
-        diffs = version_mismatches(self.versions, package_versions())
+        diffs = version_mismatches(self.versions, imported_versions())
         if diffs:
             return "has " + "; ".join(diffs)
-        if self.folder is not None and self.tmp_dir is not None:
-            return probe_folder(self.folder, self.tmp_dir)
-        return None
+        if self.folder is None or self.tmp_dir is None:
+            return None
+        mrc = importlib.import_module("mwr_dask.files.mrc")
+        return mrc.probe_temporaries(self.folder, self.tmp_dir)
 
     async def setup(self, worker: Any) -> None:
-        """Check ``worker``; grant it the resource, or report it refused."""
-        why = self.problem()
+        """Check ``worker``; refuse it (event, no task, closed) if it fails."""
+        try:
+            why = self.problem()
+        except Exception as err:  # a worker that cannot be checked is not used
+            why = f"cannot be checked ({type(err).__name__}: {err})"
         if why is None:
-            await worker.set_resources(**{self.resource: worker.state.nthreads})
-            await schedule_waiting_tasks(worker)
-        else:
-            worker.log_event(REFUSED_TOPIC, {"worker": worker.address, "why": why})
-
-
-async def schedule_waiting_tasks(worker: Any) -> None:
-    """Have the scheduler place on ``worker`` the tasks that wait for a checked worker.
-
-    A worker that joins mid-run has no resource when it registers, so the scheduler leaves the
-    waiting tasks unplaced; it does not look again when the resource comes. This asks it to,
-    as it does for a worker that joins. The function travels by value: the scheduler need not
-    import mwr_dask.
-    """
-
-    def place(address: str, dask_scheduler: Any = None) -> None:
-        ws = dask_scheduler.workers.get(address)
-        if ws is None:
             return
-        stimulus = f"mwr-dask-checked-{address}"
-        recommendations = dask_scheduler.bulk_schedule_unrunnable_after_adding_worker(ws)
-        dask_scheduler.transitions(recommendations, stimulus)
-        dask_scheduler.stimulus_queue_slots_maybe_opened(stimulus_id=stimulus)
+        worker.log_event(self.topic, {"worker": worker.address, "why": why})
+        worker.status = Status.closing_gracefully  # runs none of the tasks it may be sent
+        worker.loop.add_callback(worker.close, nanny=True, reason=f"mwr-dask check: {why}")
 
-    with contextlib.suppress(Exception):  # an old scheduler: the tasks wait for the next join
-        await worker.scheduler.run_function(
-            function=dumps(place), args=dumps((worker.contact_address,)), kwargs=dumps({})
-        )
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -22,14 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mwr_dask.parallel.clusters.checks import (
-    ClusterError,
-    UsageError,
-    check_workers,
-    install_worker_check,
-    quiet_client_logs,
-    uninstall_worker_check,
-)
+from mwr_dask.parallel.clusters.checks import ClusterError, UsageError, check_workers, quiet_logs
 from mwr_dask.parallel.clusters.dashboard import tunnel_hint
 
 if TYPE_CHECKING:
@@ -215,6 +208,7 @@ class RemoteCluster:
 
     label = "remote cluster"
     remote = True
+    sibling = False
 
     def problems(self) -> tuple[list[str], list[str]]:
         """Errors and warnings about the address, before anything is contacted."""
@@ -270,26 +264,16 @@ class RemoteCluster:
                 f"cannot connect to the Dask scheduler at {address} within"
                 f" {self.connect_timeout:g} s ({err})."
             ) from None
-        with quiet_client_logs():
-            try:
-                yield client
-            finally:
-                with contextlib.suppress(Exception):  # the cluster outlives the run: no plugin
-                    uninstall_worker_check(client)
-                client.close()
+        with quiet_logs(), client:
+            yield client
 
     def check(
         self, client: Client, params: NoiseSource | None = None, folder: Path | None = None,
-        tmp_dir: Path | None = None, warn: Say | None = None,
-    ) -> dict[str, float]:  # fmt: skip
-        """Refuse workers of other versions, with too little memory or no view of the folder.
-
-        Workers that join later are checked as they join. Returns the resources every
-        write task must ask for.
-        """
+        tmp_dir: Path | None = None,
+    ) -> None:  # fmt: skip
+        """Refuse workers of other versions, with too little memory or no view of the folder."""
         check_workers(client, params, folder, tmp_dir, hint="give the workers more memory"
                       " or use a smaller CUBESIZE")  # fmt: skip
-        return install_worker_check(client, folder, tmp_dir, warn)
 
     def report(self, client: Client, threads: int, dashboard: bool = True) -> list[str]:
         """Lines on where the work runs and the dashboard (with an SSH hint if remote)."""
