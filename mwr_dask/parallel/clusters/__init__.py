@@ -19,13 +19,12 @@ when a cluster is described or started, so importing this package is cheap (the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from mwr_dask.parallel.clusters.checks import ClusterError, UsageError, wait_for_workers
+from mwr_dask.parallel.clusters.checks import ClusterError, Say, UsageError, wait_for_workers
 from mwr_dask.parallel.clusters.systems import SYSTEMS
 
 if TYPE_CHECKING:
@@ -34,13 +33,13 @@ if TYPE_CHECKING:
     from mwr_dask.noise.source import NoiseSource
     from mwr_dask.parallel.clusters.batch import BatchOptions
 
-Say = Callable[[str], None]
 
 __all__ = [
     "SYSTEMS",
     "Cluster",
     "ClusterError",
     "ClusterOptions",
+    "Say",
     "UsageError",
     "make_cluster",
     "wait_for_workers",

@@ -34,7 +34,7 @@ import stat
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -44,6 +44,7 @@ from mwr_dask.parallel.clusters.checks import (
     DASK_SETTINGS,
     SINGLE_THREAD_ENV,
     ClusterError,
+    Say,
     UsageError,
     check_workers,
     memory_fraction,
@@ -79,7 +80,6 @@ SCRATCH_VARIABLE = "MWR_DASK_SCRATCH"
 #: distributed's, tornado's or asyncio's tracebacks.
 NOISY_LOGGERS = ("distributed", "distributed.client", "tornado", "tornado.application", "asyncio")
 
-Say = Callable[[str], None]
 
 
 def _silent(line: str) -> None:

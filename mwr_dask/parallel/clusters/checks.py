@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
     from mwr_dask.noise.source import NoiseSource
 
+#: A function that tells the user one line (the CLI's ``say`` and ``warn``).
+Say = Callable[[str], None]
+
 #: Environment of every worker process: one thread for FFT/BLAS libraries.
 SINGLE_THREAD_ENV = {
     "OMP_NUM_THREADS": 1,

@@ -18,16 +18,15 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from mwr_dask.parallel.clusters.checks import ClusterError
+from mwr_dask.parallel.clusters.checks import ClusterError, Say
 from mwr_dask.parallel.clusters.systems import job_states
 
 if TYPE_CHECKING:
     from distributed import Client
 
-Say = Callable[[str], None]
 
 #: Seconds between two queries of the batch system while waiting for workers.
 POLL_SECONDS = 5.0

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from mwr_dask.noise.source import NoiseSource
-    from mwr_dask.parallel.clusters import Say
+    from mwr_dask.parallel.clusters.checks import Say
 
 #: Address schemes of a scheduler this module connects to.
 SCHEMES = ("tcp", "tls")
