@@ -17,6 +17,8 @@ import pytest
 
 from mwr_dask.noise.inputs import read_regular
 from mwr_dask.noise.source import NoiseSource
+from mwr_dask.parallel.clusters.checks import ClusterError
+from mwr_dask.parallel.clusters.remote import read_scheduler_file
 
 MEMORY_LIMIT = 1_500_000_000  # bytes of address space: the CLI runs in a few hundred MB
 
@@ -62,6 +64,25 @@ def test_a_fifo_or_dev_zero_as_spectrum_is_one_sentence(tmp_path, kind):
     proc = limited("generate-noise", "out", "2", "8", "--spectrum", str(path), cwd=tmp_path)
     one_sentence(proc, "not a file")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["generate-noise", "inspect"])
+@pytest.mark.parametrize("kind", ["fifo", "zero"])
+def test_a_fifo_or_dev_zero_as_scheduler_file_is_one_sentence(tmp_path, kind, command):
+    """Issue 21.5: a FIFO hung past --connect-timeout, /dev/zero read until MemoryError."""
+    path = tmp_path / "scheduler.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    (tmp_path / "noise").mkdir()
+    args = ("out", "2", "8") if command == "generate-noise" else ("noise",)
+    proc = limited(command, *args, "--scheduler-file", str(path), cwd=tmp_path, timeout=30)
+    one_sentence(proc, f"--scheduler-file {path} is a ", "not a file")
+    assert not (tmp_path / "out").exists()
+    # where it appears while it is waited for (after the check above): refused, never read
+    with pytest.raises(ClusterError, match="is a .*, not a file"):
+        read_scheduler_file(path, 30)
 
 
 def write_spectrum_file(path, data) -> None:

@@ -70,6 +70,33 @@ def test_bad_sources_raise_one_sentence(kwargs, message):
         NoiseSource(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("count", "start", "message"),
+    [
+        (-2, 0, "NUMBER_VOLUME must be at least 1, not -2"),
+        (0, 0, "NUMBER_VOLUME must be at least 1, not 0"),
+        (2.5, 0, "NUMBER_VOLUME must be a whole number"),
+        (True, 0, "NUMBER_VOLUME must be a whole number"),
+        (2, -3, "--start must be 0 or more, not -3"),
+        (2, "1", "--start must be a whole number"),
+        (2, 10**80, "characters, more than the 80 an MRC header holds"),
+    ],
+)
+def test_generate_refuses_a_bad_range_before_the_folder_exists(tmp_path, count, start, message):
+    """Issue 21.13: checked before any folder or cluster exists (no cluster is started)."""
+    folder = tmp_path / "n"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        generate(folder, count, NoiseSource(16, seed=1), start, cluster=Unstartable())
+    assert not folder.exists()
+
+
+class Unstartable:
+    """A cluster that fails the test if anything uses it."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the cluster was used ({name}) before the range was checked")
+
+
 def test_volume_index_checks():
     source = NoiseSource(8, mode=2, seed=1)
     with pytest.raises(IndexError):
@@ -126,6 +153,30 @@ def test_to_dask_equals_volumes(per):
     for k in range(5):
         assert np.array_equal(data[k], source[7 + k])
     assert np.array_equal(array[3, 2].compute(scheduler="sync"), source[10][2])
+
+
+def test_to_dask_of_a_huge_count_is_bounded():
+    """Issue 21.8: 10^8 volumes take little time and memory, or one sentence (a subprocess
+    under a 2 GB address-space limit; the unbounded array took 25 s and 5.7 GB)."""
+    code = """if True:
+        import resource, numpy as np
+        from mwr_dask import NoiseSource, to_dask
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, resource.RLIM_INFINITY))
+        source = NoiseSource(16, seed=1)
+        try:
+            to_dask(source, 10**8)
+        except ValueError as err:
+            print(err)
+        a = to_dask(source, 10**8, volumes_per_chunk=100)
+        print(a.numblocks[0], np.array_equal(a[12345678].compute(), source[12345678]))
+    """
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.splitlines() == [
+        "100000000 volumes in chunks of 1 are more than 1,000,000 chunks: give"
+        " volumes_per_chunk=100 or more, or split the range.",
+        "1000000 True",
+    ]
 
 
 @pytest.mark.slow

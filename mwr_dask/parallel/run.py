@@ -166,12 +166,19 @@ def generate(
 
     Raises
     ------
+    ValueError
+        ``count`` or ``start`` are not whole numbers of at least 1 and 0, or the labels of
+        the last volume do not fit an MRC header (:meth:`NoiseSource.run_problems`); checked
+        before anything is created or started.
     FolderError
         The folder cannot be used as asked (another run holds it, other parameters, no room,
         not writable); nothing was written.
     ClusterError
         The cluster could not be started, reached or used.
     """
+    problems = source.run_problems(count, start)
+    if problems:
+        raise ValueError(problems[0])
     say, warn = say or _silent, warn or _warn
     if isinstance(cluster, ClusterOptions):
         cluster = cluster.make()

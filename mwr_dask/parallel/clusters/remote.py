@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import os
 import socket
 import ssl
 import struct
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mwr_dask.noise.inputs import file_kind, read_regular
 from mwr_dask.parallel.clusters.checks import ClusterError, UsageError, check_workers, quiet_logs
 from mwr_dask.parallel.clusters.dashboard import tunnel_hint
 
@@ -108,19 +110,34 @@ def address_problems(address: str) -> tuple[list[str], list[str]]:
     return [], []
 
 
+#: Largest scheduler file read: ``dask scheduler`` writes a few hundred bytes.
+SCHEDULER_FILE_BYTES = 2**20
+
+
 def read_scheduler_file(path: Path, timeout: float) -> str:
-    """Wait up to ``timeout`` seconds for a scheduler file and return its address."""
+    """Wait up to ``timeout`` seconds for a scheduler file and return its address.
+
+    Only a regular file of at most :data:`SCHEDULER_FILE_BYTES` is read (a FIFO or a device
+    is refused at once, issue 21.5); one that is not (yet) JSON with an address is read again
+    until the deadline.
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with open(path) as f:
-                return str(json.load(f)["address"])
+            raw = read_regular(path, SCHEDULER_FILE_BYTES)
+        except ValueError as err:  # not a regular file, or too big
+            raise ClusterError(f"the scheduler file {path} {err}.") from None
         except FileNotFoundError:
             pass
-        except (OSError, ValueError, KeyError, TypeError):
-            # a file being written is retried until the deadline, then reported
+        except OSError:
             if time.monotonic() >= deadline:
-                raise ClusterError(f"{path} is not a Dask scheduler file.") from None
+                raise ClusterError(f"cannot read the scheduler file {path}.") from None
+        else:
+            try:
+                return str(json.loads(raw)["address"])
+            except (ValueError, KeyError, TypeError):  # being written: read again until then
+                if time.monotonic() >= deadline:
+                    raise ClusterError(f"{path} is not a Dask scheduler file.") from None
         if time.monotonic() >= deadline:
             raise ClusterError(f"no scheduler file appeared at {path} within {timeout:g} s.")
         time.sleep(0.2)
@@ -211,7 +228,16 @@ class RemoteCluster:
     sibling = False
 
     def problems(self) -> tuple[list[str], list[str]]:
-        """Errors and warnings about the address, before anything is contacted."""
+        """Errors and warnings about the address, before anything is contacted.
+
+        A scheduler file that exists already must be a regular file (it may appear later).
+        """
+        try:
+            kind = file_kind(os.stat(self.scheduler_file).st_mode) if self.scheduler_file else ""
+        except OSError:
+            kind = ""
+        if kind not in ("", "file"):
+            return [f"--scheduler-file {self.scheduler_file} is {kind}, not a file."], []
         return ([], []) if self.address is None else address_problems(self.address)
 
     def planned_workers(self) -> None:
