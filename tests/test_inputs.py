@@ -81,7 +81,7 @@ def test_a_fifo_or_dev_zero_as_scheduler_file_is_one_sentence(tmp_path, kind, co
     one_sentence(proc, f"--scheduler-file {path} is a ", "not a file")
     assert not (tmp_path / "out").exists()
     # where it appears while it is waited for (after the check above): refused, never read
-    with pytest.raises(ClusterError, match="is a .*, not a file"):
+    with pytest.raises(ClusterError, match=r"is a .*, not a file"):
         read_scheduler_file(path, 30)
 
 
