@@ -81,7 +81,6 @@ SCRATCH_VARIABLE = "MWR_DASK_SCRATCH"
 NOISY_LOGGERS = ("distributed", "distributed.client", "tornado", "tornado.application", "asyncio")
 
 
-
 def _silent(line: str) -> None:
     """Drop ``line``: what ``say``/``warn`` do when the caller gives none."""
 
