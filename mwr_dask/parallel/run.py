@@ -180,7 +180,7 @@ def generate(
     done = Generated(source, folder, start, count, result or RunResult(requested=count))
     created = not folder.exists()
     try:
-        with folder_lock(folder, sibling=client is None and cluster.sibling) as tmp_dir:
+        with folder_lock(folder, sibling=client is None and cluster.sibling) as locked:
             done.source = prepare_output(
                 folder, source, start, count, adopt_seed=adopt_seed, force=force, say=say, warn=warn
             )
@@ -191,14 +191,15 @@ def generate(
                     for line in cluster.report(connected, threads):
                         say(line)
                 (check_workers if client else cluster.check)(
-                    connected, done.source, folder, tmp_dir
+                    connected, done.source, locked.folder, locked.tmp
                 )
-                with worker_check(connected, folder, tmp_dir, warn):
+                with worker_check(connected, locked.folder, locked.tmp, warn):
                     if on_progress is not None:
                         on_progress(done.result)  # the run starts: nothing done yet
                     run(
-                        connected, done.source, start, count, folder, tmp_dir,
+                        connected, done.source, start, count, locked.folder, locked.tmp,
                         overwrite=overwrite, fsync=fsync, verify=verify, retries=retries,
+                        inodes=locked.inodes,
                         workers=None if client is not None else cluster.planned_workers(),
                         on_progress=on_progress, result=done.result,
                     )  # fmt: skip
