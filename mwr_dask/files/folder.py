@@ -239,6 +239,26 @@ def missing_count(state: FolderState, start: int, count: int) -> int:
     return count - len(have)
 
 
+#: Largest block counted per file: a larger ``f_frsize`` is a transfer size (NFS reports its
+#: ``wsize``, up to 1 MiB) or a block split into sub-blocks (GPFS), not what a file takes.
+MAX_BLOCK = 64 * 2**10
+#: Directory entries one filesystem block holds, at least (ext4: about 200 of ``n_*.mrc``).
+ENTRIES_PER_BLOCK = 64
+
+
+def disk_bytes(file_bytes: int, files: int, block: int) -> int:
+    """Bytes that ``files`` new files of ``file_bytes`` bytes take on a filesystem.
+
+    Each file takes whole blocks of ``block`` bytes (``os.statvfs().f_frsize``; tmpfs: the
+    page), at most ``MAX_BLOCK``. The margin: one block more per 1024 of a file's blocks
+    (an ext2/3 indirect block maps 1024 blocks; extents need fewer), and one block per
+    ``ENTRIES_PER_BLOCK`` files for the directory's growth. Exact integers for any count.
+    """
+    block = min(max(block, 1), MAX_BLOCK)
+    blocks = -(-file_bytes // block)
+    return (files * (blocks + blocks // 1024) + -(-files // ENTRIES_PER_BLOCK)) * block
+
+
 _SUBDIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mwr_dask.files.folder import (
+    MAX_BLOCK,
     FolderError,
     FolderState,
+    disk_bytes,
     folder_lock,
     missing_count,
     resolve_params,
@@ -268,12 +270,13 @@ def prepare_output(
             f"{folder} also holds {n} entr{'ies' if n != 1 else 'y'} that"
             f" are not n_*.mrc volumes (e.g. {existing.others[0]}); IsoNet opens every entry."
         )
-    need = missing_count(existing, start, count) * source.volume_bytes
-    free = shutil.disk_usage(folder).free  # folder_lock made it: its own filesystem
+    block = min(os.statvfs(folder).f_frsize, MAX_BLOCK)  # folder_lock made it: its filesystem
+    need = disk_bytes(source.volume_bytes, missing_count(existing, start, count), block)
+    free = shutil.disk_usage(folder).free
     if need > free:
         raise FolderError(
             f"the volumes still to write need {size_text(need)} but only {size_text(free)}"
-            f" are free for {folder}."
+            f" are free for {folder} (each file takes whole blocks of {block} bytes there)."
         )
     try:
         folder.mkdir(parents=True, exist_ok=True)
