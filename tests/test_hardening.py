@@ -143,7 +143,7 @@ def test_an_output_folder_that_is_a_mount_point_or_a_link_into_one(tmp_path, mou
     small = mount("small", "1m")
     run = cli("generate-noise", str(small), "100", "32", *RUN)
     assert run.returncode == 2
-    assert "need 13.2 MB but only 1.0" in run.stderr  # the tmpfs, not the parent's disk
+    assert "need 13.5 MB but only 1.0" in run.stderr  # the tmpfs, not the parent's disk
     big = mount("big")
     run = cli("generate-noise", str(big), "4", "16", *RUN)
     assert run.returncode == 0, run.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mwr_dask.files.folder import conflicts, folder_lock
+from mwr_dask.files.folder import conflicts, disk_bytes, folder_lock
 from mwr_dask.files.mrc import state_dir
 from mwr_dask.noise.source import MAX_TILTS, NoiseSource
 
@@ -97,14 +98,13 @@ def test_sigint_and_sigterm_stop_cleanly(tmp_path, sig, code):
     assert_only_volumes(folder, [int(n[2:7]) for n in names])
 
 
-@pytest.fixture
-def small_fs(tmp_path):
-    """A 1 MiB tmpfs: a real full disk (root only; CI runs as root)."""
+def tmpfs(tmp_path: Path, size: str):
+    """Mount a tmpfs of ``size`` at ``tmp_path/small``: a real full disk (root; CI is root)."""
     mount = tmp_path / "small"
     mount.mkdir()
     if os.geteuid() != 0:
         skip_or_fail("mounting a small tmpfs for the disk-full tests needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
                           capture_output=True, text=True)  # fmt: skip
     if done.returncode != 0:
         skip_or_fail(f"cannot mount a tmpfs here: {done.stderr.strip()}")
@@ -112,25 +112,69 @@ def small_fs(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 1 MiB tmpfs."""
+    yield from tmpfs(tmp_path, "1m")
+
+
+@pytest.fixture
+def fs_5m(tmp_path):
+    """A 5 MiB tmpfs."""
+    yield from tmpfs(tmp_path, "5m")
+
+
 @pytest.mark.slow
 def test_not_enough_free_space_is_refused_with_the_plan(small_fs):
     run = cli("generate-noise", str(small_fs / "noise"), "100", "32", "--no-dashboard")
     assert run.returncode == 2
-    assert re.search(r"the volumes still to write need 13.2 MB but only 1\.0\d MB", run.stderr)
+    assert re.search(r"the volumes still to write need 13.5 MB but only 1\.0\d MB", run.stderr)
     assert not (small_fs / "noise").exists() and os.listdir(small_fs) == []
 
 
 @pytest.mark.slow
+def test_the_free_space_check_counts_whole_blocks(fs_5m):
+    # issue 21.14: 280 volumes of 16^3 are 4.87 MB, less than 5 MiB, but tmpfs gives each
+    # 17,408-byte file 5 pages of 4 KiB: 256 fit. Refused before anything is written.
+    run = cli("generate-noise", str(fs_5m / "noise"), "280", "16", "--no-dashboard")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    said = r"need 5\.75 MB but only 5\.2\d MB are free .* blocks of 4096 bytes"
+    assert re.search(said, run.stderr), run.stderr
+    assert os.listdir(fs_5m) == []
+    run = cli("generate-noise", str(fs_5m / "noise"), "250", "16", "--ncpus", "2", "--no-dashboard")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert_only_volumes(fs_5m / "noise", range(250))
+
+
+def test_disk_bytes_rounds_each_file_up_to_whole_blocks():
+    assert disk_bytes(17408, 280, 4096) == (280 * 5 + 5) * 4096  # 5 pages each, 5 for entries
+    assert disk_bytes(17408, 250, 4096) <= 5 * 2**20 < disk_bytes(17408, 256, 4096)
+    assert disk_bytes(4096, 1, 4096) == 2 * 4096 and disk_bytes(4097, 1, 4096) == 3 * 4096
+    assert disk_bytes(4 * 1024 * 4096, 1, 4096) == (4096 + 4 + 1) * 4096  # indirect blocks
+    assert disk_bytes(17408, 1, 2**20) == 2 * 2**16  # NFS's 1 MiB wsize: 64 KiB counted
+    assert disk_bytes(17408, 0, 4096) == 0
+    n = 10**21  # a --dry-run count: exact integers
+    assert disk_bytes(131072 + 1024, n, 4096) == (n * 33 + -(-n // 64)) * 4096
+
+
+@pytest.mark.slow
 def test_disk_full_mid_run_stops_with_a_clear_error_and_no_partial_file(small_fs):
-    # 58 volumes of 16^3 are 1,009,664 bytes: the plan fits in 1 MiB, but tmpfs rounds each
-    # file up to whole 4 KiB pages, so the disk fills after about 50 volumes
+    # 50 volumes of 16^3 (5 pages each) pass the free-space check on 1 MiB; once the run has
+    # said what it writes (before its cluster starts), a filler leaves room for 5 volumes
     folder = small_fs / "noise"
-    run = cli("generate-noise", str(folder), "58", "16", "--ncpus", "2", "--no-dashboard")
-    assert run.returncode == 1, run.stdout + run.stderr
-    assert "No space left on device" in run.stderr
-    assert "stopped early" in run.stderr and "Traceback" not in run.stderr
+    proc = start_cli("generate-noise", str(folder), "50", "16", "--ncpus", "2", "--no-dashboard")
+    for line in proc.stdout:
+        if line.startswith("Writing "):
+            break
+    with open(small_fs / "filler", "wb") as f:
+        f.write(b"\0" * (shutil.disk_usage(small_fs).free - 5 * 5 * 4096))
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 1, stdout + stderr
+    assert "No space left on device" in stderr
+    assert "stopped early" in stderr and "Traceback" not in stderr
     names = os.listdir(folder)
-    assert 0 < len(names) < 58
+    assert 0 < len(names) < 50
     assert_only_volumes(folder, [int(n[2:7]) for n in names])
     assert not list(state_dir(folder).glob("tmp/*"))
 

@@ -906,7 +906,7 @@ def summarize(done, say, work: float | None = None) -> None:
         typer.echo(f"mwr-dask: error: volumes {lo}..{hi}: {error}", err=True)
     if result.stopped:
         typer.echo(
-            "mwr-dask: error: stopped early: the output filesystem cannot take more volumes"
-            " (see the error above); no partial file was left.",
+            "mwr-dask: error: stopped early: no more volumes can be written to the output"
+            " folder (see the error above); no partial file was left.",
             err=True,
         )

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from mwr_dask.files.mrc import anonymous_temporaries, file_kind, read_header, state_dir
 from mwr_dask.noise.source import (
@@ -238,6 +239,26 @@ def missing_count(state: FolderState, start: int, count: int) -> int:
     return count - len(have)
 
 
+#: Largest block counted per file: a larger ``f_frsize`` is a transfer size (NFS reports its
+#: ``wsize``, up to 1 MiB) or a block split into sub-blocks (GPFS), not what a file takes.
+MAX_BLOCK = 64 * 2**10
+#: Directory entries one filesystem block holds, at least (ext4: about 200 of ``n_*.mrc``).
+ENTRIES_PER_BLOCK = 64
+
+
+def disk_bytes(file_bytes: int, files: int, block: int) -> int:
+    """Bytes that ``files`` new files of ``file_bytes`` bytes take on a filesystem.
+
+    Each file takes whole blocks of ``block`` bytes (``os.statvfs().f_frsize``; tmpfs: the
+    page), at most ``MAX_BLOCK``. The margin: one block more per 1024 of a file's blocks
+    (an ext2/3 indirect block maps 1024 blocks; extents need fewer), and one block per
+    ``ENTRIES_PER_BLOCK`` files for the directory's growth. Exact integers for any count.
+    """
+    block = min(max(block, 1), MAX_BLOCK)
+    blocks = -(-file_bytes // block)
+    return (files * (blocks + blocks // 1024) + -(-files // ENTRIES_PER_BLOCK)) * block
+
+
 _SUBDIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -405,19 +426,31 @@ def _tmpfile_disabled() -> bool:
     return os.environ.get(NO_TMPFILE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
+class Locked(NamedTuple):
+    """The output folder a run locked, as its workers reach it (paths with links resolved)."""
+
+    #: The real output folder, and where temporaries go (the folder itself for O_TMPFILE).
+    folder: Path
+    tmp: Path
+    #: ``st_ino`` of both as opened here: the same on every node of a shared filesystem.
+    inodes: tuple[int, int]
+
+
 @contextmanager
-def folder_lock(folder: Path, *, sibling: bool = False) -> Iterator[Path]:
-    """Create ``folder``, hold the run lock on it, and yield where temporaries go.
+def folder_lock(folder: Path, *, sibling: bool = False) -> Iterator[Locked]:
+    """Create ``folder``, hold the run lock on it, and yield it with where temporaries go.
 
     The lock is an ``flock`` on the folder's own directory (the real folder: a link to it
     and its real path share it), released by the kernel when the process dies (even by
     SIGKILL). Where the filesystem refuses ``flock`` on a directory (NFS, Lustre without
     ``-o flock``), the lock is a file in the hidden sibling instead.
 
-    Temporaries are anonymous ``O_TMPFILE`` files in the folder itself: the yielded path is
-    then ``folder``. Where the filesystem refuses them (or ``MWR_DASK_NO_TMPFILE=1``), they
-    are named files in ``.<folder>.mwr-dask/tmp`` beside the real folder, which must be on
-    the same filesystem; that is yielded, cleared of a killed run's leftovers.
+    Temporaries are anonymous ``O_TMPFILE`` files in the folder itself: the yielded ``tmp``
+    is then the real folder. Where the filesystem refuses them (or ``MWR_DASK_NO_TMPFILE=1``),
+    they are named files in ``.<folder>.mwr-dask/tmp`` beside the real folder, which must be
+    on the same filesystem; that is ``tmp``, cleared of a killed run's leftovers. The inode
+    numbers of both, taken from the descriptors opened here, let the workers check that they
+    write to these folders (:func:`mwr_dask.files.mrc.opened_folder`).
 
     Parameters
     ----------
@@ -463,7 +496,7 @@ def folder_lock(folder: Path, *, sibling: bool = False) -> Iterator[Path]:
             open_sibling().lock(folder)
         why = "disabled by MWR_DASK_NO_TMPFILE" if _tmpfile_disabled() else None
         why = why or anonymous_temporaries(folder)
-        tmp = folder
+        tmp, tmp_ino = real, st.st_ino
         if why is not None:
             if os.fstat(open_sibling().fd).st_dev != st.st_dev:
                 raise FolderError(
@@ -473,6 +506,7 @@ def folder_lock(folder: Path, *, sibling: bool = False) -> Iterator[Path]:
                 )
             tmp = side.subfolder("tmp")
             side.clean("tmp")
+            tmp_ino = os.fstat(side.fds["tmp"]).st_ino
         if sibling:
             open_sibling()
-        yield tmp
+        yield Locked(real, tmp, (st.st_ino, tmp_ino))

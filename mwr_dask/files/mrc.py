@@ -7,6 +7,11 @@ output folder only ever holds complete ``n_*.mrc`` files, and a killed writer le
 overlay and FUSE filesystems), the caller gives a private folder on the same filesystem (the
 hidden sibling of :mod:`mwr_dask.files.folder`) for a named temporary that is renamed into place.
 
+A run writes through descriptors of the output folder and of the temporaries' folder, each
+opened once per worker process (``O_NOFOLLOW``) and checked before every volume
+(:func:`opened_folder`): a folder replaced during the run (by a link, in a parent that others
+can write) stops the run rather than receiving volumes.
+
 Existing entries are never opened unless they are regular files (``lstat``, then
 ``O_NOFOLLOW | O_NONBLOCK`` and ``fstat``): a FIFO or a device named ``n_00001.mrc`` cannot
 hang a run, and a symbolic link is never followed.
@@ -33,6 +38,7 @@ import hashlib
 import os
 import stat
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +61,10 @@ _AT_EMPTY_PATH = 0x1000
 #: ``open`` errors that mean "this filesystem (or kernel) has no O_TMPFILE".
 _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS}
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+#: ``errno`` of a volume refused because its folder was replaced during the run (it stops the
+#: run); also what NFS says when a folder held open was removed on the server.
+FOLDER_REPLACED = errno.ESTALE
+_OPENING = threading.Lock()
 
 
 def state_dir(folder: Path) -> Path:
@@ -125,6 +135,7 @@ def write_volume(
     tmp_dir: Path | None = None,
     *,
     fsync: bool = False,
+    inodes: tuple[int | None, int | None] | None = None,
 ) -> None:
     """Write ``data`` (float32, (z, y, x)) to ``path`` atomically.
 
@@ -149,26 +160,93 @@ def write_volume(
     fsync : bool
         Force the data to disk before the file gets its name, so that a node crash cannot
         leave a named but empty file.
+    inodes : tuple, optional
+        Inode numbers (or None) of the folder of ``path`` and of ``tmp_dir`` as the run
+        recorded them: both are then reached through descriptors opened once per process and
+        checked first (:func:`opened_folder`). Without, they are opened by path for this call.
 
     Raises
     ------
     OSError
-        The write failed (disk full, quota, no ``O_TMPFILE`` on this filesystem, ...); no
-        temporary is left behind.
+        The write failed (disk full, quota, no ``O_TMPFILE`` on this filesystem, a folder
+        replaced during the run: ``FOLDER_REPLACED``, ...); no temporary is left behind.
     """
     data = np.ascontiguousarray(data, dtype=np.float32)
     # no timestamped "Created by" label: the same volume gives the same bytes
     header = volume_header(data, voxel_size, labels)
     body = data.reshape(-1).view(np.uint8)
     path = Path(path)
+    if inodes is not None:
+        dfd = opened_folder(str(path.parent), inodes[0])
+        if tmp_dir is None or str(tmp_dir) == str(path.parent):
+            _write_anonymous(dfd, path, header, body, fsync)
+        else:
+            tfd = opened_folder(str(tmp_dir), inodes[1])
+            _write_named(dfd, path, tfd, header, body, fsync)
+        return
     dfd = os.open(path.parent, _DIR_FLAGS)
     try:
         if tmp_dir is None or _same_folder(dfd, path.parent, Path(tmp_dir)):
             _write_anonymous(dfd, path, header, body, fsync)
         else:
-            _write_named(dfd, path, Path(tmp_dir), header, body, fsync)
+            tfd = os.open(tmp_dir, _DIR_FLAGS)
+            try:
+                _write_named(dfd, path, tfd, header, body, fsync)
+            finally:
+                os.close(tfd)
     finally:
         os.close(dfd)
+
+
+def opened_folder(folder: str, ino: int | None = None) -> int:
+    """Descriptor of ``folder``, opened once per process, checked to be what ``folder`` names.
+
+    The first call opens ``folder`` (``O_DIRECTORY | O_NOFOLLOW``: its last component may
+    not be a link, so give the real path) and keeps it open for the life of the process;
+    every call then checks with one ``lstat`` that ``folder`` still names that folder (same
+    device and inode). ``ino`` is the inode number that the run recorded when it locked the
+    folder (None: whatever the first call finds). The inode number, not the device: a
+    folder's ``st_ino`` is the same on every node of a shared filesystem (NFS gives the
+    server's file id), its ``st_dev`` is not; and while the run holds the folder open, no
+    other folder of its filesystem can have that number.
+
+    Raises
+    ------
+    OSError
+        ``FOLDER_REPLACED``, one sentence: ``folder`` is no longer the folder this run opened.
+    """
+    with _OPENING:
+        fd, ident = _open_once(folder, ino)
+    try:
+        st = os.lstat(folder)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) != ident:
+        raise _replaced(folder)
+    return fd
+
+
+@functools.cache
+def _open_once(folder: str, ino: int | None) -> tuple[int, tuple[int, int]]:
+    try:
+        fd = os.open(folder, _DIR_FLAGS | os.O_NOFOLLOW)
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise _replaced(folder) from None
+        raise
+    st = os.fstat(fd)
+    if ino is not None and st.st_ino != ino:
+        os.close(fd)
+        raise _replaced(folder)
+    return fd, (st.st_dev, st.st_ino)
+
+
+def _replaced(folder: str) -> OSError:
+    return OSError(
+        FOLDER_REPLACED,
+        f"the output folder {folder} was replaced during the run (it is no longer the folder"
+        " this run opened); stopped",
+    )
 
 
 def _same_folder(dfd: int, folder: Path, other: Path) -> bool:
@@ -253,9 +331,8 @@ def _write_anonymous(dfd: int, path: Path, header: bytes, body: np.ndarray, fsyn
 
 
 def _write_named(
-    dfd: int, path: Path, tmp_dir: Path, header: bytes, body: np.ndarray, fsync: bool
+    dfd: int, path: Path, tfd: int, header: bytes, body: np.ndarray, fsync: bool
 ) -> None:
-    tfd = os.open(tmp_dir, _DIR_FLAGS)
     tmp = f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -269,8 +346,6 @@ def _write_named(
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=tfd)
         raise
-    finally:
-        os.close(tfd)
 
 
 def anonymous_temporaries(folder: Path) -> str | None:
@@ -344,11 +419,12 @@ class VolumeHeader:
     is_mrc: bool = True
 
 
-def open_regular(path: Path) -> int:
+def open_regular(path: Path, dir_fd: int | None = None) -> int:
     """Open ``path`` for reading if it is a regular file, never following a link.
 
     ``lstat`` first (a device or FIFO is never opened), then ``O_NOFOLLOW | O_NONBLOCK``
-    and ``fstat`` (the entry may have changed in between).
+    and ``fstat`` (the entry may have changed in between). With ``dir_fd``, ``path`` is
+    relative to the folder open as ``dir_fd``.
 
     Raises
     ------
@@ -357,11 +433,11 @@ def open_regular(path: Path) -> int:
     OSError
         It cannot be read.
     """
-    kind = file_kind(os.lstat(path).st_mode)
+    kind = file_kind(os.lstat(path, dir_fd=dir_fd).st_mode)
     if kind != "file":
         raise ValueError(f"{path} is {kind}, not a file")
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    fd = os.open(path, flags)
+    fd = os.open(path, flags, dir_fd=dir_fd)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise ValueError(f"{path} is not a file")
@@ -383,16 +459,16 @@ def file_kind(mode: int) -> str:
     return next((word for test, word in kinds if test(mode)), "not a regular file")
 
 
-def read_header(path: Path, *, strict: bool = False) -> VolumeHeader:
+def read_header(path: Path, *, strict: bool = False, dir_fd: int | None = None) -> VolumeHeader:
     """Read the header of ``path`` (no data); raises ``ValueError`` or ``OSError`` if unreadable.
 
     Only regular files are opened (:func:`open_regular`), and only their first 1 KiB is read.
     With ``strict``, the header must pass the checks of mrcfile's default (strict) mode:
     map ID, machine stamp and a known data mode (``ValueError`` otherwise); without, a bad
     map ID only clears ``is_mrc`` and an unknown machine stamp means little-endian, as in
-    mrcfile's permissive mode.
+    mrcfile's permissive mode. With ``dir_fd``, ``path`` is relative to that folder.
     """
-    fd = open_regular(path)
+    fd = open_regular(path, dir_fd)
     try:
         size = os.fstat(fd).st_size
         raw = os.pread(fd, HEADER_BYTES, 0)
@@ -444,30 +520,32 @@ def header_is_complete(h: VolumeHeader, cubesize: int) -> bool:
     )
 
 
-def is_complete(path: Path, cubesize: int) -> bool:
+def is_complete(path: Path, cubesize: int, *, dir_fd: int | None = None) -> bool:
     """Cheap check that ``path`` is a whole float32 cube of side ``cubesize``.
 
     Accepts only what ``mrcfile.open`` opens in its default (strict) mode: a regular file
     whose header passes mrcfile's strict checks (map ID, machine stamp, mode), with shape,
-    data mode, no extended header and the exact file size. Does not read the data.
+    data mode, no extended header and the exact file size. Does not read the data. With
+    ``dir_fd``, ``path`` is relative to the folder open as ``dir_fd``.
     """
     try:
-        return header_is_complete(read_header(path, strict=True), cubesize)
+        return header_is_complete(read_header(path, strict=True, dir_fd=dir_fd), cubesize)
     except (OSError, ValueError):
         return False
 
 
-def is_intact(path: Path, cubesize: int, labels: list[str]) -> bool:
+def is_intact(path: Path, cubesize: int, labels: list[str], *, dir_fd: int | None = None) -> bool:
     """Full check of a volume file: :func:`is_complete`, its labels, and all of its data.
 
     The labels must be ``labels`` (the provenance of the expected volume), and the data must
-    be finite with mean 0 and standard deviation 1 (as every volume is written).
+    be finite with mean 0 and standard deviation 1 (as every volume is written). With
+    ``dir_fd``, ``path`` is relative to the folder open as ``dir_fd``.
     """
     try:
-        h = read_header(path, strict=True)
+        h = read_header(path, strict=True, dir_fd=dir_fd)
         if not header_is_complete(h, cubesize) or h.labels[: len(labels)] != labels:
             return False
-        data = read_volume(path)
+        data = read_volume(path, dir_fd=dir_fd)
     except (OSError, ValueError):
         return False
     if not np.all(np.isfinite(data)):
@@ -476,11 +554,18 @@ def is_intact(path: Path, cubesize: int, labels: list[str]) -> bool:
     return abs(flat.mean()) < 1e-3 and abs(flat.std() - 1.0) < 1e-3
 
 
-def read_volume(path: Path) -> np.ndarray:
-    """Read the data of a volume file, float32 (z, y, x); only a regular file is opened."""
-    os.close(open_regular(path))
-    with mrcfile.open(path, permissive=True) as mrc:
-        return np.asarray(mrc.data, dtype=np.float32).copy()
+def read_volume(path: Path, *, dir_fd: int | None = None) -> np.ndarray:
+    """Read the data of a volume file, float32 (z, y, x); only a regular file is opened.
+
+    With ``dir_fd``, ``path`` is relative to that folder, and the file opened is read (Linux).
+    """
+    fd = open_regular(path, dir_fd)
+    try:
+        name = path if dir_fd is None else f"/proc/self/fd/{fd}"
+        with mrcfile.open(name, permissive=True) as mrc:
+            return np.asarray(mrc.data, dtype=np.float32).copy()
+    finally:
+        os.close(fd)
 
 
 def write_spectrum(

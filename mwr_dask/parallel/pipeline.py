@@ -8,6 +8,7 @@ the partition count. Each task returns a small summary of its partition, never a
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +16,14 @@ from pathlib import Path
 import dask.bag as db
 from distributed import Client, as_completed
 
-from mwr_dask.files.mrc import is_complete, is_intact, write_volume
+from mwr_dask.files.mrc import FOLDER_REPLACED, is_complete, is_intact, opened_folder, write_volume
 from mwr_dask.noise.source import NoiseSource, volume_name
 
 #: Largest output of one partition: bounds the work lost and redone when a worker dies.
 PARTITION_BYTES = 64 * 2**20
-#: Write errors after which no further volume can succeed: the run stops at the first one.
-FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+#: Write errors after which no further volume can succeed: the run stops at the first one
+#: (``FOLDER_REPLACED``: the output folder is no longer the one the run opened).
+FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, FOLDER_REPLACED}
 #: Partitions per worker at least, so that workers stay busy to the end of the run.
 PARTITIONS_PER_WORKER = 4
 
@@ -65,6 +67,7 @@ def write_one(
     overwrite: bool,
     fsync: bool,
     verify: bool = False,
+    inodes: tuple[int | None, int | None] = (None, None),
 ) -> dict:
     """Generate volume ``index`` and write it atomically, unless a complete file is there.
 
@@ -72,7 +75,9 @@ def write_one(
     mrcfile opens in strict mode, with the right header and size), or with ``verify`` the full
     check of :func:`~mwr_dask.files.mrc.is_intact` (labels and data). ``tmp_dir`` equal to
     ``folder`` means anonymous ``O_TMPFILE`` temporaries in the folder itself (see
-    :func:`~mwr_dask.files.mrc.write_volume`).
+    :func:`~mwr_dask.files.mrc.write_volume`). Both folders are reached through descriptors
+    opened once per worker process and checked before each volume (``inodes``: their inode
+    numbers as the client recorded them; see :func:`~mwr_dask.files.mrc.opened_folder`).
 
     Returns
     -------
@@ -82,23 +87,24 @@ def write_one(
     """
     path = Path(folder) / volume_name(index)
     check = is_intact if verify else is_complete
-    args = (path, params.cubesize, params.labels(index)) if verify else (path, params.cubesize)
-    if not overwrite and check(*args):
-        return {"index": index, "status": "skipped"}
+    args = (path.name, params.cubesize, params.labels(index))[: 3 if verify else 2]
+    try:
+        if not overwrite and check(*args, dir_fd=opened_folder(str(path.parent), inodes[0])):
+            return {"index": index, "status": "skipped"}
+    except OSError as err:  # the folder was replaced
+        return _failed(index, path, err)
     volume = params.volume(index)
     try:
-        write_volume(
-            path, volume, params.voxel_size, params.labels(index), Path(tmp_dir), fsync=fsync
-        )
+        write_volume(path, volume, params.voxel_size, params.labels(index), Path(tmp_dir),
+                     fsync=fsync, inodes=inodes)  # fmt: skip
     except OSError as err:
-        reason = err.strerror or str(err)
-        return {
-            "index": index,
-            "status": "failed",
-            "error": f"{path}: {reason}",
-            "errno": err.errno,
-        }
+        return _failed(index, path, err)
     return {"index": index, "status": "written"}
+
+
+def _failed(index: int, path: Path, err: OSError) -> dict:
+    reason = err.strerror or str(err)
+    return {"index": index, "status": "failed", "error": f"{path}: {reason}", "errno": err.errno}
 
 
 def summarize(records) -> dict:
@@ -122,6 +128,7 @@ def build_bag(
     overwrite: bool = False,
     fsync: bool = False,
     verify: bool = False,
+    inodes: tuple[int | None, int | None] = (None, None),
 ) -> db.Bag:
     """Lazy bag: one summary per partition, each partition writing its volumes."""
     indices = db.from_sequence(ranges, npartitions=len(ranges)).flatten()
@@ -133,6 +140,7 @@ def build_bag(
         overwrite=overwrite,
         fsync=fsync,
         verify=verify,
+        inodes=inodes,
     )
     return written.map_partitions(_summary_partition)
 
@@ -170,6 +178,7 @@ def run(
     overwrite: bool = False,
     fsync: bool = False,
     verify: bool = False,
+    inodes: tuple[int, int] | None = None,
     retries: int = 3,
     workers: int | None = None,
     on_progress: Callable[[RunResult], None] | None = None,
@@ -193,6 +202,10 @@ def run(
         Force each file to disk before renaming it into place.
     verify : bool
         Re-read existing files fully (labels and data) before skipping them.
+    inodes : tuple, optional
+        Inode numbers of ``folder`` and ``tmp_dir`` (real paths) when the client locked them;
+        by default, those of the folders the paths name now (links resolved). A worker
+        stops at a folder that is no longer that one.
     retries : int
         Times a failed partition is retried (on top of Dask's own recovery of lost workers).
     workers : int, optional
@@ -204,14 +217,16 @@ def run(
         is interrupted); a new one by default.
 
     The run stops early (``result.stopped``) at a write error that no retry can cure:
-    disk full, quota exceeded, read-only filesystem.
+    disk full, quota exceeded, read-only filesystem, an output folder replaced during the run.
     """
+    if inodes is None:  # a caller that locked nothing: the folders as they are now
+        folder, tmp_dir = Path(os.path.realpath(folder)), Path(os.path.realpath(tmp_dir))
+        inodes = (os.stat(folder).st_ino, os.stat(tmp_dir).st_ino)
     if workers is None:
         workers = sum(client.nthreads().values()) or 1
     ranges = partition_ranges(start, count, workers, params.volume_bytes)
-    bag = build_bag(
-        params, ranges, folder, tmp_dir, overwrite=overwrite, fsync=fsync, verify=verify
-    )
+    bag = build_bag(params, ranges, folder, tmp_dir, overwrite=overwrite, fsync=fsync,
+                    verify=verify, inodes=inodes)  # fmt: skip
     futures = client.compute(bag.to_delayed(), retries=retries)
     result = RunResult(requested=count) if result is None else result
     part_of = {f.key: r for f, r in zip(futures, ranges, strict=True)}

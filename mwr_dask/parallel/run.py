@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mwr_dask.files.folder import (
+    MAX_BLOCK,
     FolderError,
     FolderState,
+    disk_bytes,
     folder_lock,
     missing_count,
     resolve_params,
@@ -187,7 +189,7 @@ def generate(
     done = Generated(source, folder, start, count, result or RunResult(requested=count))
     created = not folder.exists()
     try:
-        with folder_lock(folder, sibling=client is None and cluster.sibling) as tmp_dir:
+        with folder_lock(folder, sibling=client is None and cluster.sibling) as locked:
             done.source = prepare_output(
                 folder, source, start, count, adopt_seed=adopt_seed, force=force, say=say, warn=warn
             )
@@ -198,14 +200,15 @@ def generate(
                     for line in cluster.report(connected, threads):
                         say(line)
                 (check_workers if client else cluster.check)(
-                    connected, done.source, folder, tmp_dir
+                    connected, done.source, locked.folder, locked.tmp
                 )
-                with worker_check(connected, folder, tmp_dir, warn):
+                with worker_check(connected, locked.folder, locked.tmp, warn):
                     if on_progress is not None:
                         on_progress(done.result)  # the run starts: nothing done yet
                     run(
-                        connected, done.source, start, count, folder, tmp_dir,
+                        connected, done.source, start, count, locked.folder, locked.tmp,
                         overwrite=overwrite, fsync=fsync, verify=verify, retries=retries,
+                        inodes=locked.inodes,
                         workers=None if client is not None else cluster.planned_workers(),
                         on_progress=on_progress, result=done.result,
                     )  # fmt: skip
@@ -274,12 +277,13 @@ def prepare_output(
             f"{folder} also holds {n} entr{'ies' if n != 1 else 'y'} that"
             f" are not n_*.mrc volumes (e.g. {existing.others[0]}); IsoNet opens every entry."
         )
-    need = missing_count(existing, start, count) * source.volume_bytes
-    free = shutil.disk_usage(folder).free  # folder_lock made it: its own filesystem
+    block = min(os.statvfs(folder).f_frsize, MAX_BLOCK)  # folder_lock made it: its filesystem
+    need = disk_bytes(source.volume_bytes, missing_count(existing, start, count), block)
+    free = shutil.disk_usage(folder).free
     if need > free:
         raise FolderError(
             f"the volumes still to write need {size_text(need)} but only {size_text(free)}"
-            f" are free for {folder}."
+            f" are free for {folder} (each file takes whole blocks of {block} bytes there)."
         )
     try:
         folder.mkdir(parents=True, exist_ok=True)
