@@ -57,6 +57,7 @@ def test_dry_run_prints_a_slurm_job_script_and_writes_nothing(tmp_path):
     for line in (
         "#SBATCH -p short", "#SBATCH -A lab42", "#SBATCH --cpus-per-task=4",
         "#SBATCH --mem=6G", "#SBATCH -t 01:30:00", "#SBATCH --exclusive", "#SBATCH --qos=high",
+        'ulimit -n "$(ulimit -Hn)" 2>/dev/null || true',  # workers may open all the files allowed
         f"#SBATCH -o {tmp_path}/.noise.mwr-dask/jobs/",
     ):  # fmt: skip
         assert line in script, (line, script)

@@ -904,6 +904,9 @@ def summarize(done, say, work: float | None = None) -> None:
         typer.echo(f"mwr-dask: error: volume {index}: {error}", err=True)
     for lo, hi, error in result.crashed:
         typer.echo(f"mwr-dask: error: volumes {lo}..{hi}: {error}", err=True)
+    more = result.failed - len(result.errors) - sum(hi - lo + 1 for lo, hi, _ in result.crashed)
+    if more > 0:  # the run keeps a few errors (pipeline.KEPT_ERRORS)
+        typer.echo(f"mwr-dask: error: {more} more volume{'s' * (more != 1)} failed.", err=True)
     if result.stopped:
         typer.echo(
             "mwr-dask: error: stopped early: no more volumes can be written to the output"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +19,19 @@ from distributed import Client, as_completed
 
 from mwr_dask.files.mrc import FOLDER_REPLACED, is_complete, is_intact, opened_folder, write_volume
 from mwr_dask.noise.source import NoiseSource, volume_name
+from mwr_dask.parallel.clusters.limits import OUT_OF_FILES
 
 #: Largest output of one partition: bounds the work lost and redone when a worker dies.
 PARTITION_BYTES = 64 * 2**20
 #: Write errors after which no further volume can succeed: the run stops at the first one
 #: (``FOLDER_REPLACED``: the output folder is no longer the one the run opened).
 FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, FOLDER_REPLACED}
+#: Writes that find no file descriptor free (EMFILE, ENFILE) are tried ``OPEN_FILE_TRIES``
+#: times in all, ``RETRY_PAUSE`` s apart at first, doubling.
+OPEN_FILE_TRIES = 5
+RETRY_PAUSE = 0.2
+#: Errors kept for the report of a run; the others are counted.
+KEPT_ERRORS = 10
 #: Partitions per worker at least, so that workers stay busy to the end of the run.
 PARTITIONS_PER_WORKER = 4
 
@@ -83,7 +91,8 @@ def write_one(
     -------
     dict
         ``index``, ``status`` ("written", "skipped" or "failed") and, on failure, ``error``
-        (one sentence) and ``errno``.
+        (one sentence) and ``errno``. A write that finds no file descriptor free (EMFILE,
+        ENFILE) is tried again, up to ``OPEN_FILE_TRIES`` times in all.
     """
     path = Path(folder) / volume_name(index)
     check = is_intact if verify else is_complete
@@ -94,11 +103,18 @@ def write_one(
     except OSError as err:  # the folder was replaced
         return _failed(index, path, err)
     volume = params.volume(index)
-    try:
-        write_volume(path, volume, params.voxel_size, params.labels(index), Path(tmp_dir),
-                     fsync=fsync, inodes=inodes)  # fmt: skip
-    except OSError as err:
-        return _failed(index, path, err)
+    for tries in range(1, OPEN_FILE_TRIES + 1):
+        try:
+            write_volume(path, volume, params.voxel_size, params.labels(index), Path(tmp_dir),
+                         fsync=fsync, inodes=inodes)  # fmt: skip
+            break
+        except OSError as err:
+            if err.errno in OUT_OF_FILES and tries < OPEN_FILE_TRIES:
+                time.sleep(RETRY_PAUSE * 2 ** (tries - 1))  # descriptors may be freed
+                continue
+            if err.errno in OUT_OF_FILES:
+                err.strerror = f"{err.strerror} ({tries} tries)"
+            return _failed(index, path, err)
     return {"index": index, "status": "written"}
 
 
@@ -242,7 +258,7 @@ def run(
                 result.written += summary["written"]
                 result.skipped += summary["skipped"]
                 result.failed += summary["failed"]
-                result.errors.extend(summary["errors"])
+                result.errors.extend(summary["errors"][: KEPT_ERRORS - len(result.errors)])
                 result.stopped |= summary["fatal"]
             future.release()
             if on_progress is not None:

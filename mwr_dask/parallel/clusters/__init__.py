@@ -10,9 +10,10 @@ one place, :func:`make_cluster`:
 
 Local and batch clusters run over TLS with keys made for the run. Modules import Dask only
 when a cluster is described or started, so importing this package is cheap (the CLI's
-``--help``). Module dependencies: ``systems``, ``dashboard``, ``plugin`` and
-``jobqueue_import`` import nothing of this package; ``checks`` imports ``plugin``;
-``local`` and ``remote`` import ``checks`` and ``dashboard``; ``jobs`` imports ``checks`` and
+``--help``). Module dependencies: ``systems``, ``dashboard``, ``plugin``, ``limits``
+and ``jobqueue_import`` import nothing of this package; ``checks`` imports ``plugin``;
+``local`` imports ``checks``, ``dashboard`` and ``limits``; ``remote`` imports ``checks`` and
+``dashboard``; ``jobs`` imports ``checks`` and
 ``systems``; ``batch`` imports all of them; this module imports them inside
 :func:`make_cluster`.
 """

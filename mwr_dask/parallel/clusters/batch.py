@@ -59,6 +59,7 @@ from mwr_dask.parallel.clusters.jobs import (
     sigint_deferred,
     wait_for_first_worker,
 )
+from mwr_dask.parallel.clusters.limits import RAISE_IN_SHELL, open_files_raised
 from mwr_dask.parallel.clusters.local import private_scratch, run_keys, tls_security
 from mwr_dask.parallel.clusters.systems import SYSTEMS
 
@@ -406,7 +407,12 @@ class BatchOptions:
             "processes": processes,
             "memory": memory,
             "python": cfg.get("python") or sys.executable,
-            "job_script_prologue": [*thread_exports(), *prologue, *scratch_lines(scratch_base)],
+            "job_script_prologue": [
+                *thread_exports(),
+                RAISE_IN_SHELL,
+                *prologue,
+                *scratch_lines(scratch_base),
+            ],
             "local_directory": f"${SCRATCH_VARIABLE}",
             "worker_extra_args": extra,
         }
@@ -627,6 +633,7 @@ class BatchCluster:
         options, say, warn = self.options, say or _silent, warn or _silent
         say(f"Cluster: {self.describe()}")
         with contextlib.ExitStack() as stack:
+            stack.enter_context(open_files_raised(warn))  # the scheduler runs here
             stack.enter_context(config_overlay(options.config_file, options.system))
             stack.enter_context(dask.config.set(DASK_SETTINGS))  # for the scheduler, here
             stack.enter_context(private_scratch())  # the scheduler runs here: its scratch too

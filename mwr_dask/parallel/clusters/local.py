@@ -24,6 +24,7 @@ from mwr_dask.parallel.clusters.checks import (
     worker_memory,
 )
 from mwr_dask.parallel.clusters.dashboard import LOOPBACK, dashboard_address
+from mwr_dask.parallel.clusters.limits import open_files_raised
 from mwr_dask.parallel.cores import usable_cores
 
 if TYPE_CHECKING:
@@ -236,7 +237,10 @@ class LocalCluster:
 
     @contextlib.contextmanager
     def client(self, say: Say | None = None, warn: Say | None = None) -> Iterator[Client]:
-        """Start the cluster (scratch in a private folder), yield its client; close both on exit."""
+        """Start the cluster (scratch in a private folder), yield its client; close both on exit.
+
+        This process and the workers it starts may open as many files as the hard limit allows.
+        """
         import dask
 
         address = dashboard_address(self.dashboard_address)
@@ -246,6 +250,7 @@ class LocalCluster:
             **SINGLE_THREAD_ENV,
         }
         with (
+            open_files_raised(warn),
             private_scratch() as scratch,
             frozen_heap(self.start_method == "fork"),
             self._started(address, security, environ, scratch) as c,
