@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mwr_dask.cli.progress as progress_module
-from mwr_dask.cli.generate import summarize
 from mwr_dask.cli.progress import Progress
+from mwr_dask.cli.running import summarize
 from mwr_dask.noise.source import NoiseSource
 from mwr_dask.parallel.pipeline import RunResult
 from mwr_dask.parallel.run import Generated

@@ -20,6 +20,7 @@ from pathlib import Path
 import typer
 
 from mwr_dask.cli.common import fail
+from mwr_dask.cli.running import cluster_of, run_and_report
 
 
 @dataclass
@@ -34,12 +35,11 @@ class Planned:
     voxel_from_spectrum: bool = False
 
 
-def run_dataset(p: dict, given: set[str], errors: list[str], cluster_of, run_and_report) -> None:
+def run_dataset(p: dict, given: set[str], errors: list[str]) -> None:
     """Write (or plan) the noise of every selected tomogram of ``p["tomograms"]``; exit.
 
     ``p``: generate-noise's parameters, ``given``: those given, ``errors``: the options'
-    problems; ``cluster_of`` and ``run_and_report`` are generate-noise's (passed in, so that
-    this module does not import the command that imports it).
+    problems.
     """
     from mwr_dask.noise.datasets import MANIFEST, MIXED
 
