@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -75,3 +76,50 @@ def test_the_cycle_finder_finds_a_cycle():
     graph.add_import(importer="p.b", imported="p.c")
     graph.add_import(importer="p.c", imported="p.a")
     assert strongly_connected(graph) == [["p.a", "p.b", "p.c"]]
+
+
+def private_names_of_other_packages(source: str) -> list[str]:
+    """``_name``s (not dunders) imported from, or looked up on, a module of another package."""
+    tree = ast.parse(source)
+    modules: set[str] = set()  # names bound to other packages' modules
+    found = []
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if not alias.name.startswith("mwr_dask"):
+                    found += [alias.name] * any(map(private, alias.name.split(".")))
+                    modules.add(alias.asname or alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.startswith("mwr_dask") or node.module == "__future__":
+                continue
+            parts = node.module.split(".")
+            found += [node.module] * any(map(private, parts))
+            found += [f"{node.module}.{a.name}" for a in node.names if private(a.name)]
+            modules.update(a.asname or a.name for a in node.names)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in modules:
+                found.append(f"{ast.unparse(node.value)}.{node.attr}")
+    return found
+
+
+def test_no_private_name_of_another_package_is_used():
+    """Issue 18: distributed, dask-jobqueue, mrcfile, typer (and the rest) by public names only."""
+    used = {
+        str(path.relative_to(ROOT)): names
+        for path in sorted((ROOT / "mwr_dask").rglob("*.py"))
+        if (names := private_names_of_other_packages(path.read_text()))
+    }
+    assert used == {}
+    # the check finds what it looks for
+    assert private_names_of_other_packages(
+        "import mrcfile\nfrom distributed.utils import _x\nimport numpy._core as c\n"
+        "mrcfile.utils._y\nfrom dask_jobqueue.core import Job\nJob._z\n"
+    ) == ["distributed.utils._x", "numpy._core", "mrcfile.utils._y", "Job._z"]

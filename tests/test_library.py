@@ -71,6 +71,31 @@ def test_bad_sources_raise_one_sentence(kwargs, message):
 
 
 @pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cubesize": 16.0}, "cubesize must be a whole number, not 16.0"),
+        ({"cubesize": 16.5}, "cubesize must be a whole number, not 16.5"),
+        ({"cubesize": 16, "seed": 5.0}, "seed must be a whole number, not 5.0"),
+        ({"cubesize": 16, "seed": True}, "seed must be a whole number, not True"),
+        ({"cubesize": 16, "mode": True}, "mode must be a whole number, not True"),
+        ({"cubesize": 16, "minangle": "-60"}, "minangle must be a number, not '-60'"),
+        ({"cubesize": 16, "voxel_size": False}, "voxel_size must be a number, not False"),
+    ],
+)
+def test_mistyped_sources_raise_at_construction(kwargs, message):
+    """Issue 21.13: these constructed, then failed later or wrote labels like ``seed=True``.
+
+    A bool is not a number here and an integral float is not a whole number (refused, not
+    normalised: ``16.0`` is more likely a mistake than a choice); numpy integers are accepted.
+    """
+    with pytest.raises(ValueError, match=re.escape(message)):
+        NoiseSource(**kwargs)
+    assert NoiseSource(np.int64(16), seed=np.uint8(5)).labels(0) == NoiseSource(16, seed=5).labels(
+        0
+    )
+
+
+@pytest.mark.parametrize(
     ("count", "start", "message"),
     [
         (-2, 0, "NUMBER_VOLUME must be at least 1, not -2"),
