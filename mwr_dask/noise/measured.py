@@ -3,56 +3,12 @@
 Two half tomograms reconstructed from the even and the odd movie frames hold the same signal
 and independent noise of the same statistics, so their difference ``ODD - EVEN`` holds noise
 alone, with its real spectrum: detector MTF, dose weighting, binning, reconstruction filter,
-the exact tilts and their missing wedge. This module estimates that noise's 3-D power
-spectrum on the Fourier grid of an N^3 cube, stores it as an MRC file, and generates Gaussian
-noise volumes with exactly that spectrum (:class:`SpectrumNoise`).
-
-Estimation
-    Sub-cubes of N^3 voxels of the difference are taken on a grid of stride N/2 (50 % overlap)
-    where both halves have data: inside the optional mask, away from the borders (5 % of each
-    axis), and where every octant of the cube has a difference variance of at least a quarter
-    of the median (padded zero or constant regions, and tapered reconstruction borders, are
-    left out) and both halves vary. Up to ``MAX_CUBES`` are used (a seeded random choice when
-    more fit). Each cube, less the mean of the difference, is multiplied by a periodic Hann
-    taper along each axis (``sin^2``), Fourier transformed, and its power divided by the sum
-    of the squared taper (the power correction: white noise of variance s^2 gives s^2 on
-    average at every frequency). Without the taper, the jump between opposite faces of a
-    non-periodic cube leaks power along the axes (a cross through the origin, ``1/k^2``
-    side lobes); the Hann taper's side lobes fall like ``1/k^6``. Its price is a smoothing
-    of the spectrum by about one Fourier pixel along each axis (the expected estimate is the
-    true spectrum averaged with weights 1/6, 2/3, 1/6 over neighbouring pixels).
-
-Variance
-    The periodogram of one cube has a relative standard deviation of 1 at every frequency
-    (exponential distribution); averaged over K cubes it is ``1 / sqrt(K_eff)``. With Hann
-    tapers, cubes overlapping by half are nearly independent (Welch: a correlation of 0.17
-    per overlapping axis), so ``K_eff`` is about ``K / 1.1`` (measured on white noise, 16^3
-    cubes of a 96 x 96 x 64 pair: relative spread times sqrt(K) = 1.01, 1.00, 1.04 and 1.07
-    for K = 16, 64, 256 and 400). The default cap of 400 cubes
-    gives about 5 % per Fourier pixel, less than the spread of the periodogram of one
-    generated volume by a factor of 20; ``MIN_CUBES`` = 16 gives 25 %.
-
-Halves split by tilt
-    If the difference holds signal (halves split by tilt, or scaled differently), its local
-    power follows the structure: the rank correlation of the variances of ODD - EVEN and
-    ODD + EVEN over blocks of about 4^3 voxels is then clearly positive (about 0 for frame
-    split halves, whose noises are independent and of equal power). Above
-    ``STRUCTURE_WARNING`` :func:`measure_noise` warns.
-
-Storage
-    The spectrum is a float32 MRC file of shape (N, N, N), axes (kz, ky, kx), in the full
-    ``numpy.fft.fftshift`` layout (zero frequency at index N // 2 of each axis), normalised to
-    a mean of 1 over the grid, DC set to 0 (generated volumes have mean 0). It is exactly
-    symmetric under k -> -k. Its labels record the sources; its *digest* is the SHA-256 of
-    its shape and data (16 hex digits), independent of labels and path.
-
-Generation
-    Volume i under seed s is white Gaussian Fourier coefficients of ``volume_rng(s, i)``,
-    shaped by the square root of the spectrum and inverse real Fourier transformed, then
-    normalised to mean 0 and standard deviation 1: one draw and one inverse real FFT, like
-    mode 2.
-
-Conventions: arrays are (z, y, x) as MRC stores them; Fourier arrays (kz, ky, kx).
+the exact tilts and their missing wedge. This module estimates its 3-D power spectrum on the
+grid of an N^3 cube (Hann-tapered cubes of stride N/2, Welch: a correlation of 0.17 per
+overlapping axis, K_eff about K / 1.1), stores it as an MRC file and generates Gaussian noise
+with that spectrum (:class:`SpectrumNoise`). The cubes, the taper, the variance of the
+estimate, the file layout and the generation: docs/measured-noise.md. Arrays are (z, y, x),
+Fourier arrays (kz, ky, kx).
 """
 
 from __future__ import annotations
@@ -113,17 +69,7 @@ class MeasureError(ValueError):
 
 @dataclass(frozen=True)
 class HalfInfo:
-    """What identifies a half tomogram (or mask) in the spectrum's labels.
-
-    Attributes
-    ----------
-    name : str
-        File name (no folder).
-    shape : tuple of int
-        (z, y, x), voxels.
-    voxel_size : tuple of float
-        (x, y, z) voxel size, angstroms, as the header says.
-    """
+    """A half tomogram (or mask) in the labels: shape (z, y, x), voxel size (x, y, z) angstroms."""
 
     name: str
     shape: tuple[int, int, int]
@@ -139,26 +85,9 @@ class HalfInfo:
 class Measurement:
     """A measured noise spectrum and how it was made.
 
-    Attributes
-    ----------
-    spectrum : numpy.ndarray
-        float32 (N, N, N), axes (kz, ky, kx), fftshifted, mean 1, DC 0.
-    positions : numpy.ndarray
-        int64 (K, 3): (z, y, x) corner of each cube used.
-    usable : int
-        Cubes that fit where both halves have data (K of them used).
-    even, odd : HalfInfo
-        The sources.
-    mask : str or None
-        The mask's file name.
-    seed : int
-        Seed of the choice of cubes.
-    variance : float
-        Mean variance of the difference in the cubes (units of the halves, squared).
-    signal_variance : float
-        Mean variance of the average (EVEN + ODD) / 2 in the cubes.
-    warnings : tuple of str
-        One sentence each.
+    ``spectrum``: float32 (N, N, N), axes (kz, ky, kx), fftshifted, mean 1, DC 0; ``positions``:
+    (K, 3) (z, y, x) cube corners; ``usable``: cubes that fit (K of them used); ``variance``:
+    mean variance of the difference in the cubes, ``signal_variance`` of (EVEN + ODD) / 2.
     """
 
     spectrum: np.ndarray = field(repr=False)
@@ -189,10 +118,7 @@ class Measurement:
 
     @property
     def noise_ratio(self) -> float:
-        """Std of the noise of (EVEN + ODD) / 2 over std of (EVEN + ODD) / 2, in the cubes.
-
-        The noise of the average has a quarter of the difference's variance.
-        """
+        """Noise std of (EVEN + ODD) / 2 (a quarter of ODD - EVEN's variance) over its std."""
         return math.sqrt(self.variance / 4 / self.signal_variance) if self.signal_variance else 0
 
     def labels(self) -> list[str]:
@@ -231,14 +157,8 @@ def spectrum_labels(
 def mrc_extent(shape: tuple[int, ...], mode: int, nsymbt: int) -> int:
     """Bytes of an MRC file whose header gives ``shape``, ``mode`` and ``nsymbt``.
 
-    The 1024-byte header, the extended header and the data. Compare it with the file's size
-    before mrcfile reads anything: mrcfile allocates the extended header a header claims (2 GiB
-    for a corrupt one) before it looks at the file.
-
-    Raises
-    ------
-    ValueError
-        Negative sizes, or a data mode mrcfile cannot read (one phrase).
+    Compare it with the file's size before mrcfile reads anything: mrcfile allocates the
+    extended header a header claims (2 GiB for a corrupt one) before it looks at the file.
     """
     if min(shape) < 0 or nsymbt < 0:
         raise ValueError("the header gives negative sizes")
@@ -279,17 +199,8 @@ def _header_problem(path: Path) -> str | None:
 def open_volume(path: Path, what: str) -> tuple[np.ndarray, HalfInfo, list[str]]:
     """Memory-map an MRC volume read-only: (data (z, y, x), its description, warnings).
 
-    Only a regular file whose header's sizes fit the file is opened (:func:`mrc_extent`), so
-    that memory stays bounded whatever the header says. Read strictly first
-    (``permissive=False``); a file that only permissive reading accepts is used with a warning.
-
-    ``what`` names the file in messages (``EVEN`` gives ``EVEN even.mrc is ...``; ``""``
-    gives ``it is ...``).
-
-    Raises
-    ------
-    MeasureError
-        Not a file, not readable, not an MRC file, not 3-D or not real numbers.
+    Only a file whose header's sizes fit it is opened (:func:`mrc_extent`), so memory stays
+    bounded whatever the header says; one only permissive reading accepts gives a warning.
     """
     path = Path(path)
     who = f"{what} {path}" if what else "it"
@@ -339,8 +250,7 @@ def _grid(length: int, n: int) -> tuple[int, int, int]:
 def _block_sums(slab: np.ndarray, f: int) -> np.ndarray:
     """Sum a slab (h, ny, nx) over blocks of side f (all divisible by f), in float64."""
     h, ny, nx = slab.shape
-    # axis by axis, the outer one first (whole planes added: contiguous and fast); f values
-    # are added in float32, the rest in float64
+    # outer axis first (whole planes: contiguous and fast); f values in float32, the rest float64
     s = np.add.reduce(slab.reshape(h // f, f, ny, nx), axis=1, dtype=np.float32)
     s = s.reshape(h // f, ny // f, f, nx).sum(axis=2, dtype=np.float64)
     return s.reshape(h // f, ny // f, nx // f, f).sum(axis=3)
@@ -372,11 +282,7 @@ class _Blocks:
 
 
 def _fine_sums(even, odd, mask, grid: list, f: int) -> dict:
-    """Sum d = odd - even, e, o, their squares, padding and mask over fine blocks of side f.
-
-    Read slab by slab (one row of blocks of side N/2), in float32; NaN and infinite voxels
-    give NaN or infinite sums, quietly.
-    """
+    """Sum d = odd - even, e, o, their squares, padding and mask over fine blocks of side f."""
     h = grid[0][0]
     q = h // f
     (_, bz, sz), (_, by, sy), (_, bx, sx) = grid
@@ -408,14 +314,7 @@ def _fine_sums(even, odd, mask, grid: list, f: int) -> dict:
 
 
 def _blocks(even: np.ndarray, odd: np.ndarray, mask: np.ndarray | None, n: int) -> _Blocks:
-    """Read the halves once, slab by slab, and judge blocks of side N/2.
-
-    A block is good when it lies inside the mask and each of its fine blocks (side about 4)
-    is finite and varies in both halves, has at most ``FLAT_FRACTION`` of its voxels equal to
-    their x neighbour in either half (no padded or constant region), and a difference variance
-    of at least ``FINE_FRACTION`` of the median; and the block's difference variance is at
-    least ``MIN_VARIANCE_FRACTION`` of the median block's.
-    """
+    """Read the halves once, slab by slab, and judge blocks of side N/2 (docs/measured-noise.md)."""
     grid = [_grid(length, n) for length in even.shape]
     h = grid[0][0]
     f = _fine_size(h)
@@ -458,11 +357,8 @@ def _blocks(even: np.ndarray, odd: np.ndarray, mask: np.ndarray | None, n: int) 
 def _structure_correlation(sums: dict, used: np.ndarray, count: float) -> float:
     """Rank correlation of the local variances of ODD - EVEN and ODD + EVEN (fine blocks).
 
-    Frame-split halves hold the same signal and independent noise of equal power: the local
-    variance of the difference (noise) does not follow that of the sum (signal + noise), and
-    the correlation is about 0. If the difference holds signal (halves split by tilt, or
-    scaled differently), its local power follows the structure and the correlation is
-    clearly positive. NaN when fewer than ``MIN_STRUCTURE_BLOCKS`` blocks are used.
+    About 0 for frame-split halves; clearly positive when the difference holds signal (halves
+    split by tilt, or scaled differently). NaN below ``MIN_STRUCTURE_BLOCKS`` blocks.
     """
     if used.sum() < MIN_STRUCTURE_BLOCKS:
         return float("nan")
@@ -494,11 +390,7 @@ def _cube_corners(blocks: _Blocks, shape: tuple[int, ...], n: int) -> np.ndarray
 
 
 def taper_3d(n: int, taper: str = "hann") -> np.ndarray:
-    """Separable 3-D taper of a cube, float32 (n, n, n): periodic Hann along each axis, or ones.
-
-    The periodic Hann window ``sin^2(pi j / n)`` (scipy's ``hann(n, sym=False)``) has a DFT of
-    3 taps.
-    """
+    """Float32 (n, n, n) periodic Hann taper ``sin^2(pi j / n)`` along each axis, or ones."""
     if taper not in TAPERS:
         raise ValueError(f"taper must be one of {TAPERS}, not {taper!r}")
     from scipy.signal.windows import hann
@@ -522,39 +414,11 @@ def estimate_spectrum(
     taper: str = "hann",
     workers: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Estimate the noise power spectrum of ``odd - even`` on the grid of an n^3 cube.
+    """Estimate the noise power spectrum of ``odd - even`` (z, y, x) on the grid of an n^3 cube.
 
-    Parameters
-    ----------
-    even, odd : numpy.ndarray
-        Half tomograms, axes (z, y, x), same shape (memory maps are read block by block).
-    n : int
-        Cube side, voxels.
-    mask : numpy.ndarray, optional
-        Same shape; cubes lie entirely where it is non-zero.
-    cubes : int, optional
-        Number of cubes K; default: all usable cubes, at most ``MAX_CUBES``.
-    seed : int
-        Seed of the choice among the usable cubes when there are more than K.
-    taper : str
-        ``"hann"`` (default) or ``"none"`` (edge leakage left in; for comparison).
-    workers : int
-        Threads of the Fourier transforms.
-
-    Returns
-    -------
-    spectrum : numpy.ndarray
-        float32 (n, n, n), axes (kz, ky, kx), fftshifted, mean 1, DC 0.
-    positions : numpy.ndarray
-        int64 (K, 3), (z, y, x) corners of the cubes used.
-    stats : dict
-        ``usable`` (int), ``variance`` (mean variance of the difference in the cubes),
-        ``signal_variance`` (of (even + odd) / 2).
-
-    Raises
-    ------
-    MeasureError
-        Shapes differ, n does not fit, the difference is zero, too few usable cubes.
+    ``cubes`` defaults to all usable cubes, at most ``MAX_CUBES``; ``seed`` picks among more.
+    Returns the spectrum (float32 (n, n, n), (kz, ky, kx), fftshifted, mean 1, DC 0), the (K, 3)
+    (z, y, x) cube corners and stats (``usable``, ``variance``, ``signal_variance``, ...).
     """
     if even.shape != odd.shape:
         raise MeasureError(f"the halves differ in shape: {even.shape} and {odd.shape} (z, y, x).")
@@ -588,11 +452,7 @@ def estimate_spectrum(
 def _choose_cubes(
     blocks: _Blocks, shape: tuple[int, ...], n: int, cubes: int | None, seed: int, masked: bool
 ) -> tuple[np.ndarray, int]:
-    """(z, y, x) corners of the cubes to average (all usable ones, or a seeded choice), usable.
-
-    Raises :class:`MeasureError` for halves that are the same or constant, and for too few
-    usable cubes.
-    """
+    """(z, y, x) corners of the cubes to average (all usable ones, or a seeded choice), usable."""
     if blocks.identical:
         raise MeasureError(
             "the difference of the halves is zero (the same data twice?): give the even and"
@@ -620,10 +480,7 @@ def _choose_cubes(
 
 
 def _mean_power(odd, even, corners: np.ndarray, mean, n: int, taper: str, workers: int):
-    """Mean tapered power of the cubes of ``odd - even - mean``, ``rfftn`` layout, float64.
-
-    Divided by the sum of the squared taper: white noise of variance s^2 gives s^2.
-    """
+    """Mean tapered power of ``odd - even - mean`` cubes, ``rfftn`` layout, white s^2 gives s^2."""
     w = taper_3d(n, taper)
     w_power = float(np.dot(w.ravel().astype(np.float64), w.ravel().astype(np.float64)))
     acc = np.zeros((n, n, n // 2 + 1), dtype=np.float64)
@@ -646,10 +503,7 @@ def _mean_power(odd, even, corners: np.ndarray, mean, n: int, taper: str, worker
 
 
 def _cube_variances(blocks: _Blocks, corners: np.ndarray) -> tuple[float, float]:
-    """Mean variance over the cubes of ODD - EVEN and of (EVEN + ODD) / 2, from block sums.
-
-    Exact for even N (a cube is 2 x 2 x 2 blocks); odd N leave out one layer of voxels.
-    """
+    """Mean variance of ODD - EVEN and (EVEN + ODD) / 2 over the cubes (odd N: a layer short)."""
     h = np.array([a[0] for a in blocks.grid])
     start = np.array([a[2] for a in blocks.grid])
     idx = (corners - start) // h
@@ -669,10 +523,7 @@ def _cube_variances(blocks: _Blocks, corners: np.ndarray) -> tuple[float, float]
 
 
 def half_to_full(half: np.ndarray, n: int) -> np.ndarray:
-    """Expand an ``rfftn`` layout power (n, n, n // 2 + 1) to the full fftshifted (n, n, n).
-
-    The power of a real volume is symmetric: P(k) = P(-k).
-    """
+    """Expand an ``rfftn`` layout power (n, n, n // 2 + 1) to the full fftshifted (n, n, n)."""
     full = np.empty((n, n, n), dtype=np.float64)
     m = n // 2 + 1
     full[:, :, :m] = half
@@ -711,17 +562,7 @@ def measure_noise(
     seed: int = 0,
     workers: int = 1,
 ) -> Measurement:
-    """Measure the noise spectrum of a pair of half tomograms (MRC files).
-
-    See :func:`estimate_spectrum`; also checks the voxel sizes and looks for signs of halves
-    split by tilt rather than by frames.
-
-    Raises
-    ------
-    MeasureError
-        One sentence: unreadable files, different shapes or voxel sizes, a mask of another
-        shape, n too large, a zero difference, too few usable cubes.
-    """
+    """Measure the noise spectrum of a pair of half tomograms (MRC files); see estimate_spectrum."""
     even, e_info, notes = open_volume(even_path, "EVEN")
     odd, o_info, more = open_volume(odd_path, "ODD")
     notes += more
@@ -790,12 +631,7 @@ def spectrum_digest(spectrum: np.ndarray) -> str:
 
 
 def check_spectrum(spectrum: np.ndarray) -> None:
-    """Raise :class:`MeasureError` unless ``spectrum`` can give unit-variance Gaussian noise.
-
-    A float32 cube, finite and non-negative, with power away from the zero frequency (power
-    there alone gives constant volumes), of a mean power that float32 arithmetic carries
-    through the volume and its normalisation (:data:`SPECTRUM_MEAN`; measure-noise writes 1).
-    """
+    """Raise :class:`MeasureError` unless ``spectrum`` can give unit-variance Gaussian noise."""
     s = np.asarray(spectrum)
     if s.ndim != 3 or len(set(s.shape)) != 1:
         raise MeasureError(f"a spectrum must be a cube, not of shape {s.shape}.")
@@ -816,16 +652,7 @@ def check_spectrum(spectrum: np.ndarray) -> None:
 
 
 def read_spectrum(path: Path) -> tuple[np.ndarray, str]:
-    """Read a spectrum file: (float32 (N, N, N) array, digest).
-
-    Only a regular file of at most :data:`SPECTRUM_BYTES` is read (a FIFO or a device is
-    refused at once), and parsed in memory by mrcfile in its strict mode.
-
-    Raises
-    ------
-    MeasureError
-        Unreadable, not an MRC cube, or not a spectrum (:func:`check_spectrum`).
-    """
+    """Read a spectrum file (regular, at most :data:`SPECTRUM_BYTES`): (float32 array, digest)."""
     path = Path(path)
     try:
         raw = read_regular(path, SPECTRUM_BYTES)
@@ -857,10 +684,10 @@ def _amplitude(path: str, digest: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def _amplitude_of(path: str, digest: str, mtime_ns: int, size: int, inode: int) -> np.ndarray:
-    """Sqrt of the spectrum in ``rfftn`` layout, float32 (n, n, n // 2 + 1), read-only.
+    """Sqrt of the spectrum, ``rfftn`` layout, float32, read-only.
 
-    The planes kx = 0 and kx = n / 2 (n even) are scaled by sqrt(2): the inverse real FFT keeps
-    only their Hermitian part, which halves the power of independent coefficients there.
+    The planes kx = 0 and kx = n / 2 get sqrt(2): the inverse real FFT keeps only their
+    Hermitian part, which halves the power of independent coefficients there.
     """
     spectrum, found = read_spectrum(Path(path))
     if found != digest:
@@ -879,17 +706,10 @@ _LOCAL = threading.local()
 
 @dataclass(frozen=True)
 class SpectrumNoise:
-    """Generator of Gaussian noise with a measured power spectrum; call it with a generator.
+    """Gaussian noise with a measured power spectrum; call it with a generator.
 
-    Keyed by the spectrum file and its digest: the array is read once per process (cached),
-    never pickled with the generator, and a file changed since is an error.
-
-    Attributes
-    ----------
-    path : str
-        Absolute path of the spectrum file.
-    digest : str
-        Its :func:`spectrum_digest`.
+    Keyed by the spectrum file's absolute path and digest: the array is read once per process,
+    never pickled, and a file changed since is an error.
     """
 
     path: str
