@@ -1,19 +1,9 @@
 """The noise as a library: :class:`NoiseSource`, the one parameter object of every run.
 
-A :class:`NoiseSource` holds everything that defines the noise (cube size, mode, tilts, seed,
-voxel size, filter, measured spectrum), checked once when it is made. ``source.volume(i)`` (or
-``source[i]``) returns exactly the data that ``mwr-dask generate-noise`` writes to
-``n_<i>.mrc`` with the same parameters, on any machine, in any process; ``source.labels(i)``
-its provenance, as the file's header records it, and :func:`source_from_labels` reads it back.
-
-The source is a small frozen dataclass: it pickles to a few hundred bytes, so it travels
-cheaply to Dask workers and to PyTorch ``DataLoader`` workers; the generators a volume needs
-(the back-projection operator, the wedge mask) are built once per process, on first use, and
-cached there (:mod:`mwr_dask.noise.generators`), never pickled. :meth:`NoiseSource.take` gives
-a sequence of volumes (a map-style dataset for PyTorch, without importing torch).
-
-Nothing here imports numpy or scipy at import time: they are imported when a volume is first
-asked for, so that the command line validates its options at once.
+``source[i]`` is exactly the data ``generate-noise`` writes to ``n_<i>.mrc``, on any machine.
+The source pickles to a few hundred bytes; its generators are built and cached once per
+process (:mod:`mwr_dask.noise.generators`), never pickled. numpy and scipy are imported on
+first use only, so that the command line validates its options at once.
 """
 
 from __future__ import annotations
@@ -58,10 +48,7 @@ _TILT_EPS = 1e-6
 
 @functools.lru_cache(maxsize=1)
 def numerics_label() -> str:
-    """MRC label with the numpy and scipy versions: with mwr-dask's, they fix the bytes.
-
-    Read from the installed packages' metadata, so that numpy and scipy are not imported.
-    """
+    """MRC label with the numpy and scipy versions (read from metadata): they fix the bytes."""
     from importlib.metadata import version
 
     return f"numpy={version('numpy')} scipy={version('scipy')}"
@@ -84,58 +71,32 @@ class NoiseSource:
     Parameters
     ----------
     cubesize : int
-        Cube side, voxels (the training ``--cube_size``).
+        Cube side, voxels.
     mode : int
         1 = back-projection of 2-D white-noise images over the tilts, 2 = 3-D white noise
-        through the binary missing-wedge filter.
+        through the binary missing-wedge filter; 3 (set by ``spectrum``) = measured spectrum.
     minangle, maxangle, anglestep : float
         Tilt range and step, degrees (the step matters for mode 1 only).
     seed : int or None
         Root seed; volume i draws from ``SeedSequence(seed, spawn_key=(i,))``. None draws a
         fresh 128-bit seed, kept as ``source.seed``.
     voxel_size : float
-        Voxel size written to the MRC header, angstroms (it does not change the data).
+        Header voxel size, angstroms (changes the data only through dose weighting).
     tilt_schemes : tuple of TiltScheme
-        Tilt schemes read from the dataset's tilt files (:mod:`mwr_dask.noise.tiltfiles`).
-        Empty: the regular range above. Otherwise they replace it: volume i uses scheme
-        ``i mod len(tilt_schemes)`` and is byte-identical to volume i of a source with that
-        scheme alone and the same seed (mode 1 back-projects exactly its used angles, mode 2
-        uses the wedge of their continuous range).
+        Replace the regular range: volume i uses scheme ``i mod len(tilt_schemes)`` and is
+        byte-identical to volume i of a source with that scheme alone and the same seed.
     spectrum : SpectrumNoise, path or None
-        A measured noise spectrum (``mwr-dask measure-noise``): its file, or the small
-        reference (path + digest) :class:`mwr_dask.noise.measured.SpectrumNoise`. Volume i is
-        then Gaussian noise with exactly that spectrum, the mode is 3 and the tilt fields are
-        not used; ``cubesize`` must equal the spectrum's cube. The array is read once per
-        process, never pickled with the source.
-    filter : str
-        Mode 1's reconstruction filter (:mod:`mwr_dask.noise.filters`): ``none`` (the
-        unfiltered back-projection), ``ramp``, ``shepp-logan``, ``cosine``, ``hamming``,
-        ``hann``, ``imod``, ``sirt-like``, ``aretomo``.
-    radial : tuple of float or None
-        ``imod`` and ``sirt-like`` only: radial cutoff and Gaussian sigma of the fall-off,
-        cycles/pixel; None takes IMOD's default (0.35, 0.035), recorded as such.
-    sirt_iterations : int or None
-        ``sirt-like`` only: IMOD's ``FakeSIRTiterations``; None takes 10, recorded as such.
-    dose_weighting : str
-        ``none``, ``grant-grigorieff`` or ``bfactor`` (:mod:`mwr_dask.noise.dose`): each view
-        weighted by its pre-exposure as the tomogram's tilt images were. Needs the voxel size
-        of the tomogram the noise is for (``voxel_size``, A; it sets the frequencies in 1/A)
-        and each used view's pre-exposure: from the tilt schemes' views (``View.dose``; see
-        :func:`mwr_dask.noise.dose.with_doses` for files without), or ``doses``.
-    voltage : float
-        kV, for ``grant-grigorieff``: 300, 200 or 100.
-    doses : tuple of float or None
-        Dose weighting of the regular range: the pre-exposure of each tilt, ascending angle,
-        e/A^2 (:func:`mwr_dask.noise.dose.range_doses`).
+        A ``measure-noise`` spectrum; ``cubesize`` must equal its cube.
+    filter, radial, sirt_iterations
+        Mode 1's reconstruction filter (:mod:`mwr_dask.noise.filters`); ``radial`` is the
+        cutoff and Gaussian fall-off, cycles/pixel; None takes IMOD's defaults.
+    dose_weighting, voltage, doses
+        ``none``, ``grant-grigorieff`` or ``bfactor`` (:mod:`mwr_dask.noise.dose`); kV (300,
+        200 or 100); the regular range's pre-exposure per tilt, ascending angle, e/A^2 (tilt
+        schemes carry their own).
 
-    Integer fields take Python or numpy integers (not ``bool``, not floats such as ``16.0``);
-    angle and size fields take any real number and keep it as a float.
-
-    Raises
-    ------
-    ValueError
-        Parameters that cannot make a volume, one sentence per problem, named after the
-        command-line options.
+    Integer fields refuse ``bool`` and floats such as ``16.0``. Invalid parameters raise
+    ValueError, one sentence per problem, named after the command-line options.
 
     Examples
     --------
@@ -215,11 +176,7 @@ class NoiseSource:
         return errors
 
     def run_problems(self, count: int, start: int = 0) -> list[str]:
-        """Why volumes ``start .. start + count - 1`` cannot be written, one sentence each.
-
-        Whole numbers, at least one volume, ``start`` at least 0, and header labels of at
-        most 80 characters up to the last index (:meth:`label_problems`).
-        """
+        """Why volumes ``start .. start + count - 1`` cannot be written, one sentence each."""
         errors = []
         for name, value, least in (("NUMBER_VOLUME", count, "at least 1"), ("--start", start,
                                    "0 or more")):  # fmt: skip
@@ -230,11 +187,7 @@ class NoiseSource:
         return errors or self._range_dose_problems() or self.label_problems(start + count - 1)
 
     def label_problems(self, last_index: int) -> list[str]:
-        """Labels that the MRC header cannot hold (over 80 characters or not ASCII).
-
-        The longest labels are those of the last index with the largest seed a run can get,
-        so checking them checks every volume up to ``last_index``.
-        """
+        """Labels the header cannot hold; the last index's with the largest seed are the longest."""
         for label in self._labels(last_index, SEED_LIMIT - 1):
             if len(label) > LABEL_CHARS or not (label.isascii() and label.isprintable()):
                 return [
@@ -276,11 +229,7 @@ class NoiseSource:
         return errors
 
     def _range_dose_problems(self) -> list[str]:
-        """Why the regular range's doses cannot weight its tilts (checked to make volumes).
-
-        Not checked on creation: a source read back from a volume's labels
-        (:func:`source_from_labels`) may describe a scheme's range without its doses.
-        """
+        """Why the range's doses cannot weight its tilts (not on creation: labels lack them)."""
         if self.dose_weighting == "none" or self.tilt_schemes or self.spectrum is not None:
             return []
         if self.doses is None:
@@ -319,10 +268,7 @@ class NoiseSource:
 
     @property
     def schemes_record(self) -> str:
-        """``K:digest`` of the tilt schemes (digest of their ordered angle lists), '' if none.
-
-        With dose weighting the digest covers each scheme's doses too (:meth:`mixture_record`).
-        """
+        """``K:digest`` of the tilt schemes (and their doses if dose-weighted), '' if none."""
         return self.mixture_record(self.dose_weighting != "none")
 
     def mixture_record(self, doses: bool) -> str:
@@ -378,14 +324,8 @@ class NoiseSource:
     def labels(self, index: int) -> list[str]:
         """MRC header labels recording the provenance of volume ``index`` (<= 80 chars each).
 
-        With tilt schemes, ``tilt=`` gives way to ``schemes=K:digest`` (the whole mixture, for
-        the folder guard) and a third label describes the volume's own scheme; a measured
-        spectrum (mode 3) is named by its digest instead of tilts. A reconstruction filter
-        adds a label, e.g. ``filter=imod radial=0.35,0.035``; without one the labels are
-        those of folders made before filters existed. Dose weighting adds
-        ``dose=grant-grigorieff kv=300 dsha=<digest of the volume's doses>`` and the used
-        views' doses, ascending angle, to 0.25 e/A^2 (``dq1=`` .. at most ``dq4=``;
-        :func:`mwr_dask.noise.dose.profile_labels`).
+        Without a filter or dose weighting they are those of folders made before either
+        existed; dose weighting records the doses to 0.25 e/A^2 (``dq1=`` .. ``dq4=``).
         """
         return self._labels(index, self.seed)
 
@@ -422,10 +362,7 @@ class NoiseSource:
         return labels
 
     def describe(self, seed: str | None = None) -> str:
-        """One line for people: mode, cube, tilts (or spectrum), seed, filter if any.
-
-        ``seed`` replaces the seed's number in the text (``--dry-run`` of a fresh seed).
-        """
+        """One line for people; ``seed`` replaces the seed's number (``--dry-run``, fresh seed)."""
         seed = str(self.seed) if seed is None else seed
         if self.spectrum is not None:
             name = f" {Path(self.spectrum.path).name}" if self.spectrum.path else ""
@@ -470,18 +407,11 @@ class NoiseSource:
         return [generator_bytes(1, n, t, filtered=filtered, dosed=dosed) for t, _ in tilts]
 
     def cached_bytes(self) -> int:
-        """Memory a worker keeps for this source's generators once it made every kind, bytes.
-
-        One generator per distinct geometry (tilt list in mode 1, wedge in mode 2): see
-        :func:`mwr_dask.noise.generators.generator_bytes`.
-        """
+        """Bytes a worker keeps for this source's generators (one per distinct geometry)."""
         return sum(kept for kept, _ in self._generator_bytes())
 
     def peak_bytes(self) -> int:
-        """Estimated peak memory of a worker making and writing volumes of this source, bytes.
-
-        See :func:`mwr_dask.noise.generators.peak_bytes`.
-        """
+        """Estimated peak memory of a worker making and writing volumes of this source, bytes."""
         from mwr_dask.noise.generators import peak_bytes
 
         sizes = self._generator_bytes()
@@ -491,10 +421,7 @@ class NoiseSource:
     # ------------------------------------------------------------------ volumes
 
     def generator(self, index: int):
-        """Return the generator of volume ``index`` (built once per process, on first use).
-
-        It is called with the volume's random generator and returns the volume.
-        """
+        """Return the generator of volume ``index`` (built once per process, on first use)."""
         if self.spectrum is not None:
             return self.spectrum  # its amplitude is read once per process and cached
         from mwr_dask.noise.generators import backprojection, wedge_filter
@@ -508,13 +435,6 @@ class NoiseSource:
         """Volume ``index``: float32, axes (z, y, x), mean 0 and standard deviation 1.
 
         Exactly the data ``generate-noise`` writes to ``n_<index>.mrc`` with these parameters.
-
-        Raises
-        ------
-        IndexError
-            ``index`` is negative.
-        TypeError
-            ``index`` is not an integer.
         """
         index = operator.index(index)
         if index < 0:
@@ -528,20 +448,12 @@ class NoiseSource:
         return self.volume(index)
 
     def take(self, count: int, start: int = 0) -> NoiseVolumes:
-        """Return volumes ``start .. start + count - 1`` as a sequence (``len``, indexing).
-
-        Item k is ``source.volume(start + k)``, computed when asked for. A PyTorch
-        ``DataLoader`` accepts it as a map-style dataset.
-        """
+        """Volumes ``start .. start + count - 1``, lazily: a map-style dataset for PyTorch."""
         return NoiseVolumes(self, operator.index(count), operator.index(start))
 
 
 class NoiseVolumes(Sequence):
-    """Volumes ``start .. start + count - 1`` of a source, computed on access.
-
-    A read-only sequence: ``len``, ``volumes[k]`` (negative k counts from the end), slices
-    (another :class:`NoiseVolumes`), iteration. It pickles as its source and two integers.
-    """
+    """Volumes ``start .. start + count - 1`` of a source, computed on access (a Sequence)."""
 
     def __init__(self, source: NoiseSource, count: int, start: int = 0) -> None:
         if count < 0 or start < 0:
@@ -589,10 +501,7 @@ def _is_real(value) -> bool:
 
 
 def _typed_fields(source: NoiseSource) -> dict[str, Any]:
-    """Return the fields of ``source`` as Python ints, floats, tuples; ValueError if mistyped.
-
-    ``bool`` is not a number here, and ``16.0`` is not a cube size: one sentence each.
-    """
+    """Return the fields of ``source`` as Python ints, floats, tuples; ValueError if mistyped."""
     out: dict[str, Any] = {}
     errors = []
     for name in ("cubesize", "mode", "seed", "sirt_iterations"):
@@ -702,10 +611,7 @@ def _range_tilts(lo: float, hi: float, step: float) -> tuple[float, ...]:
 
 
 def tilts_of(source: NoiseSource) -> np.ndarray:
-    """Tilt angles of ``source``, degrees; with tilt schemes, those of every scheme together.
-
-    (What a worker's cached mode-1 operators hold: one per distinct scheme.)
-    """
+    """Tilt angles of ``source``, degrees; with tilt schemes, those of every scheme together."""
     import numpy as np
 
     count = max(len(source.tilt_schemes), 1)
@@ -733,11 +639,8 @@ def parse_labels(labels: list[str]) -> dict[str, str]:
 def source_from_labels(labels: list[str]) -> NoiseSource | None:
     """Rebuild the parameters recorded in a volume's labels, or None if they are not there.
 
-    A volume made from a tilt scheme records its scheme's range and number of views, not its
-    angles: the source returned then has that range and the mean step (what ``inspect``
-    compares with), and ``schemes`` of :func:`parse_labels` names the whole mixture. A
-    measured spectrum is known by its digest only (no path). A dose-weighted volume's doses
-    come back to 0.25 e/A^2 (as ``doses`` of the range, one per used view).
+    A tilt scheme's volume comes back as its range and mean step (labels hold no angles), a
+    spectrum as its digest only, doses to 0.25 e/A^2.
     """
     kv = parse_labels(labels)
     try:
