@@ -1,22 +1,10 @@
 """The averaged kx-kz power spectrum of a noise folder and what it says (pure numpy).
 
-The wedge does not depend on ky, so every y-slice of every volume is a sample of the same 2-D
-spectrum over (kz, kx). :func:`slice_power` returns the sum over y of one volume's slice
-periodograms (half plane, as ``rfft`` returns it); summing those over volumes and dividing by
-their number gives the folder's average, which :func:`analyse` turns into numbers:
-
-- the tilt range: each radial shell is divided by its level in the measured region, the
-  normalised power is profiled over the direction of (kx, kz), and the measured arc is the
-  arc whose edges best separate a high level from a low one (a two-level least-squares fit,
-  which puts each edge where the profile crosses halfway between the two levels). The arc of
-  measured directions ``[lo, hi]`` is turned into tilts ``[-hi, -lo]`` (a tilt theta measures
-  the direction (cos theta, -sin theta)); see :mod:`mwr_dask.noise.geometry`;
-- the wedge ratio: the mean normalised power in the missing wedge over that in the measured
-  region, both taken a few degrees away from the edges;
-- the radial fall-off: the log-log slope of the measured region's power against |k|.
-
-Conventions: arrays are (z, y, x); directions are degrees folded into (-90, 90]; tilt ranges
-are in tilt angles ``[minangle, maxangle]``, not directions.
+The wedge does not depend on ky, so every y-slice is a sample of the same (kz, kx) spectrum;
+:func:`analyse` turns the folder's average into a tilt range (a two-level arc fit), a wedge
+ratio and a radial fall-off, as docs/inspect.md describes. A tilt theta measures the direction
+(cos theta, -sin theta), so measured directions ``[lo, hi]`` are tilts ``[-hi, -lo]``.
+Arrays are (z, y, x); directions are degrees folded into (-90, 90].
 """
 
 from __future__ import annotations
@@ -37,35 +25,24 @@ EDGE_MARGIN_DEG = 5.0
 NO_WEDGE_CONTRAST = 0.5
 #: Fewest Fourier pixels (one of each pair k, -k) in the band for an analysis at all.
 MIN_BAND_PIXELS = 4
-#: Beyond this gap (Fourier pixels, at the band's inner radius) between the lines of
-#: neighbouring tilts, mode 1's tilts are resolved as separate lines, not one arc: measured
-#: failures from 1.57 pixels (16^3 every 30 deg, 32^3 every 30, 48^3 every 22.5, 64^3 every
-#: 20), successes up to 1.40 (32^3 every 25), and at 1.68 at 64^3 every 15 degrees.
+#: Beyond this gap (Fourier pixels, band's inner radius) between neighbouring tilts' lines, mode
+#: 1's tilts are resolved, not one arc: measured failures from 1.57 pixels (16^3 every 30 deg,
+#: 32^3 every 30, 48^3 every 22.5, 64^3 every 20), successes up to 1.40 (32^3 every 25) and at
+#: 1.68 (64^3 every 15).
 MAX_TILT_GAP_PIXELS = 1.5
 #: Below this width (Fourier pixels, at the band's outer radius) the missing wedge is narrower
 #: than the grid resolves: mode 1 at 32^3 with -88:88:1 (0.7 pixel) shows none, -87:87:1
 #: (1.2 pixels) shows it.
 MIN_WEDGE_PIXELS = 1.0
-#: Slack (degrees) on top of an edge's resolution when comparing a tilt range with the one
-#: expected.
+#: Slack (degrees) on top of an edge's resolution when comparing with the expected range.
 TILT_SLACK_DEG = 1.5
 
 
 def slice_power(volume: np.ndarray) -> np.ndarray:
-    """Sum over y of the (kz, kx) periodograms of a volume, normalised by its variance.
+    """Sum over y of the (kz, kx) periodograms of a (z, y, x) volume, normalised by its variance.
 
-    Parameters
-    ----------
-    volume : numpy.ndarray
-        Real cube, axes (z, y, x).
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 array of shape (nz, nx // 2 + 1): ``sum_y |FFT_{z,x} v(z, y, x)|^2`` over the
-        half plane kx >= 0 in ``numpy.fft`` order, divided by ``nz * ny * nx * var(v)`` so that
-        white noise has a mean of 1 per Fourier pixel whatever the scale of the volume.
-        The mean is removed first (DC is 0). A constant volume gives zeros.
+    Shape (nz, nx // 2 + 1), ``numpy.fft`` order; white noise has a mean of 1 per Fourier pixel
+    whatever its scale; DC is 0; a constant volume gives zeros.
     """
     v = np.asarray(volume, dtype=np.float32)
     v = v - np.float32(v.mean(dtype=np.float64))
@@ -76,22 +53,7 @@ def slice_power(volume: np.ndarray) -> np.ndarray:
 
 
 def full_plane(half: np.ndarray, n: int) -> np.ndarray:
-    """Expand a half-plane spectrum (kx >= 0) of an n x n grid to the full, fftshifted plane.
-
-    The power of a real volume is symmetric under k -> -k: P(kz, -kx) = P(-kz, kx).
-
-    Parameters
-    ----------
-    half : numpy.ndarray
-        Shape (n, n // 2 + 1), axes (kz, kx) in ``numpy.fft`` order.
-    n : int
-        Side of the grid.
-
-    Returns
-    -------
-    numpy.ndarray
-        Shape (n, n), axes (kz, kx), origin at index n // 2 (``numpy.fft.fftshift`` order).
-    """
+    """Expand a half-plane (kz, kx >= 0) spectrum to the full fftshifted (n, n) plane."""
     full = np.empty((n, n), dtype=np.float64)
     full[:, : n // 2 + 1] = half
     cols = np.arange(n // 2 + 1, n)
@@ -113,10 +75,7 @@ def band_radii(n: int) -> tuple[float, float]:
 
 
 def circular_gap(phi: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Degrees by which directions ``phi`` lie inside the arc ``[lo, hi]`` (negative: outside).
-
-    Directions are taken modulo 180 degrees; ``hi - lo`` must lie in (0, 180).
-    """
+    """Degrees by which directions ``phi`` (mod 180) lie inside ``[lo, hi]`` (negative: outside)."""
     rel = np.mod(np.asarray(phi, dtype=np.float64) - lo, 180.0)  # in [0, 180)
     width = hi - lo
     inside = np.minimum(rel, width - rel)
@@ -136,18 +95,10 @@ def fold(angle: float) -> float:
 
 @dataclass(frozen=True)
 class ArcFit:
-    """A two-level fit of a profile against direction.
+    """A two-level fit against direction: the high arc ``[lo, hi]``, degrees, and the levels.
 
-    Attributes
-    ----------
-    lo, hi : float
-        The high arc, degrees, ``lo`` in (-90, 90] and ``lo < hi < lo + 180`` (``hi`` exceeds
-        90 when the arc contains the direction kz).
-    high, low : float
-        Mean of the values on the arc and off it.
-    lo_unc, hi_unc : float
-        Half the gap between the nearest samples on either side of each edge, degrees: how
-        far the edge could move without changing which samples lie on the arc.
+    ``hi`` exceeds 90 when the arc contains kz. ``lo_unc``, ``hi_unc``: half the gap between the
+    nearest samples either side of each edge, degrees.
     """
 
     lo: float
@@ -159,27 +110,10 @@ class ArcFit:
 
 
 def fit_arc(phi: np.ndarray, values: np.ndarray, bin_deg: float = FIT_BIN_DEG) -> ArcFit:
-    """Best two-level fit of ``values`` against direction: high on one arc, low elsewhere.
+    """Least-squares two-level fit of ``values`` against direction ``phi`` (degrees, binned).
 
-    The directions are binned (``bin_deg``), every arc of whole bins is tried (circularly, so
-    an arc may contain +-90 degrees), and the one minimising the squared error of a two-level
-    model is kept. Each edge is then put halfway between the nearest non-empty bins on either
-    side, so a sharp step is cut halfway between its last high and first low sample and a soft
-    one where it crosses the middle of the two levels.
-
-    Parameters
-    ----------
-    phi : numpy.ndarray
-        Directions, degrees in (-90, 90].
-    values : numpy.ndarray
-        Samples at those directions (same shape).
-    bin_deg : float
-        Bin width, degrees; 180 must be a multiple of it.
-
-    Returns
-    -------
-    ArcFit
-        The high arc, its two levels and the uncertainty of each edge.
+    Each edge lies halfway between the nearest non-empty bins on either side, so a soft step is
+    cut where it crosses the middle of the two levels. 180 must be a multiple of ``bin_deg``.
     """
     m = round(180.0 / bin_deg)
     idx = np.floor((np.asarray(phi, dtype=np.float64).ravel() + 90.0) / bin_deg).astype(int) % m
@@ -227,11 +161,7 @@ def shell_index(r: np.ndarray) -> np.ndarray:
 def normalise_shells(
     p: np.ndarray, shells: np.ndarray, select: np.ndarray, fallback: np.ndarray | None = None
 ) -> np.ndarray:
-    """Divide each shell of ``p`` by the mean of its pixels in ``select``.
-
-    Shells with no pixel in ``select`` use their pixels in ``fallback`` instead; shells with
-    none in either are NaN.
-    """
+    """Divide each shell of ``p`` by the mean of its pixels in ``select`` (else ``fallback``)."""
     kmax = int(shells.max()) + 1
     level = np.full(kmax, np.nan)
     for chosen in (fallback, select):  # the second wins where it has pixels
@@ -248,41 +178,11 @@ def normalise_shells(
 
 @dataclass
 class SpectrumAnalysis:
-    """What the averaged (kz, kx) power spectrum says.
+    """What the averaged (kz, kx) power spectrum says (docs/inspect.md).
 
-    Attributes
-    ----------
-    n : int
-        Cube side.
-    volumes : int
-        Volumes averaged.
-    band : tuple of float
-        Radii (Fourier pixels) used for the tilt range and the wedge ratio.
-    power : numpy.ndarray
-        The averaged power, (kz, kx) fftshifted, shape (n, n).
-    wedge_found : bool
-        Whether a clear two-level structure (a wedge) was found.
-    tilt_range : tuple of float or None
-        Estimated tilts ``(minangle, maxangle)``, degrees; None without a wedge.
-    tilt_uncertainty : tuple of float or None
-        Resolution of each estimated edge, degrees (see :class:`ArcFit`).
-    measured_arc : tuple of float or None
-        Estimated measured directions ``(lo, hi)``, degrees, ``hi`` may exceed 90.
-    contrast : float
-        Low level over high level of the fit (0 for a perfect wedge, 1 for none).
-    wedge_ratio : float or None
-        Mean normalised power in the missing wedge over that in the measured region.
-    radial_slope : float or None
-        Log-log slope of the measured region's power against |k|.
-    slope_radii : tuple of int
-        Shells used for the slope.
-    profile_angle, profile : numpy.ndarray
-        Angular profile of normalised power against tilt angle (``-direction``), degrees.
-    radial_k, radial_measured, radial_missing : numpy.ndarray
-        Mean power per shell in the measured region and in the wedge (NaN where empty).
-    limit : str or None
-        Why the spectrum could not be analysed at all (a cube too small, no finite or
-        non-zero power), or None.
+    ``band``: radii, Fourier pixels; ``power``: (kz, kx) fftshifted; angles in degrees;
+    ``contrast``: low over high level (0: a perfect wedge, 1: none); ``limit``: why the
+    spectrum could not be analysed at all, or None.
     """
 
     n: int
@@ -322,21 +222,7 @@ class SpectrumAnalysis:
 
 
 def analyse(half_sum: np.ndarray, n: int, volumes: int) -> SpectrumAnalysis:
-    """Estimate tilt range, wedge ratio and radial fall-off from summed slice spectra.
-
-    Parameters
-    ----------
-    half_sum : numpy.ndarray
-        Sum of :func:`slice_power` over ``volumes`` cubes of side ``n``, shape (n, n // 2 + 1).
-    n : int
-        Cube side.
-    volumes : int
-        Number of volumes summed (at least 1).
-
-    Returns
-    -------
-    SpectrumAnalysis
-    """
+    """Estimate tilt range, wedge ratio and radial fall-off from summed :func:`slice_power`."""
     p = full_plane(half_sum / max(volumes, 1), n)
     r, phi = polar(n)
     shells = shell_index(r)
@@ -378,12 +264,7 @@ def analyse(half_sum: np.ndarray, n: int, volumes: int) -> SpectrumAnalysis:
 
 
 def _fit_wedge(p, phi, shells, upper) -> tuple[ArcFit, np.ndarray]:
-    """Fit the arc to the power normalised per shell; return the fit and that power.
-
-    Pass 1 divides each shell by its mean (removing the radial fall-off whatever the wedge);
-    passes 2 and 3 by its mean inside the measured arc, away from the edges (or anywhere
-    inside the arc for the shells too small to have pixels there).
-    """
+    """Fit the arc to the power normalised per shell (by all, then by the measured arc's core)."""
     norm = normalise_shells(p, shells, upper)
     fit = _fit(phi, norm, upper)
     for _ in range(2):
@@ -397,10 +278,10 @@ def _fit_wedge(p, phi, shells, upper) -> tuple[ArcFit, np.ndarray]:
 
 
 def _radial(out: SpectrumAnalysis, p, r, shells, measured, missing) -> None:
-    """Mean power per shell in the measured region and in the wedge, and the log-log slope.
+    """Mean power per shell in the measured region and the wedge, and the log-log slope.
 
-    The slope is fitted against the mean radius of the pixels averaged (a shell's pixels in a
-    narrow arc do not centre on its nominal radius).
+    The slope uses the pixels' mean radius: a shell's pixels in a narrow arc do not centre on
+    its nominal radius.
     """
     n = out.n
     out.radial_k = np.arange(1, n // 2)
@@ -433,22 +314,14 @@ def _angular_profile(out: SpectrumAnalysis, phi, norm, upper) -> None:
 
 
 def tilt_gap_pixels(n: int, anglestep: float) -> float:
-    """Gap, Fourier pixels, between the lines of neighbouring tilts at the band's inner radius.
-
-    Mode 1 measures one line per tilt; beyond :data:`MAX_TILT_GAP_PIXELS` the lines are
-    resolved and there is no arc of measured directions to estimate.
-    """
+    """Gap, Fourier pixels, between the lines of neighbouring tilts at the band's inner radius."""
     return band_radii(n)[0] * math.radians(anglestep)
 
 
 def wedge_width_pixels(
     n: int, mode: int, minangle: float, maxangle: float, anglestep: float
 ) -> float:
-    """Width, Fourier pixels, of the expected missing wedge at the band's outer radius.
-
-    Mode 1's measured directions reach half a step beyond the outermost tilts; mode 2's
-    exactly to ``minangle`` and ``maxangle``.
-    """
+    """Width, Fourier pixels, of the expected missing wedge at the band's outer radius."""
     (_, lo), (hi, _) = expected_tilt_edges(mode, minangle, maxangle, anglestep)
     if mode == 1:
         lo, hi = lo - anglestep / 2, hi + anglestep / 2
@@ -478,19 +351,10 @@ def _mean(x: np.ndarray) -> float:
 def expected_tilt_edges(
     mode: int, minangle: float, maxangle: float, anglestep: float
 ) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Where the estimated edges of a folder with these labels should lie, tilt degrees.
+    """Intervals ``((lo, hi), (lo, hi))``, tilt degrees, where the two estimated edges should lie.
 
-    Mode 2 measures exactly ``[minangle, maxangle]``. In mode 1 each tilt stands for the
-    directions around it, up to half a step away when the planes of neighbouring tilts blur
-    into each other (small radii, small steps) and less when they are resolved, so each
-    half-power edge lies between the outermost tilt and half a step beyond it (the last tilt
-    is the last one on the grid, which may fall short of ``maxangle``).
-
-    Returns
-    -------
-    tuple
-        ``((lowest, highest), (lowest, highest))``: the interval of the minimum edge and that
-        of the maximum edge.
+    Mode 1's edges lie between the outermost tilt and half a step beyond it: each tilt stands
+    for the directions up to half a step away when neighbouring planes blur into each other.
     """
     if mode == 1:
         from mwr_dask.noise.geometry import tilt_angles
@@ -506,23 +370,7 @@ def edge_offsets(
     resolution: tuple[float, float],
     edges: tuple[tuple[float, float], tuple[float, float]],
 ) -> tuple[bool, float, float]:
-    """Whether an estimated tilt range agrees with the edges expected, and how far off it is.
-
-    Parameters
-    ----------
-    estimate, resolution : tuple of float
-        The estimated ``(minangle, maxangle)`` and each edge's resolution, degrees.
-    edges : tuple
-        ``((lowest, highest), (lowest, highest))``: where each edge should lie (see
-        :func:`expected_tilt_edges`).
-
-    Returns
-    -------
-    agrees : bool
-        Each edge within its resolution + :data:`TILT_SLACK_DEG` of its interval.
-    off_lo, off_hi : float
-        How far each edge lies outside its interval, degrees (0 inside).
-    """
+    """(agrees, off_lo, off_hi): each edge within resolution + TILT_SLACK_DEG; degrees outside."""
     (lo, hi), ((a0, a1), (b0, b1)) = estimate, edges
     off_lo, off_hi = max(a0 - lo, lo - a1, 0.0), max(b0 - hi, hi - b1, 0.0)
     agrees = off_lo <= resolution[0] + TILT_SLACK_DEG and off_hi <= resolution[1] + TILT_SLACK_DEG
