@@ -1,31 +1,12 @@
 """Reading and writing noise volumes as MRC files, atomically and without following links.
 
-A volume is written to an anonymous temporary file (``O_TMPFILE``) in the output folder itself,
-flushed, then linked into place under its name: it has no name until it is complete, so the
-output folder only ever holds complete ``n_*.mrc`` files, and a killed writer leaves nothing
-(the kernel frees the unnamed file). Where the filesystem refuses ``O_TMPFILE`` (NFS, older
-overlay and FUSE filesystems), the caller gives a private folder on the same filesystem (the
-hidden sibling of :mod:`mwr_dask.files.folder`) for a named temporary that is renamed into place.
-
-A run writes through descriptors of the output folder and of the temporaries' folder, each
-opened once per worker process (``O_NOFOLLOW``) and checked before every volume
-(:func:`opened_folder`): a folder replaced during the run (by a link, in a parent that others
-can write) stops the run rather than receiving volumes.
-
-Existing entries are never opened unless they are regular files (``lstat``, then
-``O_NOFOLLOW | O_NONBLOCK`` and ``fstat``): a FIFO or a device named ``n_00001.mrc`` cannot
-hang a run, and a symbolic link is never followed.
-
-The file is the 1024-byte header followed by the data. The header of a geometry (shape, voxel
-size) is built once by mrcfile itself; each volume fills in only its statistics, computed with
-the very numpy calls mrcfile uses, and its labels. The bytes are those that ``mrcfile.new`` and
-``set_data`` would write, without the cost of opening an MRC object per file.
-
-Headers are read with mrcfile's public header dtype and byte-order rules on the first 1 KiB
-only (:func:`parse_header`): ``mrcfile.open(header_only=True)`` gives the same answers but
-costs three times as much per file (the completeness check runs once per existing file on a
-resume) and reads, allocating it first, the extended header a corrupt file may claim to be
-gigabytes long.
+A volume is an anonymous ``O_TMPFILE`` in the output folder, linked into place when complete
+(or, where the filesystem refuses it, a named temporary in the private sibling folder, renamed),
+written through folder descriptors checked before every volume; docs/reliability.md. The bytes
+are those ``mrcfile.new`` and ``set_data`` write, from a header template mrcfile builds once per
+geometry. Headers are parsed from the first 1 KiB with mrcfile's dtype:
+``mrcfile.open(header_only=True)`` costs three times as much per file and allocates the
+extended header a corrupt file may claim to be gigabytes long.
 """
 
 from __future__ import annotations
@@ -68,11 +49,7 @@ _OPENING = threading.Lock()
 
 
 def state_dir(folder: Path) -> Path:
-    """Hidden sibling of the real ``folder`` (links resolved): ``.<name>.mwr-dask``.
-
-    A name that would exceed NAME_MAX is shortened and completed with a hash of the full
-    name, so that every folder has a sibling name the filesystem accepts.
-    """
+    """Hidden sibling ``.<name>.mwr-dask`` of the real ``folder`` (hashed past NAME_MAX)."""
     real = Path(os.path.realpath(Path(folder).absolute()))
     raw = os.fsencode(real.name)
     name = b"." + raw + b".mwr-dask"
@@ -84,12 +61,7 @@ def state_dir(folder: Path) -> Path:
 
 @functools.lru_cache(maxsize=16)
 def header_template(shape: tuple[int, ...], voxel_size: float) -> np.recarray:
-    """Header of a float32 volume of ``shape`` as mrcfile writes it, without statistics or labels.
-
-    Made once per geometry by ``mrcfile.new_mmap`` in a temporary folder (a sparse file: no
-    data is written), so that its defaults, byte order, mode, dimensions and cell are
-    mrcfile's own.
-    """
+    """Header of a float32 volume of ``shape`` as ``mrcfile.new_mmap`` writes it (sparse file)."""
     with tempfile.TemporaryDirectory(prefix="mwr-dask-header-") as folder:
         path = os.path.join(folder, "template.mrc")
         with mrcfile.new_mmap(path, shape=shape, mrc_mode=2) as mrc:
@@ -103,13 +75,7 @@ def header_template(shape: tuple[int, ...], voxel_size: float) -> np.recarray:
 def volume_header(data: np.ndarray, voxel_size: float, labels: list[str]) -> bytes:
     """Return the 1024-byte header of ``data`` (float32) as mrcfile.new and set_data write it.
 
-    Statistics use mrcfile's own expressions (float32 mean and standard deviation), so that the
-    header is the same, byte for byte.
-
-    Raises
-    ------
-    ValueError
-        More than 10 labels, or a label that is not printable ASCII of at most 80 characters.
+    Statistics use mrcfile's own float32 expressions, so the header is the same byte for byte.
     """
     if len(labels) > MAX_LABELS:
         raise ValueError(f"at most {MAX_LABELS} labels, not {len(labels)}")
@@ -137,39 +103,12 @@ def write_volume(
     fsync: bool = False,
     inodes: tuple[int | None, int | None] | None = None,
 ) -> None:
-    """Write ``data`` (float32, (z, y, x)) to ``path`` atomically.
+    """Write ``data`` (float32, (z, y, x)) to ``path`` atomically; an existing entry is unlinked.
 
-    An existing entry at ``path`` (a broken file, or a volume to overwrite) is replaced; it
-    is unlinked, never opened or followed.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        Final location of the file.
-    data : numpy.ndarray
-        float32 volume, axes (z, y, x).
-    voxel_size : float
-        Voxel size, angstroms, for the header.
-    labels : list of str
-        Up to 10 printable ASCII labels of at most 80 characters.
-    tmp_dir : pathlib.Path or None
-        None, or the folder of ``path`` itself: an anonymous ``O_TMPFILE`` temporary in that
-        folder, linked into place when complete (never a named temporary there). Another
-        folder (on the same filesystem, private to the user): a named temporary there,
-        renamed into place.
-    fsync : bool
-        Force the data to disk before the file gets its name, so that a node crash cannot
-        leave a named but empty file.
-    inodes : tuple, optional
-        Inode numbers (or None) of the folder of ``path`` and of ``tmp_dir`` as the run
-        recorded them: both are then reached through descriptors opened once per process and
-        checked first (:func:`opened_folder`). Without, they are opened by path for this call.
-
-    Raises
-    ------
-    OSError
-        The write failed (disk full, quota, no ``O_TMPFILE`` on this filesystem, a folder
-        replaced during the run: ``FOLDER_REPLACED``, ...); no temporary is left behind.
+    ``tmp_dir`` None or the folder of ``path``: an anonymous ``O_TMPFILE`` there; another
+    (private, same filesystem): a named temporary there, renamed. ``fsync`` before the name, so
+    a node crash cannot leave a named empty file. ``inodes``: the folders' inode numbers as the
+    run recorded them, reached through :func:`opened_folder`. On OSError nothing is left.
     """
     data = np.ascontiguousarray(data, dtype=np.float32)
     # no timestamped "Created by" label: the same volume gives the same bytes
@@ -201,19 +140,10 @@ def write_volume(
 def opened_folder(folder: str, ino: int | None = None) -> int:
     """Descriptor of ``folder``, opened once per process, checked to be what ``folder`` names.
 
-    The first call opens ``folder`` (``O_DIRECTORY | O_NOFOLLOW``: its last component may
-    not be a link, so give the real path) and keeps it open for the life of the process;
-    every call then checks with one ``lstat`` that ``folder`` still names that folder (same
-    device and inode). ``ino`` is the inode number that the run recorded when it locked the
-    folder (None: whatever the first call finds). The inode number, not the device: a
-    folder's ``st_ino`` is the same on every node of a shared filesystem (NFS gives the
-    server's file id), its ``st_dev`` is not; and while the run holds the folder open, no
-    other folder of its filesystem can have that number.
-
-    Raises
-    ------
-    OSError
-        ``FOLDER_REPLACED``, one sentence: ``folder`` is no longer the folder this run opened.
+    ``O_DIRECTORY | O_NOFOLLOW`` (give the real path), then one ``lstat`` per call against
+    ``ino`` (the run's record; None: the first call's). The inode, not the device: ``st_ino`` is
+    the same on every node of a shared filesystem (NFS: the server's file id), ``st_dev`` is not.
+    Raises OSError ``FOLDER_REPLACED``.
     """
     with _OPENING:
         fd, ident = _open_once(folder, ino)
@@ -290,11 +220,9 @@ def _libc():
 
 
 def _link_fd(fd: int, dfd: int, name: str) -> None:
-    """Give the anonymous file ``fd`` the name ``name`` in the folder open as ``dfd``.
+    """Name the anonymous file ``fd`` in folder ``dfd``; FileExistsError if the name is taken.
 
-    ``linkat(fd, "", ..., AT_EMPTY_PATH)`` (any user since Linux 6.10, with
-    CAP_DAC_READ_SEARCH before), else ``linkat`` through ``/proc/self/fd`` (open(2)'s way).
-    Raises ``FileExistsError`` if the name is taken.
+    ``AT_EMPTY_PATH`` needs Linux 6.10 (or CAP_DAC_READ_SEARCH), else ``/proc/self/fd`` (open(2)).
     """
     try:
         linkat = _libc().linkat
@@ -351,8 +279,8 @@ def _write_named(
 def anonymous_temporaries(folder: Path) -> str | None:
     """None if volumes can be written to ``folder`` through ``O_TMPFILE``, else why not.
 
-    Nothing gets a name in ``folder``: the probe opens an anonymous file and asks the kernel
-    to link it as ``.``, which it refuses with EEXIST only once it has accepted the file.
+    The probe links an anonymous file as ``.``, which the kernel refuses with EEXIST only once
+    it has accepted the file: nothing gets a name.
     """
     try:
         dfd = os.open(folder, _DIR_FLAGS)
@@ -376,11 +304,7 @@ def anonymous_temporaries(folder: Path) -> str | None:
 
 
 def probe_temporaries(folder: str, tmp_dir: str | None) -> str | None:
-    """On a worker: None if it can write volumes to ``folder`` with ``tmp_dir``, else why not.
-
-    Nothing is written to ``folder``; with a separate ``tmp_dir`` a probe file is created
-    and removed there (it must exist, on the filesystem of ``folder``).
-    """
+    """On a worker: None if it can write volumes to ``folder`` with ``tmp_dir``, else why not."""
     if not os.path.isdir(folder):
         return f"cannot see {folder}"
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -420,18 +344,10 @@ class VolumeHeader:
 
 
 def open_regular(path: Path, dir_fd: int | None = None) -> int:
-    """Open ``path`` for reading if it is a regular file, never following a link.
+    """Open ``path`` for reading if it is a regular file (ValueError if not), never via a link.
 
-    ``lstat`` first (a device or FIFO is never opened), then ``O_NOFOLLOW | O_NONBLOCK``
-    and ``fstat`` (the entry may have changed in between). With ``dir_fd``, ``path`` is
-    relative to the folder open as ``dir_fd``.
-
-    Raises
-    ------
-    ValueError
-        ``path`` is not a regular file (FIFO, socket, device, folder, symbolic link).
-    OSError
-        It cannot be read.
+    ``lstat`` first (a FIFO or device named ``n_00001.mrc`` cannot hang a run), then
+    ``O_NOFOLLOW | O_NONBLOCK`` and ``fstat`` (the entry may have changed in between).
     """
     kind = file_kind(os.lstat(path, dir_fd=dir_fd).st_mode)
     if kind != "file":
@@ -462,11 +378,8 @@ def file_kind(mode: int) -> str:
 def read_header(path: Path, *, strict: bool = False, dir_fd: int | None = None) -> VolumeHeader:
     """Read the header of ``path`` (no data); raises ``ValueError`` or ``OSError`` if unreadable.
 
-    Only regular files are opened (:func:`open_regular`), and only their first 1 KiB is read.
-    With ``strict``, the header must pass the checks of mrcfile's default (strict) mode:
-    map ID, machine stamp and a known data mode (``ValueError`` otherwise); without, a bad
-    map ID only clears ``is_mrc`` and an unknown machine stamp means little-endian, as in
-    mrcfile's permissive mode. With ``dir_fd``, ``path`` is relative to that folder.
+    ``strict``: mrcfile's strict checks (map ID, machine stamp, mode); else its permissive
+    rules (a bad map ID clears ``is_mrc``, an unknown stamp means little-endian).
     """
     fd = open_regular(path, dir_fd)
     try:
@@ -480,11 +393,7 @@ def read_header(path: Path, *, strict: bool = False, dir_fd: int | None = None) 
 
 
 def parse_header(raw: bytes, size: int, *, strict: bool = False) -> VolumeHeader:
-    """Interpret a 1024-byte MRC header as mrcfile does (see :func:`read_header`).
-
-    The checks are those ``mrcfile.open`` makes of a header (map ID, machine stamp, and in
-    strict mode a known data mode), with mrcfile's own header dtype and functions.
-    """
+    """Interpret a 1024-byte MRC header as ``mrcfile.open`` does (see :func:`read_header`)."""
     first = np.frombuffer(raw, dtype=HEADER_DTYPE, count=1)[0]
     is_mrc = bytes(first["map"])[:3] == MAP_ID[:3]
     if strict and not is_mrc:
@@ -521,13 +430,7 @@ def header_is_complete(h: VolumeHeader, cubesize: int) -> bool:
 
 
 def is_complete(path: Path, cubesize: int, *, dir_fd: int | None = None) -> bool:
-    """Cheap check that ``path`` is a whole float32 cube of side ``cubesize``.
-
-    Accepts only what ``mrcfile.open`` opens in its default (strict) mode: a regular file
-    whose header passes mrcfile's strict checks (map ID, machine stamp, mode), with shape,
-    data mode, no extended header and the exact file size. Does not read the data. With
-    ``dir_fd``, ``path`` is relative to the folder open as ``dir_fd``.
-    """
+    """Whether the header and size (strict as ``mrcfile.open``) give a whole float32 cube."""
     try:
         return header_is_complete(read_header(path, strict=True, dir_fd=dir_fd), cubesize)
     except (OSError, ValueError):
@@ -535,12 +438,7 @@ def is_complete(path: Path, cubesize: int, *, dir_fd: int | None = None) -> bool
 
 
 def is_intact(path: Path, cubesize: int, labels: list[str], *, dir_fd: int | None = None) -> bool:
-    """Full check of a volume file: :func:`is_complete`, its labels, and all of its data.
-
-    The labels must be ``labels`` (the provenance of the expected volume), and the data must
-    be finite with mean 0 and standard deviation 1 (as every volume is written). With
-    ``dir_fd``, ``path`` is relative to the folder open as ``dir_fd``.
-    """
+    """Full check: :func:`is_complete`, the expected ``labels``, finite data of mean 0, std 1."""
     try:
         h = read_header(path, strict=True, dir_fd=dir_fd)
         if not header_is_complete(h, cubesize) or h.labels[: len(labels)] != labels:
@@ -555,10 +453,7 @@ def is_intact(path: Path, cubesize: int, labels: list[str], *, dir_fd: int | Non
 
 
 def read_volume(path: Path, *, dir_fd: int | None = None) -> np.ndarray:
-    """Read the data of a volume file, float32 (z, y, x); only a regular file is opened.
-
-    With ``dir_fd``, ``path`` is relative to that folder, and the file opened is read (Linux).
-    """
+    """Read the data of a volume file, float32 (z, y, x); only a regular file is opened."""
     fd = open_regular(path, dir_fd)
     try:
         name = path if dir_fd is None else f"/proc/self/fd/{fd}"
@@ -571,19 +466,9 @@ def read_volume(path: Path, *, dir_fd: int | None = None) -> np.ndarray:
 def write_spectrum(
     path: Path, spectrum: np.ndarray, labels: list[str], voxel_size: float = 1.0
 ) -> str:
-    """Write ``spectrum`` to ``path`` as a float32 MRC file, atomically; return its digest.
+    """Write a (kz, ky, kx) fftshifted ``spectrum`` as float32 MRC, atomically; return its digest.
 
-    Parameters
-    ----------
-    path : pathlib.Path
-        Destination (replaced if it exists; a temporary file in the same folder is renamed).
-    spectrum : numpy.ndarray
-        (N, N, N), axes (kz, ky, kx), fftshifted (see the module's documentation).
-    labels : list of str
-        Up to 10 printable ASCII labels of at most 80 characters.
-    voxel_size : float
-        The halves' voxel size, angstroms, written to the header (the grid's Fourier pixel is
-        ``1 / (N * voxel_size)``).
+    ``voxel_size``: the halves', angstroms (the Fourier pixel is ``1 / (N * voxel_size)``).
     """
     data = np.ascontiguousarray(spectrum, dtype=np.float32)
     check_spectrum(data)
