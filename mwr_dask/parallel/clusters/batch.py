@@ -2,23 +2,10 @@
 
 What differs between batch systems is one entry of :data:`~.systems.SYSTEMS`.
 
-dask-jobqueue does the work: it writes the job scripts, submits and cancels the jobs, runs the
-scheduler in this process and scales the jobs adaptively (``adapt``, also for a fixed
-``--jobs N``: between N and N). This module chooses its options, in this order of precedence:
-command-line flags, the ``--cluster-config`` YAML file (dask-jobqueue's ``jobqueue.<system>``
-schema, applied to the dask configuration for the run only), the user's dask configuration.
-On top of that it
-
-- runs the workers with this client's Python, one thread per worker process, and one thread
-  per process for FFT/BLAS libraries; each worker leaves before its job's walltime
-  (``--lifetime``, staggered), and adaptive scaling submits a job in its place;
-- runs every connection over TLS with keys made for the run; the workers read them from files
-  in a folder only the user can read (0700, beside the output folder, which the workers see
-  anyway), never from the job script, and the folder goes when the run ends;
-- waits for the first worker up to a timeout, saying which jobs sit in the queue and why, and
-  replaces jobs that end during the run (:class:`~.jobs.JobKeeper`);
-- cancels every job the run submitted when it ends, fails or is interrupted, and checks that
-  none is left in the queue.
+dask-jobqueue writes, submits and cancels the jobs and scales them (``adapt``, also for a fixed
+``--jobs N``: between N and N). Options: flags over the ``--cluster-config`` YAML file over the
+user's dask configuration. Workers leave before the walltime, connections use TLS keys made for
+the run, and every job is cancelled at the end: docs/hpc.md.
 """
 
 from __future__ import annotations
@@ -115,14 +102,7 @@ def parse_adapt(text: str) -> tuple[int, int]:
 
 
 def read_config_file(path: Path, system: str) -> dict:
-    """Read a ``--cluster-config`` YAML file (``dask.config.collect_yaml``) and check it.
-
-    Raises
-    ------
-    UsageError
-        The file is missing, is not valid YAML or not a mapping, has jobqueue sections but
-        none for ``system``, or names keys that dask-jobqueue does not know.
-    """
+    """Read a ``--cluster-config`` YAML file (``dask.config.collect_yaml``) and check it."""
     import dask.config
 
     if not Path(path).is_file():
@@ -185,10 +165,8 @@ def thread_exports() -> list[str]:
 def scratch_lines(base: str) -> list[str]:
     """Shell lines that make each job's private Dask scratch folder in ``base`` (on its node).
 
-    ``mktemp -d`` makes a new 0700 folder that no other user can have made first (Dask's
-    default, ``$TMPDIR/dask-scratch-space``, is shared, and it goes to the front of the
-    workers' import path); it is removed when the job's shell exits (end, ``scancel``).
-    ``base`` is written as given, so that ``$TMPDIR`` is expanded on the compute node.
+    ``mktemp -d``: Dask's default, ``$TMPDIR/dask-scratch-space``, is shared, and it goes to the
+    front of the workers' import path. ``$TMPDIR`` in ``base`` expands on the compute node.
     """
     return [
         f'{SCRATCH_VARIABLE}=$(mktemp -d "{base}/mwr-dask-scratch-XXXXXXXX") || exit 1',
@@ -197,11 +175,7 @@ def scratch_lines(base: str) -> list[str]:
 
 
 def walltime_seconds(walltime: str | None, system: str) -> int | None:
-    """Seconds of a walltime written ``[D-]HH:MM:SS`` (``HH:MM`` for LSF); None otherwise.
-
-    Other forms (SLURM's bare minutes, PBS's bare seconds) mean different things on
-    different systems: they give no worker lifetime.
-    """
+    """Seconds of a walltime ``[D-]HH:MM:SS`` (``HH:MM`` for LSF); None for ambiguous forms."""
     fields = 2 if system == "lsf" else 3
     match = re.fullmatch(r"(?:(\d+)-)?" + r":".join([r"(\d+)"] * fields), str(walltime or ""))
     if not match:
@@ -212,12 +186,7 @@ def walltime_seconds(walltime: str | None, system: str) -> int | None:
 
 
 def lifetime_args(walltime: str | None, system: str) -> list[str]:
-    """Worker options that make each worker leave before the walltime ends its job.
-
-    A worker leaves after the walltime less a margin (a fifth of it, at most 5 minutes),
-    staggered by that margin so that the workers of a run do not leave together; its tasks
-    go to the others, and adaptive scaling submits a new job (dask-jobqueue's recipe).
-    """
+    """Worker options to leave before the walltime (less a fifth, at most 5 min, staggered)."""
     total = walltime_seconds(walltime, system)
     if not total:
         return []
@@ -229,39 +198,10 @@ def lifetime_args(walltime: str | None, system: str) -> list[str]:
 class BatchOptions:
     """How to run the workers as batch jobs. None means "not given on the command line".
 
-    The dask-jobqueue options they lead to are resolved once (:attr:`resolved`), on top of
-    the ``--cluster-config`` file and the dask configuration as they are then.
-
-    Attributes
-    ----------
-    system : str
-        One of :data:`SYSTEMS`.
-    jobs : int or None
-        Jobs to submit (default 1), each running ``processes`` worker processes.
-    adapt : str or None
-        ``MIN:MAX`` jobs for adaptive scaling, instead of ``jobs``.
-    cores, memory, walltime, queue, account, interface, local_directory : optional
-        Per-job resources and placement; ``account`` is dask-jobqueue's ``project`` on SGE,
-        LSF and OAR.
-    log_directory : str or None
-        Folder of the jobs' output files.
-    fallback_log_directory : str or None
-        Folder of the jobs' output files when neither the flag nor a configuration gives one.
-    job_extra : tuple of str or None
-        Extra directives, without the ``#SBATCH``/``#PBS``/``#$`` prefix.
-    prologue : tuple of str or None
-        Shell lines run in the job before the worker starts (``module load ...``).
-    config_file : pathlib.Path or None
-        YAML file in dask-jobqueue's ``jobqueue.<system>`` schema.
-    worker_timeout : float
-        Seconds to wait for the first worker.
-    credentials_directory : str or None
-        Folder (created 0700, removed after the run) for the workers' copy of the run's TLS
-        credentials; it must be on a filesystem the compute nodes see. Default: ``tls``
-        beside ``fallback_log_directory`` (in the output folder's hidden sibling), else
-        ``~/.cache/mwr-dask/tls-<pid>``.
-    tls : bool
-        Run every connection over TLS with keys made for the run (default).
+    ``account`` is dask-jobqueue's ``project`` on SGE, LSF and OAR; ``job_extra`` directives
+    come without their ``#SBATCH``/``#PBS``/``#$`` prefix; ``worker_timeout`` is seconds.
+    ``credentials_directory`` (0700, removed after the run) must be seen by the compute nodes;
+    default ``tls`` beside ``fallback_log_directory``, else ``~/.cache/mwr-dask/tls-<pid>``.
     """
 
     system: str
@@ -298,10 +238,7 @@ class BatchOptions:
         return n, n
 
     def problems(self) -> list[str]:
-        """One sentence per option that cannot work; empty if the options are usable.
-
-        Nothing is submitted and nothing is written; the job script is built in memory.
-        """
+        """One sentence per option that cannot work (nothing submitted or written)."""
         if self.system not in SYSTEMS:
             return [f"--cluster must be one of {', '.join(SYSTEMS)}, not {self.system!r}."]
         out = self.count_problems() + self.placement_problems()
@@ -371,19 +308,9 @@ class BatchOptions:
         return Path.home() / ".cache" / "mwr-dask" / f"{CREDENTIALS_FOLDER}-{os.getpid()}"
 
     def resolve(self) -> tuple[dict, dict]:
-        """Job keyword arguments and scheduler options, flags over the configuration.
+        """Job keyword arguments, and per-job settings for reports (``memory`` in bytes).
 
-        Call within :func:`config_overlay` of :attr:`config_file`; :attr:`resolved` does,
-        once.
-
-        Returns
-        -------
-        job_kwargs : dict
-            Keyword arguments of the job class (and of the cluster class).
-        settings : dict
-            ``cores``, ``processes``, ``memory`` (bytes) and ``walltime`` per job, for
-            reports; ``log_directory``, and ``own_logs``: whether it is the fallback, which
-            a successful run removes.
+        Call within :func:`config_overlay` of :attr:`config_file`, as :attr:`resolved` does.
         """
         import dask.config
         from dask.utils import parse_bytes
@@ -471,11 +398,7 @@ class BatchOptions:
         return tls_security(str(folder / CERT_FILE), str(folder / KEY_FILE))
 
     def job_script(self) -> str:
-        """Return the script each job runs, as dask-jobqueue writes it; nothing is submitted.
-
-        The scheduler address and the worker name are placeholders: the scheduler does not run
-        yet. The credential files are named where the run writes them.
-        """
+        """Return the script each job runs (scheduler address and worker name placeholders)."""
         with config_overlay(self.config_file, self.system):
             kwargs = dict(self.resolved[0])
             job_cls = cluster_class(self.system).job_cls
@@ -513,13 +436,7 @@ def gib(n: float) -> str:
 
 
 def private_folder(path: Path) -> Path:
-    """Create ``path`` (and its parents) for this user only: 0700, owned, not a link.
-
-    Raises
-    ------
-    ClusterError
-        ``path`` exists but is a link, not a folder, another user's, or open to others.
-    """
+    """Create ``path`` (and its parents) for this user only: 0700, owned, not a link."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
@@ -558,16 +475,7 @@ def credentials(folder: Path) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class BatchCluster:
-    """Workers as batch jobs, the scheduler in this process (dask-jobqueue).
-
-    Attributes
-    ----------
-    options : BatchOptions
-        Batch system, jobs and resources.
-    dashboard_address : str or None
-        ``host:port`` of the scheduler's dashboard (127.0.0.1 unless a host is given);
-        None disables it.
-    """
+    """Workers as batch jobs, the scheduler in this process; dashboard ``host:port`` or None."""
 
     options: BatchOptions
     dashboard_address: str | None = "127.0.0.1:8787"
@@ -623,9 +531,8 @@ class BatchCluster:
     def client(self, say: Say | None = None, warn: Say | None = None) -> Iterator[Client]:
         """Start the cluster, wait for its first worker, yield a connected client.
 
-        The scheduler runs in this process; the workers run as batch jobs with this Python.
-        On exit (normal, error or Ctrl-C) every job the run submitted is cancelled, and the
-        batch system is asked to confirm it; the credentials folder is removed.
+        On exit (normal, error or Ctrl-C) every job is cancelled, confirmed with the batch
+        system, and the credentials folder removed.
         """
         import dask.config
         from distributed import Client
@@ -694,11 +601,7 @@ class BatchCluster:
     def jobs_cancelled(
         self, cluster: Any, tracker: JobTracker, settings: dict, say: Say, warn: Say
     ) -> Iterator[None]:
-        """Close ``cluster`` when the block ends and check that every job left the queue.
-
-        The default job-output folder lies beside the output folder, which a run leaves
-        clean: its files go once the run has succeeded, and an empty one goes anyway.
-        """
+        """Close ``cluster`` at the end, check every job left the queue, tidy the default logs."""
         name, logs = self.options.name, settings["log_directory"]
         succeeded = False
         try:
