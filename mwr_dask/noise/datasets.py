@@ -1,22 +1,9 @@
 """A lab's dataset, read from the files the programs write: one tilt scheme per tomogram.
 
-:func:`read_dataset` reads
-
-- a RELION 5 ``tomograms.star`` (or any RELION list with ``_rlnTomoTiltSeriesStarFile``): each
-  row's tilt-series STAR file, its path relative to the project directory, RELION's working
-  directory (:func:`project_directory`); voxel size = ``_rlnTomoTiltSeriesPixelSize`` x
-  ``_rlnTomoTomogramBinning``; halves ``_rlnTomoReconstructedTomogramHalf1/2``;
-- an IsoNet/IsoNet2 ``tomograms.star``: each row's ``_rlnTiltMin`` / ``_rlnTiltMax``, in
-  IsoNet's mask convention (:func:`range_scheme`); voxel ``_rlnPixelSize``; halves relative to
-  the star's folder;
-- a folder of Warp/WarpTools ``.xml`` (or ``.tomostar``), of AreTomo3 ``.aln``, or of IMOD/etomo
-  tilt-series folders (each with its ``.tlt`` and ``tilt.com``: ``EXCLUDELIST``, ``RADIAL``,
-  ``FakeSIRTiterations``),
-
-into a :class:`Dataset` of :class:`Tomogram`; :meth:`Tomogram.noise_source` gives each its
-:class:`~mwr_dask.noise.source.NoiseSource`, seeded by :func:`tomogram_seed`. The manifest that
-``generate-noise --tomograms`` writes beside the folders is :func:`manifest_text` /
-:func:`read_manifest`. Pure: no Dask, no CLI; problems raise :class:`DatasetError`, one sentence.
+:func:`read_dataset` reads a RELION 5 or IsoNet ``tomograms.star``, or a folder of Warp
+``.xml``/``.tomostar``, AreTomo3 ``.aln`` or IMOD tilt-series folders (the fields each gives:
+docs/datasets.md) into a :class:`Dataset` of :class:`Tomogram`. Pure: no Dask, no CLI;
+problems raise :class:`DatasetError`, one sentence.
 """
 
 from __future__ import annotations
@@ -55,20 +42,8 @@ class DatasetError(ValueError):
 class Tomogram:
     """One tomogram of a dataset: its tilt scheme and what else the dataset knows of it.
 
-    Attributes
-    ----------
-    name : str
-        Its name (``_rlnTomoName``, the file's stem): the name of its noise folder.
-    source : str
-        The file its angles came from.
-    scheme : TiltScheme
-        Its views (an IsoNet row: :func:`range_scheme` of its range).
-    voxel_size : float or None
-        Voxel size of the tomogram, angstroms, where the dataset gives it.
-    halves : tuple of Path or None
-        Its even/odd half tomograms, where the dataset lists them.
-    filtering : dict
-        ``filter``, ``radial``, ``sirt_iterations`` from IMOD's ``tilt.com`` (empty otherwise).
+    ``name`` (``_rlnTomoName``, the file's stem) names its noise folder; ``voxel_size`` is in
+    angstroms; ``filtering`` holds NoiseSource's filter fields from IMOD's ``tilt.com``.
     """
 
     name: str
@@ -81,8 +56,7 @@ class Tomogram:
     def noise_source(self, seed: int, fields: dict) -> NoiseSource:
         """Return its NoiseSource, seeded with ``seed``.
 
-        Its scheme, its filter (mode 1) and its voxel size, unless ``fields`` (the command
-        line's, NoiseSource's names) give them; a None in ``fields`` is not given.
+        ``fields`` (NoiseSource's names; None: not given) override its scheme, filter, voxel.
         """
         given = {k: v for k, v in fields.items() if v is not None}
         own: dict = {"voxel_size": self.voxel_size} if self.voxel_size else {}
@@ -106,19 +80,7 @@ class Tomogram:
 
 @dataclass(frozen=True)
 class Dataset:
-    """The tomograms of a dataset file or folder.
-
-    Attributes
-    ----------
-    path : Path
-        The dataset file or folder.
-    kind : str
-        One of :data:`KINDS`.
-    tomograms : tuple of Tomogram
-        In the dataset's order; names unique.
-    notes : tuple of str
-        Facts for people (the project directory used, ``_rlnTomoHand``, ...).
-    """
+    """The tomograms of a dataset file or folder, in its order, names unique."""
 
     path: Path
     kind: str
@@ -148,8 +110,7 @@ def _fail(path: Path, message: str) -> DatasetError:
 def tomogram_seed(seed: int, name: str) -> int:
     """Seed of tomogram ``name``'s noise: 128 bits of sha256("mwr-dask tomogram", seed, name).
 
-    It depends on the dataset's seed and the tomogram's name only, so a tomogram's folder
-    does not change when rows are added, and no two names share a stream.
+    Independent of the other rows, so a folder does not change when rows are added.
     """
     data = f"mwr-dask tomogram\0{seed}\0{name}".encode()
     return int.from_bytes(hashlib.sha256(data).digest()[:16], "big")
@@ -158,11 +119,9 @@ def tomogram_seed(seed: int, name: str) -> int:
 def range_scheme(tilt_min: float, tilt_max: float, step: float, source: str) -> TiltScheme:
     """Return the tilt scheme of an IsoNet row: ``tilt_min`` .. ``tilt_max`` every ``step``.
 
-    IsoNet2 (``data_sequence.py``, ``missing_wedge.mw2D``) keeps the (kz, kx) directions at
-    angle atan(kz/kx) in (min, max); mwr-dask's tilts [a, b] measure [-b, -a]. IsoNet's numbers
-    therefore follow IMOD's .tlt (used negated, sign -1), as its help says ("from your .tlt").
-    The views are the regular grid from ``tilt_min``, and ``tilt_max`` itself where the grid
-    misses it (the row names the last tilt of the series).
+    IsoNet2 (``data_sequence.py``, ``missing_wedge.mw2D``) keeps directions atan(kz/kx) in
+    (min, max), so its numbers follow IMOD's .tlt (sign -1; docs/datasets.md). ``tilt_max`` is
+    added where the grid misses it: the row names the last tilt of the series.
     """
     from mwr_dask.noise.geometry import tilt_angles
 
@@ -185,24 +144,9 @@ def read_dataset(
 ) -> Dataset:
     """Read a dataset file or folder into one :class:`Tomogram` per tomogram.
 
-    Parameters
-    ----------
-    path : path-like
-        A RELION 5 or IsoNet ``tomograms.star``, or a folder of Warp ``.xml``/``.tomostar``,
-        AreTomo3 ``.aln`` or IMOD tilt-series folders.
-    all_views : path-like, optional
-        Every view of each tilt series, for RELION and Warp ``.tomostar`` files that drop the
-        excluded ones: RELION's Import ``tilt_series.star``, or a folder of ``<name>*.mdoc``.
-    invert : bool
-        Flip every format's sign (``--invert-tilts``).
-    anglestep : float
-        Step of the views of an IsoNet row's range, degrees (:func:`range_scheme`).
-
-    Raises
-    ------
-    DatasetError
-        Unreadable or unknown dataset, missing files, a row without tilt information,
-        duplicate names, a tilt file that cannot be read (its sentence).
+    ``all_views``: every view of each series where RELION and Warp ``.tomostar`` drop the
+    excluded ones (RELION's Import ``tilt_series.star``, or a folder of ``<name>*.mdoc``);
+    ``anglestep``: degrees, for IsoNet rows.
     """
     path = Path(path).absolute()
     if not path.exists():
@@ -264,10 +208,7 @@ def _number(value) -> float | None:
 def project_directory(star: Path, relative: list[str]) -> tuple[Path, str]:
     """RELION's project directory for a STAR file, and how it was found.
 
-    RELION runs in its project directory and writes paths relative to it, not to the STAR
-    file's folder. The first folder above ``star`` that holds ``default_pipeline.star``; else
-    the first from which most of the ``relative`` paths exist; else the folder above
-    ``<job type>/jobNNN/``.
+    RELION writes paths relative to it, not to the STAR file's folder (docs/datasets.md).
     """
     above = [star.parent, *star.parent.parents]
     for folder in above:
@@ -379,11 +320,7 @@ def _read_isonet(path: Path, blocks: dict, invert: bool, anglestep: float) -> Da
 
 
 def _isonet_name(row: dict, index: int) -> str:
-    """Return the name of an IsoNet row.
-
-    The common stem of the halves (``TS_01`` of ``TS_01_EVN``/``TS_01_ODD``), else the
-    tomogram's file stem, else ``tomo<index>``.
-    """
+    """Name of an IsoNet row: the halves' common stem, the file stem, or ``tomo<index>``."""
     stems = [Path(str(row.get(h))).stem for h in _HALVES if str(row.get(h)) not in ("None", "")]
     if len(stems) == 2:
         common = os.path.commonprefix(stems)  # noqa: RUF071 (characters, not paths)
@@ -522,11 +459,7 @@ _LOOP = (
 def manifest_text(
     dataset: Dataset, seed: int, count: int, source: NoiseSource, rows: list[dict]
 ) -> str:
-    """Return the manifest's STAR text: the dataset, its seed, one row per folder.
-
-    ``source`` is one of the run's sources (cube size, mode); ``rows`` hold the keys of
-    :func:`manifest_row`.
-    """
+    """Return the manifest's STAR text: the dataset, its seed, one row per folder."""
     lines = [
         "# mwr-dask: noise folders of a dataset (generate-noise --tomograms)",
         "",
@@ -546,9 +479,7 @@ def manifest_row(
 ) -> dict:
     """Return one manifest row: what ``inspect`` checks the folder's volumes against.
 
-    ``mwrLabel`` is the ``key=value`` of the volumes' labels that names their noise: the
-    scheme's digest (``sha=``), the regular range (``tilt=``), the mixture (``schemes=``) or
-    the measured spectrum (``spectrum=``).
+    ``mwrLabel`` is the volumes' ``sha=``, ``tilt=``, ``schemes=`` or ``spectrum=`` label.
     """
     schemes = source.tilt_schemes
     if source.spectrum is not None:
@@ -577,15 +508,7 @@ def _quote(text: str) -> str:
 
 
 def read_manifest(folder: Path) -> tuple[dict, list[dict]] | None:
-    """Return the manifest of an OUT folder of ``generate-noise --tomograms``, or None.
-
-    (the dataset block as a dict without the ``mwr`` prefixes, the rows as dicts).
-
-    Raises
-    ------
-    DatasetError
-        The manifest exists but cannot be read.
-    """
+    """Return the manifest of a ``--tomograms`` OUT folder as (dataset, rows) dicts, or None."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return None
