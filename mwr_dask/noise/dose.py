@@ -55,20 +55,9 @@ _GG = (0.245, -1.665, 2.81)
 
 @dataclass(frozen=True)
 class DoseWeights:
-    """The dose weighting of one geometry: model, voltage, voxel size, views and their doses.
+    """The dose weighting of one geometry: model, voltage (kV), voxel (A), views and doses.
 
-    Attributes
-    ----------
-    model : str
-        ``grant-grigorieff`` or ``bfactor``.
-    voltage : float
-        kV (``grant-grigorieff`` only).
-    voxel : float
-        Voxel size of the noise cube, A: a frequency of f cycles/pixel is f / voxel 1/A.
-    angles : tuple of float
-        Used views, degrees, ascending (the generator's tilts).
-    doses : tuple of float
-        Pre-exposure of each, e/A^2.
+    ``angles``: used views, degrees, ascending; ``doses``: pre-exposure of each, e/A^2.
     """
 
     model: str
@@ -110,9 +99,8 @@ class DoseWeights:
 def exp_array(x: np.ndarray) -> np.ndarray:
     """:func:`mwr_dask.noise.exactmath.exp` of every element, the same bits (float64).
 
-    The same exact reduction by powers of two and the same Taylor series, in numpy's float64
-    ``+ - * /`` and ``ldexp`` (each correctly rounded, applied one at a time), so that the
-    weights of millions of Fourier pixels cost milliseconds, not seconds. Below -700 it is 0.
+    The same reduction and Taylor series in correctly rounded float64 ops, so millions of
+    Fourier pixels cost milliseconds, not seconds. Below -700 it is 0.
     """
     x = np.asarray(x, dtype=np.float64)
     k = np.rint(x / exactmath._LN2)  # Python's round(): also half to even
@@ -128,19 +116,9 @@ def exp_array(x: np.ndarray) -> np.ndarray:
 
 
 def projection_weights(dw: DoseWeights, rows: int, length: int) -> np.ndarray:
-    """Amplitude weight of each view on the 2-D FFT grid of its zero-padded projection.
+    """Amplitude weight of each view on its padded projection's FFT grid, (rows, views, t).
 
-    Parameters
-    ----------
-    dw : DoseWeights
-        The weighting.
-    rows, length : int
-        Padded lengths along y and t: f_y = ``fftfreq(rows)``, f_t = ``rfftfreq(length)``.
-
-    Returns
-    -------
-    numpy.ndarray
-        float64, (rows, views, length // 2 + 1): view v at ``|f| = sqrt(f_t^2 + f_y^2)``.
+    ``rows``, ``length``: padded lengths along y and t (``fftfreq(rows)``, ``rfftfreq(length)``).
     """
     fy, ft = np.fft.fftfreq(rows), np.fft.rfftfreq(length)
     weights = dw.amplitudes(fy[:, None] ** 2 + ft[None, :] ** 2)  # (views, rows, ft)
@@ -150,9 +128,8 @@ def projection_weights(dw: DoseWeights, rows: int, length: int) -> np.ndarray:
 def nearest_views(dw: DoseWeights, kz: np.ndarray, kx: np.ndarray) -> np.ndarray:
     """Index of the view whose plane passes nearest to each (kz, kx) pixel (integer coordinates).
 
-    The distance is that of the pixel to the line (kx, kz) = (cos theta, -sin theta) of each
-    view, ``|kx sin theta + kz cos theta|``, from exact cosines: the same choice on every CPU.
-    Halfway between two views, the first in ascending angle.
+    ``|kx sin theta + kz cos theta|`` from exact cosines: the same choice on every CPU; ties
+    go to the first in ascending angle.
     """
     cos, sin = np.array([exactmath.cos_sin_degrees(a) for a in dw.angles]).T
     shape = (-1,) + (1,) * np.ndim(kz)
@@ -163,15 +140,9 @@ def nearest_views(dw: DoseWeights, kz: np.ndarray, kx: np.ndarray) -> np.ndarray
 def wedge_weights(dw: DoseWeights, n: int) -> np.ndarray:
     """Mode 2's weights on the (kz, ky, kx >= 0) half spectrum of a cube of side ``n``.
 
-    Each (kz, kx) direction takes the weight of the nearest view (:func:`nearest_views`) at
-    the full 3-D |k|. The ky axis (kz = kx = 0) lies on every view's plane: it takes the RMS of
-    all views' weights (the back-projection's power there). At kx = n/2 (n even) the sign of kx
-    is ambiguous: the RMS of the two candidate directions' weights (the array stays Hermitian).
-
-    Returns
-    -------
-    numpy.ndarray
-        float64, (n, n, n // 2 + 1).
+    The nearest view's weight at the full 3-D |k|. The ky axis lies on every view's plane: the
+    RMS of all views' weights (the back-projection's power there); at kx = n/2 the RMS of the
+    two candidate directions' (the array stays Hermitian).
     """
     k = np.round(np.fft.fftfreq(n) * n)
     kz, kx = np.meshgrid(k, np.arange(n // 2 + 1, dtype=np.float64), indexing="ij")
@@ -193,13 +164,9 @@ def wedge_weights(dw: DoseWeights, n: int) -> np.ndarray:
 def file_doses(scheme: TiltScheme) -> tuple[float, ...] | None:
     """Pre-exposure of each used view, in the order of ``scheme.angle_tuple``; None if missing.
 
-    Doses are paired with their own view's angle, whatever the order of the file's rows or
-    sections. RELION's ``_rlnMicrographPreExposure``, the mdoc's sums and a .tlt dose column
-    are pre-exposures as they are. Warp's ``_wrpDose`` / ``<Dose>``: WarpTools (Warp 2,
-    ``ts_import``) writes the pre-exposure ``i * dose`` (0 first); Warp 1 wrote the dose after
-    the view (the running sum of the mdoc's ExposureDose) or at its middle (``(i + 0.5) *
-    dose``): the smallest dose of the file is subtracted, which gives the pre-exposure of all
-    three when the dose per view is constant.
+    Warp's ``_wrpDose`` / ``<Dose>``: WarpTools (``ts_import``) writes ``i * dose``, Warp 1
+    the dose after the view or at its middle (``(i + 0.5) * dose``); subtracting the file's
+    smallest dose gives the pre-exposure of all three when the dose per view is constant.
     """
     if not scheme.views or any(v.dose is None for v in scheme.views):
         return None
@@ -233,17 +200,8 @@ def dose_problems(doses: Sequence[float] | None, where: str, why: str = "") -> l
 def parse_acquisition(spec: str) -> tuple[str, int, float | None]:
     """``NAME[:GROUP][:START]`` of ``--acquisition`` as (name, signed group size, start).
 
-    ``dose-symmetric[:G[:START]]``: G views to one side, then G to the other, from the view
-    nearest START (default: the middle of the range); G < 0 starts toward negative angles
-    (default -2, SerialEM's order 0, -3, -6, +3, +6, -9, ...). ``bidirectional[:START]``: from
-    the view nearest START (default: the middle) to the farther end (the negative end when
-    equally far), then from next to START to the other end. ``unidirectional[:START]``: from
-    the end nearest START (default: the lowest angle) to the other end.
-
-    Raises
-    ------
-    ValueError
-        One sentence naming the problem.
+    ``dose-symmetric`` G defaults to -2 (SerialEM's order 0, -3, -6, +3, +6, -9, ...; G < 0
+    starts toward negative angles); the orders: docs/dose-weighting.md.
     """
     name, *params = str(spec).split(":")
     wanted = "G and START" if name == "dose-symmetric" else "START"
@@ -297,14 +255,8 @@ def acquisition_order(angles: Sequence[float], spec: str) -> list[int]:
 def with_doses(scheme: TiltScheme, dose_per_tilt: float, acquisition: str | None) -> TiltScheme:
     """``scheme`` with each view's pre-exposure ``dose_per_tilt * (rank - 1)``, and a note.
 
-    The rank is the file's order of acquisition (mdoc DateTime, else PriorRecordDose, else
-    ZValue; RELION and Warp give it with their doses), else that of ``acquisition``. Every view
-    of the file counts, excluded ones too (they were exposed).
-
-    Raises
-    ------
-    TiltSchemeError
-        The file gives no order and ``acquisition`` is None, or ``acquisition`` is invalid.
+    The rank is the file's order (mdoc DateTime, else PriorRecordDose, else ZValue), else
+    ``acquisition``'s; excluded views count too (they were exposed).
     """
     name = f"Tilt file {scheme.source}"
     orders = [v.order for v in scheme.views]
