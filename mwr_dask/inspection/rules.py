@@ -1,16 +1,9 @@
 """The folder rules of ``inspect``: small named functions from plain records to findings.
 
-Each rule takes the :class:`Facts` of a folder (the workers' records, the other entries, the
-summed spectra, and what is derived from them once: the labels' parameters, the cube, the
-broken files, the spectrum's analysis) and returns a :class:`Found`: problems (exit status 1),
-warnings, and JSON-ready numbers for the report. Rules read no file and start no Dask, so
-each is tested on records made by hand.
-
-Adding a rule: write ``def my_rule(facts: Facts) -> Found`` and add ``Rule(my_rule)`` to
-:data:`RULES` where its findings should be reported (``needs_volumes=False`` if it also has
-something to say about a folder without volumes). Inputs other than the folder (a measured
-spectrum, a tilt scheme) reach rules through ``facts.inputs``, which
-:func:`~mwr_dask.inspection.run.inspect_folder` fills from its ``inputs`` argument.
+Each rule maps the :class:`Facts` of a folder to a :class:`Found` (problems: exit status 1,
+warnings, JSON numbers); rules read no file and start no Dask, so each is tested on records
+made by hand. Adding one: ``def my_rule(facts: Facts) -> Found`` and ``Rule(my_rule)`` in
+:data:`RULES` (``needs_volumes=False`` if it speaks of a folder without volumes).
 """
 
 from __future__ import annotations
@@ -73,26 +66,9 @@ class Found:
 class Facts:
     """A folder as the rules see it: records, other entries, spectra, and what follows.
 
-    Attributes
-    ----------
-    folder : pathlib.Path
-        The folder (only named in the report; rules read no file).
-    records : list of FileRecord
-        One per ``n_*.mrc`` entry; sorted by index on creation.
-    others : list of str
-        Entries that are not ``n_*.mrc`` volume files.
-    spectra : dict
-        {cube side: [summed slice spectra, count]}.
-    scheme_spectra : dict
-        {(cube side, scheme label): [summed slice spectra, count]} of the volumes that name
-        their tilt scheme (:func:`~.records.scheme_key`).
-    kinds : dict
-        {name: what it is} for entries that are not regular files or folders (``a FIFO``,
-        ``a symbolic link loop``).
-    correlate : callable or None
-        ``correlate(name_a, name_b)``: whole-volume correlation for near-duplicate pairs.
-    inputs : dict
-        Inputs other than the folder, for rules that compare it with something.
+    ``spectra``: {cube side: [summed slice spectra, count]}, ``scheme_spectra`` the same keyed
+    (cube side, scheme label); ``kinds``: {name: ``a FIFO``, ...} of entries neither files nor
+    folders; ``inputs``: a measured spectrum or tilt scheme to compare with.
     """
 
     folder: Path
@@ -119,11 +95,7 @@ class Facts:
 
     @cached_property
     def mixture(self) -> str:
-        """``K:digest`` of the tilt-file mixture every labelled volume records, else ''.
-
-        Volumes of one ``generate-noise --tilt-file ...`` run record the same ``schemes=``
-        and each its own scheme's range (docs/tilt-schemes.md).
-        """
+        """``K:digest`` of the tilt-file mixture every labelled volume records, else ''."""
         found = {
             parse_labels(r.labels).get("schemes", "")
             for r, p in zip(self.records, self.recorded, strict=True)
@@ -138,11 +110,7 @@ class Facts:
 
     @cached_property
     def scheme_groups(self) -> list[tuple[str, NoiseSource, int]]:
-        """(scheme label, the parameters its volumes record, their number), by scheme number.
-
-        The volumes of a mixture grouped by the label naming their own scheme
-        (``scheme=j/K tilts=.. n=.. excl=.. sha=..``); empty without such labels.
-        """
+        """(scheme label, the parameters its volumes record, their number), by scheme number."""
         groups: dict[str, Counter] = {}
         for r, p in zip(self.records, self.recorded, strict=True):
             key = scheme_key(r.labels)
@@ -157,8 +125,8 @@ class Facts:
     def expected(self) -> NoiseSource | None:
         """The parameters most volumes record, or None.
 
-        For a tilt-file mixture: those of the commonest scheme with the union of the schemes'
-        ranges (what the averaged spectrum measures), on a grid of their finest mean step.
+        A mixture: the commonest scheme's, with the union of the ranges (what the averaged
+        spectrum measures) on their finest mean step.
         """
         if not self.label_counts:
             return None
@@ -258,17 +226,7 @@ def pooled_moments(records: Iterable[FileRecord]) -> tuple[float, float]:
 def file_reasons(
     r: FileRecord, labels: NoiseSource | None, cube: tuple[int, ...] | None
 ) -> list[str]:
-    """Why one file is unfit for training (empty when it is fine).
-
-    Parameters
-    ----------
-    r : FileRecord
-        The file.
-    labels : NoiseSource or None
-        What its own labels record.
-    cube : tuple of int or None
-        The shape every volume of the folder should have.
-    """
+    """Why one file is unfit for training (empty when it is fine); ``cube``: the folder's shape."""
     if r.error is not None:
         return [r.error]
     checks = (
@@ -552,26 +510,8 @@ def spectrum(f: Facts) -> Found:
 def scheme_spectrum(f: Facts, key: str, params: NoiseSource, labelled: int) -> tuple[dict, Found]:
     """Compare the averaged spectrum of one scheme's volumes with that scheme's labels.
 
-    Parameters
-    ----------
-    f : Facts
-        The folder (a tilt-file mixture).
-    key : str
-        The scheme's label (``scheme=j/K tilts=.. n=.. excl=.. sha=..``).
-    params : NoiseSource
-        What its volumes' labels record (the scheme's range and mean step).
-    labelled : int
-        Volumes that carry this label.
-
-    Returns
-    -------
-    entry : dict
-        JSON-ready: ``scheme`` (``j/K``), ``label`` (the rest of the label), ``minangle``,
-        ``maxangle``, ``labelled``, ``volumes`` (those averaged), ``spectrum`` (the
-        analysis's numbers and verdicts, as the folder's ``spectrum``; None when not
-        analysed).
-    found : Found
-        Its problems and warnings, each starting with the scheme's name.
+    ``key``: the label ``scheme=j/K tilts=.. n=.. excl=.. sha=..``. Returns the JSON entry and
+    the findings, each starting with the scheme's name.
     """
     number, _, rest = key.partition(" ")
     name = f"scheme {number.partition('=')[2]} (tilts {params.minangle:g}..{params.maxangle:g})"
@@ -606,10 +546,8 @@ def scheme_spectrum(f: Facts, key: str, params: NoiseSource, labelled: int) -> t
 def spectrum_file(f: Facts) -> Found:
     """Compare the averaged spectrum with a measured spectrum file (``inputs["spectrum"]``).
 
-    The input is a dict: ``array`` (the spectrum, (n, n, n) fftshifted), ``digest`` and
-    ``name``. A folder whose labels name another spectrum, a cube of another size, or a mode-3
-    folder whose spectrum disagrees with the file's (beyond its statistical error) are
-    problems; volumes of modes 1 and 2 are only compared (a warning with the numbers).
+    Modes 1 and 2 are only compared (a warning); another spectrum, cube or, in mode 3, a
+    spectrum beyond the file's statistical error are problems.
     """
     given = f.inputs.get("spectrum")
     if given is None:
@@ -668,13 +606,7 @@ def dose_weighting(f: Facts) -> Found:
 def looks_like(s: SpectrumAnalysis, wedge_visible: bool = True) -> int | None:
     """Return the mode the spectrum looks like: 2 (empty wedge, flat), 1 (falling) or None.
 
-    Parameters
-    ----------
-    s : SpectrumAnalysis
-        The analysis.
-    wedge_visible : bool
-        False when the labels' wedge is too narrow for the grid: then the radial fall-off
-        alone tells the modes apart.
+    ``wedge_visible`` False (a wedge too narrow for the grid): the radial fall-off alone decides.
     """
     if s.radial_slope is None or (not s.wedge_found and wedge_visible):
         return None
@@ -696,26 +628,9 @@ def spectrum_findings(
 ) -> Found:
     """Compare the spectrum with the labels, within what the grid can resolve.
 
-    The comparisons know their limits: a cube too small for the band of radii is not
-    analysed; mode 1 tilts further apart than :data:`~.spectrum.MAX_TILT_GAP_PIXELS` show as
-    separate lines, not an arc, so their range is not compared; a labelled wedge narrower
-    than :data:`~.spectrum.MIN_WEDGE_PIXELS` is not expected to show. Each of these is a
-    warning, not a problem.
-
-    Parameters
-    ----------
-    s : SpectrumAnalysis
-        The analysis of the folder's averaged spectrum.
-    expected : NoiseSource or None
-        What the labels record; None compares with nothing but the presence of a wedge.
-    out : dict, optional
-        Filled with the mode it looks like, the expected values and the verdicts (JSON).
-    compare_tilts : bool
-        False skips the tilt-range comparison (a tilt-file mixture: the spectrum averages
-        several ranges).
-    check_mode : bool
-        False skips the mode comparison (a tilt-file mixture whose schemes' own spectra are
-        compared with the mode instead).
+    A cube too small, mode 1 tilts beyond :data:`~.spectrum.MAX_TILT_GAP_PIXELS` and wedges
+    under :data:`~.spectrum.MIN_WEDGE_PIXELS` give warnings, not problems. ``out`` gets the
+    JSON verdicts; tilt-file mixtures skip the tilt (averaged ranges) or mode comparison.
     """
     out = {} if out is None else out
     found = Found()
@@ -756,9 +671,7 @@ def spectrum_findings(
 def _wedge_findings(s: SpectrumAnalysis, width: float, found: Found) -> bool:
     """Whether the spectrum's wedge is where a wedge can be (False: nothing more to compare).
 
-    ``width``: the labels' wedge at the band's outer radius, Fourier pixels (inf without
-    labels). A wedge narrower than a pixel is not expected to show (a warning); no wedge
-    otherwise, and a measured region around the beam direction, are problems.
+    ``width``: the labels' wedge at the band's outer radius, Fourier pixels (inf: no labels).
     """
     n = s.n
     if not s.wedge_found and width < MIN_WEDGE_PIXELS:
