@@ -32,26 +32,9 @@ NO_TMPFILE_ENV = "MWR_DASK_NO_TMPFILE"
 class FolderState:
     """Contents of an output folder.
 
-    Attributes
-    ----------
-    indices : list of int
-        Indices of the ``n_*.mrc`` regular files, ascending.
-    others : list of str
-        Entries that are not ``n_*.mrc`` (IsoNet would open them as volumes).
-    recorded : NoiseSource or None
-        Parameters recorded in the labels of the first readable mwr-dask volume.
-    cubesizes : set of int
-        Cube sides seen in the headers that were read.
-    irregular : list of tuple
-        ``(name, kind)`` of ``n_*.mrc`` entries that are not regular files (a FIFO, a
-        folder, a symbolic link, ...): never opened, a conflict unless ``--force``.
-    unlabelled : list of str
-        MRC files without mwr-dask labels (IsoNet v1 and other programs): foreign volumes.
-    params_seen : collections.Counter
-        How many read volumes record each (parameters, tilt schemes record).
-    recorded_schemes : str
-        ``K:digest`` of the tilt schemes that ``recorded``'s volume records (``schemes=``),
-        '' for a range.
+    ``others``: entries that are not ``n_*.mrc`` (IsoNet would open them as volumes);
+    ``irregular``: ``(name, kind)`` of ``n_*.mrc`` entries that are not regular files, never
+    opened; ``unlabelled``: MRC files without mwr-dask labels (foreign volumes).
     """
 
     indices: list[int] = field(default_factory=list)
@@ -67,10 +50,8 @@ class FolderState:
 def scan(folder: Path, *, headers: int | None = None) -> FolderState:
     """List ``folder`` (never following links) and read the headers of its volumes.
 
-    Every ``n_*.mrc`` regular file's header is read (1 KiB each, no data) unless ``headers``
-    caps it (first, middle and last then). Entries are classified by ``lstat``: only
-    regular files are ever opened. A file that is not an MRC file at all (truncated,
-    garbage) is neither recorded nor foreign: the run replaces it.
+    ``headers`` caps the headers read (first, middle and last then). A file that is not an
+    MRC file at all (truncated, garbage) is neither recorded nor foreign: the run replaces it.
     """
     state = FolderState()
     try:
@@ -118,10 +99,8 @@ def scan(folder: Path, *, headers: int | None = None) -> FolderState:
 def conflicts(recorded: NoiseSource, wanted: NoiseSource, recorded_schemes: str = "") -> list[str]:
     """Differences between the parameters a folder records and those of a new run.
 
-    ``recorded_schemes`` is the folder's ``schemes=K:digest`` label ('' for a range): tilt
-    schemes are compared by the digest of their ordered angle lists, and of their doses when
-    the folder is dose-weighted. Another dose model or voltage, or other doses of a regular
-    range (to the labels' 0.25 e/A^2), is a conflict too.
+    Tilt schemes compare by ``recorded_schemes`` (``schemes=K:digest``, '' for a range), doses
+    of a regular range to the labels' 0.25 e/A^2.
     """
     out = []
     if recorded.cubesize != wanted.cubesize:
@@ -167,12 +146,7 @@ class FolderError(RuntimeError):
 
 
 def folder_problems(folder: Path, state: FolderState, params: NoiseSource) -> list[str]:
-    """Why the volumes of ``params`` may not be added to ``folder``, one reason each.
-
-    Recorded parameters that differ (each difference named, for every set of parameters
-    seen), MRC files without mwr-dask labels (foreign volumes), and ``n_*.mrc`` entries
-    that are not regular files.
-    """
+    """Why the volumes of ``params`` may not be added to ``folder``, one reason each."""
     problems = []
     for (recorded, schemes), count in sorted(state.params_seen.items(), key=lambda kv: -kv[1]):
         found = conflicts(recorded, params, schemes)
@@ -197,25 +171,8 @@ def resolve_params(
 ) -> tuple[NoiseSource, FolderState]:
     """Parameters of the run: the folder's recorded seed unless one is given, checked for conflicts.
 
-    Parameters
-    ----------
-    folder : pathlib.Path
-        Output folder (may not exist yet).
-    wanted : NoiseSource
-        Parameters asked for; its seed counts only if ``seed_given``.
-    seed_given : bool
-        Whether the user gave a seed.
-    force : bool
-        Accept parameters that conflict with the folder's volumes, foreign volumes and
-        entries that are not files.
-    fresh_seed : int
-        Seed to use when none is given and the folder records none.
-
-    Raises
-    ------
-    FolderError
-        The folder's volumes record other parameters, are foreign, or are not files (each
-        reason named), unless ``force``.
+    ``force`` accepts conflicts, foreign volumes and entries that are not files; ``fresh_seed``
+    is used when none is given and the folder records none.
     """
     state = scan(folder)
     seed = wanted.seed
@@ -249,10 +206,8 @@ ENTRIES_PER_BLOCK = 64
 def disk_bytes(file_bytes: int, files: int, block: int) -> int:
     """Bytes that ``files`` new files of ``file_bytes`` bytes take on a filesystem.
 
-    Each file takes whole blocks of ``block`` bytes (``os.statvfs().f_frsize``; tmpfs: the
-    page), at most ``MAX_BLOCK``. The margin: one block more per 1024 of a file's blocks
-    (an ext2/3 indirect block maps 1024 blocks; extents need fewer), and one block per
-    ``ENTRIES_PER_BLOCK`` files for the directory's growth. Exact integers for any count.
+    Whole blocks of ``block`` bytes (``f_frsize``), plus one per 1024 (an ext2/3 indirect
+    block maps 1024 blocks) and one per ``ENTRIES_PER_BLOCK`` files for the directory.
     """
     block = min(max(block, 1), MAX_BLOCK)
     blocks = -(-file_bytes // block)
@@ -263,11 +218,7 @@ _SUBDIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _own_folder(parent_fd: int, name: str, shown: Path) -> int:
-    """Create (0700) or open the folder ``name`` in ``parent_fd``; it must be the user's own.
-
-    Never follows a link. Refused (one sentence) if ``name`` is a link or not a folder,
-    belongs to another user, or can be written by others.
-    """
+    """Create (0700) or open folder ``name`` in ``parent_fd``: the user's own, not a link."""
     try:
         os.mkdir(name, 0o700, dir_fd=parent_fd)
     except FileExistsError:
@@ -312,9 +263,8 @@ def _user(uid: int) -> str:
 class Sibling:
     """The hidden sibling ``.<folder>.mwr-dask`` of the real folder, made and used safely.
 
-    Owned by the user, mode 0700, never reached through a link: every operation is relative
-    to descriptors of folders checked once opened (``O_NOFOLLOW``, owner, mode), so another
-    user who can write the parent cannot redirect what mwr-dask deletes or writes there.
+    Reached only through checked descriptors, so another user who can write the parent cannot
+    redirect what mwr-dask deletes or writes there.
     """
 
     def __init__(self, real_folder: Path):
@@ -440,29 +390,11 @@ class Locked(NamedTuple):
 def folder_lock(folder: Path, *, sibling: bool = False) -> Iterator[Locked]:
     """Create ``folder``, hold the run lock on it, and yield it with where temporaries go.
 
-    The lock is an ``flock`` on the folder's own directory (the real folder: a link to it
-    and its real path share it), released by the kernel when the process dies (even by
-    SIGKILL). Where the filesystem refuses ``flock`` on a directory (NFS, Lustre without
-    ``-o flock``), the lock is a file in the hidden sibling instead.
-
-    Temporaries are anonymous ``O_TMPFILE`` files in the folder itself: the yielded ``tmp``
-    is then the real folder. Where the filesystem refuses them (or ``MWR_DASK_NO_TMPFILE=1``),
-    they are named files in ``.<folder>.mwr-dask/tmp`` beside the real folder, which must be
-    on the same filesystem; that is ``tmp``, cleared of a killed run's leftovers. The inode
-    numbers of both, taken from the descriptors opened here, let the workers check that they
-    write to these folders (:func:`mwr_dask.files.mrc.opened_folder`).
-
-    Parameters
-    ----------
-    folder : pathlib.Path
-        Output folder; created (with its parents) if missing.
-    sibling : bool
-        Also make the hidden sibling (for the batch jobs' log folder ``jobs`` in it).
-
-    Raises
-    ------
-    FolderError
-        Another run holds the lock; the folder or the sibling cannot be made or is unsafe.
+    An ``flock`` on the real folder, released by the kernel even on SIGKILL; where the
+    filesystem refuses it on a directory (NFS, Lustre without ``-o flock``), a file in the
+    hidden sibling. ``tmp`` is the folder itself (``O_TMPFILE``) or, where refused or with
+    ``MWR_DASK_NO_TMPFILE=1``, ``.<folder>.mwr-dask/tmp`` on the same filesystem. Also yields
+    both folders' inode numbers for :func:`mwr_dask.files.mrc.opened_folder`.
     """
     folder = Path(folder).absolute()
     try:
