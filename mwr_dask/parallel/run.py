@@ -57,21 +57,7 @@ def _silent(line: str) -> None:
 
 @dataclass
 class Generated:
-    """What :func:`generate` did.
-
-    Attributes
-    ----------
-    source : NoiseSource
-        The source the volumes were made from (its seed is the folder's when adopted).
-    folder : pathlib.Path
-        Absolute output folder.
-    start, count : int
-        First index and number of volumes asked for.
-    result : RunResult
-        Counts of written, skipped (already complete) and failed volumes, and the errors.
-    seconds : float
-        Wall time from the cluster's start to the end of the last partition.
-    """
+    """What :func:`generate` did; ``seconds`` from the cluster's start to the last partition."""
 
     source: NoiseSource
     folder: Path
@@ -113,70 +99,17 @@ def generate(
 ) -> Generated:
     """Write volumes ``start .. start + count - 1`` of ``source`` to ``folder`` as MRC files.
 
-    Files are ``n_<index>.mrc`` (five digits at least), float32, written atomically; volumes
-    whose files are already complete are skipped, so a call that was interrupted is finished
-    by repeating it.
-
-    Parameters
-    ----------
-    folder : path
-        Output folder (created if needed). It only ever holds complete volume files.
-    count, start : int
-        Number of volumes and index of the first.
-    source : NoiseSource
-        What defines the volumes.
-    client : distributed.Client, optional
-        A client the caller already has (threads or processes, local or remote); it is left
-        open. Its workers' package versions, memory and view of the folder are checked, and
-        workers that join during the run are checked before they get work.
-    cluster : Cluster or ClusterOptions, optional
-        Where to run when no client is given (:func:`~.clusters.make_cluster`, or the options
-        it takes): by default a local cluster of one single-threaded worker process per
-        usable core, started and stopped here.
-    overwrite : bool
-        Regenerate volumes that are already complete.
-    verify : bool
-        Re-read existing volumes fully (labels and data) before skipping them.
-    force : bool
-        Write even if the folder's volumes record other parameters.
-    fsync : bool
-        Force each file to disk before it appears.
-    retries : int
-        Retries of a failed partition (lost workers are recovered by Dask anyway).
-    adopt_seed : bool
-        Use the seed recorded in the folder's volumes instead of ``source.seed`` when the
-        folder has one (how the command line appends without ``--seed``).
-    worker_timeout : float
-        Seconds to wait for the first worker.
-    on_progress : callable, optional
-        Called with the running :class:`~.pipeline.RunResult` when the work starts (the
-        cluster is up) and after each partition.
-    say : callable, optional
-        Receives one-line reports for people (what is written where, the cluster, the
-        dashboard link); silent by default.
-    warn : callable, optional
-        Receives one-line warnings (entries of the folder that are not volumes); by default
-        they are issued as :class:`MwrDaskWarning`.
-    result : RunResult, optional
-        Object filled in as partitions finish, so that a caller that is interrupted keeps what
-        was done.
-
-    Returns
-    -------
-    Generated
-        The source used, the counts and the wall time.
-
-    Raises
-    ------
-    ValueError
-        ``count`` or ``start`` are not whole numbers of at least 1 and 0, or the labels of
-        the last volume do not fit an MRC header (:meth:`NoiseSource.run_problems`); checked
-        before anything is created or started.
-    FolderError
-        The folder cannot be used as asked (another run holds it, other parameters, no room,
-        not writable); nothing was written.
-    ClusterError
-        The cluster could not be started, reached or used.
+    Complete files are skipped, so an interrupted call is finished by repeating it.
+    ``client``: the caller's, left open; its workers, and those that join, are checked.
+    ``cluster``: where to run without a client (:func:`~.clusters.make_cluster`); default a
+    local cluster of one single-threaded worker process per usable core. ``verify`` re-reads
+    existing volumes fully before skipping them; ``adopt_seed`` takes the seed the folder's
+    volumes record (appending without ``--seed``); ``worker_timeout`` is seconds;
+    ``on_progress``, ``say`` and ``warn`` get the running :class:`~.pipeline.RunResult`,
+    one-line reports and warnings (:class:`MwrDaskWarning` by default); ``result`` is filled
+    in as partitions finish, so an interrupted caller keeps what was done.
+    ValueError (checked before anything is created), FolderError (nothing was written) and
+    ClusterError say why, one sentence.
     """
     problems = source.run_problems(count, start)
     if problems:
@@ -246,13 +179,7 @@ def complete_count(folder: str | os.PathLike, start: int, count: int) -> int:
 def plan_source(
     folder: str | os.PathLike, source: NoiseSource, *, adopt_seed: bool, force: bool
 ) -> tuple[NoiseSource, FolderState]:
-    """Return the source a run would use and what the folder holds; lock and write nothing.
-
-    Raises
-    ------
-    FolderError
-        The folder's volumes record other parameters (unless ``force``).
-    """
+    """Return the source a run would use and what the folder holds; lock and write nothing."""
     return resolve_params(
         Path(folder).absolute(),
         source,
