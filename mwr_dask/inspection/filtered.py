@@ -15,25 +15,8 @@ from mwr_dask.noise.filters import FilterSpec, response, view_weights
 def expected_power_ratio(spec: FilterSpec, k: np.ndarray, angles: np.ndarray) -> np.ndarray:
     """Power of filtered over unfiltered back-projected noise at kx-kz radius ``k`` (model).
 
-    Each view's central plane carries its own ``|W_v(k)|^2`` and every view contributes the
-    same power to the measured region, so a radial shell of the (kz, kx) spectrum averaged over
-    the measured directions carries the mean over views of ``|W_v(k)|^2``. Up to a constant
-    (volumes are normalised to standard deviation 1) it is what filtering does to the radial
-    profile ``mwr-dask inspect`` measures.
-
-    Parameters
-    ----------
-    spec : FilterSpec
-        The filter.
-    k : numpy.ndarray
-        Radius in the (kz, kx) plane, cycles/pixel (0 .. 0.5).
-    angles : numpy.ndarray
-        Tilt angles, degrees.
-
-    Returns
-    -------
-    numpy.ndarray
-        float64, shape of ``k``.
+    The mean over views of ``|W_v(k)|^2`` (every view gives the measured region the same
+    power), up to a constant; ``k`` in cycles/pixel, ``angles`` in degrees.
     """
     k = np.asarray(k, dtype=np.float64)
     w = response(spec, k.ravel(), angles)
@@ -50,27 +33,7 @@ def unfiltered_profile(
 ) -> np.ndarray:
     """Divide the filter out of a measured radial profile (NaN where W is close to 0).
 
-    ``mwr-dask inspect`` judges mode 1 by the fall-off of the measured region's radial profile;
-    a filtered folder's profile divided by :func:`expected_power_ratio` should fall as an
-    unfiltered one does (up to a constant, volumes being normalised).
-
-    Parameters
-    ----------
-    profile : numpy.ndarray
-        Mean power per shell.
-    k : numpy.ndarray
-        Radius of each shell in the (kz, kx) plane, cycles/pixel (shell / cube size).
-    spec : FilterSpec
-        The filter the labels record.
-    angles : numpy.ndarray
-        Tilt angles, degrees.
-    floor : float
-        Shells where the expected ratio is below ``floor`` times its largest value are NaN.
-
-    Returns
-    -------
-    numpy.ndarray
-        float64, shape of ``profile``.
+    ``k``: cycles/pixel; NaN where the expected ratio is below ``floor`` times its maximum.
     """
     ratio = expected_power_ratio(spec, np.asarray(k, dtype=np.float64), angles)
     keep = ratio >= floor * np.max(ratio)
@@ -81,25 +44,9 @@ def unfiltered_profile(
 def direction_power(spec: FilterSpec, angles: np.ndarray, tilt: np.ndarray) -> np.ndarray:
     """Relative power a filter's per-view factors give each direction of the (kz, kx) plane.
 
-    The square of the per-view factor (:func:`view_weights`: IMOD's a_v, AreTomo's cos(theta))
-    interpolated linearly at the tilt ``tilt`` of each direction (a tilt theta measures the
-    direction (cos theta, -sin theta)); beyond the first and last tilt, that of the nearest one.
-    ``mwr-dask inspect`` divides the spectrum by it before fitting the tilt range, which
-    otherwise finds AreTomo's down-weighted high tilts (cos^2 60 deg = 1/4) outside the range.
-
-    Parameters
-    ----------
-    spec : FilterSpec
-        The filter.
-    angles : numpy.ndarray
-        Tilt angles, degrees, ascending.
-    tilt : numpy.ndarray
-        Tilt of each direction, degrees (minus the folded direction).
-
-    Returns
-    -------
-    numpy.ndarray
-        float64, shape of ``tilt``; all ones for filters without per-view factors.
+    The squared per-view factor (IMOD's a_v, AreTomo's cos(theta)) interpolated at each
+    direction's ``tilt`` (degrees). Without it the tilt fit finds AreTomo's down-weighted high
+    tilts (cos^2 60 deg = 1/4) outside the range.
     """
     a = np.asarray(angles, dtype=np.float64)
     w2 = view_weights(spec, a) ** 2
@@ -112,28 +59,9 @@ def analyse_filtered(
 ):
     """:func:`~.spectrum.analyse` of a filtered mode-1 folder, the filter divided out.
 
-    Before the analysis the summed (kz, kx) spectrum is divided by :func:`direction_power`
-    (the per-view factors, which would otherwise move the estimated tilt range inwards); after
-    it, ``radial_slope`` is refitted on :func:`unfiltered_profile` over the same shells, so
-    that a filtered folder falls like an unfiltered back-projection (about -1.5) and passes as
-    mode 1. The other fields are those of the direction-corrected spectrum.
-
-    Parameters
-    ----------
-    half_sum : numpy.ndarray
-        Sum of :func:`~.spectrum.slice_power` over the volumes, shape (n, n // 2 + 1).
-    n : int
-        Cube side.
-    volumes : int
-        Volumes summed.
-    spec : FilterSpec
-        The filter the labels record.
-    angles : numpy.ndarray
-        The labels' tilt angles, degrees.
-
-    Returns
-    -------
-    mwr_dask.inspection.spectrum.SpectrumAnalysis
+    The spectrum is divided by :func:`direction_power` first; ``radial_slope`` is refitted on
+    :func:`unfiltered_profile`, so a filtered folder falls like an unfiltered back-projection
+    (about -1.5) and passes as mode 1.
     """
     import dataclasses
 

@@ -22,38 +22,9 @@ if TYPE_CHECKING:
 class FileRecord:
     """What one worker learnt about one ``n_*.mrc`` file (small: no volume data).
 
-    Attributes
-    ----------
-    name : str
-        File name.
-    index : int
-        Index from the name.
-    size : int
-        Bytes on disk.
-    error : str or None
-        Why the file could not be read as a volume (one sentence), or None.
-    invalid : list of str
-        Messages of mrcfile's validation (empty when valid).
-    shape : tuple of int or None
-        Data shape (z, y, x) from the header.
-    dtype : str or None
-        Data type of the stored values (numpy name), e.g. ``float32``.
-    mrc_mode : int or None
-        MRC data mode of the header.
-    voxel_size : float or None
-        Voxel size (x) of the header, angstroms.
-    labels : list of str
-        Header labels.
-    digest : str or None
-        SHA-256 of dtype, shape and data bytes.
-    count, mean, m2 : float
-        Voxels, mean and sum of squared deviations (finite data only).
-    nonfinite : int
-        NaN and infinite values.
-    sample : numpy.ndarray or None
-        Values at :func:`~mwr_dask.inspection.reading.sample_positions`, float32.
-    sketch : numpy.ndarray or None
-        :func:`~mwr_dask.inspection.reading.value_sketch` of the data.
+    ``size`` in bytes; ``shape`` (z, y, x); ``voxel_size`` (x), angstroms; ``digest``: SHA-256
+    of dtype, shape and data; ``count``, ``mean``, ``m2``: voxels, mean and sum of squared
+    deviations of the finite data.
     """
 
     name: str
@@ -83,10 +54,7 @@ class FileRecord:
 def scheme_key(labels: list[str]) -> str | None:
     """Return the label naming a volume's own tilt scheme (``scheme=j/K tilts=.. sha=..``).
 
-    Volumes of a ``generate-noise --tilt-file ...`` run carry it (see
-    :meth:`~mwr_dask.noise.source.NoiseSource.labels`); ``inspect`` sums the spectra of the volumes
-    that share it, so that each scheme of a mixture is compared with its own range. None for
-    volumes without one (a regular range, a measured spectrum, another program's files).
+    ``inspect`` sums the spectra per scheme, so each is compared with its own range; else None.
     """
     return next((label for label in labels if label.startswith("scheme=")), None)
 
@@ -98,27 +66,7 @@ def is_cube(shape: tuple[int, ...] | None) -> bool:
 
 @dataclass
 class FolderReport:
-    """Everything ``mwr-dask inspect`` reports about a folder.
-
-    Attributes
-    ----------
-    folder : str
-        The folder, absolute.
-    records : list of FileRecord
-        One per ``n_*.mrc`` file, by index.
-    others : list of str
-        Entries that are not ``n_*.mrc`` volume files.
-    summary : dict
-        JSON-ready numbers and findings (see :meth:`to_dict`).
-    problems : list of str
-        Findings that make the folder unfit (exit status 1), one sentence each.
-    warnings : list of str
-        Findings worth a look that do not fail the folder.
-    spectrum : SpectrumAnalysis or None
-        Analysis of the averaged spectrum of the main cube size.
-    expected : NoiseSource or None
-        Parameters the labels of most volumes record.
-    """
+    """Everything ``mwr-dask inspect`` reports about a folder; ``problems`` give exit status 1."""
 
     folder: str
     records: list[FileRecord]
