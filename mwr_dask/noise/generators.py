@@ -7,23 +7,11 @@ costs one draw of random numbers and one linear map. Scratch arrays (the project
 spectrum) are kept per thread and reused, so that a volume allocates little more than the
 array it returns.
 
-Mode 1, back-projection
-    For each tilt an independent 2-D white-noise image p(y, t), Gaussian, wide enough that every
-    voxel of the cube falls inside it at every tilt. The volume is the unfiltered
-    back-projection ``v(z, y, x) = sum_theta p_theta(y, x cos theta - z sin theta)`` with linear
-    interpolation along t, about the cube centre ``(n - 1) / 2``. With a reconstruction filter
-    (:mod:`mwr_dask.noise.filters`) each projection is first filtered along t (weighted
-    back-projection); with dose weighting (:mod:`mwr_dask.noise.dose`) each is filtered in 2-D
-    by its view's weight at ``|f| = sqrt(f_t^2 + f_y^2)``, together with any filter.
-
-Mode 2, wedge filter
-    3-D white Gaussian noise, Fourier transformed, multiplied by the binary missing-wedge mask,
-    transformed back. The mask does not depend on ky, so the filter acts on each y-slice with a
-    2-D mask; the noise is drawn directly in Fourier space where the mask is 1, with exactly the
-    distribution of the Fourier transform of real white noise (real and imaginary parts
-    independent, the self-conjugate planes kx = 0 and kx = n/2 handled by the inverse real FFT).
-    With dose weighting the same draws are transformed along y too and each Fourier pixel is
-    multiplied by the weight of the nearest view at the full 3-D |k|.
+Mode 1 back-projects 2-D white-noise images, ``v(z, y, x) = sum_theta p_theta(y, x cos theta -
+z sin theta)`` with linear interpolation along t about the centre ``(n - 1) / 2`` (the geometry:
+docs/concepts.md). Mode 2 draws white noise directly in Fourier space where the wedge mask is 1,
+with the distribution of the transform of real white noise (the self-conjugate planes kx = 0
+and n/2 are left to the inverse real FFT).
 
 Gaussian numbers come from :func:`mwr_dask.noise.normals.standard_normal`. Every step
 (normals, normalisation by pairwise sums, tilt cosines by
@@ -52,22 +40,8 @@ from mwr_dask.noise.normals import normalize, scratch, standard_normal
 def backprojection_operator(n: int, angles: np.ndarray) -> tuple[scipy.sparse.csr_array, list]:
     """Sparse linear map from the stacked projections to the back-projected volume.
 
-    Parameters
-    ----------
-    n : int
-        Cube side, voxels.
-    angles : numpy.ndarray
-        Tilt angles, degrees.
-
-    Returns
-    -------
-    operator : scipy.sparse.csr_array
-        float32, shape (n * n, n_bins). Row ``z * n + x``; column ``offset_k + u`` is detector
-        bin u of tilt k. ``(operator @ P)[z * n + x, y]`` is the back-projection at (z, y, x)
-        when ``P[offset_k + u, y] = p_k(y, u)``.
-    widths : list of int
-        Detector bins of each tilt: ``2 * ceil(R_k) + 2`` with
-        ``R_k = (n - 1) / 2 * (|cos| + |sin|)``, the largest |t| inside the cube.
+    float32 (n * n, n_bins): row ``z * n + x``, column ``offset_k + u`` (bin u of tilt k), and
+    each tilt's bins ``2 * ceil(R_k) + 2``, ``R_k = (n - 1) / 2 * (|cos| + |sin|)``.
     """
     c = (n - 1) / 2.0
     z, x = np.meshgrid(np.arange(n) - c, np.arange(n) - c, indexing="ij")
@@ -105,13 +79,8 @@ def backprojection_operator(n: int, angles: np.ndarray) -> tuple[scipy.sparse.cs
 class BackProjection:
     """Mode 1 generator for one geometry; call it with a random generator.
 
-    With a ``filter`` other than ``none`` (:mod:`mwr_dask.noise.filters`), every projection is
-    filtered along t before the back-projection: zero-padded to ``padded_length`` bins (at
-    least twice the widest projection, so the filtering is linear, not circular, across the
-    cube), one real FFT pair over all projections at once, multiplied by W_v(f). With ``dose``
-    (:class:`~mwr_dask.noise.dose.DoseWeights` of these angles) the filtering is 2-D: the
-    spectrum along t is also transformed along y, zero-padded to ``padded_rows`` (at least
-    ``2 n``), and multiplied by W_v(f_t) D_v(|f|).
+    ``padded_length`` is at least twice the widest projection, so the filter along t is linear,
+    not circular; with ``dose`` the filtering is 2-D (``padded_rows`` >= 2 n), W_v(f_t) D_v(|f|).
     """
 
     n: int
@@ -144,12 +113,8 @@ class BackProjection:
     def filter_projections(self, stacked: np.ndarray) -> np.ndarray:
         """Filter stacked projections (n_bins, n) along t in place; returns ``stacked``.
 
-        Each projection is zero-padded to ``padded_length`` bins, its real FFT along t is
-        multiplied by W_v(f) and transformed back; the bins of the projection are kept. The
-        padded buffer is laid out (y, view, t) so that the transforms run along contiguous
-        memory (about twice as fast as along the stacked layout's first axis). With dose
-        weights the spectrum is also transformed along y, zero-padded to ``padded_rows``, and
-        its first n rows are kept after the inverse.
+        The padded buffer is laid out (y, view, t): transforms along contiguous memory are
+        about twice as fast as along the stacked layout's first axis.
         """
         n, views, length = self.n, len(self.angles), self.padded_length
         # pad columns are zeros that are never written, so the buffer is reused as it is
@@ -280,22 +245,8 @@ def generator_bytes(
 ) -> tuple[int, int]:
     """Memory of one cached generator: what it keeps, and what one volume adds while made.
 
-    Mode 1 (``angles``: the tilts) keeps the CSR operator (two linear-interpolation taps per
-    tilt and voxel column, each a float32 value and an int32 column index, and int32 row
-    pointers) and the scratch projections (float32, detector bins x n); filtered, also the
-    padded projections (float32), their column map and the weights, and a volume adds their
-    spectrum (complex64) and the inverse transform (float32). Mode 2 (``angles``: the range)
-    keeps the mask (bool), the complex64 half spectrum and the float32 draws over
-    (n, n, n // 2 + 1). Mode 3 keeps the float32 amplitude and the draws over the same half
-    spectrum. Dose weighting (``dosed``) keeps complex64 weights: mode 1 over the spectrum
-    padded along y too (a volume adds two such spectra), mode 2 over the half spectrum (a
-    volume adds the spectrum transformed along y and the inverse transform's copy). A
-    volume's own arrays (3 float32 cubes) are :func:`peak_bytes`'s.
-
-    Returns
-    -------
-    kept, in_flight : int
-        Bytes.
+    ``angles``: mode 1's tilts or mode 2's range. The arrays counted are those the generator
+    classes allocate; a volume's own 3 float32 cubes are :func:`peak_bytes`'s.
     """
     half = n * n * (n // 2 + 1)
     if mode == 2:
@@ -322,9 +273,7 @@ PROCESS_BYTES = 200 * 2**20
 def peak_bytes(kept: int, in_flight: int, n: int) -> int:
     """Peak memory of a worker whose generators keep ``kept`` bytes, making one volume, bytes.
 
-    Adds the process itself, what the volume's generator adds while it works (``in_flight``)
-    and the arrays of the volume: the product or spectrum, the volume and its copy for the
-    file (3 float32 cubes).
+    Adds the process, ``in_flight`` and the volume's 3 float32 cubes.
     """
     return PROCESS_BYTES + kept + in_flight + 3 * 4 * n**3
 
