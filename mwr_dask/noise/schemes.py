@@ -93,28 +93,9 @@ def _short(value: float) -> str:
 class TiltScheme:
     """The views of one tilt series and which of them are used; frozen and hashable.
 
-    Attributes
-    ----------
-    views : tuple of View
-        Every view in the file's order, used or excluded.
-    source : str
-        File the scheme was read from.
-    format : str
-        One of :data:`FORMATS`.
-    sign : int
-        +1 or -1: used angle = sign * file angle (the format's :data:`SIGNS`, flipped when
-        ``inverted``).
-    inverted : bool
-        True when the user inverted the format's sign (``--invert-tilts``).
-    notes : tuple of str
-        Facts read from the file that do not change the angles (e.g. Warp's
-        ``AreAnglesInverted``, which is a defocus handedness).
-
-    Raises
-    ------
-    TiltSchemeError
-        Fewer than 2 used views, more than :data:`MAX_VIEWS` views, a used angle outside
-        (-90, 90) degrees or used twice (:func:`views_problem`).
+    ``sign``: used angle = sign * file angle (the format's :data:`SIGNS`, flipped when
+    ``inverted``, ``--invert-tilts``). ``notes``: facts that do not change the angles (e.g.
+    Warp's ``AreAnglesInverted``, a defocus handedness).
     """
 
     views: tuple[View, ...]
@@ -276,24 +257,8 @@ _EXCLUDE_ITEM = re.compile(r"^(\d+)(?:-(\d+))?$")
 def parse_exclude(text: str, views: int) -> tuple[int, ...]:
     """View numbers of an IMOD-style exclude list, sorted and unique.
 
-    Parameters
-    ----------
-    text : str
-        1-based view numbers in the file's order, separated by commas or spaces; ``a-b`` is
-        the range a..b inclusive, e.g. ``"1-3,40"``.
-    views : int
-        Views in the file: a number above it is an error, found before any range is expanded
-        (``1-1000000000000`` costs nothing).
-
-    Returns
-    -------
-    tuple of int
-
-    Raises
-    ------
-    ValueError
-        Empty list, an item that is not a number or range, a 0, a range that runs backwards,
-        a view number above ``views``.
+    ``text``: 1-based numbers and inclusive ranges, e.g. ``"1-3,40"``. A number above ``views``
+    is found before any range is expanded (``1-1000000000000`` costs nothing).
     """
     items = [item for item in re.split(r"[,\s]+", text.strip()) if item]
     if not items:
@@ -321,9 +286,7 @@ def parse_exclude(text: str, views: int) -> tuple[int, ...]:
 def views_problem(views) -> tuple[str, View | None] | None:
     """Return why ``views`` cannot be a tilt scheme, and the view concerned; None if they can.
 
-    At least 2 used views, at most :data:`MAX_VIEWS` views, used angles strictly inside
-    (-90, 90) degrees and each used once. The readers call it to name the file's line of the
-    view; :class:`TiltScheme` calls it again for schemes made in code.
+    The readers call it to name the file's line of the view; :class:`TiltScheme` again.
     """
     if len(views) > MAX_VIEWS:
         return f"has {len(views):,} views, more than the {MAX_VIEWS:,} of any tilt series", None
