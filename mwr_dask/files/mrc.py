@@ -30,6 +30,7 @@ from mrcfile import utils as mrcutils
 from mrcfile.constants import MAP_ID
 from mrcfile.dtypes import HEADER_DTYPE
 
+from mwr_dask.noise.inputs import file_kind
 from mwr_dask.noise.measured import check_spectrum, spectrum_digest
 
 HEADER_BYTES = 1024
@@ -42,6 +43,7 @@ _AT_EMPTY_PATH = 0x1000
 #: ``open`` errors that mean "this filesystem (or kernel) has no O_TMPFILE".
 _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS}
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: ``errno`` of a volume refused because its folder was replaced during the run (it stops the
 #: run); also what NFS says when a folder held open was removed on the server.
 FOLDER_REPLACED = errno.ESTALE
@@ -263,8 +265,7 @@ def _write_named(
 ) -> None:
     tmp = f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o666, dir_fd=tfd)
+        fd = os.open(tmp, _NEW_FILE, 0o666, dir_fd=tfd)
         try:
             _write_all(fd, header, body, fsync)
         finally:
@@ -317,8 +318,7 @@ def probe_temporaries(folder: str, tmp_dir: str | None) -> str | None:
         return f"cannot use {tmp_dir} ({err.strerror})"
     try:
         probe = f"probe.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        os.close(os.open(probe, flags, 0o600, dir_fd=tfd))
+        os.close(os.open(probe, _NEW_FILE, 0o600, dir_fd=tfd))
         os.unlink(probe, dir_fd=tfd)
         same_fs = os.fstat(tfd).st_dev == os.stat(folder).st_dev
     except OSError as err:
@@ -358,21 +358,6 @@ def open_regular(path: Path, dir_fd: int | None = None) -> int:
         os.close(fd)
         raise ValueError(f"{path} is not a file")
     return fd
-
-
-def file_kind(mode: int) -> str:
-    """``file`` for a regular file, else the kind in words: ``a FIFO``, ``a folder``, ..."""
-    if stat.S_ISREG(mode):
-        return "file"
-    kinds = (
-        (stat.S_ISLNK, "a symbolic link"),
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    )
-    return next((word for test, word in kinds if test(mode)), "not a regular file")
 
 
 def read_header(path: Path, *, strict: bool = False, dir_fd: int | None = None) -> VolumeHeader:

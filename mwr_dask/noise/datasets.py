@@ -17,7 +17,14 @@ from pathlib import Path
 
 from mwr_dask.noise.schemes import TiltScheme, TiltSchemeError, View
 from mwr_dask.noise.source import NoiseSource
-from mwr_dask.noise.tiltfiles import column, read_text, read_tilt_file, star_blocks, star_kind
+from mwr_dask.noise.tiltfiles import (
+    as_number,
+    column,
+    read_text,
+    read_tilt_file,
+    star_blocks,
+    star_kind,
+)
 
 #: The manifest's name in OUT, and its two data blocks.
 MANIFEST = "tomograms_noise.star"
@@ -197,14 +204,6 @@ def _rows(path: Path, blocks: dict, key: str):
     return found[0].to_dict("records")
 
 
-def _number(value) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 def project_directory(star: Path, relative: list[str]) -> tuple[Path, str]:
     """RELION's project directory for a STAR file, and how it was found.
 
@@ -241,8 +240,8 @@ def _read_relion(path: Path, blocks: dict, all_views, invert: bool) -> Dataset:
     hands = set()
     for row, ts in zip(rows, rel, strict=True):
         name = str(row.get("rlnTomoName", Path(ts).stem))
-        pixel = _number(row.get("rlnTomoTiltSeriesPixelSize"))
-        binning = _number(row.get("rlnTomoTomogramBinning"))
+        pixel = as_number(row.get("rlnTomoTiltSeriesPixelSize"))
+        binning = as_number(row.get("rlnTomoTomogramBinning"))
         halves = [row.get(h) for h in _HALVES]
         scheme = read_tilt_file(project / ts, invert=invert, all_views=full.get(name))
         hands.add(row.get("rlnTomoHand"))
@@ -286,7 +285,7 @@ def _read_isonet(path: Path, blocks: dict, invert: bool, anglestep: float) -> Da
     rows = _rows(path, blocks, key)
     tomograms = []
     for i, row in enumerate(rows, start=1):
-        lo, hi = _number(row.get("rlnTiltMin")), _number(row.get("rlnTiltMax"))
+        lo, hi = as_number(row.get("rlnTiltMin")), as_number(row.get("rlnTiltMax"))
         if lo is None or hi is None:
             raise _fail(
                 path,
@@ -304,7 +303,7 @@ def _read_isonet(path: Path, blocks: dict, invert: bool, anglestep: float) -> Da
                 _isonet_name(row, i),
                 f"{path} row {i}",
                 scheme,
-                voxel_size=_number(row.get("rlnPixelSize")),
+                voxel_size=as_number(row.get("rlnPixelSize")),
                 halves=tuple(path.parent / str(h) for h in halves) if have else None,
             )
         )
@@ -391,7 +390,7 @@ def _com_filter(path: Path | None, options: dict[str, list[str]]) -> dict:
     """Return the filter of a tilt.com: ``sirt-like`` with FakeSIRTiterations, else ``imod``."""
     if "RADIAL" not in options:
         return {}
-    values = [_number(v) for v in " ".join(options["RADIAL"]).split()]
+    values = [as_number(v) for v in " ".join(options["RADIAL"]).split()]
     if len(values) != 2 or None in values or not 0 < values[0] < 1 or values[1] <= 0:
         raise _fail(
             path,

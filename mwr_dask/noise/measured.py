@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import itertools
 import math
 import os
 import stat
@@ -377,10 +378,8 @@ def _cube_corners(blocks: _Blocks, shape: tuple[int, ...], n: int) -> np.ndarray
     if min(g.shape) < 2:
         return np.zeros((0, 3), dtype=np.int64)
     ok = np.ones(tuple(s - 1 for s in g.shape), bool)
-    for dz in (0, 1):
-        for dy in (0, 1):
-            for dx in (0, 1):
-                ok &= g[dz : dz + ok.shape[0], dy : dy + ok.shape[1], dx : dx + ok.shape[2]]
+    for dz, dy, dx in itertools.product((0, 1), repeat=3):
+        ok &= g[dz : dz + ok.shape[0], dy : dy + ok.shape[1], dx : dx + ok.shape[2]]
     idx = np.argwhere(ok)
     h = np.array([a[0] for a in blocks.grid])
     start = np.array([a[2] for a in blocks.grid])
@@ -508,12 +507,10 @@ def _cube_variances(blocks: _Blocks, corners: np.ndarray) -> tuple[float, float]
     start = np.array([a[2] for a in blocks.grid])
     idx = (corners - start) // h
     total = dict.fromkeys(blocks.sums, 0.0)
-    for dz in (0, 1):
-        for dy in (0, 1):
-            for dx in (0, 1):
-                at = (idx[:, 0] + dz, idx[:, 1] + dy, idx[:, 2] + dx)
-                for key, value in blocks.sums.items():
-                    total[key] = total[key] + value[at]
+    for dz, dy, dx in itertools.product((0, 1), repeat=3):
+        at = (idx[:, 0] + dz, idx[:, 1] + dy, idx[:, 2] + dx)
+        for key, value in blocks.sums.items():
+            total[key] = total[key] + value[at]
     count = 8.0 * float(np.prod(h))
     var_d = total["d2"] / count - (total["d"] / count) ** 2
     # (e + o)^2 = 2 e^2 + 2 o^2 - d^2

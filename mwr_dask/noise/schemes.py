@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,16 +240,9 @@ class TiltScheme:
 
 def format_view_list(numbers) -> str:
     """View numbers as IMOD writes lists: ``1-3,40``."""
-    numbers = sorted(set(int(n) for n in numbers))
-    parts: list[str] = []
-    i = 0
-    while i < len(numbers):
-        j = i
-        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
-            j += 1
-        parts.append(str(numbers[i]) if i == j else f"{numbers[i]}-{numbers[j]}")
-        i = j + 1
-    return ",".join(parts)
+    runs = itertools.groupby(enumerate(sorted({int(n) for n in numbers})), lambda p: p[1] - p[0])
+    parts = [[n for _, n in run] for _, run in runs]
+    return ",".join(str(p[0]) if len(p) == 1 else f"{p[0]}-{p[-1]}" for p in parts)
 
 
 _EXCLUDE_ITEM = re.compile(r"^(\d+)(?:-(\d+))?$")

@@ -103,10 +103,11 @@ def read_text(path: Path | str, what: str = "Tilt file") -> str:
     return raw.decode("utf-8-sig", errors="replace")
 
 
-def _number(text: str) -> float | None:
+def as_number(text) -> float | None:
+    """``float(text)`` if it is a finite number, else None."""
     try:
         value = float(text)
-    except ValueError:
+    except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
 
@@ -123,7 +124,7 @@ def _rank(keys: list) -> list[int]:
 def _orders_from_doses(doses: list[float | None]) -> list[int | None]:
     if any(d is None for d in doses) or len(set(doses)) < 2:
         return [None] * len(doses)
-    return list(_rank(doses))
+    return _rank(doses)
 
 
 def _movie(name) -> str | None:
@@ -142,7 +143,7 @@ def _read_tlt(path: Path, text: str) -> _Read:
         tokens = line.replace(",", " ").split()
         if not tokens:
             continue
-        values = [_number(t) for t in tokens]
+        values = [as_number(t) for t in tokens]
         bad = next((k for k, v in enumerate(values) if v is None), None)
         if bad is not None:
             what = "a tilt angle" if bad == 0 else "a number"
@@ -350,7 +351,7 @@ def _read_mdoc(path: Path, text: str) -> _Read:
             raise _fail(path, "section has no TiltAngle", view_lines.get(i + 1))
         angles.append(float(value))
     times = [_parse_datetime(t) for t in df["DateTime"]] if "DateTime" in df.columns else []
-    prior = [_number(str(p)) for p in df.get("PriorRecordDose", [])]
+    prior = [as_number(str(p)) for p in df.get("PriorRecordDose", [])]
     if times and all(t is not None for t in times):
         orders = _rank([(t, z) for t, z in zip(times, zvalues, strict=True)])
     elif prior and all(p is not None for p in prior):  # SerialEM's dose before the view
@@ -419,7 +420,7 @@ def star_kind(blocks: dict) -> str:
 def _floats(path: Path, values: list, what: str) -> list[float]:
     out = []
     for row, value in enumerate(values, start=1):
-        number = _number(str(value))
+        number = as_number(str(value))
         if number is None:
             raise _fail(path, f"{what} of row {row} is {repr(value)[:40]}, not a number")
         out.append(number)
@@ -536,7 +537,7 @@ def _read_warp_xml(path: Path, text: str) -> _Read:
             "AreAnglesInverted=True (Warp's defocus handedness; it does not change the"
             " geometry of Warp's reconstruction, so the angles are not inverted for it)",
         )
-    level = {k: root.get(k) for k in ("LevelAngleX", "LevelAngleY") if _number(root.get(k, "0"))}
+    level = {k: root.get(k) for k in ("LevelAngleX", "LevelAngleY") if as_number(root.get(k, "0"))}
     if level:
         notes += (
             f"{' '.join(f'{k}={v}' for k, v in level.items())} (WarpTools ts_autolevel): Warp"
@@ -585,7 +586,7 @@ def detect_format(path: Path | str, text: str) -> str:
     if head.startswith("<") and "<Angles>" in text:
         return "warp-xml"
     tokens = text.replace(",", " ").split()
-    if tokens and all(_number(t) is not None for t in tokens):
+    if tokens and all(as_number(t) is not None for t in tokens):
         return "imod"
     raise _fail(
         path,
@@ -598,17 +599,10 @@ def _read_any(path: Path) -> tuple[str, _Read]:
     """Format and views of a tilt file, in the file's own convention."""
     text = read_text(path)
     fmt = detect_format(path, text)
-    if fmt == "imod":
-        return fmt, _read_tlt(path, text)
-    if fmt == "aretomo":
-        return fmt, _read_aln(path, text)
-    if fmt == "serialem":
-        return fmt, _read_mdoc(path, text)
-    if fmt == "relion5":
-        return fmt, _read_relion(path, star_blocks(path))
-    if fmt == "warp-tomostar":
-        return fmt, _read_tomostar(path, star_blocks(path))
-    return fmt, _read_warp_xml(path, text)
+    if fmt in ("relion5", "warp-tomostar"):
+        return fmt, (_read_relion if fmt == "relion5" else _read_tomostar)(path, star_blocks(path))
+    text_readers = {"imod": _read_tlt, "aretomo": _read_aln, "serialem": _read_mdoc}
+    return fmt, text_readers.get(fmt, _read_warp_xml)(path, text)
 
 
 def read_tilt_file(
