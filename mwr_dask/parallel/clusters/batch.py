@@ -37,6 +37,7 @@ from mwr_dask.parallel.clusters.checks import (
     memory_fraction,
     memory_problems,
     quiet_logs,
+    silent,
 )
 from mwr_dask.parallel.clusters.dashboard import dashboard_address, dashboard_link, tunnel_hint
 from mwr_dask.parallel.clusters.jobqueue_import import import_dask_jobqueue
@@ -67,10 +68,6 @@ SCRATCH_VARIABLE = "MWR_DASK_SCRATCH"
 #: too): a refused submission or a closing connection is told in one sentence, not in
 #: distributed's, tornado's or asyncio's tracebacks.
 NOISY_LOGGERS = ("distributed", "distributed.client", "tornado", "tornado.application", "asyncio")
-
-
-def _silent(line: str) -> None:
-    """Drop ``line``: what ``say``/``warn`` do when the caller gives none."""
 
 
 def cluster_class(system: str) -> type:
@@ -241,16 +238,7 @@ class BatchOptions:
         """One sentence per option that cannot work (nothing submitted or written)."""
         if self.system not in SYSTEMS:
             return [f"--cluster must be one of {', '.join(SYSTEMS)}, not {self.system!r}."]
-        out = self.count_problems() + self.placement_problems()
-        if not out:
-            try:
-                self.job_script()
-            except UsageError as err:
-                out.append(str(err))
-        return out
-
-    def count_problems(self) -> list[str]:
-        """Problems of --jobs, --adapt, --cores and --memory."""
+        import psutil
         from dask.utils import parse_bytes
 
         out = []
@@ -271,13 +259,6 @@ class BatchOptions:
                     raise ValueError
             except (ValueError, TypeError):
                 out.append(f"--memory takes an amount such as 4GiB, not {self.memory!r}.")
-        return out
-
-    def placement_problems(self) -> list[str]:
-        """Problems of --interface, and flags the batch system has no use for."""
-        import psutil
-
-        out = []
         names = sorted(psutil.net_if_addrs())
         if self.interface is not None and self.interface not in names:
             out.append(
@@ -290,6 +271,11 @@ class BatchOptions:
                 out.append(f"{flag} does not apply to --cluster {self.system}.")
         if self.account is not None and not {"account", "project"} & accepted:
             out.append(f"--account does not apply to --cluster {self.system}.")
+        if not out:
+            try:
+                self.job_script()
+            except UsageError as err:
+                out.append(str(err))
         return out
 
     @cached_property
@@ -367,30 +353,6 @@ class BatchOptions:
             )
         default = format_bytes(processes * DEFAULT_MEMORY_PER_PROCESS).replace(" ", "")
         return cores, processes, self.memory or cfg.get("memory") or default
-
-    def summary(self) -> str:
-        """One line: jobs, worker processes, resources per job."""
-        _, s = self.resolved
-        lo, hi = self.jobs_range
-        jobs = f"{lo} to {hi} jobs (adaptive)" if self.adapt else f"{lo} job{'s' * (lo > 1)}"
-        threads = s["cores"] // s["processes"]
-        walltime = s["walltime"] or "the queue's default"
-        cores = f"{s['cores']} core{'s' * (s['cores'] > 1)}"
-        return (
-            f"{self.name}: {jobs}, each {cores}, {gib(s['memory'])} GiB,"
-            f" walltime {walltime}, running {s['processes']} worker"
-            f" process{'es' * (s['processes'] > 1)} of {threads} thread{'s' * (threads > 1)}"
-        )
-
-    def planned_workers(self) -> int:
-        """Worker threads of the cluster at full size."""
-        _, s = self.resolved
-        return self.jobs_range[1] * s["processes"] * (s["cores"] // s["processes"])
-
-    def memory_per_worker(self) -> int:
-        """Memory limit of each worker process, bytes (the job's memory shared by them)."""
-        _, s = self.resolved
-        return int(s["memory"] // s["processes"])
 
     def security(self):
         """Return the run's TLS settings: every role reads the key from the credentials folder."""
@@ -490,11 +452,22 @@ class BatchCluster:
 
     def planned_workers(self) -> int:
         """Worker threads of the cluster at full size."""
-        return self.options.planned_workers()
+        _, s = self.options.resolved
+        return self.options.jobs_range[1] * s["processes"] * (s["cores"] // s["processes"])
 
     def describe(self) -> str:
-        """One line for ``--dry-run``; nothing is submitted."""
-        return self.options.summary()
+        """One line for ``--dry-run``, nothing submitted: jobs, worker processes, resources."""
+        options, (_, s) = self.options, self.options.resolved
+        lo, hi = options.jobs_range
+        jobs = f"{lo} to {hi} jobs (adaptive)" if options.adapt else f"{lo} job{'s' * (lo > 1)}"
+        threads = s["cores"] // s["processes"]
+        walltime = s["walltime"] or "the queue's default"
+        cores = f"{s['cores']} core{'s' * (s['cores'] > 1)}"
+        return (
+            f"{options.name}: {jobs}, each {cores}, {gib(s['memory'])} GiB,"
+            f" walltime {walltime}, running {s['processes']} worker"
+            f" process{'es' * (s['processes'] > 1)} of {threads} thread{'s' * (threads > 1)}"
+        )
 
     def script(self) -> str:
         """Return the job script (placeholders for the scheduler address and worker name)."""
@@ -502,8 +475,9 @@ class BatchCluster:
 
     def memory_problems(self, params: NoiseSource) -> list[str]:
         """One sentence if a volume does not fit in a worker process of a job."""
+        _, s = self.options.resolved
         return memory_problems(
-            params, self.options.memory_per_worker(), memory_fraction(),
+            params, int(s["memory"] // s["processes"]), memory_fraction(),
             hint="give the jobs more --memory (or fewer processes) or use a smaller CUBESIZE",
         )  # fmt: skip
 
@@ -537,7 +511,7 @@ class BatchCluster:
         import dask.config
         from distributed import Client
 
-        options, say, warn = self.options, say or _silent, warn or _silent
+        options, say, warn = self.options, say or silent, warn or silent
         say(f"Cluster: {self.describe()}")
         with contextlib.ExitStack() as stack:
             stack.enter_context(open_files_raised(warn))  # the scheduler runs here

@@ -50,6 +50,10 @@ DASK_SETTINGS = {
 MEMORY_THRESHOLDS = ("pause", "terminate")
 
 
+def silent(line: str) -> None:
+    """Drop ``line``: the :data:`Say` of a caller who gives none."""
+
+
 class UsageError(ValueError):
     """Options that cannot work; the message is one sentence (the CLI exits with status 2)."""
 
