@@ -242,6 +242,8 @@ class LocalCluster:
         This process and the workers it starts may open as many files as the hard limit allows.
         """
         import dask
+        from distributed import Client
+        from distributed import LocalCluster as DaskLocalCluster
 
         address = dashboard_address(self.dashboard_address)
         security = tls_security(*run_keys()) if self.tls else None
@@ -249,49 +251,34 @@ class LocalCluster:
             **dask.config.get("distributed.nanny.pre-spawn-environ", {}),
             **SINGLE_THREAD_ENV,
         }
+        config = {"distributed.nanny.pre-spawn-environ": environ, **DASK_SETTINGS}
+        if self.start_method:
+            config["distributed.worker.multiprocessing-method"] = self.start_method
         with (
             open_files_raised(warn),
             private_scratch() as scratch,
             frozen_heap(self.start_method == "fork"),
-            self._started(address, security, environ, scratch) as c,
         ):
-            yield c
-
-    @contextlib.contextmanager
-    def _started(self, address, security, environ: dict, scratch: str) -> Iterator[Client]:
-        """Start the Dask cluster with its scratch in ``scratch``; yield a client; close both."""
-        import dask
-        from distributed import Client
-        from distributed import LocalCluster as DaskLocalCluster
-
-        config = {"distributed.nanny.pre-spawn-environ": environ, **DASK_SETTINGS}
-        if self.start_method:
-            config["distributed.worker.multiprocessing-method"] = self.start_method
-        with dask.config.set(config), warnings.catch_warnings(), children_stderr_silenced():
-            warnings.filterwarnings("ignore", message="Port .* is already in use")
-            cluster = DaskLocalCluster(
-                n_workers=self.workers,
-                threads_per_worker=1,
-                processes=True,
-                host=LOOPBACK,
-                protocol="tls://" if security else None,
-                security=security,
-                # without a dashboard the scheduler still serves HTTP (health, metrics):
-                # keep it on a free loopback port rather than taking 8787
-                dashboard_address=address or f"{LOOPBACK}:0",
-                scheduler_kwargs={"dashboard": False} if address is None else None,
-                silence_logs=logging.CRITICAL,
-                local_directory=scratch,
-            )
-        try:
-            client = Client(cluster, security=security)
-            with quiet_logs():
-                try:
+            with dask.config.set(config), warnings.catch_warnings(), children_stderr_silenced():
+                warnings.filterwarnings("ignore", message="Port .* is already in use")
+                cluster = DaskLocalCluster(
+                    n_workers=self.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host=LOOPBACK,
+                    protocol="tls://" if security else None,
+                    security=security,
+                    # without a dashboard the scheduler still serves HTTP (health, metrics):
+                    # keep it on a free loopback port rather than taking 8787
+                    dashboard_address=address or f"{LOOPBACK}:0",
+                    scheduler_kwargs={"dashboard": False} if address is None else None,
+                    silence_logs=logging.CRITICAL,
+                    local_directory=scratch,
+                )
+            with contextlib.closing(cluster):
+                client = Client(cluster, security=security)
+                with quiet_logs(), contextlib.closing(client):
                     yield client
-                finally:
-                    client.close()
-        finally:
-            cluster.close()
 
     def check(
         self, client: Client, params: NoiseSource | None = None, folder: Path | None = None,

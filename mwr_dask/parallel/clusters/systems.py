@@ -68,15 +68,9 @@ def table_query(argv: Callable[[list[str]], list[str]], col: int, ended: set[str
     return query
 
 
-HTCONDOR_STATES = {
-    "1": "Idle",
-    "2": "Running",
-    "3": "Removed",
-    "4": "Completed",
-    "5": "Held",
-    "6": "Transferring",
-    "7": "Suspended",
-}
+#: HTCondor's ``JobStatus`` codes.
+HTCONDOR_STATES = {"1": "Idle", "2": "Running", "3": "Removed", "4": "Completed", "5": "Held",
+                   "6": "Transferring", "7": "Suspended"}  # fmt: skip
 
 
 def htcondor_states(ids: list[str]) -> dict[str, str] | None:
