@@ -171,20 +171,17 @@ def scratch_lines(base: str) -> list[str]:
     ]
 
 
-def walltime_seconds(walltime: str | None, system: str) -> int | None:
-    """Seconds of a walltime ``[D-]HH:MM:SS`` (``HH:MM`` for LSF); None for ambiguous forms."""
+def lifetime_args(walltime: str | None, system: str) -> list[str]:
+    """Worker options to leave before the walltime (less a fifth, at most 5 min, staggered).
+
+    Only a walltime ``[D-]HH:MM:SS`` (``HH:MM`` for LSF) is read; other forms are ambiguous.
+    """
     fields = 2 if system == "lsf" else 3
     match = re.fullmatch(r"(?:(\d+)-)?" + r":".join([r"(\d+)"] * fields), str(walltime or ""))
     if not match:
-        return None
+        return []
     days, *parts = (int(g or 0) for g in match.groups())
-    seconds = sum(v * 60**k for k, v in enumerate(reversed(parts), start=3 - fields))
-    return days * 86400 + seconds
-
-
-def lifetime_args(walltime: str | None, system: str) -> list[str]:
-    """Worker options to leave before the walltime (less a fifth, at most 5 min, staggered)."""
-    total = walltime_seconds(walltime, system)
+    total = days * 86400 + sum(v * 60**k for k, v in enumerate(reversed(parts), start=3 - fields))
     if not total:
         return []
     margin = min(300, total // 5)
@@ -299,11 +296,19 @@ class BatchOptions:
         Call within :func:`config_overlay` of :attr:`config_file`, as :attr:`resolved` does.
         """
         import dask.config
-        from dask.utils import parse_bytes
+        from dask.utils import format_bytes, parse_bytes
 
         import_dask_jobqueue()
         cfg = dask.config.get(f"jobqueue.{self.system}", {})
-        cores, processes, memory = self.sizes(cfg)
+        cores = int(self.cores or cfg.get("cores") or 1)
+        processes = int(cfg.get("processes") or cores)
+        if processes < 1 or processes > cores:
+            raise UsageError(
+                f"jobqueue.{self.system}.processes is {processes}; it must be between 1 and"
+                f" the job's cores ({cores})."
+            )
+        default = format_bytes(processes * DEFAULT_MEMORY_PER_PROCESS).replace(" ", "")
+        memory = self.memory or cfg.get("memory") or default
         log_directory = self.log_directory or cfg.get("log-directory")
         own_logs = log_directory is None and self.fallback_log_directory is not None
         log_directory = log_directory or self.fallback_log_directory
@@ -339,20 +344,6 @@ class BatchOptions:
                     "walltime": walltime, "log_directory": log_directory,
                     "own_logs": own_logs}  # fmt: skip
         return kwargs, settings
-
-    def sizes(self, cfg: dict) -> tuple[int, int, str]:
-        """Cores, worker processes and memory of a job: flags over ``cfg`` over the defaults."""
-        from dask.utils import format_bytes
-
-        cores = int(self.cores or cfg.get("cores") or 1)
-        processes = int(cfg.get("processes") or cores)
-        if processes < 1 or processes > cores:
-            raise UsageError(
-                f"jobqueue.{self.system}.processes is {processes}; it must be between 1 and"
-                f" the job's cores ({cores})."
-            )
-        default = format_bytes(processes * DEFAULT_MEMORY_PER_PROCESS).replace(" ", "")
-        return cores, processes, self.memory or cfg.get("memory") or default
 
     def security(self):
         """Return the run's TLS settings: every role reads the key from the credentials folder."""
