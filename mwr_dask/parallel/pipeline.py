@@ -8,6 +8,7 @@ the partition count. Each task returns a small summary of its partition, never a
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -59,12 +60,8 @@ def partition_ranges(start: int, count: int, workers: int, volume_bytes: int) ->
     See :func:`partition_plan` for the same plan without the list.
     """
     parts, base, extra = partition_plan(start, count, workers, volume_bytes)
-    ranges, lo = [], start
-    for k in range(parts):
-        hi = lo + base + (1 if k < extra else 0)
-        ranges.append(range(lo, hi))
-        lo = hi
-    return ranges
+    bounds = [start + k * base + min(k, extra) for k in range(parts + 1)]
+    return [range(lo, hi) for lo, hi in itertools.pairwise(bounds)]
 
 
 def write_one(
