@@ -177,10 +177,7 @@ def check_workers(
 ) -> None:  # fmt: skip
     """Refuse workers with other package versions, too little memory, or no view of the folder.
 
-    Raises
-    ------
-    ClusterError
-        The first kind of problem found, in one sentence naming the workers.
+    :class:`ClusterError`: the first kind of problem found, in one sentence naming the workers.
     """
     from mwr_dask.files.mrc import probe_temporaries
 

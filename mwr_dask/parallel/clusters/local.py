@@ -99,12 +99,8 @@ def private_scratch() -> Iterator[str]:
     name nobody else can take, mode 0700) in dask's ``temporary-directory`` or the system's
     temporary folder, which must be the user's or root's and not writable by others (unless
     sticky, as ``/tmp``). Dask's ``temporary-directory`` points to it inside the block, so
-    that every process the block starts uses it.
-
-    Raises
-    ------
-    ClusterError
-        The temporary folder is not safe, or the folder cannot be made.
+    that every process the block starts uses it. :class:`ClusterError` if the temporary folder
+    is not safe or the scratch folder cannot be made.
     """
     import dask.config
 
