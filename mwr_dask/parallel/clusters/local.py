@@ -206,18 +206,13 @@ class LocalCluster:
     remote = False
     sibling = False
 
-    @property
-    def workers(self) -> int:
-        """Worker processes."""
-        return self.ncpus or usable_cores()
-
     def planned_workers(self) -> int:
-        """Worker threads to plan the work for."""
-        return self.workers
+        """Worker processes (of one thread each) to plan the work for."""
+        return self.ncpus or usable_cores()
 
     def describe(self) -> str:
         """One line for ``--dry-run``; nothing is started."""
-        n = self.workers
+        n = self.planned_workers()
         return f"local, {n} worker process{'es' * (n != 1)} of 1 thread"
 
     def script(self) -> str | None:
@@ -227,7 +222,7 @@ class LocalCluster:
     def memory_problems(self, params: NoiseSource) -> list[str]:
         """One sentence if a volume does not fit in a worker, before anything starts."""
         return memory_problems(
-            params, worker_memory(self.workers), hint="use fewer workers (--ncpus) or a"
+            params, worker_memory(self.planned_workers()), hint="use fewer workers (--ncpus) or a"
             " smaller CUBESIZE"
         )  # fmt: skip
 
@@ -258,7 +253,7 @@ class LocalCluster:
             with dask.config.set(config), warnings.catch_warnings(), children_stderr_silenced():
                 warnings.filterwarnings("ignore", message="Port .* is already in use")
                 cluster = DaskLocalCluster(
-                    n_workers=self.workers,
+                    n_workers=self.planned_workers(),
                     threads_per_worker=1,
                     processes=True,
                     host=LOOPBACK,
