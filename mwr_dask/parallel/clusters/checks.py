@@ -104,17 +104,9 @@ def memory_problems(
 ) -> list[str]:
     """One sentence if a volume of ``params`` does not fit in a worker of ``limit`` bytes.
 
-    Parameters
-    ----------
-    params : NoiseSource
-        Mode, cube size and tilts.
-    limit : int
-        Memory limit of the smallest worker, bytes (0: no limit, nothing to check).
-    fraction : tuple of (float, str), optional
-        The share of ``limit`` usable and the Dask threshold behind it (default:
-        :func:`memory_fraction` of this process's configuration).
-    hint : str
-        What to do, appended to the sentence (e.g. "use fewer workers (--ncpus)").
+    ``limit`` 0 means no limit. ``fraction``: the share of ``limit`` usable and the Dask
+    threshold behind it (default: :func:`memory_fraction` of this process's configuration);
+    ``hint``: what to do, appended to the sentence (e.g. "use fewer workers (--ncpus)").
     """
     if not limit:
         return []
