@@ -182,19 +182,11 @@ def children_stderr_silenced() -> Iterator[None]:
 class LocalCluster:
     """Worker processes on this machine, one thread each, TLS with keys made for the run.
 
-    Attributes
-    ----------
-    ncpus : int or None
-        Worker processes (default: the cores this process may use).
-    dashboard_address : str or None
-        ``host:port`` of the dashboard (127.0.0.1 unless a host is given); None: none.
-    tls : bool
-        Encrypt and authenticate every connection with per-run keys (default).
-    start_method : str or None
-        How the worker processes start (``distributed.worker.multiprocessing-method``):
-        ``fork`` on Linux by default, so that they have this process's imports already (a
-        spawned worker imports distributed, numpy, scipy and mrcfile again: seconds of a short
-        run, docs/benchmarks.md); None keeps the dask configuration's (``spawn``).
+    ``ncpus`` defaults to the cores this process may use; ``dashboard_address`` stays on
+    127.0.0.1 unless a host is given (None: no dashboard). ``start_method``
+    (``distributed.worker.multiprocessing-method``) is ``fork`` on Linux, so that the workers
+    have this process's imports already (a spawned worker imports distributed, numpy, scipy and
+    mrcfile again: seconds of a short run, docs/benchmarks.md); None keeps dask's (``spawn``).
     """
 
     ncpus: int | None = None
