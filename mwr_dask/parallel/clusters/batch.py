@@ -383,11 +383,6 @@ class BatchOptions:
         return script
 
 
-def gib(n: float) -> str:
-    """Bytes as GiB, without trailing zeros: 1, 1.5, 10000."""
-    return f"{n / 2**30:.2f}".rstrip("0").rstrip(".")
-
-
 def private_folder(path: Path) -> Path:
     """Create ``path`` (and its parents) for this user only: 0700, owned, not a link."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -454,8 +449,9 @@ class BatchCluster:
         threads = s["cores"] // s["processes"]
         walltime = s["walltime"] or "the queue's default"
         cores = f"{s['cores']} core{'s' * (s['cores'] > 1)}"
+        gib = f"{s['memory'] / 2**30:.2f}".rstrip("0").rstrip(".")  # 1, 1.5, 10000
         return (
-            f"{options.name}: {jobs}, each {cores}, {gib(s['memory'])} GiB,"
+            f"{options.name}: {jobs}, each {cores}, {gib} GiB,"
             f" walltime {walltime}, running {s['processes']} worker"
             f" process{'es' * (s['processes'] > 1)} of {threads} thread{'s' * (threads > 1)}"
         )
