@@ -22,20 +22,9 @@ def usable_cores() -> int:
 def local_workers(requested: int | None, usable: int | None = None) -> tuple[int, str | None]:
     """Worker processes for a local cluster, and a one-line warning when ``requested`` is cut.
 
-    Parameters
-    ----------
-    requested : int or None
-        ``--ncpus`` as given; None means one worker per usable core. Values below 1 are
-        returned unchanged (the caller reports them as errors).
-    usable : int or None
-        Cores this process may use; None asks :func:`usable_cores`.
-
-    Returns
-    -------
-    workers : int
-        ``min(requested, usable)``, or ``usable`` when ``requested`` is None.
-    warning : str or None
-        One line saying that ``requested`` was more than the usable cores, else None.
+    ``min(requested, usable)``, or ``usable`` for ``requested`` None (``--ncpus`` not given);
+    values below 1 come back unchanged (the caller reports them). ``usable`` defaults to
+    :func:`usable_cores`; the warning is None unless ``requested`` was more than ``usable``.
     """
     usable = usable_cores() if usable is None else usable
     if requested is None:

@@ -8,6 +8,7 @@ the partition count. Each task returns a small summary of its partition, never a
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -59,12 +60,8 @@ def partition_ranges(start: int, count: int, workers: int, volume_bytes: int) ->
     See :func:`partition_plan` for the same plan without the list.
     """
     parts, base, extra = partition_plan(start, count, workers, volume_bytes)
-    ranges, lo = [], start
-    for k in range(parts):
-        hi = lo + base + (1 if k < extra else 0)
-        ranges.append(range(lo, hi))
-        lo = hi
-    return ranges
+    bounds = [start + k * base + min(k, extra) for k in range(parts + 1)]
+    return [range(lo, hi) for lo, hi in itertools.pairwise(bounds)]
 
 
 def write_one(
@@ -202,35 +199,13 @@ def run(
 ) -> RunResult:
     """Generate and write volumes ``start .. start + count - 1`` on ``client``'s cluster.
 
-    Parameters
-    ----------
-    client : distributed.Client
-        Connected client; the cluster is neither started nor stopped here.
-    params : NoiseSource
-        Geometry, mode and seed.
-    start, count : int
-        First index and number of volumes.
-    folder, tmp_dir : pathlib.Path
-        Output folder and the folder for temporaries (same filesystem, outside ``folder``).
-    overwrite : bool
-        Regenerate volumes whose files are already complete.
-    fsync : bool
-        Force each file to disk before renaming it into place.
-    verify : bool
-        Re-read existing files fully (labels and data) before skipping them.
-    inodes : tuple, optional
-        Inode numbers of ``folder`` and ``tmp_dir`` (real paths) when the client locked them;
-        by default, those of the folders the paths name now (links resolved). A worker
-        stops at a folder that is no longer that one.
-    retries : int
-        Times a failed partition is retried (on top of Dask's own recovery of lost workers).
-    workers : int, optional
-        Worker threads to plan partitions for; default: the cluster's current total.
-    on_progress : callable, optional
-        Called with the running :class:`RunResult` after each finished partition.
-    result : RunResult, optional
-        Object to fill in as partitions finish (the caller keeps what was done when the run
-        is interrupted); a new one by default.
+    The cluster is neither started nor stopped here. ``tmp_dir``: temporaries (same filesystem,
+    outside ``folder``); ``inodes``: those of ``folder`` and ``tmp_dir`` (real paths) when the
+    client locked them, by default those the paths name now: a worker stops at a folder that is
+    no longer that one. ``retries`` of a failed partition come on top of Dask's recovery of lost
+    workers; ``workers``: threads to plan partitions for (default: the cluster's current
+    total); ``on_progress`` gets the running :class:`RunResult` after each partition;
+    ``result`` is filled in as partitions finish (kept by an interrupted caller).
 
     The run stops early (``result.stopped``) at a write error that no retry can cure:
     disk full, quota exceeded, read-only filesystem, an output folder replaced during the run.

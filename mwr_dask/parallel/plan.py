@@ -43,21 +43,9 @@ def describe_plan(
 ) -> str:
     """Describe what a run would do, with the job script for a batch cluster.
 
-    Parameters
-    ----------
-    params : NoiseSource
-        Geometry, mode and seed.
-    start, count : int
-        First index and number of volumes.
-    folder : pathlib.Path
-        Output folder (it may not exist).
-    existing : list of int
-        Indices of the ``n_*.mrc`` files already in the folder.
-    cluster : mwr_dask.parallel.clusters.Cluster
-        Where the work would run.
-    fresh_seed : bool
-        The run would draw a fresh seed (no ``--seed``, none recorded in the folder): the
-        plan says so instead of showing ``params.seed``, which the run would not use.
+    ``folder`` may not exist; ``existing``: indices of the ``n_*.mrc`` files already there.
+    ``fresh_seed``: the run would draw a fresh seed (no ``--seed``, none recorded in the
+    folder): the plan says so instead of showing ``params.seed``, which the run would not use.
     """
     last = start + count - 1
     total = count * params.volume_bytes

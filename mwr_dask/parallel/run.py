@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +32,7 @@ from mwr_dask.files.folder import (
 )
 from mwr_dask.noise.source import NoiseSource
 from mwr_dask.parallel.clusters import Cluster, ClusterError, ClusterOptions, make_cluster
-from mwr_dask.parallel.clusters.checks import check_workers, wait_for_workers, worker_check
+from mwr_dask.parallel.clusters.checks import check_workers, silent, wait_for_workers, worker_check
 from mwr_dask.parallel.pipeline import RunResult, run
 
 if TYPE_CHECKING:
@@ -49,10 +49,6 @@ class MwrDaskWarning(UserWarning):
 
 def _warn(line: str) -> None:
     warnings.warn(line, MwrDaskWarning, stacklevel=3)
-
-
-def _silent(line: str) -> None:
-    """Drop ``line`` (``say`` of a caller who wants no reports)."""
 
 
 @dataclass
@@ -114,7 +110,7 @@ def generate(
     problems = source.run_problems(count, start)
     if problems:
         raise ValueError(problems[0])
-    say, warn = say or _silent, warn or _warn
+    say, warn = say or silent, warn or _warn
     if isinstance(cluster, ClusterOptions):
         cluster = cluster.make()
     cluster = cluster or make_cluster(dashboard_address=None)
@@ -127,7 +123,8 @@ def generate(
                 folder, source, start, count, adopt_seed=adopt_seed, force=force, say=say, warn=warn
             )
             t0 = time.perf_counter()
-            with _connected(client, cluster, say, warn) as connected:
+            connect = contextlib.nullcontext(client) if client else cluster.client(say, warn)
+            with connect as connected:
                 threads = wait_for_workers(connected, worker_timeout)
                 if client is None:
                     for line in cluster.report(connected, threads):
@@ -159,16 +156,6 @@ def generate(
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
-
-
-@contextlib.contextmanager
-def _connected(client: Client | None, cluster: Cluster, say: Say, warn: Say) -> Iterator[Client]:
-    """Yield the caller's client as it is, or a client of a cluster started (and stopped) here."""
-    if client is not None:
-        yield client
-    else:
-        with cluster.client(say=say, warn=warn) as started:
-            yield started
 
 
 def complete_count(folder: str | os.PathLike, start: int, count: int) -> int:

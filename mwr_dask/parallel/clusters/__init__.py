@@ -121,9 +121,9 @@ def make_cluster(
         from mwr_dask.parallel.clusters.batch import BatchCluster
 
         return BatchCluster(batch, dashboard_address)
-    if scheduler or scheduler_file or configured_scheduler():
-        from mwr_dask.parallel.clusters.remote import RemoteCluster
+    from mwr_dask.parallel.clusters.remote import RemoteCluster, configured_scheduler
 
+    if scheduler or scheduler_file or configured_scheduler():
         remote = RemoteCluster(scheduler, scheduler_file, connect_timeout)
         errors, _ = remote.problems()
         if errors:
@@ -172,10 +172,3 @@ class ClusterOptions:
             connect_timeout=self.connect_timeout,
             batch=self.jobqueue,
         )
-
-
-def configured_scheduler() -> str | None:
-    """Scheduler address from dask config ``scheduler-address`` / ``DASK_SCHEDULER_ADDRESS``."""
-    from mwr_dask.parallel.clusters.remote import configured_scheduler as from_config
-
-    return from_config()

@@ -37,6 +37,7 @@ from mwr_dask.parallel.clusters.checks import (
     memory_fraction,
     memory_problems,
     quiet_logs,
+    silent,
 )
 from mwr_dask.parallel.clusters.dashboard import dashboard_address, dashboard_link, tunnel_hint
 from mwr_dask.parallel.clusters.jobqueue_import import import_dask_jobqueue
@@ -67,10 +68,6 @@ SCRATCH_VARIABLE = "MWR_DASK_SCRATCH"
 #: too): a refused submission or a closing connection is told in one sentence, not in
 #: distributed's, tornado's or asyncio's tracebacks.
 NOISY_LOGGERS = ("distributed", "distributed.client", "tornado", "tornado.application", "asyncio")
-
-
-def _silent(line: str) -> None:
-    """Drop ``line``: what ``say``/``warn`` do when the caller gives none."""
 
 
 def cluster_class(system: str) -> type:
@@ -174,20 +171,17 @@ def scratch_lines(base: str) -> list[str]:
     ]
 
 
-def walltime_seconds(walltime: str | None, system: str) -> int | None:
-    """Seconds of a walltime ``[D-]HH:MM:SS`` (``HH:MM`` for LSF); None for ambiguous forms."""
+def lifetime_args(walltime: str | None, system: str) -> list[str]:
+    """Worker options to leave before the walltime (less a fifth, at most 5 min, staggered).
+
+    Only a walltime ``[D-]HH:MM:SS`` (``HH:MM`` for LSF) is read; other forms are ambiguous.
+    """
     fields = 2 if system == "lsf" else 3
     match = re.fullmatch(r"(?:(\d+)-)?" + r":".join([r"(\d+)"] * fields), str(walltime or ""))
     if not match:
-        return None
+        return []
     days, *parts = (int(g or 0) for g in match.groups())
-    seconds = sum(v * 60**k for k, v in enumerate(reversed(parts), start=3 - fields))
-    return days * 86400 + seconds
-
-
-def lifetime_args(walltime: str | None, system: str) -> list[str]:
-    """Worker options to leave before the walltime (less a fifth, at most 5 min, staggered)."""
-    total = walltime_seconds(walltime, system)
+    total = days * 86400 + sum(v * 60**k for k, v in enumerate(reversed(parts), start=3 - fields))
     if not total:
         return []
     margin = min(300, total // 5)
@@ -241,16 +235,7 @@ class BatchOptions:
         """One sentence per option that cannot work (nothing submitted or written)."""
         if self.system not in SYSTEMS:
             return [f"--cluster must be one of {', '.join(SYSTEMS)}, not {self.system!r}."]
-        out = self.count_problems() + self.placement_problems()
-        if not out:
-            try:
-                self.job_script()
-            except UsageError as err:
-                out.append(str(err))
-        return out
-
-    def count_problems(self) -> list[str]:
-        """Problems of --jobs, --adapt, --cores and --memory."""
+        import psutil
         from dask.utils import parse_bytes
 
         out = []
@@ -271,13 +256,6 @@ class BatchOptions:
                     raise ValueError
             except (ValueError, TypeError):
                 out.append(f"--memory takes an amount such as 4GiB, not {self.memory!r}.")
-        return out
-
-    def placement_problems(self) -> list[str]:
-        """Problems of --interface, and flags the batch system has no use for."""
-        import psutil
-
-        out = []
         names = sorted(psutil.net_if_addrs())
         if self.interface is not None and self.interface not in names:
             out.append(
@@ -290,6 +268,11 @@ class BatchOptions:
                 out.append(f"{flag} does not apply to --cluster {self.system}.")
         if self.account is not None and not {"account", "project"} & accepted:
             out.append(f"--account does not apply to --cluster {self.system}.")
+        if not out:
+            try:
+                self.job_script()
+            except UsageError as err:
+                out.append(str(err))
         return out
 
     @cached_property
@@ -313,11 +296,19 @@ class BatchOptions:
         Call within :func:`config_overlay` of :attr:`config_file`, as :attr:`resolved` does.
         """
         import dask.config
-        from dask.utils import parse_bytes
+        from dask.utils import format_bytes, parse_bytes
 
         import_dask_jobqueue()
         cfg = dask.config.get(f"jobqueue.{self.system}", {})
-        cores, processes, memory = self.sizes(cfg)
+        cores = int(self.cores or cfg.get("cores") or 1)
+        processes = int(cfg.get("processes") or cores)
+        if processes < 1 or processes > cores:
+            raise UsageError(
+                f"jobqueue.{self.system}.processes is {processes}; it must be between 1 and"
+                f" the job's cores ({cores})."
+            )
+        default = format_bytes(processes * DEFAULT_MEMORY_PER_PROCESS).replace(" ", "")
+        memory = self.memory or cfg.get("memory") or default
         log_directory = self.log_directory or cfg.get("log-directory")
         own_logs = log_directory is None and self.fallback_log_directory is not None
         log_directory = log_directory or self.fallback_log_directory
@@ -353,44 +344,6 @@ class BatchOptions:
                     "walltime": walltime, "log_directory": log_directory,
                     "own_logs": own_logs}  # fmt: skip
         return kwargs, settings
-
-    def sizes(self, cfg: dict) -> tuple[int, int, str]:
-        """Cores, worker processes and memory of a job: flags over ``cfg`` over the defaults."""
-        from dask.utils import format_bytes
-
-        cores = int(self.cores or cfg.get("cores") or 1)
-        processes = int(cfg.get("processes") or cores)
-        if processes < 1 or processes > cores:
-            raise UsageError(
-                f"jobqueue.{self.system}.processes is {processes}; it must be between 1 and"
-                f" the job's cores ({cores})."
-            )
-        default = format_bytes(processes * DEFAULT_MEMORY_PER_PROCESS).replace(" ", "")
-        return cores, processes, self.memory or cfg.get("memory") or default
-
-    def summary(self) -> str:
-        """One line: jobs, worker processes, resources per job."""
-        _, s = self.resolved
-        lo, hi = self.jobs_range
-        jobs = f"{lo} to {hi} jobs (adaptive)" if self.adapt else f"{lo} job{'s' * (lo > 1)}"
-        threads = s["cores"] // s["processes"]
-        walltime = s["walltime"] or "the queue's default"
-        cores = f"{s['cores']} core{'s' * (s['cores'] > 1)}"
-        return (
-            f"{self.name}: {jobs}, each {cores}, {gib(s['memory'])} GiB,"
-            f" walltime {walltime}, running {s['processes']} worker"
-            f" process{'es' * (s['processes'] > 1)} of {threads} thread{'s' * (threads > 1)}"
-        )
-
-    def planned_workers(self) -> int:
-        """Worker threads of the cluster at full size."""
-        _, s = self.resolved
-        return self.jobs_range[1] * s["processes"] * (s["cores"] // s["processes"])
-
-    def memory_per_worker(self) -> int:
-        """Memory limit of each worker process, bytes (the job's memory shared by them)."""
-        _, s = self.resolved
-        return int(s["memory"] // s["processes"])
 
     def security(self):
         """Return the run's TLS settings: every role reads the key from the credentials folder."""
@@ -428,11 +381,6 @@ class BatchOptions:
             if log_directory is not None:
                 script = script.replace(stand_in, str(log_directory))
         return script
-
-
-def gib(n: float) -> str:
-    """Bytes as GiB, without trailing zeros: 1, 1.5, 10000."""
-    return f"{n / 2**30:.2f}".rstrip("0").rstrip(".")
 
 
 def private_folder(path: Path) -> Path:
@@ -490,11 +438,23 @@ class BatchCluster:
 
     def planned_workers(self) -> int:
         """Worker threads of the cluster at full size."""
-        return self.options.planned_workers()
+        _, s = self.options.resolved
+        return self.options.jobs_range[1] * s["processes"] * (s["cores"] // s["processes"])
 
     def describe(self) -> str:
-        """One line for ``--dry-run``; nothing is submitted."""
-        return self.options.summary()
+        """One line for ``--dry-run``, nothing submitted: jobs, worker processes, resources."""
+        options, (_, s) = self.options, self.options.resolved
+        lo, hi = options.jobs_range
+        jobs = f"{lo} to {hi} jobs (adaptive)" if options.adapt else f"{lo} job{'s' * (lo > 1)}"
+        threads = s["cores"] // s["processes"]
+        walltime = s["walltime"] or "the queue's default"
+        cores = f"{s['cores']} core{'s' * (s['cores'] > 1)}"
+        gib = f"{s['memory'] / 2**30:.2f}".rstrip("0").rstrip(".")  # 1, 1.5, 10000
+        return (
+            f"{options.name}: {jobs}, each {cores}, {gib} GiB,"
+            f" walltime {walltime}, running {s['processes']} worker"
+            f" process{'es' * (s['processes'] > 1)} of {threads} thread{'s' * (threads > 1)}"
+        )
 
     def script(self) -> str:
         """Return the job script (placeholders for the scheduler address and worker name)."""
@@ -502,8 +462,9 @@ class BatchCluster:
 
     def memory_problems(self, params: NoiseSource) -> list[str]:
         """One sentence if a volume does not fit in a worker process of a job."""
+        _, s = self.options.resolved
         return memory_problems(
-            params, self.options.memory_per_worker(), memory_fraction(),
+            params, int(s["memory"] // s["processes"]), memory_fraction(),
             hint="give the jobs more --memory (or fewer processes) or use a smaller CUBESIZE",
         )  # fmt: skip
 
@@ -537,7 +498,7 @@ class BatchCluster:
         import dask.config
         from distributed import Client
 
-        options, say, warn = self.options, say or _silent, warn or _silent
+        options, say, warn = self.options, say or silent, warn or silent
         say(f"Cluster: {self.describe()}")
         with contextlib.ExitStack() as stack:
             stack.enter_context(open_files_raised(warn))  # the scheduler runs here

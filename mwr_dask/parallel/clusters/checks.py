@@ -50,6 +50,10 @@ DASK_SETTINGS = {
 MEMORY_THRESHOLDS = ("pause", "terminate")
 
 
+def silent(line: str) -> None:
+    """Drop ``line``: the :data:`Say` of a caller who gives none."""
+
+
 class UsageError(ValueError):
     """Options that cannot work; the message is one sentence (the CLI exits with status 2)."""
 
@@ -100,17 +104,9 @@ def memory_problems(
 ) -> list[str]:
     """One sentence if a volume of ``params`` does not fit in a worker of ``limit`` bytes.
 
-    Parameters
-    ----------
-    params : NoiseSource
-        Mode, cube size and tilts.
-    limit : int
-        Memory limit of the smallest worker, bytes (0: no limit, nothing to check).
-    fraction : tuple of (float, str), optional
-        The share of ``limit`` usable and the Dask threshold behind it (default:
-        :func:`memory_fraction` of this process's configuration).
-    hint : str
-        What to do, appended to the sentence (e.g. "use fewer workers (--ncpus)").
+    ``limit`` 0 means no limit. ``fraction``: the share of ``limit`` usable and the Dask
+    threshold behind it (default: :func:`memory_fraction` of this process's configuration);
+    ``hint``: what to do, appended to the sentence (e.g. "use fewer workers (--ncpus)").
     """
     if not limit:
         return []
@@ -173,10 +169,7 @@ def check_workers(
 ) -> None:  # fmt: skip
     """Refuse workers with other package versions, too little memory, or no view of the folder.
 
-    Raises
-    ------
-    ClusterError
-        The first kind of problem found, in one sentence naming the workers.
+    :class:`ClusterError`: the first kind of problem found, in one sentence naming the workers.
     """
     from mwr_dask.files.mrc import probe_temporaries
 

@@ -47,14 +47,9 @@ def tunnel_hint(link: str, *, served_here: bool = False) -> str | None:
     login node), a dashboard on this host's loopback gets a tunnel to this host.
     """
     url = urlparse(link)
-    host, port = url.hostname, url.port or 8787
+    host, port, login = url.hostname, url.port or 8787, "<login-node>"
     if host in (None, "localhost", "127.0.0.1", "::1"):
         if not served_here:
             return None
-        return (
-            f"ssh -N -L {port}:localhost:{port} {socket.gethostname()},"
-            f" then open http://localhost:{port}{url.path}"
-        )
-    return (
-        f"ssh -N -L {port}:{host}:{port} <login-node>, then open http://localhost:{port}{url.path}"
-    )
+        host, login = "localhost", socket.gethostname()
+    return f"ssh -N -L {port}:{host}:{port} {login}, then open http://localhost:{port}{url.path}"

@@ -19,7 +19,6 @@ import signal
 import sys
 import threading
 from types import ModuleType
-from typing import Any
 
 
 def import_dask_jobqueue() -> ModuleType:
@@ -31,7 +30,7 @@ def import_dask_jobqueue() -> ModuleType:
     main_thread = threading.current_thread() is threading.main_thread()
     sigint = signal.getsignal(signal.SIGINT) if main_thread else None
     ensure_file = dask.config.ensure_file
-    dask.config.ensure_file = _no_file
+    dask.config.ensure_file = lambda *args, **kwargs: None  # writes nothing
     try:
         import dask_jobqueue
     finally:
@@ -39,7 +38,3 @@ def import_dask_jobqueue() -> ModuleType:
         if main_thread and sigint is not None:
             signal.signal(signal.SIGINT, sigint)
     return dask_jobqueue
-
-
-def _no_file(*args: Any, **kwargs: Any) -> None:
-    """Stand-in for ``dask.config.ensure_file`` that writes nothing."""

@@ -55,16 +55,8 @@ def submit_error(err: BaseException) -> str:
 class JobTracker:
     """Every job a run submits, the submissions that failed, and the jobs' states.
 
-    Attributes
-    ----------
-    system : str
-        One of :data:`~mwr_dask.parallel.clusters.systems.SYSTEMS`.
-    cancel_command : str
-        Command that cancels jobs given their ids (``scancel``, ``qdel``, ...).
-    submitted : list of str
-        Job ids in the batch system's order (of submission); jobs are never removed from it.
-    errors : list of str
-        What the batch system said when a submission failed.
+    ``submitted``: job ids in submission order, never removed; ``errors``: what the batch
+    system said of each failed submission; ``cancel_command``: ``scancel``, ``qdel``, ...
     """
 
     def __init__(self, system: str, cancel_command: str) -> None:
@@ -157,11 +149,8 @@ def wait_for_first_worker(
 ) -> None:
     """Wait until a worker has joined, reporting jobs that sit in the queue.
 
-    Raises
-    ------
-    ClusterError
-        A submission failed, every job ended without a worker, or no worker joined within
-        ``timeout`` seconds (the message lists the jobs and their states).
+    :class:`ClusterError` if a submission failed, every job ended without a worker, or no
+    worker joined within ``timeout`` seconds (the message lists the jobs and their states).
     """
     see = f"; see their output in {logs}" if logs else ""
     t0 = time.monotonic()

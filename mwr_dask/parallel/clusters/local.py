@@ -99,12 +99,8 @@ def private_scratch() -> Iterator[str]:
     name nobody else can take, mode 0700) in dask's ``temporary-directory`` or the system's
     temporary folder, which must be the user's or root's and not writable by others (unless
     sticky, as ``/tmp``). Dask's ``temporary-directory`` points to it inside the block, so
-    that every process the block starts uses it.
-
-    Raises
-    ------
-    ClusterError
-        The temporary folder is not safe, or the folder cannot be made.
+    that every process the block starts uses it. :class:`ClusterError` if the temporary folder
+    is not safe or the scratch folder cannot be made.
     """
     import dask.config
 
@@ -186,19 +182,11 @@ def children_stderr_silenced() -> Iterator[None]:
 class LocalCluster:
     """Worker processes on this machine, one thread each, TLS with keys made for the run.
 
-    Attributes
-    ----------
-    ncpus : int or None
-        Worker processes (default: the cores this process may use).
-    dashboard_address : str or None
-        ``host:port`` of the dashboard (127.0.0.1 unless a host is given); None: none.
-    tls : bool
-        Encrypt and authenticate every connection with per-run keys (default).
-    start_method : str or None
-        How the worker processes start (``distributed.worker.multiprocessing-method``):
-        ``fork`` on Linux by default, so that they have this process's imports already (a
-        spawned worker imports distributed, numpy, scipy and mrcfile again: seconds of a short
-        run, docs/benchmarks.md); None keeps the dask configuration's (``spawn``).
+    ``ncpus`` defaults to the cores this process may use; ``dashboard_address`` stays on
+    127.0.0.1 unless a host is given (None: no dashboard). ``start_method``
+    (``distributed.worker.multiprocessing-method``) is ``fork`` on Linux, so that the workers
+    have this process's imports already (a spawned worker imports distributed, numpy, scipy and
+    mrcfile again: seconds of a short run, docs/benchmarks.md); None keeps dask's (``spawn``).
     """
 
     ncpus: int | None = None
@@ -210,18 +198,13 @@ class LocalCluster:
     remote = False
     sibling = False
 
-    @property
-    def workers(self) -> int:
-        """Worker processes."""
-        return self.ncpus or usable_cores()
-
     def planned_workers(self) -> int:
-        """Worker threads to plan the work for."""
-        return self.workers
+        """Worker processes (of one thread each) to plan the work for."""
+        return self.ncpus or usable_cores()
 
     def describe(self) -> str:
         """One line for ``--dry-run``; nothing is started."""
-        n = self.workers
+        n = self.planned_workers()
         return f"local, {n} worker process{'es' * (n != 1)} of 1 thread"
 
     def script(self) -> str | None:
@@ -231,7 +214,7 @@ class LocalCluster:
     def memory_problems(self, params: NoiseSource) -> list[str]:
         """One sentence if a volume does not fit in a worker, before anything starts."""
         return memory_problems(
-            params, worker_memory(self.workers), hint="use fewer workers (--ncpus) or a"
+            params, worker_memory(self.planned_workers()), hint="use fewer workers (--ncpus) or a"
             " smaller CUBESIZE"
         )  # fmt: skip
 
@@ -242,6 +225,8 @@ class LocalCluster:
         This process and the workers it starts may open as many files as the hard limit allows.
         """
         import dask
+        from distributed import Client
+        from distributed import LocalCluster as DaskLocalCluster
 
         address = dashboard_address(self.dashboard_address)
         security = tls_security(*run_keys()) if self.tls else None
@@ -249,49 +234,34 @@ class LocalCluster:
             **dask.config.get("distributed.nanny.pre-spawn-environ", {}),
             **SINGLE_THREAD_ENV,
         }
+        config = {"distributed.nanny.pre-spawn-environ": environ, **DASK_SETTINGS}
+        if self.start_method:
+            config["distributed.worker.multiprocessing-method"] = self.start_method
         with (
             open_files_raised(warn),
             private_scratch() as scratch,
             frozen_heap(self.start_method == "fork"),
-            self._started(address, security, environ, scratch) as c,
         ):
-            yield c
-
-    @contextlib.contextmanager
-    def _started(self, address, security, environ: dict, scratch: str) -> Iterator[Client]:
-        """Start the Dask cluster with its scratch in ``scratch``; yield a client; close both."""
-        import dask
-        from distributed import Client
-        from distributed import LocalCluster as DaskLocalCluster
-
-        config = {"distributed.nanny.pre-spawn-environ": environ, **DASK_SETTINGS}
-        if self.start_method:
-            config["distributed.worker.multiprocessing-method"] = self.start_method
-        with dask.config.set(config), warnings.catch_warnings(), children_stderr_silenced():
-            warnings.filterwarnings("ignore", message="Port .* is already in use")
-            cluster = DaskLocalCluster(
-                n_workers=self.workers,
-                threads_per_worker=1,
-                processes=True,
-                host=LOOPBACK,
-                protocol="tls://" if security else None,
-                security=security,
-                # without a dashboard the scheduler still serves HTTP (health, metrics):
-                # keep it on a free loopback port rather than taking 8787
-                dashboard_address=address or f"{LOOPBACK}:0",
-                scheduler_kwargs={"dashboard": False} if address is None else None,
-                silence_logs=logging.CRITICAL,
-                local_directory=scratch,
-            )
-        try:
-            client = Client(cluster, security=security)
-            with quiet_logs():
-                try:
+            with dask.config.set(config), warnings.catch_warnings(), children_stderr_silenced():
+                warnings.filterwarnings("ignore", message="Port .* is already in use")
+                cluster = DaskLocalCluster(
+                    n_workers=self.planned_workers(),
+                    threads_per_worker=1,
+                    processes=True,
+                    host=LOOPBACK,
+                    protocol="tls://" if security else None,
+                    security=security,
+                    # without a dashboard the scheduler still serves HTTP (health, metrics):
+                    # keep it on a free loopback port rather than taking 8787
+                    dashboard_address=address or f"{LOOPBACK}:0",
+                    scheduler_kwargs={"dashboard": False} if address is None else None,
+                    silence_logs=logging.CRITICAL,
+                    local_directory=scratch,
+                )
+            with contextlib.closing(cluster):
+                client = Client(cluster, security=security)
+                with quiet_logs(), contextlib.closing(client):
                     yield client
-                finally:
-                    client.close()
-        finally:
-            cluster.close()
 
     def check(
         self, client: Client, params: NoiseSource | None = None, folder: Path | None = None,

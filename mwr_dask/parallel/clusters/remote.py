@@ -209,14 +209,8 @@ def probe_scheduler(address: str, timeout: float) -> None:
 class RemoteCluster:
     """A running Dask cluster: by address, by scheduler file, or from dask's configuration.
 
-    Attributes
-    ----------
-    address : str or None
-        ``tcp://host:port`` or ``tls://host:port``.
-    scheduler_file : pathlib.Path or None
-        JSON file written by ``dask scheduler --scheduler-file``; waited for.
-    connect_timeout : float
-        Seconds to wait for the scheduler (or its scheduler file).
+    ``scheduler_file`` (written by ``dask scheduler --scheduler-file``) is waited for, as the
+    scheduler is, ``connect_timeout`` seconds.
     """
 
     address: str | None = None

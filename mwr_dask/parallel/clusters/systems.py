@@ -68,15 +68,9 @@ def table_query(argv: Callable[[list[str]], list[str]], col: int, ended: set[str
     return query
 
 
-HTCONDOR_STATES = {
-    "1": "Idle",
-    "2": "Running",
-    "3": "Removed",
-    "4": "Completed",
-    "5": "Held",
-    "6": "Transferring",
-    "7": "Suspended",
-}
+#: HTCondor's ``JobStatus`` codes.
+HTCONDOR_STATES = {"1": "Idle", "2": "Running", "3": "Removed", "4": "Completed", "5": "Held",
+                   "6": "Transferring", "7": "Suspended"}  # fmt: skip
 
 
 def htcondor_states(ids: list[str]) -> dict[str, str] | None:
@@ -113,20 +107,10 @@ def oar_states(ids: list[str]) -> dict[str, str] | None:
 class System:
     """One batch system.
 
-    Attributes
-    ----------
-    key : str
-        Its ``--cluster`` name and its section in dask-jobqueue's config (``jobqueue.<key>``).
-    class_name : str
-        dask-jobqueue's cluster class.
-    display : str
-        Its name in messages.
-    directive : str
-        Prefix of a job directive in a job script (what ``--job-extra`` leaves out).
-    states : callable
-        Job ids -> {id: state} of those still queued or running; None if it cannot tell.
-    cancel : str or None
-        Command that cancels jobs by id; None: dask-jobqueue's own for the class.
+    ``key``: its ``--cluster`` name and its section in dask-jobqueue's config
+    (``jobqueue.<key>``); ``class_name``: dask-jobqueue's cluster class; ``display``: its name
+    in messages; ``directive``: the prefix of a job directive (what ``--job-extra`` leaves out);
+    ``states``: a :data:`StatusQuery`; ``cancel``: the command that cancels jobs by id.
     """
 
     key: str
@@ -134,7 +118,7 @@ class System:
     display: str
     directive: str
     states: StatusQuery
-    cancel: str | None = None
+    cancel: str
 
 
 SYSTEMS: dict[str, System] = {
