@@ -332,18 +332,13 @@ def labels(f: Facts) -> Found:
             " check the estimated tilt range against your tomograms."
         )
         return found
-    if f.mixture and len(counts) > 1:
+    if f.mixed:
         mixture_labels(f, found)
     else:  # the same rules as appending with generate-noise (mode 2: the step does not matter)
         for other, c in counts.most_common()[1:]:
             differences = conflicts(expected, other)
             if differences:
-                found.problems.append(
-                    plural(c, "volume records")
-                    + f" other parameters than the other {counts[expected]}: "
-                    + "; ".join(differences).replace("(folder has", "(the others have")
-                    + "."
-                )
+                found.problems.append(_conflict(c, f"the other {counts[expected]}", differences))
     unlabelled = [r.name for r, p in zip(f.records, f.recorded, strict=True) if p is None]
     if unlabelled:
         these = plural(len(unlabelled), "volume carries", "volumes carry")
@@ -361,12 +356,7 @@ def mixture_labels(f: Facts, found: Found) -> None:
             replace(other, **same_tilts, anglestep=expected.anglestep, doses=expected.doses),
         )
         if differences:
-            found.problems.append(
-                plural(c, "volume records")
-                + " other parameters than the rest of the mixture: "
-                + "; ".join(differences).replace("(folder has", "(the others have")
-                + "."
-            )
+            found.problems.append(_conflict(c, "the rest of the mixture", differences))
     groups = sorted(counts.items(), key=lambda item: (item[0].minangle, item[0].maxangle))
     found.summary["labels_agreeing"] = sum(counts.values())
     found.summary["tilt_schemes"] = {
@@ -381,6 +371,11 @@ def mixture_labels(f: Facts, found: Found) -> None:
         " spectrum mixes them, so the tilt range of each scheme's own averaged spectrum is"
         " compared with that scheme's labels instead."
     )
+
+
+def _conflict(count: int, others: str, differences: list[str]) -> str:
+    text = "; ".join(differences).replace("(folder has", "(the others have")
+    return f"{plural(count, 'volume records')} other parameters than {others}: {text}."
 
 
 def shapes(f: Facts) -> Found:
@@ -436,9 +431,7 @@ def exact_duplicates(f: Facts) -> Found:
     found = Found(
         summary={
             "duplicates": groups,
-            "duplicate_pairs": [
-                [g[a], g[b]] for g in groups for a in range(len(g)) for b in range(a + 1, len(g))
-            ],
+            "duplicate_pairs": [list(p) for g in groups for p in itertools.combinations(g, 2)],
         }
     )
     for g in groups:
@@ -494,15 +487,13 @@ def spectrum(f: Facts) -> Found:
     # a tilt-file mixture averages spectra of several ranges (its wedge is partly filled, so
     # mode 2 looks like neither mode): each scheme's own averaged spectrum is compared with its
     # range and mode instead
-    entries, groups = [], Found()
+    found = spectrum_findings(sp, expected, info, compare_tilts=False, check_mode=False)
+    entries = []
     for key, params, labelled in f.scheme_groups:
         entry, group = scheme_spectrum(f, key, params, labelled)
         entries.append(entry)
-        groups.problems.extend(group.problems)
-        groups.warnings.extend(group.warnings)
-    found = spectrum_findings(sp, expected, info, compare_tilts=False, check_mode=False)
-    found.problems.extend(groups.problems)
-    found.warnings.extend(groups.warnings)
+        found.problems.extend(group.problems)
+        found.warnings.extend(group.warnings)
     found.summary = {"spectrum": info, "scheme_spectra": entries}
     return found
 
