@@ -30,23 +30,7 @@ BLOCK_HEIGHT = 32
 
 @dataclass
 class TomogramSpectrum:
-    """The spectral analysis of one tomogram.
-
-    Attributes
-    ----------
-    path : str
-        The MRC file.
-    shape : tuple of int
-        Its (z, y, x) shape.
-    side : int
-        Side n of the (kz, kx) grid.
-    blocks : int
-        Blocks averaged.
-    analysis : SpectrumAnalysis
-        Tilt range (``analysis.tilt_range``), its resolution, the wedge ratio, ...
-    left_out : str or None
-        The blocks left out and why (NaN or infinite values, one value only), or None.
-    """
+    """One tomogram's spectrum: ``side`` of the (kz, kx) grid, blocks averaged and left out."""
 
     path: str
     shape: tuple[int, int, int]
@@ -64,21 +48,10 @@ def block_origins(size: int, side: int) -> list[int]:
 
 
 def tomogram_spectrum(path: Path | str, max_blocks: int = 256) -> TomogramSpectrum:
-    """Estimate the tilt range of the tomogram in ``path`` from its averaged spectrum.
+    """Estimate the tilt range of the tomogram in ``path`` from at most ``max_blocks`` blocks.
 
-    Parameters
-    ----------
-    path : path-like
-        MRC file of a tomogram (read as numpy (z, y, x), memory-mapped; see
-        :func:`~mwr_dask.noise.measured.open_volume`).
-    max_blocks : int
-        Most blocks averaged (spread evenly over the volume).
-
-    Raises
-    ------
-    MeasureError
-        The file is not a readable 3-D MRC volume, or is thinner than 8 voxels along z or x
-        (one sentence, ``it is ...``: the caller names the file).
+    Raises :class:`MeasureError` (``it is ...``: the caller names the file) for a file that is
+    not a readable 3-D MRC volume or is thinner than 8 voxels along z or x.
     """
     data, _, _ = open_volume(Path(path), "")
     nz, ny, nx = (int(s) for s in data.shape)
