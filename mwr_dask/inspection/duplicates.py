@@ -103,10 +103,7 @@ def shared_value_pairs(
 
 
 def _shared_hashes(records: list[FileRecord]) -> Counter:
-    """How many sketch hashes each pair (i, j), i < j, of ``records`` shares.
-
-    Hashes held by more than 64 volumes (constant runs, say) are left out.
-    """
+    """How many sketch hashes each pair (i, j), i < j, shares (not those of over 64 volumes)."""
     holders = defaultdict(list)
     for i, r in enumerate(records):
         for h in [] if r.sketch is None else r.sketch.tolist():

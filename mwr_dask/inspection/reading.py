@@ -89,12 +89,7 @@ def read_limit(memory: int | None = None) -> int:
 
 
 def _size_problem(shape: tuple[int, ...], mode: int, nsymbt: int, size: int, limit: int):
-    """Why the data block of this header should not be read (None: read it).
-
-    A data block longer than the file (a truncated file, or a header claiming a huge volume
-    or extended header) is reported without allocating it, and so is one larger than
-    ``limit`` bytes.
-    """
+    """Why the data block should not be read (None: read it): beyond the file or ``limit``."""
     try:
         extent = mrc_extent(shape, mode, nsymbt)
     except ValueError as err:

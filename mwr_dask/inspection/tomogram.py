@@ -72,15 +72,16 @@ def tomogram_spectrum(path: Path | str, max_blocks: int = 256) -> TomogramSpectr
     if len(starts) > max_blocks:
         pick = np.linspace(0, len(starts) - 1, max_blocks).round().astype(int)
         starts = [starts[i] for i in sorted(set(pick.tolist()))]
-    total, used, skipped = np.zeros((side, side // 2 + 1)), 0, {"nonfinite": 0, "constant": 0}
+    total, used = np.zeros((side, side // 2 + 1)), 0
+    skipped = {"NaN or infinite values": 0, "one value only": 0}  # blocks left out, by why
     for z, y, x in starts:
         block = np.asarray(data[z : z + side, y : y + BLOCK_HEIGHT, x : x + side], np.float32)
         with np.errstate(invalid="ignore", over="ignore"):
             block = block - np.float32(block.mean(dtype=np.float64))
         if not np.isfinite(block).all():
-            skipped["nonfinite"] += 1
+            skipped["NaN or infinite values"] += 1
         elif not block.any():
-            skipped["constant"] += 1
+            skipped["one value only"] += 1
         else:
             total += slice_power(block * taper)
             used += 1
@@ -93,14 +94,7 @@ def tomogram_spectrum(path: Path | str, max_blocks: int = 256) -> TomogramSpectr
 
 def _left_out(skipped: dict[str, int], blocks: int) -> str | None:
     """``3 of 40 blocks left out: 3 hold NaN or infinite values`` (None when none was)."""
-    reasons = [
-        plural(count, "holds", "hold") + what
-        for count, what in (
-            (skipped["nonfinite"], " NaN or infinite values"),
-            (skipped["constant"], " one value only"),
-        )
-        if count
-    ]
+    reasons = [f"{plural(count, 'holds', 'hold')} {why}" for why, count in skipped.items() if count]
     if not reasons:
         return None
     return f"{sum(skipped.values())} of {blocks} blocks left out: {', '.join(reasons)}"
