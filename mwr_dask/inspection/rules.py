@@ -155,12 +155,8 @@ class Facts:
     @cached_property
     def broken(self) -> dict[str, str]:
         """{name: reasons} of the files unfit for training (see :func:`file_reasons`)."""
-        out = {}
-        for r, p in zip(self.records, self.recorded, strict=True):
-            reasons = file_reasons(r, p, self.cube)
-            if reasons:
-                out[r.name] = "; ".join(reasons)
-        return out
+        pairs = zip(self.records, self.recorded, strict=True)
+        return {r.name: "; ".join(w) for r, p in pairs if (w := file_reasons(r, p, self.cube))}
 
     @cached_property
     def good(self) -> list[FileRecord]:

@@ -115,27 +115,20 @@ def compare_with_scheme(analysis: SpectrumAnalysis, scheme) -> dict:
 
     Each matches when both estimated edges lie within their resolution + 1.5 degrees of
     where the scheme puts them (:func:`scheme_edges`, :func:`~.spectrum.edge_offsets`).
-
-    Returns
-    -------
-    dict
-        ``scheme`` and ``inverted``: the (min, max) of each, degrees; ``off`` and
-        ``off_inverted``: the summed distance of the estimated edges from them, degrees;
-        ``better``: ``"as read"`` or ``"inverted"`` (the closer one); ``matches``: ``"as
-        read"``, ``"inverted"`` (the first that matches) or None (neither does).
+    Returns the (min, max) of ``scheme`` and ``inverted``, degrees; ``off`` and
+    ``off_inverted``, the summed distances of the estimated edges from them; ``better``, the
+    closer one, and ``matches``, the first that matches (``"as read"``, ``"inverted"``, None).
     """
     (lo, hi), resolution = analysis.tilt_range, analysis.tilt_uncertainty
     angles = np.asarray(scheme.angles, dtype=np.float64)
-    found = {}
-    for name, a in (("as read", angles), ("inverted", -angles[::-1])):
-        agrees = edge_offsets((lo, hi), resolution, scheme_edges(a))[0]
-        off = round(abs(lo - a[0]) + abs(hi - a[-1]), 2)
-        found[name] = (agrees, off, [float(a[0]), float(a[-1])])
+    both = (angles, -angles[::-1])  # as read, inverted
+    off = [round(abs(lo - a[0]) + abs(hi - a[-1]), 2) for a in both]
+    agrees = [edge_offsets((lo, hi), resolution, scheme_edges(a))[0] for a in both]
     return {
-        "scheme": found["as read"][2],
-        "inverted": found["inverted"][2],
-        "off": found["as read"][1],
-        "off_inverted": found["inverted"][1],
-        "better": "as read" if found["as read"][1] <= found["inverted"][1] else "inverted",
-        "matches": next((name for name, (agrees, _, _) in found.items() if agrees), None),
+        "scheme": [float(angles[0]), float(angles[-1])],
+        "inverted": [float(both[1][0]), float(both[1][-1])],
+        "off": off[0],
+        "off_inverted": off[1],
+        "better": "as read" if off[0] <= off[1] else "inverted",
+        "matches": "as read" if agrees[0] else "inverted" if agrees[1] else None,
     }
