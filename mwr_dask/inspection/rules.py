@@ -17,10 +17,7 @@ from functools import cached_property
 from pathlib import Path
 
 from mwr_dask.files.folder import conflicts
-from mwr_dask.inspection.duplicates import (
-    identical_groups,
-    near_duplicates,
-)
+from mwr_dask.inspection.duplicates import identical_groups, near_duplicates
 from mwr_dask.inspection.reading import SAMPLE_VOXELS
 from mwr_dask.inspection.records import FileRecord, FolderReport, is_cube, scheme_key
 from mwr_dask.inspection.spectrum import (
