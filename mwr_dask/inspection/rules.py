@@ -680,9 +680,8 @@ def _wedge_findings(s: SpectrumAnalysis, width: float, found: Found) -> bool:
     return True
 
 
-def _compare_tilts(s: SpectrumAnalysis, expected: NoiseSource, out: dict, found: Found) -> None:
-    """Compare the estimated tilt range with the edges the labels imply."""
-    e = expected
+def _compare_tilts(s: SpectrumAnalysis, e: NoiseSource, out: dict, found: Found) -> None:
+    """Compare the estimated tilt range with the edges the labels ``e`` imply."""
     edges = expected_tilt_edges(e.mode, e.minangle, e.maxangle, e.anglestep)
     tilt_ok = edge_offsets(s.tilt_range, s.tilt_uncertainty, edges)[0]
     out["expected_tilt_edges"] = [list(edges[0]), list(edges[1])]
