@@ -18,11 +18,7 @@ Modules, in the order data flows through them:
 from mwr_dask.inspection.records import FileRecord, FolderReport
 from mwr_dask.inspection.render import render_json, render_text
 from mwr_dask.inspection.rules import RULES, Facts, Found, Rule, evaluate
-from mwr_dask.inspection.run import (
-    inspect_folder,
-    scan_folder,
-    workers_missing_folder,
-)
+from mwr_dask.inspection.run import inspect_folder, scan_folder, workers_missing_folder
 
 __all__ = [
     "RULES",

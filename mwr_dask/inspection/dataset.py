@@ -58,19 +58,14 @@ class DatasetReport:
             f" {self.folder}"
         ]
         for row, report, own in self.entries:
-            problems = own + (report.problems if report else [])
+            name, problems = row["mwrNoiseFolder"], own + (report.problems if report else [])
             count = report.summary["count"] if report else 0
             verdict = "OK" if not problems else f"FAILED ({len(problems)} problems)"
             lines.append(
-                f"  {row['mwrNoiseFolder']}: {count} volumes, tilts {row['mwrTilts']},"
-                f" {row['mwrLabel']}: {verdict}"
+                f"  {name}: {count} volumes, tilts {row['mwrTilts']}, {row['mwrLabel']}: {verdict}"
             )
-            lines += [f"problem: {row['mwrNoiseFolder']}: {p}" for p in problems]
-            lines += (
-                [f"warning: {row['mwrNoiseFolder']}: {w}" for w in report.warnings]
-                if (report)
-                else []
-            )
+            lines += [f"problem: {name}: {p}" for p in problems]
+            lines += [f"warning: {name}: {w}" for w in (report.warnings if report else [])]
         lines.append("OK: every folder agrees with its tomogram." if self.ok else "FAILED.")
         return "\n".join(lines)
 

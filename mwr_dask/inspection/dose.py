@@ -83,17 +83,12 @@ def dose_check(
 ) -> tuple[list[str], list[str], dict]:
     """Compare the folder's attenuation per direction with the labels' dose weighting.
 
+    Returns problems, warnings and ``{"dose_weighting": {...}}`` for the JSON report.
     In the radii :data:`CHECK_BAND` and the directions of the labels' tilts (away from the
     edges), the measured power and :func:`attenuation` are each divided by their mean over
     every shell; the slope of the first's logarithm on the second's is 1 for volumes weighted
     as labelled and 0 for unweighted ones (the unweighted power of a shell does not depend on
     the direction, up to the filters' per-view factors, which are divided out).
-
-    Returns
-    -------
-    problems, warnings : list of str
-    summary : dict
-        ``{"dose_weighting": {...}}`` for the JSON report.
     """
     from mwr_dask.inspection.filtered import direction_power
     from mwr_dask.noise.geometry import fold_direction
@@ -120,15 +115,12 @@ def dose_check(
     spread = float(x[use].std()) if use.any() else 0.0
     info["log_spread"] = round(spread, 4)
     if spread < MIN_SPREAD:
-        return (
-            [],
-            [
-                f"the labels' dose weighting changes the power by less than {MIN_SPREAD:.0%} from"
-                f" one direction to another at radii {CHECK_BAND[0]}..{CHECK_BAND[1]} of {n}^3"
-                " (low doses or large voxels): the attenuation per view is not checked."
-            ],
-            {"dose_weighting": info},
+        warning = (
+            f"the labels' dose weighting changes the power by less than {MIN_SPREAD:.0%} from"
+            f" one direction to another at radii {CHECK_BAND[0]}..{CHECK_BAND[1]} of {n}^3"
+            " (low doses or large voxels): the attenuation per view is not checked."
         )
+        return [], [warning], {"dose_weighting": info}
     slope = float(np.polyfit(x[use], y[use], 1)[0])
     info["slope"] = round(slope, 3)
     info["agrees"] = bool(SLOPE_RANGE[0] <= slope <= SLOPE_RANGE[1])

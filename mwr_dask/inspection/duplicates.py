@@ -48,14 +48,8 @@ def correlated_pairs(
 
     Every pair of up to ``max_volumes`` volumes is compared (a fixed random choice of that
     many when there are more); an estimate from n sampled voxels has a standard error of
-    about 1 / sqrt(n) for independent volumes.
-
-    Returns
-    -------
-    pairs : list of tuple
-        ``(i, j, r)`` with ``i < j`` indices into ``records``.
-    compared : int
-        Volumes compared.
+    about 1 / sqrt(n) for independent volumes. Returns the pairs (``i < j``) and the number
+    of volumes compared.
     """
     rows = [i for i, r in enumerate(records) if r.sample is not None and r.sample.size > 2]
     if len(rows) > max_volumes:
@@ -109,10 +103,7 @@ def shared_value_pairs(
 
 
 def _shared_hashes(records: list[FileRecord]) -> Counter:
-    """How many sketch hashes each pair (i, j), i < j, of ``records`` shares.
-
-    Hashes held by more than 64 volumes (constant runs, say) are left out.
-    """
+    """How many sketch hashes each pair (i, j), i < j, shares (not those of over 64 volumes)."""
     holders = defaultdict(list)
     for i, r in enumerate(records):
         for h in [] if r.sketch is None else r.sketch.tolist():
@@ -131,23 +122,10 @@ def near_duplicates(
 ) -> tuple[list[dict], int]:
     """Near-duplicate pairs of different data, by sampled correlation or shared values.
 
-    Parameters
-    ----------
-    records : list of FileRecord
-        The volumes.
-    correlate : callable, optional
-        ``correlate(name_a, name_b)``: the correlation of the whole volumes (None if unknown);
-        called for the first ``confirm`` pairs.
-    confirm : int
-        Pairs whose whole-volume correlation is computed.
-
-    Returns
-    -------
-    pairs : list of dict
-        ``pair`` (two names), ``sample_correlation`` and/or ``shared_values``, and
-        ``correlation`` when computed.
-    compared : int
-        Volumes compared by correlation.
+    ``correlate(name_a, name_b)``: the correlation of the whole volumes (None if unknown),
+    called for the first ``confirm`` pairs. Returns dicts of ``pair`` (two names),
+    ``sample_correlation`` and/or ``shared_values`` and ``correlation`` when computed, and the
+    number of volumes compared by correlation.
     """
     same = {r.name: r.digest for r in records}
     near: dict[tuple[str, str], dict] = {}

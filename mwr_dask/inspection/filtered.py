@@ -24,12 +24,7 @@ def expected_power_ratio(spec: FilterSpec, k: np.ndarray, angles: np.ndarray) ->
 
 
 def unfiltered_profile(
-    profile: np.ndarray,
-    k: np.ndarray,
-    spec: FilterSpec,
-    angles: np.ndarray,
-    *,
-    floor: float = 0.1,
+    profile: np.ndarray, k: np.ndarray, spec: FilterSpec, angles: np.ndarray, *, floor: float = 0.1
 ) -> np.ndarray:
     """Divide the filter out of a measured radial profile (NaN where W is close to 0).
 

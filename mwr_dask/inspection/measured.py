@@ -13,9 +13,6 @@ import numpy as np
 
 from mwr_dask.inspection.spectrum import full_plane, polar, shell_index
 
-# ---------------------------------------------------------------------------------------------
-# a folder against its spectrum
-
 #: A folder's spectrum agrees with a file's when no bin is further than this many standard
 #: deviations (of the folder's average) plus ``COMPARE_SLACK`` from it.
 COMPARE_SIGMAS = 5.0
@@ -30,23 +27,12 @@ def compare_slice_spectra(total: np.ndarray, count: int, spectrum: np.ndarray) -
     mean power to the spectrum's, and its standard deviation if the folder's volumes are
     noise with that spectrum: each pixel of the average of ``count`` volumes sums n y-slices,
     so a bin of B pixels (B / 2 independent, Hermitian pairs) has a relative error of
-    ``1 / sqrt(count * n * B / 2)``.
+    ``1 / sqrt(count * n * B / 2)``. ``total``: sum of :func:`~.spectrum.slice_power` over
+    ``count`` volumes; ``spectrum``: (n, n, n) fftshifted.
 
-    Parameters
-    ----------
-    total : numpy.ndarray
-        Sum of :func:`~.spectrum.slice_power` over ``count`` volumes, (n, n // 2 + 1).
-    count : int
-        Volumes summed.
-    spectrum : numpy.ndarray
-        The measured spectrum, (n, n, n) fftshifted.
-
-    Returns
-    -------
-    dict
-        ``agrees`` (bool), ``worst_sigmas`` (largest |ratio - 1| over its standard deviation),
-        ``worst_bin`` ([radius, direction degrees, ratio]), ``log_rms`` (root mean square of
-        the natural log of the ratios), ``bins`` (number compared).
+    Returns ``agrees``, ``worst_sigmas`` (largest |ratio - 1| over its standard deviation),
+    ``worst_bin`` ([radius, direction degrees, ratio]), ``log_rms`` (of the natural log of the
+    ratios) and ``bins`` (number compared).
     """
     n = spectrum.shape[0]
     got = full_plane(np.asarray(total, dtype=np.float64) / max(count, 1), n)
@@ -78,10 +64,6 @@ def compare_slice_spectra(total: np.ndarray, count: int, spectrum: np.ndarray) -
         "log_rms": float(np.sqrt(np.mean(np.square(logs)))) if bins.size else None,
         "bins": int(bins.size),
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# views
 
 
 def axis_profiles(spectrum: np.ndarray, cone_deg: float = 20.0) -> dict[str, np.ndarray]:

@@ -35,15 +35,7 @@ class PlotUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class Expected:
-    """The tilt range a spectrum is compared with, as drawn.
-
-    Attributes
-    ----------
-    text : str
-        Legend, e.g. ``labels -60..60``.
-    edges : tuple
-        ``((lowest, highest), (lowest, highest))``: where each edge may lie, tilt degrees.
-    """
+    """A tilt range as drawn: legend, and ((lowest, highest), (lowest, highest)) of each edge."""
 
     text: str
     edges: tuple[tuple[float, float], tuple[float, float]]
@@ -97,33 +89,27 @@ def plot_report(report: FolderReport, path: Path) -> None:
 def plot_analysis(
     sp: SpectrumAnalysis, path: Path, title: str, expected: Expected | None = None
 ) -> None:
-    """Write the picture of an analysed spectrum as a PNG of ``FIGSIZE`` x ``DPI`` pixels.
-
-    Parameters
-    ----------
-    sp : SpectrumAnalysis
-        An analysed spectrum (``sp.limit`` None).
-    path : pathlib.Path
-        Where to write the PNG.
-    title : str
-        The figure's title.
-    expected : Expected, optional
-        The tilt range to draw with the estimate.
-    """
+    """Write the picture of an analysed spectrum (``sp.limit`` None) as a PNG."""
     require_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     if sp.limit is not None:
         raise ValueError("the spectrum was not analysed: nothing to plot")
-    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax_img, ax_ang, ax_rad = fig.subplots(1, 3, width_ratios=[1.0, 1.35, 1.1])
-    fig.suptitle(title, fontsize=11)
+    fig, (ax_img, ax_ang, ax_rad) = _figure(title, [1.0, 1.35, 1.1])
     _section(fig, ax_img, sp, expected)
     _angular(ax_ang, sp, expected)
     _radial(ax_rad, sp)
     fig.savefig(path, dpi=DPI, format="png")
+
+
+def _figure(title: str, width_ratios: list[float]):
+    """Return a figure of ``FIGSIZE`` x ``DPI`` pixels and its three panels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3, width_ratios=width_ratios)
+    fig.suptitle(title, fontsize=11)
+    return fig, axes
 
 
 def _direction(theta_deg: float, radius: float) -> tuple[list[float], list[float]]:
@@ -231,16 +217,10 @@ def plot_spectrum(spectrum: np.ndarray, path: Path, title: str) -> None:
     (:func:`~.measured.axis_profiles`).
     """
     require_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     from mwr_dask.inspection.measured import axis_profiles
 
     n = spectrum.shape[0]
-    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax_xz, ax_xy, ax_rad = fig.subplots(1, 3, width_ratios=[1.0, 1.0, 1.2])
-    fig.suptitle(title, fontsize=11)
+    fig, (ax_xz, ax_xy, ax_rad) = _figure(title, [1.0, 1.0, 1.2])
     _log_power(fig, ax_xz, spectrum.mean(axis=1), "log10 power, kx-kz (mean over ky)", "kz")
     _log_power(fig, ax_xy, spectrum.mean(axis=0), "log10 power, kx-ky (mean over kz)", "ky")
     profiles = axis_profiles(spectrum)

@@ -89,12 +89,7 @@ def read_limit(memory: int | None = None) -> int:
 
 
 def _size_problem(shape: tuple[int, ...], mode: int, nsymbt: int, size: int, limit: int):
-    """Why the data block of this header should not be read (None: read it).
-
-    A data block longer than the file (a truncated file, or a header claiming a huge volume
-    or extended header) is reported without allocating it, and so is one larger than
-    ``limit`` bytes.
-    """
+    """Why the data block should not be read (None: read it): beyond the file or ``limit``."""
     try:
         extent = mrc_extent(shape, mode, nsymbt)
     except ValueError as err:
@@ -115,33 +110,19 @@ def _size_problem(shape: tuple[int, ...], mode: int, nsymbt: int, size: int, lim
 def _open(path: str, rec: FileRecord):
     """Open ``path`` for reading, or return None with ``rec.error`` saying why not."""
     try:
-        return os.fdopen(open_regular(Path(path)), "rb")
-    except ValueError:  # not a regular file (changed since the folder was listed)
         try:
+            return os.fdopen(open_regular(Path(path)), "rb")
+        except ValueError:  # not a regular file (changed since the folder was listed)
             rec.error = f"{file_kind(os.lstat(path).st_mode)}, not a regular file"
-        except OSError as err:
-            rec.error = f"unreadable: {err.strerror or err}"
     except OSError as err:
         rec.error = f"unreadable: {err.strerror or err}"
     return None
 
 
 def read_volume(path: str, limit: int | None = None) -> tuple[FileRecord, np.ndarray | None]:
-    """Open, validate and read one volume file, or say why not.
+    """Open, validate and read one volume file: its record, and its (z, y, x) data or None.
 
-    Parameters
-    ----------
-    path : str
-        Path of an ``n_*.mrc`` file.
-    limit : int, optional
-        Largest data block to read, bytes; default :func:`read_limit`.
-
-    Returns
-    -------
-    record : FileRecord
-        Everything but the data.
-    data : numpy.ndarray or None
-        The volume, (z, y, x), when it could be read; None otherwise.
+    ``limit``: largest data block to read, bytes; default :func:`read_limit`.
     """
     name = os.path.basename(path)
     match = NAME_PATTERN.match(name)
@@ -170,12 +151,8 @@ def _read(f, rec: FileRecord, limit: int) -> np.ndarray | None:
             return None
     if len(raw) == HEADER_BYTES:
         h = parse_header(raw, rec.size)
-        rec.shape, rec.mrc_mode, rec.labels, rec.voxel_size = (
-            h.shape,
-            h.mode,
-            h.labels,
-            h.voxel_size,
-        )
+        rec.shape, rec.mrc_mode, rec.voxel_size = h.shape, h.mode, h.voxel_size
+        rec.labels = h.labels
         rec.error = _size_problem(h.shape, h.mode, h.nsymbt, rec.size, limit)
         if rec.error is not None:
             return None
@@ -202,13 +179,8 @@ def _read(f, rec: FileRecord, limit: int) -> np.ndarray | None:
 def inspect_file(path: str, limit: int | None = None) -> tuple[FileRecord, np.ndarray | None]:
     """:func:`read_volume`, then the digest, moments, sample and sketch of the data."""
     rec, data = read_volume(path, limit)
-    if data is not None:
-        _measure(rec, data)
-    return rec, data
-
-
-def _measure(rec: FileRecord, data: np.ndarray) -> None:
-    """Digest, moments, sample and sketch of ``data`` into ``rec``."""
+    if data is None:
+        return rec, None
     rec.shape = tuple(int(s) for s in data.shape)
     rec.dtype = np.dtype(data.dtype).name
     digest = hashlib.sha256(f"{data.dtype.str}{data.shape}".encode())
@@ -228,25 +200,15 @@ def _measure(rec: FileRecord, data: np.ndarray) -> None:
     if rec.nonfinite == 0 and values.size:
         rec.sample = values[sample_positions(values.size)].astype(np.float32)
         rec.sketch = value_sketch(values)
+    return rec, data
 
 
 def inspect_partition(paths: list[str], memory: int | None = None) -> dict:
-    """Inspect files on a worker: their records and the sum of their spectra per cube side.
+    """Inspect files on a worker (``memory``: its limit, bytes, see :func:`read_limit`).
 
-    Parameters
-    ----------
-    paths : list of str
-        The files.
-    memory : int, optional
-        The worker's memory limit, bytes (see :func:`read_limit`).
-
-    Returns
-    -------
-    dict
-        ``records``: list of :class:`~.records.FileRecord`; ``spectra``: {side: [sum of
-        :func:`~mwr_dask.inspection.spectrum.slice_power`, count]} over the readable, finite
-        cubes; ``scheme_spectra``: the same per (side, :func:`~.records.scheme_key`) over those
-        of them that name their tilt scheme (empty for folders made without ``--tilt-file``).
+    Returns ``records`` (:class:`~.records.FileRecord`), ``spectra``: {side: [sum of
+    :func:`~.spectrum.slice_power`, count]} over the readable, finite cubes, and
+    ``scheme_spectra``: the same per (side, :func:`~.records.scheme_key`).
     """
     records, spectra, schemes = [], {}, {}
     limit = read_limit(memory)

@@ -23,21 +23,8 @@ def _edge_range(edges: tuple[float, float]) -> str:
     return f"{lo:g}" if lo == hi else f"[{lo:g}, {hi:g}]"
 
 
-def _of(part: int, whole: int, word: str) -> str:
-    """``3 of 5 volumes``, ``1 of 1 volume``."""
-    return f"{part} of {plural(whole, word)}"
-
-
 def render_text(report: FolderReport, timing: str | None = None) -> str:
-    """Write the report for people: the folder, the spectrum, problems, a verdict line.
-
-    Parameters
-    ----------
-    report : FolderReport
-        What :func:`~mwr_dask.inspection.run.inspect_folder` found.
-    timing : str, optional
-        A line on how long reading took, shown before the problems.
-    """
+    """Write the report for people: the folder, the spectrum, ``timing``, problems, a verdict."""
     s = report.summary
     lines = [f"Folder      {report.folder}"]
     if s["count"]:
@@ -71,7 +58,8 @@ def _folder_lines(report: FolderReport) -> list[str]:
     lines.append(f"Cube        {shapes}; {dtypes}; voxel size {voxels}")
     if report.expected is not None:
         agree = s.get("labels_agreeing", 0)
-        lines.append(f"Labels      {report.describe_labels()} ({_of(agree, s['count'], 'volume')})")
+        of = f"{agree} of {plural(s['count'], 'volume')}"
+        lines.append(f"Labels      {report.describe_labels()} ({of})")
     else:
         lines.append("Labels      none (not written by mwr-dask)")
     if s["good"]:
@@ -80,28 +68,18 @@ def _folder_lines(report: FolderReport) -> list[str]:
             f"Data        mean {s['mean']:.4f}, std {s['std']:.4f} over"
             f" {plural(s['good'], 'good volume')}; per-volume std {lo_s:.4f}..{hi_s:.4f}"
         )
-    broken = len(s["broken"])
-    lines.append(
-        "Files       "
-        + (
-            f"all {s['count']} readable, valid, {shape_text(tuple(s['cube']))} float32, finite"
-            if not broken
-            else f"{broken} of {s['count']} broken (below)"
-        )
-    )
-    dup = len(s["duplicates"])
-    near = len(s["near_duplicates"])
-    lines.append(
-        "Duplicates  "
-        + (f"{plural(dup, 'group')} of identical volumes" if dup else "no identical data")
-        + " (SHA-256); "
-        + (
-            f"{plural(near, 'near-duplicate pair')}"
-            if near
-            else f"no near-duplicates (|r| >= {NEAR_CORRELATION} on {SAMPLE_VOXELS} voxels"
-            f" or >= {NEAR_SHARED:.0%} of the voxels shared)"
-        )
-    )
+    if s["broken"]:
+        lines.append(f"Files       {len(s['broken'])} of {s['count']} broken (below)")
+    else:
+        cube = shape_text(tuple(s["cube"]))
+        lines.append(f"Files       all {s['count']} readable, valid, {cube} float32, finite")
+    dup, near = len(s["duplicates"]), len(s["near_duplicates"])
+    exact = f"{plural(dup, 'group')} of identical volumes" if dup else "no identical data"
+    close = plural(near, "near-duplicate pair")
+    if not near:
+        close = f"no near-duplicates (|r| >= {NEAR_CORRELATION} on {SAMPLE_VOXELS} voxels"
+        close += f" or >= {NEAR_SHARED:.0%} of the voxels shared)"
+    lines.append(f"Duplicates  {exact} (SHA-256); {close}")
     return lines
 
 
@@ -203,13 +181,8 @@ def json_ready(value):
 
 
 def render_json(report: FolderReport, **extra) -> str:
-    """Write the report as one strict JSON object (no NaN or Infinity: they become null).
+    """Write the report as one strict JSON object (NaN and Infinity become null).
 
-    Parameters
-    ----------
-    report : FolderReport
-        What :func:`~mwr_dask.inspection.run.inspect_folder` found.
-    **extra
-        Keys added after the report's own (``seconds``, ``worker_threads``, ``plot``).
+    ``extra``: keys added after the report's own (``seconds``, ``worker_threads``, ``plot``).
     """
     return json.dumps(json_ready({**report.to_dict(), **extra}), indent=2, allow_nan=False)

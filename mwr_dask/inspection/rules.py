@@ -17,10 +17,7 @@ from functools import cached_property
 from pathlib import Path
 
 from mwr_dask.files.folder import conflicts
-from mwr_dask.inspection.duplicates import (
-    identical_groups,
-    near_duplicates,
-)
+from mwr_dask.inspection.duplicates import identical_groups, near_duplicates
 from mwr_dask.inspection.reading import SAMPLE_VOXELS
 from mwr_dask.inspection.records import FileRecord, FolderReport, is_cube, scheme_key
 from mwr_dask.inspection.spectrum import (
@@ -155,12 +152,8 @@ class Facts:
     @cached_property
     def broken(self) -> dict[str, str]:
         """{name: reasons} of the files unfit for training (see :func:`file_reasons`)."""
-        out = {}
-        for r, p in zip(self.records, self.recorded, strict=True):
-            reasons = file_reasons(r, p, self.cube)
-            if reasons:
-                out[r.name] = "; ".join(reasons)
-        return out
+        pairs = zip(self.records, self.recorded, strict=True)
+        return {r.name: "; ".join(w) for r, p in pairs if (w := file_reasons(r, p, self.cube))}
 
     @cached_property
     def good(self) -> list[FileRecord]:
@@ -332,18 +325,13 @@ def labels(f: Facts) -> Found:
             " check the estimated tilt range against your tomograms."
         )
         return found
-    if f.mixture and len(counts) > 1:
+    if f.mixed:
         mixture_labels(f, found)
     else:  # the same rules as appending with generate-noise (mode 2: the step does not matter)
         for other, c in counts.most_common()[1:]:
             differences = conflicts(expected, other)
             if differences:
-                found.problems.append(
-                    plural(c, "volume records")
-                    + f" other parameters than the other {counts[expected]}: "
-                    + "; ".join(differences).replace("(folder has", "(the others have")
-                    + "."
-                )
+                found.problems.append(_conflict(c, f"the other {counts[expected]}", differences))
     unlabelled = [r.name for r, p in zip(f.records, f.recorded, strict=True) if p is None]
     if unlabelled:
         these = plural(len(unlabelled), "volume carries", "volumes carry")
@@ -361,12 +349,7 @@ def mixture_labels(f: Facts, found: Found) -> None:
             replace(other, **same_tilts, anglestep=expected.anglestep, doses=expected.doses),
         )
         if differences:
-            found.problems.append(
-                plural(c, "volume records")
-                + " other parameters than the rest of the mixture: "
-                + "; ".join(differences).replace("(folder has", "(the others have")
-                + "."
-            )
+            found.problems.append(_conflict(c, "the rest of the mixture", differences))
     groups = sorted(counts.items(), key=lambda item: (item[0].minangle, item[0].maxangle))
     found.summary["labels_agreeing"] = sum(counts.values())
     found.summary["tilt_schemes"] = {
@@ -381,6 +364,11 @@ def mixture_labels(f: Facts, found: Found) -> None:
         " spectrum mixes them, so the tilt range of each scheme's own averaged spectrum is"
         " compared with that scheme's labels instead."
     )
+
+
+def _conflict(count: int, others: str, differences: list[str]) -> str:
+    text = "; ".join(differences).replace("(folder has", "(the others have")
+    return f"{plural(count, 'volume records')} other parameters than {others}: {text}."
 
 
 def shapes(f: Facts) -> Found:
@@ -436,9 +424,7 @@ def exact_duplicates(f: Facts) -> Found:
     found = Found(
         summary={
             "duplicates": groups,
-            "duplicate_pairs": [
-                [g[a], g[b]] for g in groups for a in range(len(g)) for b in range(a + 1, len(g))
-            ],
+            "duplicate_pairs": [list(p) for g in groups for p in itertools.combinations(g, 2)],
         }
     )
     for g in groups:
@@ -494,15 +480,13 @@ def spectrum(f: Facts) -> Found:
     # a tilt-file mixture averages spectra of several ranges (its wedge is partly filled, so
     # mode 2 looks like neither mode): each scheme's own averaged spectrum is compared with its
     # range and mode instead
-    entries, groups = [], Found()
+    found = spectrum_findings(sp, expected, info, compare_tilts=False, check_mode=False)
+    entries = []
     for key, params, labelled in f.scheme_groups:
         entry, group = scheme_spectrum(f, key, params, labelled)
         entries.append(entry)
-        groups.problems.extend(group.problems)
-        groups.warnings.extend(group.warnings)
-    found = spectrum_findings(sp, expected, info, compare_tilts=False, check_mode=False)
-    found.problems.extend(groups.problems)
-    found.warnings.extend(groups.warnings)
+        found.problems.extend(group.problems)
+        found.warnings.extend(group.warnings)
     found.summary = {"spectrum": info, "scheme_spectra": entries}
     return found
 
@@ -696,9 +680,8 @@ def _wedge_findings(s: SpectrumAnalysis, width: float, found: Found) -> bool:
     return True
 
 
-def _compare_tilts(s: SpectrumAnalysis, expected: NoiseSource, out: dict, found: Found) -> None:
-    """Compare the estimated tilt range with the edges the labels imply."""
-    e = expected
+def _compare_tilts(s: SpectrumAnalysis, e: NoiseSource, out: dict, found: Found) -> None:
+    """Compare the estimated tilt range with the edges the labels ``e`` imply."""
     edges = expected_tilt_edges(e.mode, e.minangle, e.maxangle, e.anglestep)
     tilt_ok = edge_offsets(s.tilt_range, s.tilt_uncertainty, edges)[0]
     out["expected_tilt_edges"] = [list(edges[0]), list(edges[1])]

@@ -49,16 +49,10 @@ def entry_kind(entry: os.DirEntry) -> str | None:
 
 
 def scan_folder(folder: Path) -> tuple[list[str], list[str], dict[str, str]]:
-    """Names of the ``n_*.mrc`` regular files of ``folder``, of every other entry, and kinds.
+    """Sorted names of the ``n_*.mrc`` regular files of ``folder`` and of every other entry.
 
-    Returns
-    -------
-    volumes, others : list of str
-        Sorted names.
-    kinds : dict
-        {name: what it is} for ``n_*.mrc`` entries that are not regular files and for other
-        entries that are neither regular files nor folders (``a FIFO``, ``a symbolic link
-        loop``).
+    And {name: what it is} (``a FIFO``, ``a symbolic link loop``) for ``n_*.mrc`` entries that
+    are not regular files and for other entries that are neither regular files nor folders.
     """
     volumes, others, kinds = [], [], {}
     with os.scandir(folder) as it:
@@ -92,22 +86,11 @@ def inspect_folder(
     inputs: dict | None = None,
     rules: tuple[Rule, ...] = RULES,
 ) -> FolderReport:
-    """Inspect every volume of ``folder`` on ``client``'s cluster (or in this process).
+    """Inspect every volume of ``folder`` on ``client``'s cluster (None: in this process).
 
-    Parameters
-    ----------
-    folder : pathlib.Path
-        A noise folder.
-    client : distributed.Client, optional
-        Connected client; None computes in this process (no Dask).
-    workers : int, optional
-        Worker threads to plan partitions for; default: the cluster's total.
-    on_progress : callable, optional
-        Called with (files done, files): once with 0 before reading, then after each partition.
-    inputs : dict, optional
-        Inputs for rules that compare the folder with something (``Facts.inputs``).
-    rules : tuple of Rule
-        The rules to apply, in order (default :data:`~.rules.RULES`).
+    ``workers``: threads to plan partitions for (default: the cluster's); ``on_progress``:
+    called with (files done, files), once with 0 before reading, then after each partition;
+    ``inputs``: for rules that compare the folder with something (``Facts.inputs``).
     """
     folder = Path(folder).absolute()
     names, others, kinds = scan_folder(folder)

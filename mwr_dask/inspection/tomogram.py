@@ -30,23 +30,7 @@ BLOCK_HEIGHT = 32
 
 @dataclass
 class TomogramSpectrum:
-    """The spectral analysis of one tomogram.
-
-    Attributes
-    ----------
-    path : str
-        The MRC file.
-    shape : tuple of int
-        Its (z, y, x) shape.
-    side : int
-        Side n of the (kz, kx) grid.
-    blocks : int
-        Blocks averaged.
-    analysis : SpectrumAnalysis
-        Tilt range (``analysis.tilt_range``), its resolution, the wedge ratio, ...
-    left_out : str or None
-        The blocks left out and why (NaN or infinite values, one value only), or None.
-    """
+    """One tomogram's spectrum: ``side`` of the (kz, kx) grid, blocks averaged and left out."""
 
     path: str
     shape: tuple[int, int, int]
@@ -64,21 +48,10 @@ def block_origins(size: int, side: int) -> list[int]:
 
 
 def tomogram_spectrum(path: Path | str, max_blocks: int = 256) -> TomogramSpectrum:
-    """Estimate the tilt range of the tomogram in ``path`` from its averaged spectrum.
+    """Estimate the tilt range of the tomogram in ``path`` from at most ``max_blocks`` blocks.
 
-    Parameters
-    ----------
-    path : path-like
-        MRC file of a tomogram (read as numpy (z, y, x), memory-mapped; see
-        :func:`~mwr_dask.noise.measured.open_volume`).
-    max_blocks : int
-        Most blocks averaged (spread evenly over the volume).
-
-    Raises
-    ------
-    MeasureError
-        The file is not a readable 3-D MRC volume, or is thinner than 8 voxels along z or x
-        (one sentence, ``it is ...``: the caller names the file).
+    Raises :class:`MeasureError` (``it is ...``: the caller names the file) for a file that is
+    not a readable 3-D MRC volume or is thinner than 8 voxels along z or x.
     """
     data, _, _ = open_volume(Path(path), "")
     nz, ny, nx = (int(s) for s in data.shape)
@@ -99,15 +72,16 @@ def tomogram_spectrum(path: Path | str, max_blocks: int = 256) -> TomogramSpectr
     if len(starts) > max_blocks:
         pick = np.linspace(0, len(starts) - 1, max_blocks).round().astype(int)
         starts = [starts[i] for i in sorted(set(pick.tolist()))]
-    total, used, skipped = np.zeros((side, side // 2 + 1)), 0, {"nonfinite": 0, "constant": 0}
+    total, used = np.zeros((side, side // 2 + 1)), 0
+    skipped = {"NaN or infinite values": 0, "one value only": 0}  # blocks left out, by why
     for z, y, x in starts:
         block = np.asarray(data[z : z + side, y : y + BLOCK_HEIGHT, x : x + side], np.float32)
         with np.errstate(invalid="ignore", over="ignore"):
             block = block - np.float32(block.mean(dtype=np.float64))
         if not np.isfinite(block).all():
-            skipped["nonfinite"] += 1
+            skipped["NaN or infinite values"] += 1
         elif not block.any():
-            skipped["constant"] += 1
+            skipped["one value only"] += 1
         else:
             total += slice_power(block * taper)
             used += 1
@@ -120,14 +94,7 @@ def tomogram_spectrum(path: Path | str, max_blocks: int = 256) -> TomogramSpectr
 
 def _left_out(skipped: dict[str, int], blocks: int) -> str | None:
     """``3 of 40 blocks left out: 3 hold NaN or infinite values`` (None when none was)."""
-    reasons = [
-        plural(count, "holds", "hold") + what
-        for count, what in (
-            (skipped["nonfinite"], " NaN or infinite values"),
-            (skipped["constant"], " one value only"),
-        )
-        if count
-    ]
+    reasons = [f"{plural(count, 'holds', 'hold')} {why}" for why, count in skipped.items() if count]
     if not reasons:
         return None
     return f"{sum(skipped.values())} of {blocks} blocks left out: {', '.join(reasons)}"
@@ -148,27 +115,20 @@ def compare_with_scheme(analysis: SpectrumAnalysis, scheme) -> dict:
 
     Each matches when both estimated edges lie within their resolution + 1.5 degrees of
     where the scheme puts them (:func:`scheme_edges`, :func:`~.spectrum.edge_offsets`).
-
-    Returns
-    -------
-    dict
-        ``scheme`` and ``inverted``: the (min, max) of each, degrees; ``off`` and
-        ``off_inverted``: the summed distance of the estimated edges from them, degrees;
-        ``better``: ``"as read"`` or ``"inverted"`` (the closer one); ``matches``: ``"as
-        read"``, ``"inverted"`` (the first that matches) or None (neither does).
+    Returns the (min, max) of ``scheme`` and ``inverted``, degrees; ``off`` and
+    ``off_inverted``, the summed distances of the estimated edges from them; ``better``, the
+    closer one, and ``matches``, the first that matches (``"as read"``, ``"inverted"``, None).
     """
     (lo, hi), resolution = analysis.tilt_range, analysis.tilt_uncertainty
     angles = np.asarray(scheme.angles, dtype=np.float64)
-    found = {}
-    for name, a in (("as read", angles), ("inverted", -angles[::-1])):
-        agrees = edge_offsets((lo, hi), resolution, scheme_edges(a))[0]
-        off = round(abs(lo - a[0]) + abs(hi - a[-1]), 2)
-        found[name] = (agrees, off, [float(a[0]), float(a[-1])])
+    both = (angles, -angles[::-1])  # as read, inverted
+    off = [round(abs(lo - a[0]) + abs(hi - a[-1]), 2) for a in both]
+    agrees = [edge_offsets((lo, hi), resolution, scheme_edges(a))[0] for a in both]
     return {
-        "scheme": found["as read"][2],
-        "inverted": found["inverted"][2],
-        "off": found["as read"][1],
-        "off_inverted": found["inverted"][1],
-        "better": "as read" if found["as read"][1] <= found["inverted"][1] else "inverted",
-        "matches": next((name for name, (agrees, _, _) in found.items() if agrees), None),
+        "scheme": [float(angles[0]), float(angles[-1])],
+        "inverted": [float(both[1][0]), float(both[1][-1])],
+        "off": off[0],
+        "off_inverted": off[1],
+        "better": "as read" if off[0] <= off[1] else "inverted",
+        "matches": "as read" if agrees[0] else "inverted" if agrees[1] else None,
     }

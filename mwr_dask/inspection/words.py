@@ -9,17 +9,7 @@ _IRREGULAR = {"entry": "entries", "index": "indices", "volume records": "volumes
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:
-    """Return ``"1 volume"``, ``"2 volumes"``: ``count`` and ``word`` agreeing in number.
-
-    Parameters
-    ----------
-    count : int
-        How many.
-    word : str
-        The singular; the plural is ``many``, a known irregular plural, or ``word + "s"``.
-    many : str, optional
-        The plural, when it is not regular.
-    """
+    """Return ``"1 volume"``, ``"2 volumes"``; the plural: ``many``, irregular or ``word + "s"``."""
     if count == 1:
         return f"{count} {word}"
     return f"{count} {many or _IRREGULAR.get(word, word + 's')}"
