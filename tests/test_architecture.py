@@ -78,6 +78,10 @@ def test_the_cycle_finder_finds_a_cycle():
     assert strongly_connected(graph) == [["p.a", "p.b", "p.c"]]
 
 
+#: Names with a leading underscore that their library documents as public.
+PUBLIC = {"_exit"}  # os._exit: https://docs.python.org/3/library/os.html#os._exit
+
+
 def private_names_of_other_packages(source: str) -> list[str]:
     """``_name``s (not dunders) imported from, or looked up on, a module of another package."""
     tree = ast.parse(source)
@@ -105,7 +109,7 @@ def private_names_of_other_packages(source: str) -> list[str]:
             root = node.value
             while isinstance(root, ast.Attribute):
                 root = root.value
-            if isinstance(root, ast.Name) and root.id in modules:
+            if isinstance(root, ast.Name) and root.id in modules and node.attr not in PUBLIC:
                 found.append(f"{ast.unparse(node.value)}.{node.attr}")
     return found
 
