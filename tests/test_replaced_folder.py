@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mwr_dask.files.mrc import FOLDER_REPLACED, write_volume
+from mwr_dask.files.mrc import FOLDER_REPLACED, opened_folder, write_volume
 from mwr_dask.noise.source import NoiseSource
 from mwr_dask.parallel.pipeline import FATAL_ERRNOS, write_one
 
@@ -65,6 +65,23 @@ def test_write_volume_checks_the_inode_the_run_recorded(tmp_path):
     with pytest.raises(OSError) as err:
         write_volume(folder / "n_00001.mrc", data, 1.0, [], folder, inodes=(ino, ino))
     assert err.value.errno == FOLDER_REPLACED and os.listdir(target) == []
+
+
+def test_a_folder_removed_and_made_again_is_opened_again(tmp_path):
+    """A long-lived worker (a remote cluster, the caller's client) keeps folders open between
+    runs: a removed one (whose inode a new folder may get) is opened again, never written."""
+    source = NoiseSource(8, mode=2, seed=3)
+    folder = tmp_path / "noise"
+    folder.mkdir()
+    assert write_one(0, source, str(folder), str(folder), False, False)["status"] == "written"
+    os.unlink(folder / "n_00000.mrc")
+    folder.rmdir()
+    folder.mkdir()  # the next run, same path
+    rec = write_one(1, source, str(folder), str(folder), False, False)
+    assert rec["status"] == "written", rec
+    assert_only_volumes(folder, [1])
+    fd = opened_folder(str(folder))
+    assert os.fstat(fd).st_ino == folder.stat().st_ino
 
 
 @pytest.mark.slow

@@ -48,6 +48,8 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: run); also what NFS says when a folder held open was removed on the server.
 FOLDER_REPLACED = errno.ESTALE
 _OPENING = threading.Lock()
+#: The folders this process opened: (path, the run's inode) -> (descriptor, (st_dev, st_ino)).
+_OPENED: dict[tuple[str, int | None], tuple[int, tuple[int, int]]] = {}
 
 
 def state_dir(folder: Path) -> Path:
@@ -148,7 +150,12 @@ def opened_folder(folder: str, ino: int | None = None) -> int:
     Raises OSError ``FOLDER_REPLACED``.
     """
     with _OPENING:
-        fd, ident = _open_once(folder, ino)
+        fd, ident = _OPENED.get((folder, ino)) or (None, None)
+        if fd is not None and os.fstat(fd).st_nlink == 0:  # removed: its inode may be reused
+            os.close(fd)
+            fd = None
+        if fd is None:
+            fd, ident = _OPENED[folder, ino] = _open_once(folder, ino)
     try:
         st = os.lstat(folder)
     except OSError:
@@ -158,7 +165,6 @@ def opened_folder(folder: str, ino: int | None = None) -> int:
     return fd
 
 
-@functools.cache
 def _open_once(folder: str, ino: int | None) -> tuple[int, tuple[int, int]]:
     try:
         fd = os.open(folder, _DIR_FLAGS | os.O_NOFOLLOW)
