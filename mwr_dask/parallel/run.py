@@ -32,13 +32,17 @@ from mwr_dask.files.folder import (
 )
 from mwr_dask.noise.source import NoiseSource
 from mwr_dask.parallel.clusters import Cluster, ClusterError, ClusterOptions, make_cluster
-from mwr_dask.parallel.clusters.checks import check_workers, silent, wait_for_workers, worker_check
+from mwr_dask.parallel.clusters.checks import (
+    Say,
+    check_workers,
+    silent,
+    wait_for_workers,
+    worker_check,
+)
 from mwr_dask.parallel.pipeline import RunResult, run
 
 if TYPE_CHECKING:
     from distributed import Client
-
-Say = Callable[[str], None]
 
 __all__ = ["ClusterError", "FolderError", "Generated", "MwrDaskWarning", "generate"]
 
