@@ -18,6 +18,7 @@ from mwr_dask.cli.common import (
     WorkerTimeoutOption,
     cluster_option_problems,
     fail,
+    opt,
     plot_problems,
 )
 from mwr_dask.parallel.cores import local_workers
@@ -34,19 +35,17 @@ def inspect(
     ],
     tilt_file: Annotated[
         Path | None,
-        typer.Option(
-            help="With a tomogram: the tilt file it was reconstructed from; says whether its"
+        opt(
+            "With a tomogram: the tilt file it was reconstructed from; says whether its"
             " scheme as read or inverted (--invert-tilts) puts the wedge where the tomogram"
-            " has it.",
-            show_default=False,
+            " has it."
         ),
     ] = None,
     plot: Annotated[
         Path | None,
-        typer.Option(
-            help="Write a PNG of the averaged spectrum: kx-kz section with the wedge, angular"
+        opt(
+            "Write a PNG of the averaged spectrum: kx-kz section with the wedge, angular"
             " and radial profiles (needs matplotlib, the 'plot' extra of mwr-dask).",
-            show_default=False,
             metavar="PNG",
         ),
     ] = None,
@@ -55,10 +54,9 @@ def inspect(
     ] = False,
     spectrum: Annotated[
         Path | None,
-        typer.Option(
-            help="Compare the folder's averaged spectrum with this measured spectrum (from"
+        opt(
+            "Compare the folder's averaged spectrum with this measured spectrum (from"
             " 'mwr-dask measure-noise'), bin by bin, within its statistical error.",
-            show_default=False,
             metavar="SPECTRUM",
         ),
     ] = None,
