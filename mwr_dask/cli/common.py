@@ -68,6 +68,11 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def needs(flags: list[str], what: str, sep: str = ", ") -> list[str]:
+    """Say that ``flags`` need ``what``, as a list of one sentence (none without flags)."""
+    return [f"{sep.join(flags)} need{'s' * (len(flags) == 1)} {what}."] if flags else []
+
+
 def cluster_option_problems(
     ncpus: int | None,
     scheduler: str | None,

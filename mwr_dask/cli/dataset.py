@@ -20,7 +20,7 @@ from pathlib import Path
 import typer
 
 from mwr_dask.cli.common import fail
-from mwr_dask.cli.running import cluster_of, run_and_report
+from mwr_dask.cli.running import cluster_of, reporters, run_and_report
 
 
 @dataclass
@@ -47,12 +47,7 @@ def run_dataset(p: dict, given: set[str], errors: list[str]) -> None:
     dataset, seed, plan = plan_dataset(p, given, out, errors)
     largest = max(plan, key=lambda x: x.source.peak_bytes()).source
     options = cluster_of(p, out, largest, p["quiet"])
-    say = (lambda line: None) if p["quiet"] else typer.echo
-
-    def warn(line: str) -> None:
-        if not p["quiet"]:
-            typer.echo(f"mwr-dask: warning: {line}", err=True)
-
+    say, warn = reporters(p["quiet"])
     if p["dry_run"]:
         folders = {t.name: str(out / (MIXED if p["mix"] else t.name)) for t in dataset.tomograms}
         show_dataset_plan(dataset, seed, plan, folders, options, p)
@@ -128,13 +123,9 @@ def plan_dataset(p: dict, given: set[str], out: Path, errors: list[str]):
             f"{out} holds noise volumes (n_*.mrc): --tomograms writes one folder per"
             " tomogram inside OUT; give another folder."
         )
-    seed = (
-        p["seed"]
-        if p["seed"] is not None
-        else int(manifest[0]["Seed"])
-        if manifest
-        else (fresh_seed())
-    )
+    seed = p["seed"]
+    if seed is None:
+        seed = int(manifest[0]["Seed"]) if manifest else fresh_seed()
     fields = {
         name: p[name]
         for name in ("mode", "voxel_size", "filter", "radial", "sirt_iterations", "voltage")

@@ -25,6 +25,7 @@ from mwr_dask.cli.common import (
     WorkerTimeoutOption,
     cluster_option_problems,
     fail,
+    needs,
     opt,
 )
 from mwr_dask.cli.running import batch_flag_problems, cluster_of, run_and_report, show_plan
@@ -462,7 +463,7 @@ def usage_problems(ctx: typer.Context) -> list[str]:
                 " view numbers of different files differ."
             )
     elif tilt_given:
-        errors.append(f"{' and '.join(tilt_given)} need{'s' * (len(tilt_given) == 1)} --tilt-file.")
+        errors += needs(tilt_given, "--tilt-file", " and ")
     if p["all_views"] is not None and p["tomograms"] is None and len(p["tilt_file"] or []) != 1:
         errors.append("--all-views applies to a single --tilt-file or to --tomograms.")
     errors += cluster_option_problems(
@@ -483,7 +484,7 @@ def dataset_problems(p: dict, geometry: list[str]) -> list[str]:
         f"--{n.replace('_', '-')}" for n in ("mix", "only", "exclude_tomograms", "measured") if p[n]
     ]
     if p["tomograms"] is None:
-        return [f"{', '.join(flags)} need{'s' * (len(flags) == 1)} --tomograms."] if flags else []
+        return needs(flags, "--tomograms")
     replaced = [
         flag
         for flag, on in (
@@ -521,24 +522,29 @@ def build_source(ctx: typer.Context):
     from mwr_dask.noise.source import NoiseSource
 
     p = ctx.params
-    fields = {
-        "cubesize": p["cubesize"],
-        "mode": p["mode"],
-        "seed": p["seed"],
-        "voxel_size": p["voxel_size"],
-        "filter": p["filter"],
-        "radial": p["radial"],
-        "sirt_iterations": p["sirt_iterations"],
-    }
+    names = ("cubesize", "mode", "seed", "voxel_size", "filter", "radial", "sirt_iterations")
+    fields = {name: p[name] for name in names}
     for name, default in (("minangle", -60.0), ("maxangle", 60.0), ("anglestep", 2.0)):
         fields[name] = default if p[name] is None else p[name]
     notes: list[str] = []
     try:
         if p["spectrum"]:
-            fields.update(spectrum_fields(p["spectrum"][0], keep_voxel=_given(ctx, "voxel_size")))
+            from mwr_dask.files.mrc import read_header
+            from mwr_dask.noise.measured import spectrum_noise
+
+            path = p["spectrum"][0]
+            fields.update(spectrum=spectrum_noise(path), mode=3)
+            header_voxel = read_header(path).voxel_size
+            if not _given(ctx, "voxel_size") and header_voxel > 0:
+                fields["voxel_size"] = float(f"{header_voxel:.6g}")  # float32 in the header
         elif p["tilt_file"]:
-            fields["tilt_schemes"] = read_schemes(
-                p["tilt_file"], p["exclude"], p["invert_tilts"], p["all_views"]
+            from mwr_dask.noise.tiltfiles import read_tilt_file
+
+            fields["tilt_schemes"] = tuple(
+                read_tilt_file(
+                    path, exclude=p["exclude"], invert=p["invert_tilts"], all_views=p["all_views"]
+                )
+                for path in p["tilt_file"]
             )
         fields.update(dose_fields(p, fields, notes))
         return NoiseSource(**fields), [], notes
@@ -552,10 +558,7 @@ def dose_usage_problems(ctx: typer.Context) -> list[str]:
     names = ("voltage", "dose_per_tilt", "acquisition")
     given = [f"--{name.replace('_', '-')}" for name in names if p[name] is not None]
     if p["dose_weighting"] == "none":
-        if not given:
-            return []
-        verb = "needs" if len(given) == 1 else "need"
-        return [f"{', '.join(given)} {verb} --dose-weighting grant-grigorieff or bfactor."]
+        return needs(given, "--dose-weighting grant-grigorieff or bfactor")
     errors = []
     if p["voltage"] is not None and p["dose_weighting"] == "bfactor":
         errors.append("--voltage applies to --dose-weighting grant-grigorieff, not to bfactor.")
@@ -614,25 +617,3 @@ def dose_fields(p: dict, fields: dict, notes: list[str]) -> dict:
         notes += [f"{s.name}: {s.notes[-1]}" for s in schemes if s not in fields["tilt_schemes"]]
         out["tilt_schemes"] = tuple(schemes)
     return out
-
-
-def spectrum_fields(path: Path, *, keep_voxel: bool) -> dict:
-    """``spectrum`` and ``mode`` fields of a spectrum file; the voxel size its header gives."""
-    from mwr_dask.files.mrc import read_header
-    from mwr_dask.noise.measured import spectrum_noise
-
-    fields = {"spectrum": spectrum_noise(path), "mode": 3}
-    header_voxel = read_header(path).voxel_size
-    if not keep_voxel and header_voxel > 0:
-        fields["voxel_size"] = float(f"{header_voxel:.6g}")  # float32 in the header
-    return fields
-
-
-def read_schemes(tilt_files: list[Path], exclude: str | None, invert: bool, all_views=None):
-    """Read every --tilt-file (TiltSchemeError names the file and the line)."""
-    from mwr_dask.noise.tiltfiles import read_tilt_file
-
-    return tuple(
-        read_tilt_file(path, exclude=exclude, invert=invert, all_views=all_views)
-        for path in tilt_files
-    )

@@ -320,26 +320,20 @@ def scheme_verdict(a, scheme, tilt_file: Path) -> tuple[bool, str, dict]:
     if cmp["matches"] == "as read":
         return True, "OK: the tilt file as read puts the wedge where the tomogram has it.", info
     if cmp["matches"] == "inverted":
-        return (
-            False,
-            (
-                "problem: the tilt file puts the wedge on the other side: generate the noise with"
-                " --invert-tilts."
-            ),
-            info,
+        verdict = (
+            "problem: the tilt file puts the wedge on the other side: generate the noise with"
+            " --invert-tilts."
         )
+        return False, verdict, info
     (u_lo, u_hi), (lo, hi) = a.tilt_uncertainty, a.tilt_range
-    return (
-        False,
-        (
-            "problem: neither the tilt file as read nor inverted puts the wedge where the tomogram"
-            f" has it (each edge within its resolution + {TILT_SLACK_DEG:g} deg, here"
-            f" {u_lo + TILT_SLACK_DEG:.1f} and {u_hi + TILT_SLACK_DEG:.1f}): is it this"
-            f" tomogram's file, with its exclusions? The noise should have tilts {lo:.0f} .."
-            f" {hi:.0f}."
-        ),
-        info,
+    verdict = (
+        "problem: neither the tilt file as read nor inverted puts the wedge where the tomogram"
+        f" has it (each edge within its resolution + {TILT_SLACK_DEG:g} deg, here"
+        f" {u_lo + TILT_SLACK_DEG:.1f} and {u_hi + TILT_SLACK_DEG:.1f}): is it this"
+        f" tomogram's file, with its exclusions? The noise should have tilts {lo:.0f} .."
+        f" {hi:.0f}."
     )
+    return False, verdict, info
 
 
 def draw_tomogram(result, scheme, plot: Path) -> bool:
