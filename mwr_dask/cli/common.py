@@ -24,6 +24,11 @@ def opt(help: str, panel: str | None = None, show_default: bool = False, **kw) -
     return typer.Option(help=help, show_default=show_default, rich_help_panel=panel, **kw)
 
 
+def arg(help: str) -> Any:
+    """Make a typer argument that shows no default."""
+    return typer.Argument(help=help, show_default=False)
+
+
 # Options shared by generate-noise and inspect.
 NcpusOption = Annotated[
     int | None,

@@ -23,6 +23,7 @@ from mwr_dask.cli.common import (
     SchedulerFileOption,
     SchedulerOption,
     WorkerTimeoutOption,
+    arg,
     cluster_option_problems,
     fail,
     needs,
@@ -37,19 +38,9 @@ DOSE = "Dose weighting (docs/dose-weighting.md)"
 
 def generate_noise(
     ctx: typer.Context,
-    output_folder: Annotated[
-        Path,
-        typer.Argument(help="Folder for the volumes (IsoNet's --noise_dir).", show_default=False),
-    ],
-    number_volume: Annotated[
-        int, typer.Argument(help="Number of volumes to write.", show_default=False)
-    ],
-    cubesize: Annotated[
-        int,
-        typer.Argument(
-            help="Cube side in voxels; must equal the training --cube_size.", show_default=False
-        ),
-    ],
+    output_folder: Annotated[Path, arg("Folder for the volumes (IsoNet's --noise_dir).")],
+    number_volume: Annotated[int, arg("Number of volumes to write.")],
+    cubesize: Annotated[int, arg("Cube side in voxels; must equal the training --cube_size.")],
     start: Annotated[
         int,
         opt(
@@ -165,13 +156,13 @@ def generate_noise(
     ] = False,
     filter: Annotated[
         str,
-        typer.Option(
-            "--filter",
-            help="Mode 1: filter each projection as the reconstruction did: none, ramp,"
+        opt(
+            "Mode 1: filter each projection as the reconstruction did: none, ramp,"
             " shepp-logan, cosine, hamming, hann (skimage iradon / IsoNet), imod (IMOD tilt's"
             " radial weighting), sirt-like (IMOD FakeSIRTiterations), aretomo (AreTomo WBP);"
             " see docs/filters.md.",
-            rich_help_panel=GEOMETRY,
+            GEOMETRY,
+            show_default=True,
         ),
     ] = "none",
     radial: Annotated[
@@ -187,14 +178,14 @@ def generate_noise(
     ] = None,
     dose_weighting: Annotated[
         str,
-        typer.Option(
-            "--dose-weighting",
-            help="Weight each view by its pre-exposure, for tomograms whose tilts were weighted"
+        opt(
+            "Weight each view by its pre-exposure, for tomograms whose tilts were weighted"
             " so (Warp/WarpTools; not RELION 5's or AreTomo3's, see docs/dose-weighting.md):"
             " none, grant-grigorieff (Grant & Grigorieff's critical exposure) or bfactor (Warp:"
             " B = -4 x dose). Needs --voxel-size and each view's dose (from the tilt file, else"
             " --dose-per-tilt).",
-            rich_help_panel=DOSE,
+            DOSE,
+            show_default=True,
         ),
     ] = "none",
     voltage: Annotated[

@@ -16,6 +16,7 @@ from mwr_dask.cli.common import (
     SchedulerFileOption,
     SchedulerOption,
     WorkerTimeoutOption,
+    arg,
     cluster_option_problems,
     fail,
     opt,
@@ -27,10 +28,9 @@ from mwr_dask.parallel.cores import local_workers
 def inspect(
     folder: Annotated[
         Path,
-        typer.Argument(
-            help="Noise folder to check (IsoNet's --noise_dir), or one tomogram (an MRC file)"
-            " whose tilt range to estimate from its spectrum.",
-            show_default=False,
+        arg(
+            "Noise folder to check (IsoNet's --noise_dir), or one tomogram (an MRC file)"
+            " whose tilt range to estimate from its spectrum."
         ),
     ],
     tilt_file: Annotated[

@@ -9,24 +9,14 @@ from typing import Annotated
 
 import typer
 
-from mwr_dask.cli.common import fail, opt, plot_problems
+from mwr_dask.cli.common import arg, fail, opt, plot_problems
 
 
 def measure_noise(
-    even: Annotated[
-        Path,
-        typer.Argument(help="Half tomogram of the even movie frames (MRC).", show_default=False),
-    ],
-    odd: Annotated[
-        Path,
-        typer.Argument(help="Half tomogram of the odd movie frames (MRC).", show_default=False),
-    ],
+    even: Annotated[Path, arg("Half tomogram of the even movie frames (MRC).")],
+    odd: Annotated[Path, arg("Half tomogram of the odd movie frames (MRC).")],
     spectrum: Annotated[
-        Path,
-        typer.Argument(
-            help="MRC file to write the noise power spectrum to (replaced if it exists).",
-            show_default=False,
-        ),
+        Path, arg("MRC file to write the noise power spectrum to (replaced if it exists).")
     ],
     cubesize: Annotated[
         int,
