@@ -20,7 +20,7 @@ from pathlib import Path
 import typer
 
 from mwr_dask.cli.common import fail
-from mwr_dask.cli.running import cluster_of, reporters, run_and_report
+from mwr_dask.cli.running import RUN_OPTIONS, cluster_of, reporters, run_and_report
 
 
 @dataclass
@@ -77,12 +77,7 @@ def run_dataset(p: dict, given: set[str], errors: list[str]) -> None:
                     quiet=p["quiet"],
                     client=client,
                     adopt_seed=False,
-                    overwrite=p["overwrite"],
-                    verify=p["verify"],
-                    force=p["force"],
-                    fsync=p["fsync"],
-                    retries=p["retries"],
-                    worker_timeout=p["worker_timeout"],
+                    **{name: p[name] for name in RUN_OPTIONS},
                 )
     except Interrupted as stop:
         raise fail(
@@ -126,11 +121,8 @@ def plan_dataset(p: dict, given: set[str], out: Path, errors: list[str]):
     seed = p["seed"]
     if seed is None:
         seed = int(manifest[0]["Seed"]) if manifest else fresh_seed()
-    fields = {
-        name: p[name]
-        for name in ("mode", "voxel_size", "filter", "radial", "sirt_iterations", "voltage")
-        if name in given
-    }
+    names = ("mode", "voxel_size", "filter", "radial", "sirt_iterations", "voltage")
+    fields = {name: p[name] for name in names if name in given}
     fields["dose_weighting"] = p["dose_weighting"]
     fields["cubesize"] = p["cubesize"]
     plan: list[Planned] = []

@@ -476,15 +476,7 @@ def dataset_problems(p: dict, geometry: list[str]) -> list[str]:
     ]
     if p["tomograms"] is None:
         return needs(flags, "--tomograms")
-    replaced = [
-        flag
-        for flag, on in (
-            ("--tilt-file", p["tilt_file"]),
-            ("--exclude", p["exclude"]),
-            ("--spectrum", p["spectrum"]),
-        )
-        if on
-    ]
+    replaced = [f"--{n.replace('_', '-')}" for n in ("tilt_file", "exclude", "spectrum") if p[n]]
     replaced += [g for g in geometry if g in ("--minangle", "--maxangle")]
     errors = []
     if replaced:

@@ -29,6 +29,9 @@ BATCH_FLAGS = (
     "cluster_config",
 )
 
+#: generate-noise's options that a dataset's :func:`run_and_report` passes on to the run.
+RUN_OPTIONS = ("overwrite", "verify", "force", "fsync", "retries", "worker_timeout")
+
 
 def batch_flag_problems(values: dict) -> list[str]:
     """Batch-cluster options given without --cluster, or with a local/remote cluster's."""
