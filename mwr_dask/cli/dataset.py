@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import typer
@@ -160,8 +160,6 @@ def _dosed(dataset, p: dict, voxel_given: bool):
 
     Dose weighting needs each tomogram's voxel size: the dataset's, or ``--voxel-size``.
     """
-    from dataclasses import replace
-
     from mwr_dask.noise import dose
 
     if not voxel_given:
@@ -264,8 +262,6 @@ def measure_one(even: str, odd: str, cubesize: int, out: str) -> list[str]:
 
 def measure_spectra(client, plan: list[Planned], cubesize: int, overwrite: bool, say, warn):
     """Measure each planned tomogram's spectrum on the cluster; a spectrum there is kept."""
-    from dataclasses import replace
-
     from mwr_dask.files.mrc import read_header
     from mwr_dask.noise.measured import MeasureError
 
