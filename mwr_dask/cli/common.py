@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,33 +18,41 @@ GEOMETRY = "Noise geometry"
 VOLUMES = "Volumes and files"
 CLUSTER = "Cluster"
 
+
+def opt(help: str, panel: str | None = None, show_default: bool = False, **kw) -> Any:
+    """Make a typer option, by default showing no default (its help gives it, if any)."""
+    return typer.Option(help=help, show_default=show_default, rich_help_panel=panel, **kw)
+
+
+def arg(help: str) -> Any:
+    """Make a typer argument that shows no default."""
+    return typer.Argument(help=help, show_default=False)
+
+
 # Options shared by generate-noise and inspect.
 NcpusOption = Annotated[
     int | None,
-    typer.Option(
-        help="Worker processes of the local cluster, one thread each. [default: the cores this"
+    opt(
+        "Worker processes of the local cluster, one thread each. [default: the cores this"
         " process may use]",
-        show_default=False,
-        rich_help_panel=CLUSTER,
+        CLUSTER,
     ),
 ]
 SchedulerOption = Annotated[
     str | None,
-    typer.Option(
-        help="Address of a running Dask scheduler (tcp://host:8786, tls://...) to use instead of"
+    opt(
+        "Address of a running Dask scheduler (tcp://host:8786, tls://...) to use instead of"
         " a local cluster; also read from DASK_SCHEDULER_ADDRESS. Its workers must see the"
         " folder at the same path. The cluster is left running.",
-        show_default=False,
-        rich_help_panel=CLUSTER,
+        CLUSTER,
     ),
 ]
 SchedulerFileOption = Annotated[
     Path | None,
-    typer.Option(
-        help="Scheduler file written by 'dask scheduler --scheduler-file' (waited for up"
+    opt(
+        "Scheduler file written by 'dask scheduler --scheduler-file' (waited for up"
         " to --connect-timeout).",
-        show_default=False,
-        rich_help_panel=CLUSTER,
+        CLUSTER,
     ),
 ]
 ConnectTimeoutOption = Annotated[
@@ -63,6 +71,11 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one sentence to stderr and return the exit to raise."""
     typer.echo(f"mwr-dask: error: {message}", err=True)
     return typer.Exit(code)
+
+
+def needs(flags: list[str], what: str, sep: str = ", ") -> list[str]:
+    """Say that ``flags`` need ``what``, as a list of one sentence (none without flags)."""
+    return [f"{sep.join(flags)} need{'s' * (len(flags) == 1)} {what}."] if flags else []
 
 
 def cluster_option_problems(

@@ -14,13 +14,13 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import typer
 
 from mwr_dask.cli.common import fail
-from mwr_dask.cli.running import cluster_of, run_and_report
+from mwr_dask.cli.running import RUN_OPTIONS, cluster_of, reporters, run_and_report
 
 
 @dataclass
@@ -47,12 +47,7 @@ def run_dataset(p: dict, given: set[str], errors: list[str]) -> None:
     dataset, seed, plan = plan_dataset(p, given, out, errors)
     largest = max(plan, key=lambda x: x.source.peak_bytes()).source
     options = cluster_of(p, out, largest, p["quiet"])
-    say = (lambda line: None) if p["quiet"] else typer.echo
-
-    def warn(line: str) -> None:
-        if not p["quiet"]:
-            typer.echo(f"mwr-dask: warning: {line}", err=True)
-
+    say, warn = reporters(p["quiet"])
     if p["dry_run"]:
         folders = {t.name: str(out / (MIXED if p["mix"] else t.name)) for t in dataset.tomograms}
         show_dataset_plan(dataset, seed, plan, folders, options, p)
@@ -82,12 +77,7 @@ def run_dataset(p: dict, given: set[str], errors: list[str]) -> None:
                     quiet=p["quiet"],
                     client=client,
                     adopt_seed=False,
-                    overwrite=p["overwrite"],
-                    verify=p["verify"],
-                    force=p["force"],
-                    fsync=p["fsync"],
-                    retries=p["retries"],
-                    worker_timeout=p["worker_timeout"],
+                    **{name: p[name] for name in RUN_OPTIONS},
                 )
     except Interrupted as stop:
         raise fail(
@@ -128,18 +118,11 @@ def plan_dataset(p: dict, given: set[str], out: Path, errors: list[str]):
             f"{out} holds noise volumes (n_*.mrc): --tomograms writes one folder per"
             " tomogram inside OUT; give another folder."
         )
-    seed = (
-        p["seed"]
-        if p["seed"] is not None
-        else int(manifest[0]["Seed"])
-        if manifest
-        else (fresh_seed())
-    )
-    fields = {
-        name: p[name]
-        for name in ("mode", "voxel_size", "filter", "radial", "sirt_iterations", "voltage")
-        if name in given
-    }
+    seed = p["seed"]
+    if seed is None:
+        seed = int(manifest[0]["Seed"]) if manifest else fresh_seed()
+    names = ("mode", "voxel_size", "filter", "radial", "sirt_iterations", "voltage")
+    fields = {name: p[name] for name in names if name in given}
     fields["dose_weighting"] = p["dose_weighting"]
     fields["cubesize"] = p["cubesize"]
     plan: list[Planned] = []
@@ -177,8 +160,6 @@ def _dosed(dataset, p: dict, voxel_given: bool):
 
     Dose weighting needs each tomogram's voxel size: the dataset's, or ``--voxel-size``.
     """
-    from dataclasses import replace
-
     from mwr_dask.noise import dose
 
     if not voxel_given:
@@ -281,8 +262,6 @@ def measure_one(even: str, odd: str, cubesize: int, out: str) -> list[str]:
 
 def measure_spectra(client, plan: list[Planned], cubesize: int, overwrite: bool, say, warn):
     """Measure each planned tomogram's spectrum on the cluster; a spectrum there is kept."""
-    from dataclasses import replace
-
     from mwr_dask.files.mrc import read_header
     from mwr_dask.noise.measured import MeasureError
 

@@ -23,8 +23,11 @@ from mwr_dask.cli.common import (
     SchedulerFileOption,
     SchedulerOption,
     WorkerTimeoutOption,
+    arg,
     cluster_option_problems,
     fail,
+    needs,
+    opt,
 )
 from mwr_dask.cli.running import batch_flag_problems, cluster_of, run_and_report, show_plan
 
@@ -35,82 +38,57 @@ DOSE = "Dose weighting (docs/dose-weighting.md)"
 
 def generate_noise(
     ctx: typer.Context,
-    output_folder: Annotated[
-        Path,
-        typer.Argument(help="Folder for the volumes (IsoNet's --noise_dir).", show_default=False),
-    ],
-    number_volume: Annotated[
-        int, typer.Argument(help="Number of volumes to write.", show_default=False)
-    ],
-    cubesize: Annotated[
-        int,
-        typer.Argument(
-            help="Cube side in voxels; must equal the training --cube_size.", show_default=False
-        ),
-    ],
+    output_folder: Annotated[Path, arg("Folder for the volumes (IsoNet's --noise_dir).")],
+    number_volume: Annotated[int, arg("Number of volumes to write.")],
+    cubesize: Annotated[int, arg("Cube side in voxels; must equal the training --cube_size.")],
     start: Annotated[
         int,
-        typer.Option(
-            help="Index of the first volume: writes n_<start>.mrc .. n_<start+N-1>.mrc.",
-            rich_help_panel=VOLUMES,
+        opt(
+            "Index of the first volume: writes n_<start>.mrc .. n_<start+N-1>.mrc.",
+            VOLUMES,
+            show_default=True,
         ),
     ] = 0,
     mode: Annotated[
         int,
-        typer.Option(
-            help="1: back-projection of 2-D white-noise images over the tilts, unfiltered (power"
+        opt(
+            "1: back-projection of 2-D white-noise images over the tilts, unfiltered (power"
             " falls like 1/|k|, close to IMOD's SIRT-like filter) or with --filter; 2: 3-D white"
             " noise through the missing-wedge filter (flat power: not the noise of a weighted"
             " back-projection, which rises with |k|).",
-            rich_help_panel=GEOMETRY,
+            GEOMETRY,
+            show_default=True,
         ),
     ] = 1,
     minangle: Annotated[
-        float | None,
-        typer.Option(
-            help="Lowest tilt, degrees (modes 1 and 2). [default: -60]",
-            show_default=False,
-            rich_help_panel=GEOMETRY,
-        ),
+        float | None, opt("Lowest tilt, degrees (modes 1 and 2). [default: -60]", GEOMETRY)
     ] = None,
     maxangle: Annotated[
-        float | None,
-        typer.Option(
-            help="Highest tilt, degrees (modes 1 and 2). [default: 60]",
-            show_default=False,
-            rich_help_panel=GEOMETRY,
-        ),
+        float | None, opt("Highest tilt, degrees (modes 1 and 2). [default: 60]", GEOMETRY)
     ] = None,
     anglestep: Annotated[
-        float | None,
-        typer.Option(
-            help="Tilt increment, degrees (mode 1 only). [default: 2]",
-            show_default=False,
-            rich_help_panel=GEOMETRY,
-        ),
+        float | None, opt("Tilt increment, degrees (mode 1 only). [default: 2]", GEOMETRY)
     ] = None,
     tilt_file: Annotated[
         list[Path] | None,
-        typer.Option(
-            help="Tilt angles of one tilt series instead of --minangle/--maxangle/--anglestep:"
+        opt(
+            "Tilt angles of one tilt series instead of --minangle/--maxangle/--anglestep:"
             " IMOD .tlt/.rawtlt, AreTomo .aln, SerialEM .mdoc, RELION 5 tilt-series .star,"
             " Warp .tomostar or .xml (see docs/tilt-schemes.md). Repeat the option for a"
             " mixture (--tilt-file A --tilt-file B: volume i uses file i mod k); for a whole"
             " dataset use --tomograms.",
-            show_default=False,
-            rich_help_panel=GEOMETRY,
+            GEOMETRY,
         ),
     ] = None,
     tomograms: Annotated[
         Path | None,
-        typer.Option(
-            help="The dataset: a RELION 5 or IsoNet/IsoNet2 tomograms.star, or a folder of"
+        opt(
+            "The dataset: a RELION 5 or IsoNet/IsoNet2 tomograms.star, or a folder of"
             " Warp .xml/.tomostar, AreTomo3 .aln or IMOD tilt-series folders. Writes one folder"
             " OUTPUT_FOLDER/<tomogram> per tomogram, each with its own tilt scheme and seed,"
             " and a manifest (see docs/datasets.md).",
-            show_default=False,
+            DATASET,
             metavar="DATASET",
-            rich_help_panel=DATASET,
         ),
     ] = None,
     mix: Annotated[
@@ -124,20 +102,18 @@ def generate_noise(
     ] = False,
     only: Annotated[
         list[str] | None,
-        typer.Option(
-            help="--tomograms: these tomograms only (NAME[,NAME], repeatable).",
+        opt(
+            "--tomograms: these tomograms only (NAME[,NAME], repeatable).",
+            DATASET,
             metavar="NAME[,NAME]",
-            show_default=False,
-            rich_help_panel=DATASET,
         ),
     ] = None,
     exclude_tomograms: Annotated[
         list[str] | None,
-        typer.Option(
-            help="--tomograms: leave these tomograms out (NAME[,NAME], repeatable).",
+        opt(
+            "--tomograms: leave these tomograms out (NAME[,NAME], repeatable).",
+            DATASET,
             metavar="NAME[,NAME]",
-            show_default=False,
-            rich_help_panel=DATASET,
         ),
     ] = None,
     measured: Annotated[
@@ -152,23 +128,21 @@ def generate_noise(
     ] = False,
     all_views: Annotated[
         Path | None,
-        typer.Option(
-            help="Every view of the tilt series, for RELION and Warp .tomostar files, which drop"
+        opt(
+            "Every view of the tilt series, for RELION and Warp .tomostar files, which drop"
             " excluded views: its .mdoc or RELION's Import tilt-series star (with --tomograms:"
             " the Import job's tilt_series.star, or a folder of <name>.mdoc). Views missing"
             " from the file are reported as excluded.",
-            show_default=False,
+            GEOMETRY,
             metavar="FILE",
-            rich_help_panel=GEOMETRY,
         ),
     ] = None,
     exclude: Annotated[
         str | None,
-        typer.Option(
-            help="Views to leave out of the single --tilt-file, as IMOD's EXCLUDELIST: 1-based"
+        opt(
+            "Views to leave out of the single --tilt-file, as IMOD's EXCLUDELIST: 1-based"
             " view numbers in the file's order, ranges allowed, e.g. 1-3,40.",
-            show_default=False,
-            rich_help_panel=GEOMETRY,
+            GEOMETRY,
         ),
     ] = None,
     invert_tilts: Annotated[
@@ -182,127 +156,113 @@ def generate_noise(
     ] = False,
     filter: Annotated[
         str,
-        typer.Option(
-            "--filter",
-            help="Mode 1: filter each projection as the reconstruction did: none, ramp,"
+        opt(
+            "Mode 1: filter each projection as the reconstruction did: none, ramp,"
             " shepp-logan, cosine, hamming, hann (skimage iradon / IsoNet), imod (IMOD tilt's"
             " radial weighting), sirt-like (IMOD FakeSIRTiterations), aretomo (AreTomo WBP);"
             " see docs/filters.md.",
-            rich_help_panel=GEOMETRY,
+            GEOMETRY,
+            show_default=True,
         ),
     ] = "none",
     radial: Annotated[
         tuple[float, float] | None,
-        typer.Option(
-            help="--filter imod or sirt-like: radial cutoff and Gaussian sigma of the fall-off,"
+        opt(
+            "--filter imod or sirt-like: radial cutoff and Gaussian sigma of the fall-off,"
             " cycles/pixel, as IMOD's RADIAL with FalloffIsTrueSigma 1. [default: 0.35 0.035]",
-            show_default=False,
-            rich_help_panel=GEOMETRY,
+            GEOMETRY,
         ),
     ] = None,
     sirt_iterations: Annotated[
-        int | None,
-        typer.Option(
-            help="--filter sirt-like: IMOD's FakeSIRTiterations. [default: 10]",
-            show_default=False,
-            rich_help_panel=GEOMETRY,
-        ),
+        int | None, opt("--filter sirt-like: IMOD's FakeSIRTiterations. [default: 10]", GEOMETRY)
     ] = None,
     dose_weighting: Annotated[
         str,
-        typer.Option(
-            "--dose-weighting",
-            help="Weight each view by its pre-exposure, for tomograms whose tilts were weighted"
+        opt(
+            "Weight each view by its pre-exposure, for tomograms whose tilts were weighted"
             " so (Warp/WarpTools; not RELION 5's or AreTomo3's, see docs/dose-weighting.md):"
             " none, grant-grigorieff (Grant & Grigorieff's critical exposure) or bfactor (Warp:"
             " B = -4 x dose). Needs --voxel-size and each view's dose (from the tilt file, else"
             " --dose-per-tilt).",
-            rich_help_panel=DOSE,
+            DOSE,
+            show_default=True,
         ),
     ] = "none",
     voltage: Annotated[
         float | None,
-        typer.Option(
-            help="--dose-weighting grant-grigorieff: kV, 300, 200 or 100. [default: 300]",
-            show_default=False,
-            rich_help_panel=DOSE,
-        ),
+        opt("--dose-weighting grant-grigorieff: kV, 300, 200 or 100. [default: 300]", DOSE),
     ] = None,
     dose_per_tilt: Annotated[
         float | None,
-        typer.Option(
-            help="e/A^2 per view, for tilt files without doses: view k of the acquisition had"
+        opt(
+            "e/A^2 per view, for tilt files without doses: view k of the acquisition had"
             " (k - 1) times it before its own exposure.",
-            show_default=False,
-            rich_help_panel=DOSE,
+            DOSE,
         ),
     ] = None,
     acquisition: Annotated[
         str | None,
-        typer.Option(
-            help="The order of acquisition of files without one (.tlt, .aln) or of the"
+        opt(
+            "The order of acquisition of files without one (.tlt, .aln) or of the"
             " regular range: dose-symmetric[:G[:START]] (G views per side, negative side first"
             " when G < 0; default -2), bidirectional[:START] or unidirectional[:START]; START"
             " in the file's degrees.",
-            show_default=False,
+            DOSE,
             metavar="ORDER",
-            rich_help_panel=DOSE,
         ),
     ] = None,
     seed: Annotated[
         int | None,
-        typer.Option(
-            help="Root seed; volume i is a pure function of (seed, i, geometry). Default: the"
+        opt(
+            "Root seed; volume i is a pure function of (seed, i, geometry). Default: the"
             " seed recorded in the folder's volumes, or a fresh one (printed and recorded).",
-            show_default=False,
-            rich_help_panel=VOLUMES,
+            VOLUMES,
         ),
     ] = None,
     voxel_size: Annotated[
         float,
-        typer.Option(
-            help="Voxel size for the MRC header, angstroms. [default: the spectrum's, else 1]",
-            show_default=False,
-            rich_help_panel=VOLUMES,
-        ),
+        opt("Voxel size for the MRC header, angstroms. [default: the spectrum's, else 1]", VOLUMES),
     ] = 1.0,
     spectrum: Annotated[
         list[Path] | None,
-        typer.Option(
-            help="Noise spectrum measured by 'mwr-dask measure-noise': Gaussian noise with"
+        opt(
+            "Noise spectrum measured by 'mwr-dask measure-noise': Gaussian noise with"
             " exactly that spectrum (mode 3), instead of --mode and the tilts.",
-            show_default=False,
+            GEOMETRY,
             metavar="SPECTRUM",
-            rich_help_panel=GEOMETRY,
         ),
     ] = None,
     overwrite: Annotated[
         bool,
-        typer.Option(
-            help="Regenerate volumes that are already complete (default: skip them).",
-            rich_help_panel=VOLUMES,
+        opt(
+            "Regenerate volumes that are already complete (default: skip them).",
+            VOLUMES,
+            show_default=True,
         ),
     ] = False,
     verify: Annotated[
         bool,
-        typer.Option(
-            help="Re-read existing volumes fully (labels and data) before skipping them"
+        opt(
+            "Re-read existing volumes fully (labels and data) before skipping them"
             " (default: check header and size only).",
-            rich_help_panel=VOLUMES,
+            VOLUMES,
+            show_default=True,
         ),
     ] = False,
     force: Annotated[
         bool,
-        typer.Option(
-            help="Write even if the folder's volumes record other parameters.",
-            rich_help_panel=VOLUMES,
+        opt(
+            "Write even if the folder's volumes record other parameters.",
+            VOLUMES,
+            show_default=True,
         ),
     ] = False,
     fsync: Annotated[
         bool,
-        typer.Option(
-            help="Force each file to disk before it appears (safer on power loss, slower).",
-            rich_help_panel=VOLUMES,
+        opt(
+            "Force each file to disk before it appears (safer on power loss, slower).",
+            VOLUMES,
+            show_default=True,
         ),
     ] = False,
     ncpus: NcpusOption = None,
@@ -312,136 +272,104 @@ def generate_noise(
     worker_timeout: WorkerTimeoutOption = 60.0,
     retries: Annotated[
         int,
-        typer.Option(
-            help="Retries of a failed partition (lost workers are recovered by Dask anyway).",
-            rich_help_panel=CLUSTER,
+        opt(
+            "Retries of a failed partition (lost workers are recovered by Dask anyway).",
+            CLUSTER,
+            show_default=True,
         ),
     ] = 3,
     dashboard_address: Annotated[
         str,
-        typer.Option(
-            help="host:port of the local cluster's dashboard (a free port if this one is taken).",
-            rich_help_panel=CLUSTER,
+        opt(
+            "host:port of the local cluster's dashboard (a free port if this one is taken).",
+            CLUSTER,
+            show_default=True,
         ),
     ] = "127.0.0.1:8787",
     dashboard: Annotated[
-        bool, typer.Option(help="Serve the local cluster's dashboard.", rich_help_panel=CLUSTER)
+        bool, opt("Serve the local cluster's dashboard.", CLUSTER, show_default=True)
     ] = True,
     cluster: Annotated[
         str | None,
-        typer.Option(
-            help="Run the workers as batch jobs with dask-jobqueue on this system: "
+        opt(
+            "Run the workers as batch jobs with dask-jobqueue on this system: "
             + ", ".join(BATCH_SYSTEMS)
             + ". The scheduler runs in this process; the jobs are cancelled when it ends.",
-            show_default=False,
-            rich_help_panel=HPC,
+            HPC,
         ),
     ] = None,
     jobs: Annotated[
         int | None,
-        typer.Option(
-            help="Jobs to submit, each running --cores single-threaded workers (default 1).",
-            show_default=False,
-            rich_help_panel=HPC,
-        ),
+        opt("Jobs to submit, each running --cores single-threaded workers (default 1).", HPC),
     ] = None,
     adapt: Annotated[
         str | None,
-        typer.Option(
+        opt(
+            "Scale between MIN and MAX jobs with the work, instead of --jobs.",
+            HPC,
             metavar="MIN:MAX",
-            help="Scale between MIN and MAX jobs with the work, instead of --jobs.",
-            show_default=False,
-            rich_help_panel=HPC,
         ),
     ] = None,
     cores: Annotated[
         int | None,
-        typer.Option(
-            help="Cores per job, one worker process each (default: from --cluster-config or"
+        opt(
+            "Cores per job, one worker process each (default: from --cluster-config or"
             " your dask config, else 1).",
-            show_default=False,
-            rich_help_panel=HPC,
+            HPC,
         ),
     ] = None,
     memory: Annotated[
         str | None,
-        typer.Option(
-            help="Memory per job, e.g. 4GiB (GiB: 2^30 bytes; 4GB is 3.7 GiB). Default: from"
+        opt(
+            "Memory per job, e.g. 4GiB (GiB: 2^30 bytes; 4GB is 3.7 GiB). Default: from"
             " --cluster-config or your dask config, else 2GiB per core.",
-            show_default=False,
-            rich_help_panel=HPC,
+            HPC,
         ),
     ] = None,
     walltime: Annotated[
         str | None,
-        typer.Option(
-            help="Time limit per job, e.g. 02:00:00 (dask-jobqueue's default: 00:30:00).",
-            show_default=False,
-            rich_help_panel=HPC,
-        ),
+        opt("Time limit per job, e.g. 02:00:00 (dask-jobqueue's default: 00:30:00).", HPC),
     ] = None,
-    queue: Annotated[
-        str | None,
-        typer.Option(
-            help="Queue (partition) of the jobs.", show_default=False, rich_help_panel=HPC
-        ),
-    ] = None,
-    account: Annotated[
-        str | None,
-        typer.Option(
-            help="Account (project) charged for the jobs.", show_default=False, rich_help_panel=HPC
-        ),
-    ] = None,
+    queue: Annotated[str | None, opt("Queue (partition) of the jobs.", HPC)] = None,
+    account: Annotated[str | None, opt("Account (project) charged for the jobs.", HPC)] = None,
     interface: Annotated[
         str | None,
-        typer.Option(
-            help="Network interface of the scheduler and workers, e.g. ib0 (lo on one node).",
-            show_default=False,
-            rich_help_panel=HPC,
-        ),
+        opt("Network interface of the scheduler and workers, e.g. ib0 (lo on one node).", HPC),
     ] = None,
     local_directory: Annotated[
         str | None,
-        typer.Option(
-            help="Workers' scratch folder on the compute node, e.g. '$TMPDIR' (not NFS).",
-            show_default=False,
-            rich_help_panel=HPC,
-        ),
+        opt("Workers' scratch folder on the compute node, e.g. '$TMPDIR' (not NFS).", HPC),
     ] = None,
     log_directory: Annotated[
         str | None,
-        typer.Option(
-            help="Folder for the jobs' output (default: .<OUTPUT_FOLDER>.mwr-dask/jobs beside"
+        opt(
+            "Folder for the jobs' output (default: .<OUTPUT_FOLDER>.mwr-dask/jobs beside"
             " the output folder, removed after a successful run).",
-            show_default=False,
-            rich_help_panel=HPC,
+            HPC,
         ),
     ] = None,
     job_extra: Annotated[
         list[str] | None,
-        typer.Option(
-            help="Extra job directive without its #SBATCH/#PBS/#$ prefix, e.g."
+        opt(
+            "Extra job directive without its #SBATCH/#PBS/#$ prefix, e.g."
             " --job-extra=--exclusive (repeatable).",
-            show_default=False,
-            rich_help_panel=HPC,
+            HPC,
         ),
     ] = None,
     prologue: Annotated[
         list[str] | None,
-        typer.Option(
-            help="Shell line to run in the job before the worker starts, e.g."
+        opt(
+            "Shell line to run in the job before the worker starts, e.g."
             " 'module load fftw' (repeatable).",
-            show_default=False,
-            rich_help_panel=HPC,
+            HPC,
         ),
     ] = None,
     cluster_config: Annotated[
         Path | None,
-        typer.Option(
-            help="YAML file of dask-jobqueue settings (jobqueue.<system>: ...); flags override"
+        opt(
+            "YAML file of dask-jobqueue settings (jobqueue.<system>: ...); flags override"
             " it, it overrides your dask config. Examples in configs/.",
-            show_default=False,
-            rich_help_panel=HPC,
+            HPC,
         ),
     ] = None,
     dry_run: Annotated[
@@ -526,7 +454,7 @@ def usage_problems(ctx: typer.Context) -> list[str]:
                 " view numbers of different files differ."
             )
     elif tilt_given:
-        errors.append(f"{' and '.join(tilt_given)} need{'s' * (len(tilt_given) == 1)} --tilt-file.")
+        errors += needs(tilt_given, "--tilt-file", " and ")
     if p["all_views"] is not None and p["tomograms"] is None and len(p["tilt_file"] or []) != 1:
         errors.append("--all-views applies to a single --tilt-file or to --tomograms.")
     errors += cluster_option_problems(
@@ -547,16 +475,8 @@ def dataset_problems(p: dict, geometry: list[str]) -> list[str]:
         f"--{n.replace('_', '-')}" for n in ("mix", "only", "exclude_tomograms", "measured") if p[n]
     ]
     if p["tomograms"] is None:
-        return [f"{', '.join(flags)} need{'s' * (len(flags) == 1)} --tomograms."] if flags else []
-    replaced = [
-        flag
-        for flag, on in (
-            ("--tilt-file", p["tilt_file"]),
-            ("--exclude", p["exclude"]),
-            ("--spectrum", p["spectrum"]),
-        )
-        if on
-    ]
+        return needs(flags, "--tomograms")
+    replaced = [f"--{n.replace('_', '-')}" for n in ("tilt_file", "exclude", "spectrum") if p[n]]
     replaced += [g for g in geometry if g in ("--minangle", "--maxangle")]
     errors = []
     if replaced:
@@ -585,24 +505,29 @@ def build_source(ctx: typer.Context):
     from mwr_dask.noise.source import NoiseSource
 
     p = ctx.params
-    fields = {
-        "cubesize": p["cubesize"],
-        "mode": p["mode"],
-        "seed": p["seed"],
-        "voxel_size": p["voxel_size"],
-        "filter": p["filter"],
-        "radial": p["radial"],
-        "sirt_iterations": p["sirt_iterations"],
-    }
+    names = ("cubesize", "mode", "seed", "voxel_size", "filter", "radial", "sirt_iterations")
+    fields = {name: p[name] for name in names}
     for name, default in (("minangle", -60.0), ("maxangle", 60.0), ("anglestep", 2.0)):
         fields[name] = default if p[name] is None else p[name]
     notes: list[str] = []
     try:
         if p["spectrum"]:
-            fields.update(spectrum_fields(p["spectrum"][0], keep_voxel=_given(ctx, "voxel_size")))
+            from mwr_dask.files.mrc import read_header
+            from mwr_dask.noise.measured import spectrum_noise
+
+            path = p["spectrum"][0]
+            fields.update(spectrum=spectrum_noise(path), mode=3)
+            header_voxel = read_header(path).voxel_size
+            if not _given(ctx, "voxel_size") and header_voxel > 0:
+                fields["voxel_size"] = float(f"{header_voxel:.6g}")  # float32 in the header
         elif p["tilt_file"]:
-            fields["tilt_schemes"] = read_schemes(
-                p["tilt_file"], p["exclude"], p["invert_tilts"], p["all_views"]
+            from mwr_dask.noise.tiltfiles import read_tilt_file
+
+            fields["tilt_schemes"] = tuple(
+                read_tilt_file(
+                    path, exclude=p["exclude"], invert=p["invert_tilts"], all_views=p["all_views"]
+                )
+                for path in p["tilt_file"]
             )
         fields.update(dose_fields(p, fields, notes))
         return NoiseSource(**fields), [], notes
@@ -616,10 +541,7 @@ def dose_usage_problems(ctx: typer.Context) -> list[str]:
     names = ("voltage", "dose_per_tilt", "acquisition")
     given = [f"--{name.replace('_', '-')}" for name in names if p[name] is not None]
     if p["dose_weighting"] == "none":
-        if not given:
-            return []
-        verb = "needs" if len(given) == 1 else "need"
-        return [f"{', '.join(given)} {verb} --dose-weighting grant-grigorieff or bfactor."]
+        return needs(given, "--dose-weighting grant-grigorieff or bfactor")
     errors = []
     if p["voltage"] is not None and p["dose_weighting"] == "bfactor":
         errors.append("--voltage applies to --dose-weighting grant-grigorieff, not to bfactor.")
@@ -678,25 +600,3 @@ def dose_fields(p: dict, fields: dict, notes: list[str]) -> dict:
         notes += [f"{s.name}: {s.notes[-1]}" for s in schemes if s not in fields["tilt_schemes"]]
         out["tilt_schemes"] = tuple(schemes)
     return out
-
-
-def spectrum_fields(path: Path, *, keep_voxel: bool) -> dict:
-    """``spectrum`` and ``mode`` fields of a spectrum file; the voxel size its header gives."""
-    from mwr_dask.files.mrc import read_header
-    from mwr_dask.noise.measured import spectrum_noise
-
-    fields = {"spectrum": spectrum_noise(path), "mode": 3}
-    header_voxel = read_header(path).voxel_size
-    if not keep_voxel and header_voxel > 0:
-        fields["voxel_size"] = float(f"{header_voxel:.6g}")  # float32 in the header
-    return fields
-
-
-def read_schemes(tilt_files: list[Path], exclude: str | None, invert: bool, all_views=None):
-    """Read every --tilt-file (TiltSchemeError names the file and the line)."""
-    from mwr_dask.noise.tiltfiles import read_tilt_file
-
-    return tuple(
-        read_tilt_file(path, exclude=exclude, invert=invert, all_views=all_views)
-        for path in tilt_files
-    )

@@ -16,8 +16,10 @@ from mwr_dask.cli.common import (
     SchedulerFileOption,
     SchedulerOption,
     WorkerTimeoutOption,
+    arg,
     cluster_option_problems,
     fail,
+    opt,
     plot_problems,
 )
 from mwr_dask.parallel.cores import local_workers
@@ -26,27 +28,24 @@ from mwr_dask.parallel.cores import local_workers
 def inspect(
     folder: Annotated[
         Path,
-        typer.Argument(
-            help="Noise folder to check (IsoNet's --noise_dir), or one tomogram (an MRC file)"
-            " whose tilt range to estimate from its spectrum.",
-            show_default=False,
+        arg(
+            "Noise folder to check (IsoNet's --noise_dir), or one tomogram (an MRC file)"
+            " whose tilt range to estimate from its spectrum."
         ),
     ],
     tilt_file: Annotated[
         Path | None,
-        typer.Option(
-            help="With a tomogram: the tilt file it was reconstructed from; says whether its"
+        opt(
+            "With a tomogram: the tilt file it was reconstructed from; says whether its"
             " scheme as read or inverted (--invert-tilts) puts the wedge where the tomogram"
-            " has it.",
-            show_default=False,
+            " has it."
         ),
     ] = None,
     plot: Annotated[
         Path | None,
-        typer.Option(
-            help="Write a PNG of the averaged spectrum: kx-kz section with the wedge, angular"
+        opt(
+            "Write a PNG of the averaged spectrum: kx-kz section with the wedge, angular"
             " and radial profiles (needs matplotlib, the 'plot' extra of mwr-dask).",
-            show_default=False,
             metavar="PNG",
         ),
     ] = None,
@@ -55,10 +54,9 @@ def inspect(
     ] = False,
     spectrum: Annotated[
         Path | None,
-        typer.Option(
-            help="Compare the folder's averaged spectrum with this measured spectrum (from"
+        opt(
+            "Compare the folder's averaged spectrum with this measured spectrum (from"
             " 'mwr-dask measure-noise'), bin by bin, within its statistical error.",
-            show_default=False,
             metavar="SPECTRUM",
         ),
     ] = None,
@@ -322,26 +320,20 @@ def scheme_verdict(a, scheme, tilt_file: Path) -> tuple[bool, str, dict]:
     if cmp["matches"] == "as read":
         return True, "OK: the tilt file as read puts the wedge where the tomogram has it.", info
     if cmp["matches"] == "inverted":
-        return (
-            False,
-            (
-                "problem: the tilt file puts the wedge on the other side: generate the noise with"
-                " --invert-tilts."
-            ),
-            info,
+        verdict = (
+            "problem: the tilt file puts the wedge on the other side: generate the noise with"
+            " --invert-tilts."
         )
+        return False, verdict, info
     (u_lo, u_hi), (lo, hi) = a.tilt_uncertainty, a.tilt_range
-    return (
-        False,
-        (
-            "problem: neither the tilt file as read nor inverted puts the wedge where the tomogram"
-            f" has it (each edge within its resolution + {TILT_SLACK_DEG:g} deg, here"
-            f" {u_lo + TILT_SLACK_DEG:.1f} and {u_hi + TILT_SLACK_DEG:.1f}): is it this"
-            f" tomogram's file, with its exclusions? The noise should have tilts {lo:.0f} .."
-            f" {hi:.0f}."
-        ),
-        info,
+    verdict = (
+        "problem: neither the tilt file as read nor inverted puts the wedge where the tomogram"
+        f" has it (each edge within its resolution + {TILT_SLACK_DEG:g} deg, here"
+        f" {u_lo + TILT_SLACK_DEG:.1f} and {u_hi + TILT_SLACK_DEG:.1f}): is it this"
+        f" tomogram's file, with its exclusions? The noise should have tilts {lo:.0f} .."
+        f" {hi:.0f}."
     )
+    return False, verdict, info
 
 
 def draw_tomogram(result, scheme, plot: Path) -> bool:

@@ -9,46 +9,31 @@ from typing import Annotated
 
 import typer
 
-from mwr_dask.cli.common import fail, plot_problems
+from mwr_dask.cli.common import arg, fail, opt, plot_problems
 
 
 def measure_noise(
-    even: Annotated[
-        Path,
-        typer.Argument(help="Half tomogram of the even movie frames (MRC).", show_default=False),
-    ],
-    odd: Annotated[
-        Path,
-        typer.Argument(help="Half tomogram of the odd movie frames (MRC).", show_default=False),
-    ],
+    even: Annotated[Path, arg("Half tomogram of the even movie frames (MRC).")],
+    odd: Annotated[Path, arg("Half tomogram of the odd movie frames (MRC).")],
     spectrum: Annotated[
-        Path,
-        typer.Argument(
-            help="MRC file to write the noise power spectrum to (replaced if it exists).",
-            show_default=False,
-        ),
+        Path, arg("MRC file to write the noise power spectrum to (replaced if it exists).")
     ],
     cubesize: Annotated[
         int,
-        typer.Option(
-            help="Cube side in voxels: the grid of the spectrum, the CUBESIZE of the noise"
-            " volumes made from it (the training --cube_size).",
-            show_default=False,
+        opt(
+            "Cube side in voxels: the grid of the spectrum, the CUBESIZE of the noise"
+            " volumes made from it (the training --cube_size)."
         ),
     ],
     mask: Annotated[
         Path | None,
-        typer.Option(
-            help="MRC volume of the halves' shape: cubes are taken only where it is non-zero.",
-            show_default=False,
-        ),
+        opt("MRC volume of the halves' shape: cubes are taken only where it is non-zero."),
     ] = None,
     cubes: Annotated[
         int | None,
-        typer.Option(
-            help="Number of cubes averaged (the error per Fourier pixel is about"
-            " 1/sqrt(CUBES)). Default: every usable cube, at most 400.",
-            show_default=False,
+        opt(
+            "Number of cubes averaged (the error per Fourier pixel is about"
+            " 1/sqrt(CUBES)). Default: every usable cube, at most 400."
         ),
     ] = None,
     seed: Annotated[
@@ -57,10 +42,9 @@ def measure_noise(
     ] = 0,
     plot: Annotated[
         Path | None,
-        typer.Option(
-            help="Write a PNG of the spectrum: kx-kz and kx-ky views and radial profiles"
+        opt(
+            "Write a PNG of the spectrum: kx-kz and kx-ky views and radial profiles"
             " (needs matplotlib, the 'plot' extra of mwr-dask).",
-            show_default=False,
             metavar="PNG",
         ),
     ] = None,

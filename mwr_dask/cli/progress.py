@@ -39,7 +39,6 @@ class Progress:
         self.t0 = time.perf_counter()
         self.last = float("-inf")
         self.updated: float | None = None  # time of the latest update
-        self.done = 0
         self.bar: Any = None
         if not quiet and self.stream.isatty():
             self.bar = _terminal_bar(self.stream)
@@ -49,11 +48,6 @@ class Progress:
     def elapsed(self) -> float | None:
         """Seconds from the start of the report to its latest update (None before any)."""
         return None if self.updated is None else self.updated - self.t0
-
-    def rate(self) -> float | None:
-        """Volumes accounted for per second at the latest update (None before any)."""
-        elapsed = self.elapsed
-        return None if elapsed is None else (self.done / elapsed if elapsed > 0 else 0.0)
 
     def line(self, done: int, failed: int = 0, now: float | None = None) -> str:
         """Return the progress text for ``done`` volumes of the total at time ``now``."""
@@ -70,7 +64,7 @@ class Progress:
     def update(self, done: int, failed: int = 0) -> None:
         """Report that ``done`` volumes are accounted for."""
         now = time.perf_counter()
-        self.updated, self.done = now, done
+        self.updated = now
         if self.quiet:
             return
         finished = done >= self.total

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from mwr_dask.cli.common import fail
+from mwr_dask.cli.common import fail, needs
 
 #: Options of the batch cluster, by parameter name; each needs --cluster.
 BATCH_FLAGS = (
@@ -29,13 +29,15 @@ BATCH_FLAGS = (
     "cluster_config",
 )
 
+#: generate-noise's options that a dataset's :func:`run_and_report` passes on to the run.
+RUN_OPTIONS = ("overwrite", "verify", "force", "fsync", "retries", "worker_timeout")
+
 
 def batch_flag_problems(values: dict) -> list[str]:
     """Batch-cluster options given without --cluster, or with a local/remote cluster's."""
     given = [name for name in BATCH_FLAGS if values[name] not in (None, [], ())]
     if values["cluster"] is None:
-        flags = [f"--{name.replace('_', '-')}" for name in given]
-        return [f"{', '.join(flags)} need{'s' * (len(flags) == 1)} --cluster."] if flags else []
+        return needs([f"--{name.replace('_', '-')}" for name in given], "--cluster")
     errors = []
     if values["scheduler"] or values["scheduler_file"]:
         errors.append("give --cluster or --scheduler/--scheduler-file, not both.")
@@ -100,6 +102,7 @@ def batch_cluster(values: dict, output_folder: Path, errors: list[str]):
 def show_plan(folder: Path, source, start: int, count: int, options, *, adopt_seed, force):
     """Print what a run would do (``--dry-run``) and exit 0."""
     from mwr_dask.files.folder import FolderError
+    from mwr_dask.noise.dose import describe
     from mwr_dask.noise.generators import cost_note
     from mwr_dask.parallel.plan import describe_plan
     from mwr_dask.parallel.run import plan_source
@@ -117,15 +120,11 @@ def show_plan(folder: Path, source, start: int, count: int, options, *, adopt_se
         typer.echo(note)
     dosed = source.dose_weighting != "none"
     if dosed and not source.tilt_schemes:
-        from mwr_dask.noise.dose import describe
-
         typer.echo(f"regular range {source.tilt}:\n{describe(source.dose_weights(0))}")
     if source.tilt_schemes:
         for i, scheme in enumerate(source.tilt_schemes):
             typer.echo(scheme.describe())
             if dosed:
-                from mwr_dask.noise.dose import describe
-
                 typer.echo(describe(source.dose_weights(i)))
         k = len(source.tilt_schemes)
         typer.echo(
@@ -137,6 +136,16 @@ def show_plan(folder: Path, source, start: int, count: int, options, *, adopt_se
     raise typer.Exit(0)
 
 
+def reporters(quiet: bool):
+    """Return ``say`` (stdout lines) and ``warn`` (stderr warnings); both silent when quiet."""
+
+    def warn(line: str) -> None:
+        if not quiet:
+            typer.echo(f"mwr-dask: warning: {line}", err=True)
+
+    return (lambda line: None) if quiet else typer.echo, warn
+
+
 def run_and_report(folder: Path, source, start: int, count: int, options, *, quiet, **run):
     """Run :func:`mwr_dask.parallel.run.generate` with progress and report; exit 1 on failures."""
     from mwr_dask.cli.progress import Progress
@@ -146,12 +155,7 @@ def run_and_report(folder: Path, source, start: int, count: int, options, *, qui
     from mwr_dask.parallel.pipeline import RunResult
     from mwr_dask.parallel.run import complete_count, generate
 
-    say = (lambda line: None) if quiet else typer.echo
-
-    def warn(line: str) -> None:
-        if not quiet:
-            typer.echo(f"mwr-dask: warning: {line}", err=True)
-
+    say, warn = reporters(quiet)
     bar: list[Progress] = []
 
     def progress(result: RunResult) -> None:
