@@ -125,3 +125,21 @@ def test_too_many_open_files_is_retried_then_one_sentence(tmp_path, monkeypatch,
         assert len(tries) == pipeline.OPEN_FILE_TRIES
         assert rec["error"].endswith(f"Too many open files ({pipeline.OPEN_FILE_TRIES} tries)")
         assert "\n" not in rec["error"] and os.listdir(tmp_path) == []
+
+
+def test_a_worker_out_of_files_when_it_first_opens_the_folder_retries(tmp_path, monkeypatch):
+    """The folder's descriptor is opened at a worker's first volume: EMFILE there is retried."""
+    real, tries = pipeline.opened_folder, []
+
+    def flaky(*args, **kwargs):
+        tries.append(1)
+        if len(tries) <= 2:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "opened_folder", flaky)
+    monkeypatch.setattr(pipeline, "RETRY_PAUSE", 0.001)
+    rec = pipeline.write_one(0, NoiseSource(8, mode=2, seed=1), str(tmp_path), str(tmp_path),
+                             False, False)  # fmt: skip
+    assert rec["status"] == "written", rec
+    assert_only_volumes(tmp_path, [0])

@@ -92,18 +92,17 @@ def write_one(
         ENFILE) is tried again, up to ``OPEN_FILE_TRIES`` times in all.
     """
     path = Path(folder) / volume_name(index)
+    labels = params.labels(index)
     check = is_intact if verify else is_complete
-    args = (path.name, params.cubesize, params.labels(index))[: 3 if verify else 2]
-    try:
-        if not overwrite and check(*args, dir_fd=opened_folder(str(path.parent), inodes[0])):
-            return {"index": index, "status": "skipped"}
-    except OSError as err:  # the folder was replaced
-        return _failed(index, path, err)
-    volume = params.volume(index)
+    args = (path.name, params.cubesize, labels)[: 3 if verify else 2]
+    volume = None
     for tries in range(1, OPEN_FILE_TRIES + 1):
-        try:
-            write_volume(path, volume, params.voxel_size, params.labels(index), Path(tmp_dir),
-                         fsync=fsync, inodes=inodes)  # fmt: skip
+        try:  # OSError: the folder was replaced, the disk is full, no descriptor is free, ...
+            if not overwrite and check(*args, dir_fd=opened_folder(str(path.parent), inodes[0])):
+                return {"index": index, "status": "skipped"}
+            volume = params.volume(index) if volume is None else volume
+            write_volume(path, volume, params.voxel_size, labels, Path(tmp_dir), fsync=fsync,
+                         inodes=inodes)  # fmt: skip
             break
         except OSError as err:
             if err.errno in OUT_OF_FILES and tries < OPEN_FILE_TRIES:
